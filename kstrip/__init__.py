@@ -1,0 +1,1 @@
+"""kstrip: switch off the drivers a VM does not need in a NetBSD kernel ELF."""

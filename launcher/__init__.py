@@ -1,0 +1,1 @@
+"""launcher: boot a NetBSD kernel and image under QEMU and report readiness (``startnb``)."""

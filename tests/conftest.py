@@ -1,0 +1,51 @@
+"""Shared fixtures and the skip rules for tests that need something special.
+
+Markers (see pyproject.toml): ``kvm`` needs hardware KVM; ``netbsd`` needs genuine
+NetBSD artifacts in the directory named by ``MKSMOLNB_NETBSD_DIR``; ``qemu`` boots a
+test kernel; ``slow`` takes more than a few seconds.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NETBSD_DIR_VAR = "MKSMOLNB_NETBSD_DIR"
+
+
+def hardware_kvm() -> str | None:
+    """None when hardware KVM is usable, else the reason it is not."""
+    if not os.path.exists("/dev/kvm"):
+        return "no /dev/kvm"
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return "/dev/kvm is not read-write for this user"
+    if os.path.exists("/sys/module/kvm_pvm") and not (
+        os.path.exists("/sys/module/kvm_intel") or os.path.exists("/sys/module/kvm_amd")
+    ):
+        return "KVM here is the nested kvm_pvm, not hardware KVM"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kvm_reason = hardware_kvm()
+    netbsd_dir = os.environ.get(NETBSD_DIR_VAR)
+    qemu = shutil.which("qemu-system-x86_64")
+    for item in items:
+        if "kvm" in item.keywords and kvm_reason:
+            item.add_marker(pytest.mark.skip(reason=f"kvm: {kvm_reason}"))
+        if "netbsd" in item.keywords and not (netbsd_dir and os.path.isdir(netbsd_dir)):
+            item.add_marker(
+                pytest.mark.skip(reason=f"netbsd: set {NETBSD_DIR_VAR} to a directory of "
+                                 "genuine NetBSD kernels and sets")
+            )
+        if "qemu" in item.keywords and not qemu:
+            item.add_marker(pytest.mark.skip(reason="qemu: qemu-system-x86_64 not installed"))
+
+
+@pytest.fixture
+def netbsd_dir() -> Path:
+    return Path(os.environ[NETBSD_DIR_VAR])
