@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from kernels import test_kernels  # noqa: F401  (session fixture: the smoltest kernels)
 
 REPO = Path(__file__).resolve().parent.parent
 NETBSD_DIR_VAR = "MKSMOLNB_NETBSD_DIR"
