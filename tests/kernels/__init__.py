@@ -1,0 +1,187 @@
+"""Tiny test kernels, compiled from source at test time, that QEMU boots in milliseconds.
+
+``smoltest`` comes in two boot protocols: a PVH ELF (``-M microvm`` through qboot, ``-M pc``
+through QEMU's pvh option ROM) and a multiboot ELF (``-M pc``; microvm only with its option
+ROMs on). Both print, on COM1, what the guest received (command line, RAM) and which virtio
+devices it found, then the lines a NetBSD boot prints at each stage; see README.md beside
+this file for the console protocol and the ``smoltest.*`` command-line words.
+
+Use from tests: add ``from kernels import test_kernels  # noqa: F401`` to ``conftest.py`` and
+ask for the session fixture ``test_kernels`` (a :class:`TestKernels`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+SOURCE_DIR = Path(__file__).resolve().parent
+
+#: The lines a NetBSD boot prints at its stages, as smoltest prints them, in order.
+KERNEL_BANNER = "NetBSD 10.1 (SMOLTEST) #0: Mon Jan  1 00:00:00 UTC 2024"
+ROOT_MOUNTED = "root file system type: ffs"
+RC_LINE = "Starting smoltest service."
+READY_LINE = "SERVICE READY"
+PANIC_LINE = "panic: smoltest"
+STAGE_LINES = (KERNEL_BANNER, ROOT_MOUNTED, RC_LINE, READY_LINE)
+
+#: Exit status of QEMU when smoltest writes N to isa-debug-exit: (N << 1) | 1.
+DEBUG_EXIT_DEVICE = ("-device", "isa-debug-exit,iobase=0xf4,iosize=4")
+
+_CFLAGS = (
+    "-m32", "-march=i686", "-std=gnu11", "-Os", "-Wall", "-Wextra", "-Werror",
+    "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector",
+    "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-ident", "-nostdinc",
+)
+#: (output name, entry assembly file, entry symbol)
+_KERNELS = (
+    ("smoltest-pvh.elf", "pvh.S", "pvh_start"),
+    ("smoltest-multiboot.elf", "multiboot.S", "multiboot_start"),
+)
+
+
+class ToolchainMissing(Exception):
+    """gcc, ld or gcc's 32-bit support is not installed: the kernels cannot be built."""
+
+
+class KernelBuildError(Exception):
+    """The toolchain is there but compiling or linking failed."""
+
+
+@dataclass(frozen=True)
+class TestKernels:
+    """Paths of the built kernels and their gzip-compressed copies."""
+
+    __test__ = False  # not a pytest test class
+
+    pvh: Path
+    multiboot: Path
+    pvh_gz: Path
+    multiboot_gz: Path
+
+
+def _run(argv: list[str], cwd: Path) -> None:
+    try:
+        proc = subprocess.run(argv, cwd=cwd, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, check=False)
+    except FileNotFoundError as exc:
+        raise ToolchainMissing(f"{argv[0]} not found (install gcc, binutils, gcc-multilib)") \
+            from exc
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-12:]
+        raise KernelBuildError(f"{' '.join(argv)} failed with status {proc.returncode}:\n"
+                               + "\n".join(tail))
+
+
+def _check_toolchain(work: Path) -> None:
+    for tool in ("gcc", "ld"):
+        if shutil.which(tool) is None:
+            raise ToolchainMissing(f"{tool} not found (install gcc, binutils, gcc-multilib)")
+    probe = work / "probe.c"
+    probe.write_text("unsigned long long probe(unsigned long long x) { return x * 3; }\n")
+    try:
+        _run(["gcc", *_CFLAGS, "-c", "probe.c", "-o", "probe.o"], work)
+    except KernelBuildError as exc:
+        raise ToolchainMissing("gcc cannot compile for -m32 (install gcc-multilib)") from exc
+
+
+def _gzip(src: Path, dest: Path) -> None:
+    """Deterministic gzip: no file name, mtime 0."""
+    with src.open("rb") as f, dest.open("wb") as raw, \
+            gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0, compresslevel=9) as gz:
+        shutil.copyfileobj(f, gz)
+
+
+def build_test_kernels(outdir: Path) -> TestKernels:
+    """Compile both smoltest kernels into ``outdir``; same sources → same bytes.
+
+    Raises :class:`ToolchainMissing` when gcc, ld or 32-bit support is missing and
+    :class:`KernelBuildError` when a compile or link fails.
+    """
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=outdir, prefix=".build-") as tmp:
+        work = Path(tmp)
+        for name in ("smoltest.c", "pvh.S", "multiboot.S", "kernel.ld"):
+            shutil.copyfile(SOURCE_DIR / name, work / name)
+        _check_toolchain(work)
+        _run(["gcc", *_CFLAGS, "-c", "smoltest.c", "-o", "smoltest.o"], work)
+        for out, entry_src, entry in _KERNELS:
+            obj = entry_src.replace(".S", ".o")
+            _run(["gcc", *_CFLAGS, "-c", entry_src, "-o", obj], work)
+            _run(["ld", "-m", "elf_i386", "-T", "kernel.ld", "-nostdlib", "--build-id=none",
+                  "-z", "noexecstack", "-e", entry, "-o", out, obj, "smoltest.o"], work)
+            (work / out).replace(outdir / out)
+            _gzip(outdir / out, outdir / (out + ".gz"))
+    return TestKernels(
+        pvh=outdir / "smoltest-pvh.elf",
+        multiboot=outdir / "smoltest-multiboot.elf",
+        pvh_gz=outdir / "smoltest-pvh.elf.gz",
+        multiboot_gz=outdir / "smoltest-multiboot.elf.gz",
+    )
+
+
+def fixture_test_kernels(tmp_path_factory: pytest.TempPathFactory) -> TestKernels:
+    """Build the kernels once per session; skip (one line) when the toolchain is missing."""
+    try:
+        return build_test_kernels(tmp_path_factory.mktemp("test-kernels"))
+    except ToolchainMissing as exc:
+        pytest.skip(f"test kernels: {exc}")
+
+
+test_kernels = pytest.fixture(scope="session", name="test_kernels")(fixture_test_kernels)
+
+
+@dataclass(frozen=True)
+class VirtioDevice:
+    """One ``SMOLTEST virtio`` line: ``transport`` is "pci" or "mmio"."""
+
+    transport: str
+    location: str  # "00:03.0" (pci) or "0xfeb02e00" (mmio)
+    ident: str  # "1af4:1001" (pci) or the decimal virtio device id (mmio)
+    kind: str  # net, blk, console, rng or other
+
+
+@dataclass
+class Console:
+    """What a smoltest console said, parsed by :func:`parse_console`."""
+
+    boot: str | None = None
+    cmdline: str | None = None
+    mem_kib: int | None = None
+    virtio: list[VirtioDevice] = field(default_factory=list)
+    spin: tuple[int, str] | None = None  # (milliseconds, "pit" | "tsc")
+    lines: list[str] = field(default_factory=list)
+
+    def stages(self) -> list[str]:
+        """The stage lines seen, in the order they came."""
+        return [line for line in self.lines if line in (*STAGE_LINES, PANIC_LINE)]
+
+
+_VIRTIO = re.compile(r"SMOLTEST virtio (pci|mmio) (\S+) (\S+) (\S+)")
+
+
+def parse_console(text: str) -> Console:
+    """Parse smoltest's console output (``\\r\\n`` or ``\\n`` line ends)."""
+    con = Console()
+    for line in text.replace("\r\n", "\n").split("\n"):
+        con.lines.append(line)
+        if line.startswith("SMOLTEST boot "):
+            con.boot = line.removeprefix("SMOLTEST boot ")
+        elif line.startswith("SMOLTEST cmdline"):
+            con.cmdline = line.removeprefix("SMOLTEST cmdline").removeprefix(" ")
+        elif line.startswith("SMOLTEST mem "):
+            con.mem_kib = int(line.split()[2])
+        elif line.startswith("SMOLTEST spin "):
+            ms, clock = line.split()[2:4]
+            con.spin = (int(ms), clock)
+        elif m := _VIRTIO.fullmatch(line):
+            con.virtio.append(VirtioDevice(*m.groups()))
+    return con

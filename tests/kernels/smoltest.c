@@ -1,0 +1,452 @@
+/*
+ * smoltest: a tiny freestanding i386 kernel for the launcher's end-to-end tests.
+ *
+ * It reports on COM1 what it received from the loader (boot protocol, kernel
+ * command line, RAM size) and which virtio devices it finds, then prints the
+ * lines a NetBSD boot would print at its stages, then halts, exits QEMU
+ * through isa-debug-exit, or triple-faults, as its command line asks.
+ * The protocol is documented in tests/kernels/README.md.
+ */
+typedef unsigned char uint8_t;
+typedef unsigned short uint16_t;
+typedef unsigned int uint32_t;
+typedef int int32_t;
+typedef unsigned long long uint64_t;
+
+#define COM1		0x3f8
+#define PCI_ADDR	0xcf8
+#define PCI_DATA	0xcfc
+#define DEBUG_EXIT	0xf4
+#define VIRTIO_MMIO_BASE	0xfeb00000u
+#define VIRTIO_MMIO_STRIDE	0x200u
+#define VIRTIO_MMIO_SLOTS	32
+#define VIRTIO_MMIO_MAGIC	0x74726976u	/* "virt" */
+#define VIRTIO_PCI_VENDOR	0x1af4
+#define HVM_START_MAGIC		0x336ec578u
+#define MULTIBOOT_LOADER_MAGIC	0x2badb002u
+#define MEMMAP_RAM		1
+
+/* struct hvm_start_info, Xen public/arch-x86/hvm/start_info.h */
+struct hvm_start_info {
+	uint32_t magic;
+	uint32_t version;
+	uint32_t flags;
+	uint32_t nr_modules;
+	uint64_t modlist_paddr;
+	uint64_t cmdline_paddr;
+	uint64_t rsdp_paddr;
+	uint64_t memmap_paddr;		/* version >= 1 */
+	uint32_t memmap_entries;	/* version >= 1 */
+	uint32_t reserved;
+};
+
+struct hvm_memmap_table_entry {
+	uint64_t addr;
+	uint64_t size;
+	uint32_t type;
+	uint32_t reserved;
+};
+
+/* The start of struct multiboot_info (Multiboot Specification 0.6.96, section 3.3). */
+struct multiboot_info {
+	uint32_t flags;
+	uint32_t mem_lower;
+	uint32_t mem_upper;
+	uint32_t boot_device;
+	uint32_t cmdline;
+	uint32_t mods_count;
+	uint32_t mods_addr;
+	uint32_t syms[4];
+	uint32_t mmap_length;
+	uint32_t mmap_addr;
+};
+
+#define MBI_MEM		(1u << 0)
+#define MBI_CMDLINE	(1u << 2)
+#define MBI_MMAP	(1u << 6)
+
+struct multiboot_mmap_entry {
+	uint32_t size;		/* of the rest of the entry */
+	uint64_t addr;
+	uint64_t len;
+	uint32_t type;
+} __attribute__((packed));
+
+/* Port I/O. */
+
+static inline void outb(uint16_t port, uint8_t v)
+{
+	__asm__ volatile("outb %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline void outl(uint16_t port, uint32_t v)
+{
+	__asm__ volatile("outl %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+	uint8_t v;
+	__asm__ volatile("inb %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+static inline uint32_t inl(uint16_t port)
+{
+	uint32_t v;
+	__asm__ volatile("inl %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
+static inline uint32_t mmio_read32(uint32_t addr)
+{
+	return *(volatile uint32_t *)addr;
+}
+
+static inline uint64_t rdtsc(void)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdtsc" : "=a"(lo), "=d"(hi));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+/* Serial console: 115200 8N1, no interrupts, polled. */
+
+static void uart_init(void)
+{
+	outb(COM1 + 1, 0x00);	/* IER: no interrupts */
+	outb(COM1 + 3, 0x80);	/* LCR: divisor latch access */
+	outb(COM1 + 0, 0x01);	/* divisor 1: 115200 baud */
+	outb(COM1 + 1, 0x00);
+	outb(COM1 + 3, 0x03);	/* LCR: 8N1 */
+	outb(COM1 + 2, 0x07);	/* FCR: enable and clear FIFOs */
+	outb(COM1 + 4, 0x03);	/* MCR: DTR, RTS */
+}
+
+static void putc(char c)
+{
+	/* Wait (boundedly) for the transmit holding register to empty. */
+	for (int i = 0; i < 100000 && !(inb(COM1 + 5) & 0x20); i++)
+		;
+	outb(COM1, (uint8_t)c);
+}
+
+static void puts(const char *s)
+{
+	while (*s)
+		putc(*s++);
+}
+
+static void endl(void)
+{
+	puts("\r\n");
+}
+
+static void putdec(uint32_t v)
+{
+	char buf[11];
+	int i = sizeof(buf) - 1;
+
+	buf[i] = 0;
+	do {
+		buf[--i] = (char)('0' + v % 10);
+		v /= 10;
+	} while (v);
+	puts(&buf[i]);
+}
+
+static void puthex(uint32_t v, int digits)
+{
+	static const char hex[] = "0123456789abcdef";
+
+	while (digits--)
+		putc(hex[(v >> (digits * 4)) & 0xf]);
+}
+
+/* Command line words. */
+
+static const char *cmdline = "";
+
+/* Whether `word` starts at p and ends at a space, '=' or the end. */
+static const char *match_word(const char *p, const char *word)
+{
+	while (*word)
+		if (*p++ != *word++)
+			return 0;
+	return p;
+}
+
+/* Finds word as a whole word (or as "word=VALUE"); returns what follows it. */
+static const char *find_option(const char *word)
+{
+	const char *p = cmdline;
+
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		const char *end = match_word(p, word);
+		if (end && (*end == 0 || *end == ' ' || *end == '='))
+			return end;
+		while (*p && *p != ' ')
+			p++;
+	}
+	return 0;
+}
+
+static int has_option(const char *word)
+{
+	const char *end = find_option(word);
+	return end && *end != '=';
+}
+
+/* The decimal value of word=N, or -1 when absent or not a number. */
+static int32_t option_value(const char *word)
+{
+	const char *p = find_option(word);
+	uint32_t v = 0;
+
+	if (!p || *p++ != '=' || *p < '0' || *p > '9')
+		return -1;
+	while (*p >= '0' && *p <= '9')
+		v = v * 10 + (uint32_t)(*p++ - '0');
+	return (int32_t)(v & 0x7fffffff);
+}
+
+/* Virtio device discovery. */
+
+static const char *virtio_pci_name(uint16_t device)
+{
+	switch (device) {
+	case 0x1000: case 0x1041: return "net";
+	case 0x1001: case 0x1042: return "blk";
+	case 0x1003: case 0x1043: return "console";
+	case 0x1005: case 0x1044: return "rng";
+	default: return "other";
+	}
+}
+
+static const char *virtio_mmio_name(uint32_t id)
+{
+	switch (id) {
+	case 1: return "net";
+	case 2: return "blk";
+	case 3: return "console";
+	case 4: return "rng";
+	default: return "other";
+	}
+}
+
+static uint32_t pci_read(uint32_t bus, uint32_t slot, uint32_t fn, uint32_t reg)
+{
+	outl(PCI_ADDR, 0x80000000u | bus << 16 | slot << 11 | fn << 8 | (reg & 0xfc));
+	return inl(PCI_DATA);
+}
+
+/* Lists virtio functions on PCI bus 0; returns whether a host bridge answered. */
+static int scan_pci(void)
+{
+	if ((pci_read(0, 0, 0, 0) & 0xffff) == 0xffff)
+		return 0;
+	for (uint32_t slot = 0; slot < 32; slot++) {
+		uint32_t nfn = 1;
+		for (uint32_t fn = 0; fn < nfn; fn++) {
+			uint32_t id = pci_read(0, slot, fn, 0);
+			if ((id & 0xffff) == 0xffff)
+				continue;
+			if (fn == 0 && (pci_read(0, slot, 0, 0x0c) >> 16) & 0x80)
+				nfn = 8;	/* multi-function device */
+			if ((id & 0xffff) != VIRTIO_PCI_VENDOR)
+				continue;
+			puts("SMOLTEST virtio pci 00:");
+			puthex(slot, 2);
+			putc('.');
+			puthex(fn, 1);
+			putc(' ');
+			puthex(id & 0xffff, 4);
+			putc(':');
+			puthex(id >> 16, 4);
+			putc(' ');
+			puts(virtio_pci_name((uint16_t)(id >> 16)));
+			endl();
+		}
+	}
+	return 1;
+}
+
+/* Lists the populated virtio-mmio transports of the microvm window. */
+static void scan_mmio(void)
+{
+	for (uint32_t n = 0; n < VIRTIO_MMIO_SLOTS; n++) {
+		uint32_t base = VIRTIO_MMIO_BASE + n * VIRTIO_MMIO_STRIDE;
+		if (mmio_read32(base) != VIRTIO_MMIO_MAGIC)
+			continue;
+		uint32_t id = mmio_read32(base + 8);
+		if (id == 0)
+			continue;	/* transport without a device */
+		puts("SMOLTEST virtio mmio 0x");
+		puthex(base, 8);
+		putc(' ');
+		putdec(id);
+		putc(' ');
+		puts(virtio_mmio_name(id));
+		endl();
+	}
+}
+
+/* Busy-waiting on the PIT (1193182 Hz), with rdtsc when there is no PIT. */
+
+#define PIT_HZ		1193182u
+#define ASSUMED_TSC_KHZ	2000000u
+
+static uint16_t pit_count(void)
+{
+	outb(0x43, 0x00);	/* latch channel 0 */
+	uint8_t lo = inb(0x40);
+	uint8_t hi = inb(0x40);
+	return (uint16_t)(lo | hi << 8);
+}
+
+/* Returns "pit" or "tsc": the clock that timed the wait. */
+static const char *spin_ms(uint32_t ms)
+{
+	outb(0x43, 0x34);	/* channel 0, lobyte/hibyte, mode 2 (rate generator) */
+	outb(0x40, 0x00);
+	outb(0x40, 0x00);	/* count 65536 */
+
+	uint16_t last = pit_count();
+	int moved = 0;
+	for (int i = 0; i < 100000 && !moved; i++)
+		moved = pit_count() != last;
+	if (moved) {
+		uint64_t want = (uint64_t)ms * (PIT_HZ / 1000) + ms * (PIT_HZ % 1000) / 1000;
+		uint64_t elapsed = 0;
+		last = pit_count();
+		while (elapsed < want) {
+			uint16_t now = pit_count();
+			elapsed += (uint16_t)(last - now);	/* counts down, wraps */
+			last = now;
+		}
+		return "pit";
+	}
+	uint64_t end = rdtsc() + (uint64_t)ms * ASSUMED_TSC_KHZ;
+	while (rdtsc() < end)
+		;
+	return "tsc";
+}
+
+/* The end of a run. */
+
+void smoltest_halt(void) __attribute__((noreturn));
+void smoltest_halt(void)
+{
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}
+
+static void __attribute__((noreturn)) triple_fault(void)
+{
+	static const struct { uint16_t limit; uint32_t base; } __attribute__((packed)) idt = { 0, 0 };
+
+	__asm__ volatile("lidt %0; int3" : : "m"(idt));
+	smoltest_halt();
+}
+
+static void run(const char *protocol, uint32_t mem_kib)
+{
+	puts("SMOLTEST boot ");
+	puts(protocol);
+	endl();
+	puts("SMOLTEST cmdline ");
+	puts(cmdline);
+	endl();
+	if (mem_kib) {
+		puts("SMOLTEST mem ");
+		putdec(mem_kib);
+		endl();
+	}
+	if (!scan_pci())
+		scan_mmio();
+
+	puts("NetBSD 10.1 (SMOLTEST) #0: Mon Jan  1 00:00:00 UTC 2024\r\n");
+	if (has_option("smoltest.panic")) {
+		puts("panic: smoltest\r\n");
+		triple_fault();
+	}
+	puts("root file system type: ffs\r\n");
+	puts("Starting smoltest service.\r\n");
+	int32_t spin = option_value("smoltest.spin");
+	if (spin >= 0) {
+		puts("SMOLTEST spin ");
+		putdec((uint32_t)spin);
+		putc(' ');
+		puts(spin_ms((uint32_t)spin));
+		endl();
+	}
+	if (!has_option("smoltest.noready"))
+		puts("SERVICE READY\r\n");
+
+	int32_t code = option_value("smoltest.exit");
+	if (code >= 0 && !has_option("smoltest.noready")) {
+		outl(DEBUG_EXIT, (uint32_t)code);
+		puts("SMOLTEST exit failed: no isa-debug-exit at 0xf4\r\n");
+	}
+	smoltest_halt();
+}
+
+/* Entry points, called from pvh.S and multiboot.S. */
+
+void smoltest_pvh(const struct hvm_start_info *si);
+void smoltest_pvh(const struct hvm_start_info *si)
+{
+	uint32_t mem_kib = 0;
+
+	uart_init();
+	if (si->magic != HVM_START_MAGIC) {
+		puts("SMOLTEST bad hvm_start_info magic 0x");
+		puthex(si->magic, 8);
+		endl();
+		smoltest_halt();
+	}
+	if (si->cmdline_paddr)
+		cmdline = (const char *)(uint32_t)si->cmdline_paddr;
+	if (si->version >= 1 && si->memmap_paddr) {
+		const struct hvm_memmap_table_entry *e =
+			(const void *)(uint32_t)si->memmap_paddr;
+		uint64_t total = 0;
+		for (uint32_t i = 0; i < si->memmap_entries; i++)
+			if (e[i].type == MEMMAP_RAM)
+				total += e[i].size;
+		mem_kib = (uint32_t)(total >> 10);
+	}
+	run("pvh", mem_kib);
+}
+
+void smoltest_multiboot(uint32_t magic, const struct multiboot_info *mbi);
+void smoltest_multiboot(uint32_t magic, const struct multiboot_info *mbi)
+{
+	uint32_t mem_kib = 0;
+
+	uart_init();
+	if (magic != MULTIBOOT_LOADER_MAGIC) {
+		puts("SMOLTEST bad multiboot magic 0x");
+		puthex(magic, 8);
+		endl();
+		smoltest_halt();
+	}
+	if (mbi->flags & MBI_CMDLINE)
+		cmdline = (const char *)mbi->cmdline;
+	if (mbi->flags & MBI_MMAP) {
+		uint64_t total = 0;
+		uint32_t p = mbi->mmap_addr, end = mbi->mmap_addr + mbi->mmap_length;
+		while (p < end) {
+			const struct multiboot_mmap_entry *e = (const void *)p;
+			if (e->type == MEMMAP_RAM)
+				total += e->len;
+			p += e->size + sizeof(e->size);
+		}
+		mem_kib = (uint32_t)(total >> 10);
+	} else if (mbi->flags & MBI_MEM) {
+		mem_kib = mbi->mem_lower + mbi->mem_upper;
+	}
+	run("multiboot", mem_kib);
+}
