@@ -6,6 +6,7 @@ The ``test_kernels`` session fixture comes from ``kernels`` through ``conftest.p
 from __future__ import annotations
 
 import gzip
+import os
 import subprocess
 import threading
 import time
@@ -45,7 +46,7 @@ def disk(tmp_path: Path) -> Path:
 
 def devices(machine: str, disk: Path) -> list[str]:
     """A virtio disk and a virtio network card, on the transport the machine has."""
-    bus = "device" if machine == "microvm" else "pci"
+    bus = "device" if machine.startswith("microvm") else "pci"
     return ["-drive", f"if=none,file={disk},format=raw,id=hd0",
             "-device", f"virtio-blk-{bus},drive=hd0",
             "-netdev", "user,id=n0", "-device", f"virtio-net-{bus},netdev=n0"]
@@ -131,9 +132,17 @@ def test_pvh_note_and_multiboot_header(test_kernels: TestKernels) -> None:
     assert flags & 2  # memory information requested
 
 
+MICROVM_ACPI = [VirtioDevice("mmio", "0xfeb02c00", "1", "net"),
+                VirtioDevice("mmio", "0xfeb02e00", "2", "blk")]
+#: Without ACPI microvm has 8 transports, not 24, and fills them from the top down too.
+MICROVM_NO_ACPI = [VirtioDevice("mmio", "0xfeb00c00", "1", "net"),
+                   VirtioDevice("mmio", "0xfeb00e00", "2", "blk")]
+MICROVM_MINIMAL = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on"
+
 BOOTS = [
-    ("microvm", "pvh", [VirtioDevice("mmio", "0xfeb02c00", "1", "net"),
-                        VirtioDevice("mmio", "0xfeb02e00", "2", "blk")]),
+    ("microvm", "pvh", MICROVM_ACPI),
+    (MICROVM_MINIMAL, "pvh", MICROVM_ACPI),
+    ("microvm,acpi=off,auto-kernel-cmdline=off", "pvh", MICROVM_NO_ACPI),
     ("pc", "pvh", [VirtioDevice("pci", "00:02.0", "1af4:1001", "blk"),
                    VirtioDevice("pci", "00:03.0", "1af4:1000", "net")]),
     ("pc", "multiboot", [VirtioDevice("pci", "00:02.0", "1af4:1001", "blk"),
@@ -143,7 +152,7 @@ BOOTS = [
 
 @pytest.mark.qemu
 @pytest.mark.parametrize(("machine", "protocol", "expected"), BOOTS,
-                         ids=[f"{m}-{p}" for m, p, _ in BOOTS])
+                         ids=[f"{m.replace(',', '+')}-{p}" for m, p, _ in BOOTS])
 def test_boot_reports_cmdline_devices_and_stages(
     test_kernels: TestKernels, disk: Path, machine: str, protocol: str,
     expected: list[VirtioDevice],
@@ -234,3 +243,53 @@ def test_exit_without_debug_device_says_so(test_kernels: TestKernels) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.qemu
+def test_device_names(test_kernels: TestKernels) -> None:
+    status, text = boot("q35", test_kernels.pvh, "smoltest.exit=1",
+                        ["-device", "virtio-rng-pci", "-device", "virtio-serial-pci",
+                         "-device", "virtio-balloon-pci"])
+    assert status == 3, text
+    assert [(d.ident, d.kind) for d in parse_console(text).virtio] == [
+        ("1af4:1005", "rng"), ("1af4:1003", "console"), ("1af4:1002", "other")]
+
+
+@pytest.mark.qemu
+def test_microvm_without_acpi_appends_to_the_cmdline(test_kernels: TestKernels,
+                                                      disk: Path) -> None:
+    """What a launcher must know: microvm,acpi=off tells a Linux guest where its
+    virtio-mmio devices are by adding words to the kernel command line."""
+    status, text = boot("microvm,acpi=off", test_kernels.pvh, APPEND,
+                        devices("microvm", disk))
+    assert status == 3, text
+    assert parse_console(text).cmdline == (
+        f"{APPEND} virtio_mmio.device=512@0xfeb00e00:12 virtio_mmio.device=512@0xfeb00c00:11")
+
+
+@pytest.mark.qemu
+def test_spin_without_pit_falls_back_to_tsc(test_kernels: TestKernels) -> None:
+    status, text = boot(MICROVM_MINIMAL, test_kernels.pvh, "smoltest.spin=10 smoltest.exit=1")
+    assert status == 3, text
+    assert parse_console(text).spin == (10, "tsc")
+
+
+@pytest.mark.qemu
+def test_boots_under_any_kvm(test_kernels: TestKernels, disk: Path) -> None:
+    """KVM of any kind, the nested kvm_pvm included: trivial guests run under it."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("kvm: /dev/kvm is missing or not read-write")
+    argv = [a if a != "tcg" else "kvm" for a in BASE]
+    proc = subprocess.run([*argv, "-cpu", "qemu64", "-M", "microvm", "-kernel",
+                           str(test_kernels.pvh), "-append", APPEND,
+                           *devices("microvm", disk)],
+                          capture_output=True, timeout=TIMEOUT, check=False,
+                          stdin=subprocess.DEVNULL)
+    text = proc.stdout.decode("ascii", "replace")
+    if proc.returncode == 1 and "kvm" in proc.stderr.decode().lower():
+        pytest.skip(f"kvm: {proc.stderr.decode().strip().splitlines()[-1]}")
+    assert proc.returncode == 3, text + proc.stderr.decode()
+    con = parse_console(text)
+    assert con.cmdline == APPEND
+    assert con.virtio == MICROVM_ACPI
+    check_stages(con, text)

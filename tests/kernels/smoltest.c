@@ -313,9 +313,14 @@ static const char *spin_ms(uint32_t ms)
 	outb(0x40, 0x00);
 	outb(0x40, 0x00);	/* count 65536 */
 
+	/*
+	 * A PIT ticks every 838 ns; 2000 latched reads take far longer than that.
+	 * Without a PIT (microvm,pit=off) the reads return 0xffff forever.
+	 * (The bound matters under KVM, where each port access is an exit.)
+	 */
 	uint16_t last = pit_count();
 	int moved = 0;
-	for (int i = 0; i < 100000 && !moved; i++)
+	for (int i = 0; i < 2000 && !moved; i++)
 		moved = pit_count() != last;
 	if (moved) {
 		uint64_t want = (uint64_t)ms * (PIT_HZ / 1000) + ms * (PIT_HZ % 1000) / 1000;
