@@ -107,7 +107,7 @@ def check_stages(con: Console, text: str) -> None:
 
 def test_build_is_deterministic(test_kernels: TestKernels, tmp_path: Path) -> None:
     again = build_test_kernels(tmp_path)
-    for name in ("pvh", "multiboot", "pvh_gz", "multiboot_gz"):
+    for name in ("pvh", "multiboot", "pvh_gz", "multiboot_gz", "pvh64", "noboot"):
         assert getattr(again, name).read_bytes() == getattr(test_kernels, name).read_bytes()
     assert gzip.decompress(again.pvh_gz.read_bytes()) == again.pvh.read_bytes()
     assert gzip.decompress(again.multiboot_gz.read_bytes()) == again.multiboot.read_bytes()
@@ -147,17 +147,21 @@ BOOTS = [
                    VirtioDevice("pci", "00:03.0", "1af4:1000", "net")]),
     ("pc", "multiboot", [VirtioDevice("pci", "00:02.0", "1af4:1001", "blk"),
                          VirtioDevice("pci", "00:03.0", "1af4:1000", "net")]),
+    ("microvm", "pvh64", MICROVM_ACPI),
+    ("pc", "pvh64", [VirtioDevice("pci", "00:02.0", "1af4:1001", "blk"),
+                     VirtioDevice("pci", "00:03.0", "1af4:1000", "net")]),
 ]
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize(("machine", "protocol", "expected"), BOOTS,
-                         ids=[f"{m.replace(',', '+')}-{p}" for m, p, _ in BOOTS])
+@pytest.mark.parametrize(("machine", "variant", "expected"), BOOTS,
+                         ids=[f"{m.replace(',', '+')}-{v}" for m, v, _ in BOOTS])
 def test_boot_reports_cmdline_devices_and_stages(
-    test_kernels: TestKernels, disk: Path, machine: str, protocol: str,
+    test_kernels: TestKernels, disk: Path, machine: str, variant: str,
     expected: list[VirtioDevice],
 ) -> None:
-    kernel = getattr(test_kernels, protocol)
+    kernel = getattr(test_kernels, variant)
+    protocol = "multiboot" if variant == "multiboot" else "pvh"
     status, text = boot(machine, kernel, APPEND, devices(machine, disk))
     con = parse_console(text)
     assert status == 3, text  # isa-debug-exit: (1 << 1) | 1
@@ -293,3 +297,13 @@ def test_boots_under_any_kvm(test_kernels: TestKernels, disk: Path) -> None:
     assert con.cmdline == APPEND
     assert con.virtio == MICROVM_ACPI
     check_stages(con, text)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("variant", ["noboot", "pvh_gz"])
+def test_qemu_refuses_what_it_cannot_boot(test_kernels: TestKernels, variant: str) -> None:
+    """No PVH note nor multiboot header, or gzip-compressed: QEMU stops before the guest runs
+    (so a launcher should check first, and decompress)."""
+    status, text = boot("pc", getattr(test_kernels, variant), "smoltest.exit=1")
+    assert status == 1, text
+    assert "SMOLTEST" not in text
