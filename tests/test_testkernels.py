@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import threading
 import time
@@ -23,7 +24,9 @@ from kernels import (
     ROOT_MOUNTED,
     STAGE_LINES,
     Console,
+    KernelBuildError,
     TestKernels,
+    ToolchainMissing,
     VirtioDevice,
     build_test_kernels,
     parse_console,
@@ -138,6 +141,30 @@ MICROVM_ACPI = [VirtioDevice("mmio", "0xfeb02c00", "1", "net"),
 MICROVM_NO_ACPI = [VirtioDevice("mmio", "0xfeb00c00", "1", "net"),
                    VirtioDevice("mmio", "0xfeb00e00", "2", "blk")]
 MICROVM_MINIMAL = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on"
+
+def test_missing_toolchain_is_one_clear_error(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolchainMissing, match=r"^gcc not found \(install gcc, binutils"):
+        build_test_kernels(tmp_path / "out")
+
+
+def test_build_error_names_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gcc that compiles the probe but fails on the kernel: the error says what failed."""
+    real = shutil.which("gcc")
+    if real is None:
+        pytest.skip("gcc not installed")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    gcc = fake / "gcc"
+    gcc.write_text('#!/bin/sh\ncase "$*" in *smoltest.c*) echo "boom: bad source" >&2; '
+                   f'exit 1;; esac\nexec {real} "$@"\n')
+    gcc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    with pytest.raises(KernelBuildError, match=r"(?s)smoltest\.c.*status 1.*boom: bad source"):
+        build_test_kernels(tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())  # the build directory is gone
+
 
 BOOTS = [
     ("microvm", "pvh", MICROVM_ACPI),
