@@ -1,0 +1,589 @@
+"""Pure layout computation for FFS: geometry of an image, and where every inode's data goes.
+
+Two steps, both free of I/O:
+
+* :func:`plan` walks the tree once, numbers the inodes, builds directory
+  contents and allocates every data, fragment and indirect block in a *virtual*
+  space of whole blocks. The plan does not depend on the image size.
+* :func:`geometry` computes the superblock geometry (cylinder groups, inodes per
+  group, where the metadata sits) for one image size, in the way NetBSD's makefs
+  does. Its :meth:`Geometry.extents` lists the whole blocks free for data; the
+  writer maps virtual blocks onto them in order.
+
+An image fits when the geometry has enough inodes and enough data blocks for the
+plan; :func:`minimum_size` searches the smallest such size.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import os
+import struct
+from dataclasses import dataclass, field
+
+from smolfs.errors import FilesystemLimitError
+from smolfs.ffs import structs as s
+from smolfs.ffs.options import FfsOptions
+from smolfs.tree import Data, Kind, Node, Tree
+
+LINK_MAX = 32767  # FFS link count limit (sys/ufs/ufs/ufs_vnops.c: LINK_MAX)
+
+
+def _howmany(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+def _roundup(a: int, b: int) -> int:
+    return -(-a // b) * b
+
+
+def _log2(n: int) -> int:
+    return n.bit_length() - 1
+
+
+# ---------------------------------------------------------------------------
+# Geometry
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Superblock geometry for one image size (all addresses in fragments)."""
+
+    version: int
+    bsize: int
+    fsize: int
+    size: int  # fs_size: fragments in the filesystem
+    sblkno: int
+    cblkno: int
+    iblkno: int
+    dblkno: int
+    fpg: int
+    ipg: int
+    ncg: int
+    density: int
+    contigsumsize: int
+
+    @property
+    def frag(self) -> int:
+        return self.bsize // self.fsize
+
+    @property
+    def fragshift(self) -> int:
+        return _log2(self.frag)
+
+    @property
+    def inode_size(self) -> int:
+        return 128 if self.version == 1 else 256
+
+    @property
+    def inopb(self) -> int:
+        return self.bsize // self.inode_size
+
+    @property
+    def inopf(self) -> int:
+        return self.inopb // self.frag
+
+    @property
+    def nindir(self) -> int:
+        return self.bsize // (4 if self.version == 1 else 8)
+
+    @property
+    def sblockloc(self) -> int:
+        return s.SBLOCK_UFS1 if self.version == 1 else s.SBLOCK_UFS2
+
+    @property
+    def old_cpg(self) -> int:
+        return 1 if self.version == 1 else 0
+
+    @property
+    def cssize(self) -> int:
+        return _roundup(self.ncg * 16, self.fsize)
+
+    @property
+    def csfrags(self) -> int:
+        return self.cssize // self.fsize
+
+    @property
+    def cgsize(self) -> int:
+        return _roundup(cg_size(self.version, self.bsize, self.fsize, self.contigsumsize,
+                                self.ipg, self.fpg), self.fsize)
+
+    @property
+    def inodes(self) -> int:
+        return self.ncg * self.ipg
+
+    def cg_ndblk(self, c: int) -> int:
+        return min(self.fpg, self.size - c * self.fpg)
+
+    def extents(self) -> list[tuple[int, int]]:
+        """Whole blocks free for data, as ``(first fragment, number of blocks)``, in order."""
+        frag = self.frag
+        out: list[tuple[int, int]] = []
+
+        def add(start: int, end: int) -> None:
+            start, end = _roundup(start, frag), end // frag * frag
+            if end <= start:
+                return
+            if out and out[-1][0] + out[-1][1] * frag == start:
+                out[-1] = (out[-1][0], out[-1][1] + (end - start) // frag)
+            else:
+                out.append((start, (end - start) // frag))
+
+        for c in range(self.ncg):
+            base = c * self.fpg
+            end = base + self.cg_ndblk(c)
+            if c > 0:
+                add(base, min(end, base + self.sblkno))
+            add(base + self.dblkno + (self.csfrags if c == 0 else 0), end)
+        return out
+
+    def data_blocks(self) -> int:
+        return sum(n for _, n in self.extents())
+
+
+def cg_size(version: int, bsize: int, fsize: int, contigsumsize: int, ipg: int, fpg: int) -> int:
+    """CGSIZE of fs.h: the bytes a cylinder group block needs."""
+    old_cpg = 1 if version == 1 else 0
+    size = s.SIZEOF_CG + 4 + old_cpg * 4 + old_cpg * 2 + _howmany(ipg, 8) + _howmany(fpg, 8)
+    if contigsumsize > 0:
+        size += contigsumsize * 4 + _howmany(fpg // (bsize // fsize), 8)
+    return size
+
+
+def contig_sum_size(opts: FfsOptions) -> int:
+    bsize, _ = opts.block_sizes()
+    maxcontig = opts.maxcontig or max(1, min(s.MAXPHYS, s.MAXBSIZE) // bsize)
+    return min(maxcontig, s.FS_MAXCONTIG) if maxcontig > 1 else 0
+
+
+def geometry(size_bytes: int, opts: FfsOptions, inodes: int) -> Geometry | None:
+    """The geometry of an image of *size_bytes* holding at least *inodes* inodes.
+
+    *inodes* counts the reserved inodes 0 and 1. None when no geometry fits.
+    With ``opts.density`` None the density is lowered until the inodes fit.
+    """
+    bsize, fsize = opts.block_sizes()
+    fs_size = size_bytes // fsize
+    if fs_size <= 0:
+        return None
+    if opts.density is not None:
+        return _geometry_for_density(fs_size, opts, opts.density)
+    density = max(fsize, fs_size * fsize // max(inodes, 1))
+    while True:
+        geo = _geometry_for_density(fs_size, opts, density)
+        if geo is not None and geo.inodes >= inodes:
+            return geo
+        if density <= fsize:
+            return geo
+        have = geo.inodes if geo is not None else 0
+        density = max(fsize, min(density - fsize, density * max(have, 1) // inodes))
+
+
+def _geometry_for_density(fs_size: int, opts: FfsOptions, density: int) -> Geometry | None:
+    bsize, fsize = opts.block_sizes()
+    version = opts.version
+    frag = bsize // fsize
+    csum = contig_sum_size(opts)
+    isize = 128 if version == 1 else 256
+    inopb = bsize // isize
+    inopf = inopb // frag
+    sblockloc = s.SBLOCK_UFS1 if version == 1 else s.SBLOCK_UFS2
+    sblkno = _roundup(_howmany(sblockloc + s.SBLOCKSIZE, fsize), frag)
+    cblkno = sblkno + _roundup(_howmany(s.SBLOCKSIZE, fsize), frag)
+    iblkno = cblkno + frag
+
+    def cgsize(ipg: int, fpg: int) -> int:
+        return cg_size(version, bsize, fsize, csum, ipg, fpg)
+
+    # Smallest cylinder group meeting the density (makefs's first loop).
+    while True:
+        fpi = max(density // fsize, 1)
+        minfpg = min(fpi * inopb, fs_size)
+        fpg = max(_roundup(iblkno + inopb // inopf, frag), minfpg)
+        ipg = _roundup(_howmany(fpg, fpi), inopb)
+        fpg = max(_roundup(iblkno + ipg // inopf, frag), minfpg)
+        ipg = _roundup(_howmany(fpg, fpi), inopb)
+        if cgsize(ipg, fpg) < bsize:
+            break
+        density -= fsize
+        if density < fsize:
+            return None
+    fpg = _roundup(fpg, frag)
+
+    def ipg_of(f: int) -> int:
+        return _roundup(_howmany(f, fpi), inopb)
+
+    # Grow the group as far as its cylinder group block allows, but not past the image.
+    cap = max(fpg, _roundup(fs_size, frag))
+    lo, hi = 0, (cap - fpg) // frag
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        f = fpg + mid * frag
+        if cgsize(ipg_of(f), f) <= bsize:
+            lo = mid
+        else:
+            hi = mid - 1
+    fpg += lo * frag
+    ipg = ipg_of(fpg)
+
+    # Make the last group big enough to hold its own metadata.
+    while True:
+        ncg = _howmany(fs_size, fpg)
+        lastmin = _roundup(iblkno + ipg // inopf, frag)
+        if fs_size < lastmin or fpg < lastmin:
+            return None
+        rest = fs_size % fpg
+        if rest == 0 or rest >= lastmin:
+            break
+        fpg -= frag
+        ipg = ipg_of(fpg)
+    dblkno = iblkno + ipg // inopf
+    geo = Geometry(version=version, bsize=bsize, fsize=fsize, size=fs_size, sblkno=sblkno,
+                   cblkno=cblkno, iblkno=iblkno, dblkno=dblkno, fpg=fpg, ipg=ipg, ncg=ncg,
+                   density=density, contigsumsize=csum)
+    if geo.cgsize > bsize or dblkno + geo.csfrags > geo.cg_ndblk(0):
+        return None
+    return geo
+
+
+# ---------------------------------------------------------------------------
+# The plan: inodes and their blocks, in virtual block numbers
+
+
+@dataclass(eq=False)
+class PlannedInode:
+    """One inode with its blocks in virtual block space (``vfrag = vblock * frag + offset``)."""
+
+    ino: int
+    node: Node
+    nlink: int
+    size: int
+    content: bytes | None = None  # directory entries, or a symlink target kept in a block
+    data: Data | None = None  # regular file contents
+    runs: list[tuple[int, int, int]] = field(default_factory=list)  # (lbn, vblock, count)
+    tail: tuple[int, int, int] | None = None  # (lbn, vfrag, nfrags)
+    indirect: list[tuple[tuple[int, ...], int]] = field(default_factory=list)  # (key, vblock)
+    frags: int = 0  # fragments allocated (data and indirect)
+    extents: list[tuple[int, int]] | None = None  # data regions of a sparse file
+
+
+@dataclass
+class Plan:
+    frag: int
+    inodes: list[PlannedInode]  # inode order: ROOTINO, ROOTINO + 1, ...
+    vblocks: int  # virtual blocks used
+    partial: list[tuple[int, int]]  # blocks shared by fragments: (vblock, fragments used)
+
+    @property
+    def inodes_needed(self) -> int:
+        """Inodes the image must have, counting the reserved 0 and 1 and some spare."""
+        used = len(self.inodes) + s.ROOTINO
+        return used + used // 10 + 8
+
+
+def _lbn_ranges(extents: list[tuple[int, int]] | None, size: int,
+                bsize: int) -> list[tuple[int, int]]:
+    """Logical block ranges ``[a, b)`` that hold data; the last block always counts."""
+    nblocks = _howmany(size, bsize)
+    if nblocks == 0:
+        return []
+    if extents is None:
+        return [(0, nblocks)]
+    out: list[tuple[int, int]] = []
+    for off, length in sorted(extents):
+        if length <= 0:
+            continue
+        a, b = off // bsize, min(nblocks, _howmany(off + length, bsize))
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        elif a < b:
+            out.append((a, b))
+    if not out or out[-1][1] < nblocks:
+        out.append((nblocks - 1, nblocks))
+    return out
+
+
+def indirect_keys(ranges: list[tuple[int, int]], nindir: int) -> list[tuple[int, ...]]:
+    """Indirect blocks the logical block ranges need, parents before children.
+
+    Keys: ``(1,)`` single; ``(2,)`` double and ``(2, i)`` its children;
+    ``(3,)``, ``(3, i)``, ``(3, i, j)`` for triple.
+    """
+    n = nindir
+    base2 = s.NDADDR + n
+    base3 = base2 + n * n
+    keys: dict[tuple[int, ...], None] = {}
+    for a, b in ranges:
+        if b > s.NDADDR and a < base2:
+            keys[(1,)] = None
+        lo, hi = max(a, base2), min(b, base3)
+        if lo < hi:
+            keys[(2,)] = None
+            for i in range((lo - base2) // n, (hi - 1 - base2) // n + 1):
+                keys[(2, i)] = None
+        lo, hi = max(a, base3), b
+        if lo < hi:
+            keys[(3,)] = None
+            for i in range((lo - base3) // (n * n), (hi - 1 - base3) // (n * n) + 1):
+                keys[(3, i)] = None
+            for k in range((lo - base3) // n, (hi - 1 - base3) // n + 1):
+                keys[(3, k // n, k % n)] = None
+    return sorted(keys, key=lambda k: (k[0], len(k), k[1:]))
+
+
+def max_file_size(version: int, bsize: int) -> int:
+    nindir = bsize // (4 if version == 1 else 8)
+    size = bsize * s.NDADDR - 1
+    per = bsize
+    for _ in range(s.NIADDR):
+        per *= nindir
+        size += per
+    if version == 1:  # the kernel clamps UFS1 (ffs_oldfscompat_read)
+        size = min(size, 0x80000000 * bsize - 1)
+    return size
+
+
+def dir_type(kind: Kind) -> int:
+    return int(kind) >> 12
+
+
+def build_directory(entries: list[tuple[bytes, int, int]]) -> bytes:
+    """Directory contents: 512-byte chunks of ``struct direct``; each chunk's last entry
+    stretches to the chunk's end."""
+    out = bytearray()
+    chunk_start = 0
+    last = -1  # offset of the last entry in the current chunk
+    pack = struct.Struct("<IHBB").pack
+    for name, ino, dtype in entries:
+        reclen = 8 + ((len(name) + 4) & ~3)
+        if len(out) + reclen > chunk_start + s.DIRBLKSIZ:
+            _stretch(out, last, chunk_start + s.DIRBLKSIZ)
+            out.extend(bytes(chunk_start + s.DIRBLKSIZ - len(out)))
+            chunk_start += s.DIRBLKSIZ
+        last = len(out)
+        out += pack(ino, reclen, dtype, len(name))
+        out += name
+        out += bytes(reclen - 8 - len(name))
+    _stretch(out, last, chunk_start + s.DIRBLKSIZ)
+    out.extend(bytes(chunk_start + s.DIRBLKSIZ - len(out)))
+    return bytes(out)
+
+
+def _stretch(buf: bytearray, entry: int, end: int) -> None:
+    struct.pack_into("<H", buf, entry + 4, end - entry)
+
+
+def plan(tree: Tree, opts: FfsOptions) -> Plan:
+    """Number the inodes, build directories and allocate blocks in virtual space."""
+    bsize, fsize = opts.block_sizes()
+    frag = bsize // fsize
+    version = opts.version
+    nindir = bsize // (4 if version == 1 else 8)
+    maxsymlink = 60 if version == 1 else 120
+    maxsize = max_file_size(version, bsize)
+    tree.validate()
+
+    # Number inodes in walk order: parents first, names sorted, hard links once.
+    numbers: dict[int, int] = {}
+    order: list[tuple[bytes, Node]] = []
+    for path, node in tree.walk():
+        if id(node) not in numbers:
+            numbers[id(node)] = s.ROOTINO + len(order)
+            order.append((path, node))
+
+    inodes: list[PlannedInode] = []
+    for path, node in order:
+        ino = numbers[id(node)]
+        nlink = tree.nlink(node)
+        if nlink > LINK_MAX:
+            raise FilesystemLimitError(
+                f"/{os.fsdecode(path)}: {nlink} links; FFS allows at most {LINK_MAX}")
+        kind = node.kind
+        if kind == Kind.DIR:
+            parent = _parent_ino(tree, path, numbers)
+            entries = [(b".", ino, dir_type(Kind.DIR)), (b"..", parent, dir_type(Kind.DIR))]
+            for name in sorted(node.children):
+                child = node.children[name]
+                entries.append((name, numbers[id(child)], dir_type(child.kind)))
+            content = build_directory(entries)
+            inodes.append(PlannedInode(ino, node, nlink, len(content), content=content))
+        elif kind == Kind.FILE:
+            size = node.size
+            if size > maxsize:
+                raise FilesystemLimitError(
+                    f"/{os.fsdecode(path)}: {size} bytes; UFS{version} with bsize={bsize} "
+                    f"holds files up to {maxsize} bytes")
+            inodes.append(PlannedInode(ino, node, nlink, size, data=node.data))
+        elif kind == Kind.SYMLINK:
+            target = node.target
+            content = target if len(target) >= maxsymlink else None
+            inodes.append(PlannedInode(ino, node, nlink, len(target), content=content))
+        else:
+            if kind in (Kind.CHR, Kind.BLK):
+                major, minor = node.rdev
+                if not (0 <= major <= 0xFFF and 0 <= minor <= 0xFFFFF):
+                    raise FilesystemLimitError(
+                        f"/{os.fsdecode(path)}: device {major},{minor} does not fit NetBSD's "
+                        "encoding (major up to 4095, minor up to 1048575)")
+            inodes.append(PlannedInode(ino, node, nlink, 0))
+
+    alloc = _Allocator(frag)
+    for pi in inodes:
+        if pi.content is None and pi.data is None:
+            continue
+        if pi.size == 0:
+            continue
+        if pi.data is not None:
+            extents = pi.data.extents()
+            close = getattr(pi.data, "close", None)
+            if close is not None:
+                close()  # a tree may hold more files than a process may keep open
+            if not (len(extents) == 1 and extents[0] == (0, pi.size)):
+                pi.extents = sorted(e for e in extents if e[1] > 0)
+        ranges = _lbn_ranges(pi.extents, pi.size, bsize)
+        alloc.place(pi, ranges, bsize, fsize, nindir)
+    partial = sorted(entry for bucket in alloc.partial for entry in bucket)
+    return Plan(frag=frag, inodes=inodes, vblocks=alloc.next, partial=partial)
+
+
+def _parent_ino(tree: Tree, path: bytes, numbers: dict[int, int]) -> int:
+    if not path:
+        return s.ROOTINO
+    parent = tree.get(path.rpartition(b"/")[0])
+    assert parent is not None
+    return numbers[id(parent)]
+
+
+class _Allocator:
+    """Hands out virtual blocks in order, and fragment runs for file tails."""
+
+    def __init__(self, frag: int) -> None:
+        self.frag = frag
+        self.next = 0
+        # partly used blocks by number of free fragments at their end: [(vblock, used)]
+        self.partial: list[list[tuple[int, int]]] = [[] for _ in range(frag)]
+
+    def blocks(self, count: int) -> int:
+        first = self.next
+        self.next += count
+        return first
+
+    def fragments(self, count: int) -> int:
+        """A run of *count* (< frag) fragments inside one block; returns its vfrag."""
+        for free in range(count, self.frag):
+            if self.partial[free]:
+                vblock, used = self.partial[free].pop()
+                self._keep(vblock, used + count)
+                return vblock * self.frag + used
+        vblock = self.blocks(1)
+        self._keep(vblock, count)
+        return vblock * self.frag
+
+    def _keep(self, vblock: int, used: int) -> None:
+        if used < self.frag:
+            self.partial[self.frag - used].append((vblock, used))
+
+    def place(self, pi: PlannedInode, ranges: list[tuple[int, int]], bsize: int, fsize: int,
+              nindir: int) -> None:
+        size = pi.size
+        nblocks = _howmany(size, bsize)
+        tail_frags = 0
+        if nblocks <= s.NDADDR:
+            tail_frags = _howmany(size - (nblocks - 1) * bsize, fsize)
+            if tail_frags == self.frag:
+                tail_frags = 0
+        full_ranges = ranges
+        if tail_frags:
+            a, b = ranges[-1]
+            full_ranges = ranges[:-1] + ([(a, b - 1)] if b - 1 > a else [])
+        for a, b in full_ranges:
+            pi.runs.append((a, self.blocks(b - a), b - a))
+            pi.frags += (b - a) * self.frag
+        if tail_frags:
+            if pi.runs:
+                vblock = self.blocks(1)
+                self._keep(vblock, tail_frags)
+                vfrag = vblock * self.frag
+            else:
+                vfrag = self.fragments(tail_frags)
+            pi.tail = (nblocks - 1, vfrag, tail_frags)
+            pi.frags += tail_frags
+        if nblocks > s.NDADDR:
+            for key in indirect_keys(ranges, nindir):
+                pi.indirect.append((key, self.blocks(1)))
+                pi.frags += self.frag
+
+
+# ---------------------------------------------------------------------------
+# Fitting
+
+
+def fits(geo: Geometry | None, p: Plan) -> bool:
+    return geo is not None and geo.inodes >= p.inodes_needed and geo.data_blocks() >= p.vblocks
+
+
+def minimum_size(p: Plan, opts: FfsOptions) -> int:
+    """Smallest image size in bytes (a multiple of the block size) that holds the plan."""
+    bsize, fsize = opts.block_sizes()
+    need = p.inodes_needed
+
+    def ok(blocks: int) -> bool:
+        return fits(geometry(blocks * bsize, opts, need), p)
+
+    isize = 128 if opts.version == 1 else 256
+    lo = max(1, p.vblocks + need * isize // bsize)  # a lower bound: data and inode tables
+    if ok(lo):
+        return lo * bsize
+    hi = lo * 2 + 64
+    while not ok(hi):
+        lo, hi = hi, hi * 2
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return hi * bsize
+
+
+def filesystem_id(tree_digest: bytes, opts: FfsOptions) -> tuple[int, int]:
+    """Two int32 of fs_id: from ``opts.uuid`` or derived from the tree and options."""
+    raw = opts.uuid if opts.uuid is not None else hashlib.sha256(
+        tree_digest + repr(opts).encode()).digest()
+    a, b = struct.unpack_from("<ii", raw)
+    return a, b
+
+
+class VirtualMap:
+    """Maps virtual blocks onto the geometry's data extents."""
+
+    def __init__(self, geo: Geometry) -> None:
+        self.frag = geo.frag
+        self.starts: list[int] = []  # first virtual block of each extent
+        self.phys: list[int] = []  # first fragment of each extent
+        self.counts: list[int] = []
+        v = 0
+        for first, count in geo.extents():
+            self.starts.append(v)
+            self.phys.append(first)
+            self.counts.append(count)
+            v += count
+        self.total = v
+
+    def frag_of(self, vblock: int) -> int:
+        i = bisect.bisect_right(self.starts, vblock) - 1
+        return self.phys[i] + (vblock - self.starts[i]) * self.frag
+
+    def runs(self, vblock: int, count: int) -> list[tuple[int, int]]:
+        """Physical runs ``(first fragment, blocks)`` for virtual blocks ``[vblock, +count)``."""
+        out: list[tuple[int, int]] = []
+        i = bisect.bisect_right(self.starts, vblock) - 1
+        while count > 0:
+            off = vblock - self.starts[i]
+            n = min(count, self.counts[i] - off)
+            out.append((self.phys[i] + off * self.frag, n))
+            vblock += n
+            count -= n
+            i += 1
+        return out
