@@ -17,4 +17,4 @@ __all__ = ["FfsOptions", "minimum_size", "write"]
 
 def minimum_size(tree: Tree, opts: FfsOptions) -> int:
     """Smallest image size in bytes (a multiple of the block size) that holds *tree*."""
-    return layout.minimum_size(layout.plan(tree, opts), opts)
+    return layout.minimum_size(layout.cached_plan(tree, opts), opts)

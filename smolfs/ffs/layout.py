@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from smolfs.errors import FilesystemLimitError
 from smolfs.ffs import structs as s
 from smolfs.ffs.options import FfsOptions
-from smolfs.tree import Data, Kind, Node, Tree
+from smolfs.tree import SYMLINK_MAX, Data, FileData, Kind, Node, Tree
 
 LINK_MAX = 32767  # FFS link count limit (sys/ufs/ufs/ufs_vnops.c: LINK_MAX)
 
@@ -374,51 +374,64 @@ def _stretch(buf: bytearray, entry: int, end: int) -> None:
     struct.pack_into("<H", buf, entry + 4, end - entry)
 
 
-def plan(tree: Tree, opts: FfsOptions) -> Plan:
-    """Number the inodes, build directories and allocate blocks in virtual space."""
+def plan(tree: Tree, opts: FfsOptions,
+         walked: list[tuple[bytes, Node]] | None = None) -> Plan:
+    """Number the inodes, build directories and allocate blocks in virtual space.
+
+    *walked* is ``list(tree.walk())`` when the caller has it already.
+    """
     bsize, fsize = opts.block_sizes()
     frag = bsize // fsize
     version = opts.version
     nindir = bsize // (4 if version == 1 else 8)
     maxsymlink = 60 if version == 1 else 120
     maxsize = max_file_size(version, bsize)
-    tree.validate()
+    if walked is None:
+        walked = list(tree.walk())
 
     # Number inodes in walk order: parents first, names sorted, hard links once.
     numbers: dict[int, int] = {}
     order: list[tuple[bytes, Node]] = []
-    for path, node in tree.walk():
+    for path, node in walked:
         if id(node) not in numbers:
             numbers[id(node)] = s.ROOTINO + len(order)
             order.append((path, node))
 
     inodes: list[PlannedInode] = []
+    parents: dict[int, int] = {numbers[id(tree.root)]: s.ROOTINO}
+    dir_kind = dir_type(Kind.DIR)
     for path, node in order:
         ino = numbers[id(node)]
-        nlink = tree.nlink(node)
-        if nlink > LINK_MAX:
-            raise FilesystemLimitError(
-                f"/{os.fsdecode(path)}: {nlink} links; FFS allows at most {LINK_MAX}")
         kind = node.kind
         if kind == Kind.DIR:
-            parent = _parent_ino(tree, path, numbers)
-            entries = [(b".", ino, dir_type(Kind.DIR)), (b"..", parent, dir_type(Kind.DIR))]
+            entries = [(b".", ino, dir_kind), (b"..", parents[ino], dir_kind)]
+            subdirs = 0
             for name in sorted(node.children):
                 child = node.children[name]
-                entries.append((name, numbers[id(child)], dir_type(child.kind)))
+                child_ino = numbers[id(child)]
+                ckind = child.kind
+                if ckind == Kind.DIR:
+                    subdirs += 1
+                    parents[child_ino] = ino
+                entries.append((name, child_ino, int(ckind) >> 12))
+            nlink = 2 + subdirs
             content = build_directory(entries)
-            inodes.append(PlannedInode(ino, node, nlink, len(content), content=content))
+            pi = PlannedInode(ino, node, nlink, len(content), content=content)
         elif kind == Kind.FILE:
             size = node.size
             if size > maxsize:
                 raise FilesystemLimitError(
                     f"/{os.fsdecode(path)}: {size} bytes; UFS{version} with bsize={bsize} "
                     f"holds files up to {maxsize} bytes")
-            inodes.append(PlannedInode(ino, node, nlink, size, data=node.data))
+            pi = PlannedInode(ino, node, 1 + node.nlink_extra, size, data=node.data)
         elif kind == Kind.SYMLINK:
             target = node.target
+            if not target or len(target) > SYMLINK_MAX or b"\0" in target:
+                raise FilesystemLimitError(
+                    f"symlink /{os.fsdecode(path)}: target must be 1 to {SYMLINK_MAX} bytes "
+                    "without NUL")
             content = target if len(target) >= maxsymlink else None
-            inodes.append(PlannedInode(ino, node, nlink, len(target), content=content))
+            pi = PlannedInode(ino, node, 1 + node.nlink_extra, len(target), content=content)
         else:
             if kind in (Kind.CHR, Kind.BLK):
                 major, minor = node.rdev
@@ -426,15 +439,20 @@ def plan(tree: Tree, opts: FfsOptions) -> Plan:
                     raise FilesystemLimitError(
                         f"/{os.fsdecode(path)}: device {major},{minor} does not fit NetBSD's "
                         "encoding (major up to 4095, minor up to 1048575)")
-            inodes.append(PlannedInode(ino, node, nlink, 0))
+            pi = PlannedInode(ino, node, 1 + node.nlink_extra, 0)
+        if pi.nlink > LINK_MAX:
+            raise FilesystemLimitError(
+                f"/{os.fsdecode(path)}: {pi.nlink} links; FFS allows at most {LINK_MAX}")
+        inodes.append(pi)
 
     alloc = _Allocator(frag)
+    dense = _DenseFiles()
     for pi in inodes:
         if pi.content is None and pi.data is None:
             continue
         if pi.size == 0:
             continue
-        if pi.data is not None:
+        if pi.data is not None and not dense.check(pi.data):
             extents = pi.data.extents()
             close = getattr(pi.data, "close", None)
             if close is not None:
@@ -447,12 +465,32 @@ def plan(tree: Tree, opts: FfsOptions) -> Plan:
     return Plan(frag=frag, inodes=inodes, vblocks=alloc.next, partial=partial)
 
 
-def _parent_ino(tree: Tree, path: bytes, numbers: dict[int, int]) -> int:
-    if not path:
-        return s.ROOTINO
-    parent = tree.get(path.rpartition(b"/")[0])
-    assert parent is not None
-    return numbers[id(parent)]
+class _DenseFiles:
+    """Tells cheaply that a host file has no holes (all its blocks are on disk).
+
+    A :class:`FileData` region of a host file without holes has no holes either,
+    so its extents need not be asked for (which would open the file). Files whose
+    allocated blocks do not cover their size (sparse, or compressed by the host
+    filesystem) are left to ``Data.extents()``.
+    """
+
+    def __init__(self) -> None:
+        self.known: dict[str, bool] = {}
+
+    def check(self, data: Data) -> bool:
+        if not isinstance(data, FileData):
+            return False
+        if not data.sparse:
+            return True
+        dense = self.known.get(data.path)
+        if dense is None:
+            try:
+                st = os.stat(data.path)
+            except OSError:
+                return False  # extents() reports the error
+            dense = st.st_blocks * 512 >= st.st_size
+            self.known[data.path] = dense
+        return dense
 
 
 class _Allocator:
@@ -587,3 +625,25 @@ class VirtualMap:
             count -= n
             i += 1
         return out
+
+
+_last: tuple[Tree, FfsOptions, list[tuple[object, ...]], Plan] | None = None
+
+
+def _fingerprint(walked: list[tuple[bytes, Node]]) -> list[tuple[object, ...]]:
+    """What a plan depends on: names, node identities, kinds, sizes and data objects."""
+    return [(path, id(node), node.kind, node.size, id(node.data), node.target)
+            for path, node in walked]
+
+
+def cached_plan(tree: Tree, opts: FfsOptions) -> Plan:
+    """:func:`plan`, reusing the previous one when the same unchanged tree is planned
+    again with the same options (``minimum_size`` followed by ``write``)."""
+    global _last
+    walked = list(tree.walk())
+    fingerprint = _fingerprint(walked)
+    if _last is not None and _last[0] is tree and _last[1] == opts and _last[2] == fingerprint:
+        return _last[3]
+    p = plan(tree, opts, walked)
+    _last = (tree, opts, fingerprint, p)
+    return p

@@ -26,8 +26,8 @@ from smolfs.ffs.layout import (
     fits,
     geometry,
     max_file_size,
+    cached_plan,
     minimum_size,
-    plan,
 )
 from smolfs.ffs.options import FfsOptions
 from smolfs.tree import Kind, Tree
@@ -49,7 +49,7 @@ def _t32(t: int) -> int:
 
 def write(tree: Tree, fd: int, size: int, opts: FfsOptions) -> None:
     """Write the whole image (*size* bytes) for *tree* into the empty file *fd*."""
-    p = plan(tree, opts)
+    p = cached_plan(tree, opts)
     geo = geometry(size, opts, p.inodes_needed)
     if not fits(geo, p):
         need = minimum_size(p, opts)
@@ -83,17 +83,16 @@ class _Writer:
     def run(self) -> None:
         os.ftruncate(self.fd, self.size)
         geo = self.geo
-        tables = [bytearray() for _ in range(geo.ncg)]
+        isize = geo.inode_size
+        last_ino = s.ROOTINO + len(self.plan.inodes)  # one past the highest inode
+        tables = [bytearray(min(max(last_ino - c * geo.ipg, 0), geo.ipg) * isize)
+                  for c in range(geo.ncg)]
         ndirs = [0] * geo.ncg
         pack_inode = self._pack_ufs1 if geo.version == 1 else self._pack_ufs2
-        isize = geo.inode_size
         for pi in self.plan.inodes:
             db, ib = self._place(pi)
             c, idx = divmod(pi.ino, geo.ipg)
-            table = tables[c]
-            if len(table) < (idx + 1) * isize:
-                table.extend(bytes((idx + 1) * isize - len(table)))
-            pack_inode(table, idx * isize, pi, db, ib)
+            pack_inode(tables[c], idx * isize, pi, db, ib)
             if pi.node.kind == Kind.DIR:
                 ndirs[c] += 1
         self._flush_meta()
@@ -161,11 +160,10 @@ class _Writer:
                 a = n + n * n + (key[1] * n + key[2]) * n
                 ptrs = far[a:a + n]
             arr = array.array(code, ptrs)
-            if len(arr) < n:
-                arr.extend([0] * (n - len(arr)))
             if sys.byteorder == "big":
                 arr.byteswap()
-            self.meta.append((first * self.fsize, arr.tobytes()))
+            self.meta.append((first * self.fsize,
+                              arr.tobytes() + bytes((n - len(arr)) * arr.itemsize)))
 
     def _queue_data(self, pi: PlannedInode, pieces: list[tuple[int, int, int]]) -> None:
         size = pi.size

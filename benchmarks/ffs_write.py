@@ -1,0 +1,136 @@
+"""Speed of the FFS writer against NetBSD's makefs on a NetBSD-base-shaped tree.
+
+Builds a deterministic corpus (about 8,000 files and 250 MB: mostly small files,
+a few large ones, symlinks and hard links) in a temporary directory, then writes
+a UFS1 image of it with ``smolfs.ffs.write`` and with ``makefs -t ffs -o
+version=1`` several times each, and prints min/median seconds and the ratio.
+
+    python benchmarks/ffs_write.py [--runs 5] [--version 1] [--files 8000] [--mb 250]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from smolfs.ffs import FfsOptions, minimum_size, write  # noqa: E402
+from smolfs.tree import FileData, Kind, Node, Tree  # noqa: E402
+
+
+def make_corpus(root: Path, files: int, total_mb: int, seed: int = 1) -> None:
+    rng = random.Random(seed)
+    dirs = [root]
+    for i in range(max(1, files // 12)):
+        parent = rng.choice(dirs)
+        d = parent / f"d{i:04d}"
+        d.mkdir()
+        dirs.append(d)
+    big = [int(total_mb * (1 << 20) * f) for f in (0.12, 0.08, 0.05, 0.04, 0.03)]
+    rest = total_mb * (1 << 20) - sum(big)
+    small = files - len(big)
+    weights = [rng.lognormvariate(0, 1.6) for _ in range(small)]
+    scale = rest / sum(weights)
+    sizes = big + [max(0, int(w * scale)) for w in weights]
+    block = rng.randbytes(1 << 20)
+    made: list[Path] = []
+    for i, size in enumerate(sizes):
+        path = rng.choice(dirs) / f"f{i:05d}"
+        with open(path, "wb") as out:
+            left = size
+            while left:
+                n = min(left, len(block))
+                out.write(block[:n])
+                left -= n
+        made.append(path)
+    for i in range(files // 40):
+        (rng.choice(dirs) / f"l{i:04d}").symlink_to("../" + "x" * rng.randint(1, 90))
+    for i in range(files // 100):
+        os.link(rng.choice(made), rng.choice(dirs) / f"h{i:04d}")
+
+
+def tree_of(root: Path) -> Tree:
+    tree = Tree()
+    inodes: dict[int, Node] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel + "/"
+        for name in dirnames:
+            tree.add(prefix + name, Node(Kind.DIR, mode=0o755))
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if st.st_ino in inodes:
+                tree.link(prefix + name, inodes[st.st_ino][0])
+                continue
+            if os.path.islink(path):
+                node = Node(Kind.SYMLINK, mode=0o777, target=os.fsencode(os.readlink(path)))
+            else:
+                node = Node(Kind.FILE, mode=0o644, data=FileData(path, size=st.st_size))
+            tree.add(prefix + name, node)
+            inodes[st.st_ino] = (prefix + name, node)
+    return tree
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--version", type=int, default=1)
+    ap.add_argument("--files", type=int, default=8000)
+    ap.add_argument("--mb", type=int, default=250)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="ffsbench-", dir=os.environ.get("TMPDIR")) as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        make_corpus(src, args.files, args.mb)
+        opts = FfsOptions(version=args.version)
+        size = None
+        ours: list[float] = []
+        for _ in range(args.runs):
+            image = Path(tmp) / "ours.img"
+            image.unlink(missing_ok=True)
+
+            def run() -> None:
+                nonlocal size
+                tree = tree_of(src)
+                size = size or int(minimum_size(tree, opts) * 1.1) // 8192 * 8192
+                fd = os.open(image, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+                try:
+                    write(tree, fd, size, opts)
+                finally:
+                    os.close(fd)
+            ours.append(timed(run))
+        theirs: list[float] = []
+        if shutil.which("makefs"):
+            for _ in range(args.runs):
+                image = Path(tmp) / "makefs.img"
+                image.unlink(missing_ok=True)
+                argv = ["makefs", "-t", "ffs", "-o", f"version={args.version}", "-s", str(size),
+                        str(image), str(src)]
+                theirs.append(timed(lambda argv=argv: subprocess.run(
+                    argv, check=True, stdout=subprocess.DEVNULL)))
+        print(f"image size {size} bytes, {args.files} files, {args.mb} MB, UFS{args.version}")
+        print(f"smolfs  min {min(ours):.3f} s  median {statistics.median(ours):.3f} s")
+        if theirs:
+            print(f"makefs  min {min(theirs):.3f} s  median {statistics.median(theirs):.3f} s")
+            print(f"ratio smolfs/makefs (median) {statistics.median(ours) / statistics.median(theirs):.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
