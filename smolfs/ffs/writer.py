@@ -219,7 +219,10 @@ class _Writer:
     def _common(self, pi: PlannedInode, db: list[int], ib: list[int]) -> tuple[int, list[int]]:
         node = pi.node
         if node.kind in (Kind.CHR, Kind.BLK):
-            db = [makedev(*node.rdev)] + [0] * (s.NDADDR - 1)
+            dev = makedev(*node.rdev)
+            if self.geo.version == 1 and dev >= 1 << 31:  # di_rdev is an int32 in UFS1
+                dev -= 1 << 32
+            db = [dev] + [0] * (s.NDADDR - 1)
         gen = ((pi.ino * 2654435761) ^ self.gen_seed) & 0x7FFFFFFF or 1
         return gen, db + ib
 
