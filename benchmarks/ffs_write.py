@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from smolfs.ffs import FfsOptions, minimum_size, write  # noqa: E402
-from smolfs.tree import FileData, Kind, Node, Tree  # noqa: E402
+from smolfs.ffs import FfsOptions, minimum_size, write
+from smolfs.tree import FileData, Kind, Node, Tree
 
 
 def make_corpus(root: Path, files: int, total_mb: int, seed: int = 1) -> None:
@@ -105,7 +105,7 @@ def main() -> int:
             image = Path(tmp) / "ours.img"
             image.unlink(missing_ok=True)
 
-            def run() -> None:
+            def run(image: Path = image) -> None:
                 nonlocal size
                 tree = tree_of(src)
                 size = size or int(minimum_size(tree, opts) * 1.1) // 8192 * 8192
@@ -128,7 +128,8 @@ def main() -> int:
         print(f"smolfs  min {min(ours):.3f} s  median {statistics.median(ours):.3f} s")
         if theirs:
             print(f"makefs  min {min(theirs):.3f} s  median {statistics.median(theirs):.3f} s")
-            print(f"ratio smolfs/makefs (median) {statistics.median(ours) / statistics.median(theirs):.2f}")
+            ratio = statistics.median(ours) / statistics.median(theirs)
+            print(f"ratio smolfs/makefs (median) {ratio:.2f}")
     return 0
 
 

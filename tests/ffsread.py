@@ -123,7 +123,7 @@ class FileBlocks:
 
 def file_blocks(img: bytes, sb: Super, ino: Inode) -> FileBlocks:
     out = FileBlocks()
-    fmt = "<%dq" % sb.nindir if sb.ufs2 else "<%di" % sb.nindir
+    fmt = f"<{sb.nindir}q" if sb.ufs2 else f"<{sb.nindir}i"
     nblocks = -(-ino.size // sb.bsize)
 
     def nfrags(lbn: int) -> int:

@@ -11,9 +11,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import ffsread
 import pytest
 
-import ffsread
 from smolfs.errors import FilesystemLimitError, ImageTooSmall, UsageError
 from smolfs.ffs import FfsOptions, minimum_size, write
 from smolfs.ffs.writer import makedev

@@ -9,13 +9,13 @@ import shutil
 import subprocess
 import tempfile
 
+import ffsread
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
+from test_ffs import SparseData, check_with_reader
 
-import ffsread
 from smolfs.ffs import FfsOptions, minimum_size, write
 from smolfs.tree import BytesData, Kind, Node, Tree
-from test_ffs import SparseData, check_with_reader
 
 T0 = 1_600_000_000
 BSIZE, FSIZE = 4096, 512

@@ -69,8 +69,8 @@ def block_patterns(freemap: bytes, ndblk: int, frag: int) -> bytes:
     return bytes((value >> (i * frag)) & mask for i in range(nblocks))
 
 
-def build(geo: Geometry, c: int, inodes_used: int, ndir: int,
-          free_ranges: list[tuple[int, int]], time: int, initediblk: int) -> tuple[bytes, CgSummary]:
+def build(geo: Geometry, c: int, inodes_used: int, ndir: int, free_ranges: list[tuple[int, int]],
+          time: int, initediblk: int) -> tuple[bytes, CgSummary]:
     """The cylinder group block of group *c* (``fs_cgsize`` bytes) and its summary.
 
     *inodes_used*: inodes ``[0, inodes_used)`` of the group are in use (group 0

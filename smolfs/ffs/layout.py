@@ -17,7 +17,6 @@ plan; :func:`minimum_size` searches the smallest such size.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import os
 import struct
 from dataclasses import dataclass, field
@@ -163,7 +162,7 @@ def geometry(size_bytes: int, opts: FfsOptions, inodes: int) -> Geometry | None:
     *inodes* counts the reserved inodes 0 and 1. None when no geometry fits.
     With ``opts.density`` None the density is lowered until the inodes fit.
     """
-    bsize, fsize = opts.block_sizes()
+    _, fsize = opts.block_sizes()
     fs_size = size_bytes // fsize
     if fs_size <= 0:
         return None
@@ -563,7 +562,7 @@ def fits(geo: Geometry | None, p: Plan) -> bool:
 
 def minimum_size(p: Plan, opts: FfsOptions) -> int:
     """Smallest image size in bytes (a multiple of the block size) that holds the plan."""
-    bsize, fsize = opts.block_sizes()
+    bsize, _ = opts.block_sizes()
     need = p.inodes_needed
 
     def ok(blocks: int) -> bool:
@@ -583,14 +582,6 @@ def minimum_size(p: Plan, opts: FfsOptions) -> int:
         else:
             lo = mid
     return hi * bsize
-
-
-def filesystem_id(tree_digest: bytes, opts: FfsOptions) -> tuple[int, int]:
-    """Two int32 of fs_id: from ``opts.uuid`` or derived from the tree and options."""
-    raw = opts.uuid if opts.uuid is not None else hashlib.sha256(
-        tree_digest + repr(opts).encode()).digest()
-    a, b = struct.unpack_from("<ii", raw)
-    return a, b
 
 
 class VirtualMap:

@@ -57,7 +57,8 @@ class FfsOptions:
             raise UsageError(f"ffs bsize={bsize}, fsize={fsize}: at most {s.MAXFRAG} "
                              f"fragments per block (use fsize={bsize // s.MAXFRAG} or more)")
         if self.density is not None and self.density < fsize:
-            raise UsageError(f"ffs density={self.density}: at least fsize ({fsize}) bytes per inode")
+            raise UsageError(
+                f"ffs density={self.density}: at least fsize ({fsize}) bytes per inode")
         if not 0 <= self.minfree <= 99:
             raise UsageError(f"ffs minfree={self.minfree}: must be a percentage from 0 to 99")
         if self.optimization not in ("time", "space"):

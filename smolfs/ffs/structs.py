@@ -11,7 +11,7 @@ of inodes and directory entries without going through ``construct`` per field.
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, ClassVar
 
 from construct import (
     Array,
@@ -248,8 +248,9 @@ class Packed:
     not given to :meth:`pack` are zero (or empty bytes).
     """
 
-    _CODES = {"<b": "b", "<B": "B", "<h": "h", "<H": "H", "<l": "i", "<L": "I",
-              "<i": "i", "<I": "I", "<q": "q", "<Q": "Q"}
+    _CODES: ClassVar[dict[str, str]] = {
+        "<b": "b", "<B": "B", "<h": "h", "<H": "H", "<l": "i", "<L": "I",
+        "<i": "i", "<I": "I", "<q": "q", "<Q": "Q"}
 
     def __init__(self, decl: Struct) -> None:
         fmt = ["<"]

@@ -23,10 +23,10 @@ from smolfs.ffs.layout import (
     Plan,
     PlannedInode,
     VirtualMap,
+    cached_plan,
     fits,
     geometry,
     max_file_size,
-    cached_plan,
     minimum_size,
 )
 from smolfs.ffs.options import FfsOptions
@@ -55,7 +55,8 @@ def write(tree: Tree, fd: int, size: int, opts: FfsOptions) -> None:
         need = minimum_size(p, opts)
         raise ImageTooSmall(
             f"an FFS image of {size} bytes cannot hold this tree; it needs at least {need} bytes",
-            need, hint=f"use a size of at least {-(-need // (1 << 20))}m, or leave the size automatic")
+            need,
+            hint=f"use a size of at least {-(-need // (1 << 20))}m, or leave the size automatic")
     assert geo is not None
     _Writer(tree, fd, size, opts, p, geo).run()
 
