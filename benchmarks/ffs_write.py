@@ -59,25 +59,33 @@ def make_corpus(root: Path, files: int, total_mb: int, seed: int = 1) -> None:
 
 
 def tree_of(root: Path) -> Tree:
+    """The corpus as a Tree, read the way a directory source does (one lstat a file)."""
     tree = Tree()
-    inodes: dict[int, Node] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel = os.path.relpath(dirpath, root)
-        prefix = "" if rel == "." else rel + "/"
-        for name in dirnames:
-            tree.add(prefix + name, Node(Kind.DIR, mode=0o755))
-        for name in filenames:
-            path = os.path.join(dirpath, name)
-            st = os.lstat(path)
-            if st.st_ino in inodes:
-                tree.link(prefix + name, inodes[st.st_ino][0])
-                continue
-            if os.path.islink(path):
-                node = Node(Kind.SYMLINK, mode=0o777, target=os.fsencode(os.readlink(path)))
-            else:
-                node = Node(Kind.FILE, mode=0o644, data=FileData(path, size=st.st_size))
-            tree.add(prefix + name, node)
-            inodes[st.st_ino] = (prefix + name, node)
+    inodes: dict[int, str] = {}
+
+    def scan(directory: str, node: Node, prefix: str) -> None:
+        with os.scandir(directory) as it:
+            for entry in it:
+                path = prefix + entry.name
+                if entry.is_dir(follow_symlinks=False):
+                    child = Node(Kind.DIR, mode=0o755)
+                    node.children[os.fsencode(entry.name)] = child
+                    scan(entry.path, child, path + "/")
+                    continue
+                st = entry.stat(follow_symlinks=False)
+                if st.st_nlink > 1 and st.st_ino in inodes:
+                    tree.link(path, inodes[st.st_ino])
+                    continue
+                if entry.is_symlink():
+                    child = Node(Kind.SYMLINK, mode=0o777,
+                                 target=os.fsencode(os.readlink(entry.path)))
+                else:
+                    child = Node(Kind.FILE, mode=0o644,
+                                 data=FileData(entry.path, size=st.st_size))
+                node.children[os.fsencode(entry.name)] = child
+                inodes[st.st_ino] = path
+
+    scan(str(root), tree.root, "")
     return tree
 
 
@@ -99,31 +107,32 @@ def main() -> int:
         src.mkdir()
         make_corpus(src, args.files, args.mb)
         opts = FfsOptions(version=args.version)
-        size = None
+        tree = tree_of(src)
+        size = int(minimum_size(tree, opts) * 1.1) // 8192 * 8192
         ours: list[float] = []
-        for _ in range(args.runs):
+        theirs: list[float] = []
+        makefs = shutil.which("makefs")
+        for _ in range(args.runs):  # interleaved, so both see the same machine load
             image = Path(tmp) / "ours.img"
             image.unlink(missing_ok=True)
 
             def run(image: Path = image) -> None:
-                nonlocal size
                 tree = tree_of(src)
-                size = size or int(minimum_size(tree, opts) * 1.1) // 8192 * 8192
                 fd = os.open(image, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
                 try:
                     write(tree, fd, size, opts)
                 finally:
                     os.close(fd)
             ours.append(timed(run))
-        theirs: list[float] = []
-        if shutil.which("makefs"):
-            for _ in range(args.runs):
-                image = Path(tmp) / "makefs.img"
-                image.unlink(missing_ok=True)
-                argv = ["makefs", "-t", "ffs", "-o", f"version={args.version}", "-s", str(size),
-                        str(image), str(src)]
+            image.unlink()
+            if makefs:
+                ref = Path(tmp) / "makefs.img"
+                ref.unlink(missing_ok=True)
+                argv = [makefs, "-t", "ffs", "-o", f"version={args.version}", "-s", str(size),
+                        str(ref), str(src)]
                 theirs.append(timed(lambda argv=argv: subprocess.run(
                     argv, check=True, stdout=subprocess.DEVNULL)))
+                ref.unlink()
         print(f"image size {size} bytes, {args.files} files, {args.mb} MB, UFS{args.version}")
         print(f"smolfs  min {min(ours):.3f} s  median {statistics.median(ours):.3f} s")
         if theirs:
