@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import subprocess
@@ -139,6 +140,8 @@ def main() -> int:
             print(f"makefs  min {min(theirs):.3f} s  median {statistics.median(theirs):.3f} s")
             ratio = statistics.median(ours) / statistics.median(theirs)
             print(f"ratio smolfs/makefs (median) {ratio:.2f}")
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"smolfs peak memory (whole benchmark process) {peak:.0f} MiB")
     return 0
 
 

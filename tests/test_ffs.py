@@ -260,7 +260,16 @@ def test_geometry_matches_makefs(tmp_path: Path, version: int) -> None:
     assert abs(free_a - free_b - (b.sb.dblkno - a.sb.dblkno)) < b.sb.frag
     for path in (b"big", b"etc/motd", b"etc/link"):
         assert a.contents[a.paths[path]] == b.contents[b.paths[path]]
+        # the same blocks and fragments per file (fragment tails, indirect blocks)
+        assert a.inodes[a.paths[path]].blocks == b.inodes[b.paths[path]].blocks, path
     assert a.inodes[a.paths[b"etc/tty"]].db[0] == b.inodes[b.paths[b"etc/tty"]].db[0]
+    # sized automatically, ours is about makefs's estimate (which may even fail to fit);
+    # UFS2 gives 56 KiB more to the superblock at 65536
+    auto = subprocess.run(["makefs", "-t", "ffs", "-o", f"version={version}", "-F", str(spec),
+                           str(tmp_path / "auto.img"), str(src)], capture_output=True, text=True)
+    estimate = int(re.search(r"Calculated size of .*?: (\d+) bytes", auto.stdout).group(1))
+    ours = minimum_size(tree, FfsOptions(version=version))
+    assert 250_000 < ours <= estimate * 1.1 + (0 if version == 1 else 65536)
 
 
 def test_large_files_use_all_indirect_levels(tmp_path: Path) -> None:

@@ -638,3 +638,9 @@ def cached_plan(tree: Tree, opts: FfsOptions) -> Plan:
     p = plan(tree, opts, walked)
     _last = (tree, opts, fingerprint, p)
     return p
+
+
+def forget_plan() -> None:
+    """Drop the plan kept by :func:`cached_plan`."""
+    global _last
+    _last = None

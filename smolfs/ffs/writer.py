@@ -25,6 +25,7 @@ from smolfs.ffs.layout import (
     VirtualMap,
     cached_plan,
     fits,
+    forget_plan,
     geometry,
     max_file_size,
     minimum_size,
@@ -58,7 +59,10 @@ def write(tree: Tree, fd: int, size: int, opts: FfsOptions) -> None:
             need,
             hint=f"use a size of at least {-(-need // (1 << 20))}m, or leave the size automatic")
     assert geo is not None
-    _Writer(tree, fd, size, opts, p, geo).run()
+    try:
+        _Writer(tree, fd, size, opts, p, geo).run()
+    finally:
+        forget_plan()  # do not keep the tree alive after its image is written
 
 
 class _Writer:
