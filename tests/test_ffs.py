@@ -342,6 +342,7 @@ def test_options_from_makefs() -> None:
     with pytest.raises(UsageError):
         FfsOptions(version=3)
     assert FfsOptions(bsize=32768).block_sizes() == (32768, 4096)
+    assert FfsOptions.from_makefs({"maxbpf": "512"}).maxbpg == 512
 
 
 def test_limits(tmp_path: Path) -> None:
@@ -357,3 +358,12 @@ def test_limits(tmp_path: Path) -> None:
     tree.add("link", Node(Kind.SYMLINK, target=b"x" * 1024))
     with pytest.raises(FilesystemLimitError):
         minimum_size(tree, FfsOptions())
+    # UFS1 addresses fragments with int32: refused before anything is written
+    path = tmp_path / "huge.img"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        with pytest.raises(FilesystemLimitError):
+            write(Tree(), fd, (1 << 31) * 512, FfsOptions(bsize=4096, fsize=512))
+    finally:
+        os.close(fd)
+    assert path.stat().st_size == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import ClassVar
 
 from smolfs.errors import UsageError
 from smolfs.ffs import structs as s
@@ -40,6 +41,7 @@ class FfsOptions:
     timestamp: int | None = None
     uuid: bytes | None = None
 
+    ALIASES: ClassVar[dict[str, str]] = {"maxbpf": "maxbpg"}  # makefs's name for it
     KEYS = ("version", "bsize", "fsize", "density", "minfree", "optimization", "maxbpg",
             "maxcontig", "avgfilesize", "avgfpdir", "label")
 
@@ -88,6 +90,7 @@ class FfsOptions:
         """Options from makefs-style pairs, e.g. ``{"version": "2", "bsize": "16384"}``."""
         fields: dict[str, object] = {}
         for key, raw in opts.items():
+            key = cls.ALIASES.get(key, key)
             if key not in cls.KEYS:
                 raise UsageError(f"unknown ffs option {key!r}",
                                  hint="valid ffs options: " + ", ".join(cls.KEYS))

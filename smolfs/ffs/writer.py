@@ -15,7 +15,7 @@ import os
 import struct
 import sys
 
-from smolfs.errors import ImageTooSmall
+from smolfs.errors import FilesystemLimitError, ImageTooSmall
 from smolfs.ffs import cylgroup
 from smolfs.ffs import structs as s
 from smolfs.ffs.layout import (
@@ -51,6 +51,11 @@ def _t32(t: int) -> int:
 def write(tree: Tree, fd: int, size: int, opts: FfsOptions) -> None:
     """Write the whole image (*size* bytes) for *tree* into the empty file *fd*."""
     p = cached_plan(tree, opts)
+    _, fsize = opts.block_sizes()
+    if opts.version == 1 and size // fsize >= 1 << 31:
+        raise FilesystemLimitError(
+            f"an FFS image of {size} bytes is too big for UFS1 with fsize={fsize} "
+            "(at most 2^31 fragments)", hint="use -o version=2, or a bigger fsize")
     geo = geometry(size, opts, p.inodes_needed)
     if not fits(geo, p):
         need = minimum_size(p, opts)
