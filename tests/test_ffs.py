@@ -367,3 +367,24 @@ def test_limits(tmp_path: Path) -> None:
     finally:
         os.close(fd)
     assert path.stat().st_size == 0
+
+
+@needs_tsk
+def test_big_sparse_image_many_groups(tmp_path: Path) -> None:
+    """A small tree in an 8 GiB image: hundreds of groups, summaries agree (fsstat)."""
+    tree = sample_tree(tmp_path)
+    img = tmp_path / "big.img"
+    build(tree, img, FfsOptions(version=2), size=8 << 30)
+    fsstat = tsk("fsstat", "-f", "ufs", str(img))
+    groups = re.split(r"\nGroup \d+:", fsstat)[1:]
+    assert len(groups) > 100
+    pattern = r"{}.*?Dirs: (\d+).*?Blocks: (\d+).*?Inodes: (\d+).*?Frags: (\d+)"
+    totals = [0, 0, 0, 0]
+    for text in groups:
+        g = re.search(pattern.format("Global Summary"), text, re.S)
+        loc = re.search(pattern.format("Local Summary"), text, re.S)
+        assert g and loc and g.groups() == loc.groups()
+        totals = [a + int(b) for a, b in zip(totals, g.groups(), strict=True)]
+    assert f"Num of Directories: {totals[0]}" in fsstat
+    assert f"Num of Avail Full Blocks: {totals[1]}" in fsstat
+    assert totals[0] == sum(1 for _, n in tree.walk() if n.kind == Kind.DIR)

@@ -195,19 +195,32 @@ def _geometry_for_density(fs_size: int, opts: FfsOptions, density: int) -> Geome
     def cgsize(ipg: int, fpg: int) -> int:
         return cg_size(version, bsize, fsize, csum, ipg, fpg)
 
-    # Smallest cylinder group meeting the density (makefs's first loop).
-    while True:
-        fpi = max(density // fsize, 1)
+    # Smallest cylinder group meeting the density; where even that group's block would
+    # overflow, the density is lowered (makefs steps it down one fragment at a time;
+    # the group grows with the density, so a binary search finds the same value).
+    def smallest(fpi: int) -> tuple[int, int]:
         minfpg = min(fpi * inopb, fs_size)
         fpg = max(_roundup(iblkno + inopb // inopf, frag), minfpg)
         ipg = _roundup(_howmany(fpg, fpi), inopb)
         fpg = max(_roundup(iblkno + ipg // inopf, frag), minfpg)
-        ipg = _roundup(_howmany(fpg, fpi), inopb)
-        if cgsize(ipg, fpg) < bsize:
-            break
-        density -= fsize
-        if density < fsize:
+        return fpg, _roundup(_howmany(fpg, fpi), inopb)
+
+    fpi = max(density // fsize, 1)
+    fpg, ipg = smallest(fpi)
+    if cgsize(ipg, fpg) >= bsize:
+        lo, hi = 0, fpi - 1  # the largest fitting value, 0 when none does
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            trial_fpg, trial_ipg = smallest(mid)
+            if cgsize(trial_ipg, trial_fpg) < bsize:
+                lo = mid
+            else:
+                hi = mid - 1
+        if lo == 0:
             return None
+        fpi = lo
+        density = fpi * fsize
+        fpg, ipg = smallest(fpi)
     fpg = _roundup(fpg, frag)
 
     def ipg_of(f: int) -> int:
