@@ -14,7 +14,7 @@ from pathlib import Path
 import ffsread
 import pytest
 
-from smolfs.errors import FilesystemLimitError, ImageTooSmall, UsageError
+from smolfs.errors import FilesystemLimitError, ImageTooSmall, InputError, UsageError
 from smolfs.ffs import FfsOptions, minimum_size, write
 from smolfs.ffs.writer import makedev
 from smolfs.tree import BytesData, Data, FileData, Kind, Node, Tree
@@ -357,6 +357,11 @@ def test_limits(tmp_path: Path) -> None:
     tree = Tree()
     tree.add("link", Node(Kind.SYMLINK, target=b"x" * 1024))
     with pytest.raises(FilesystemLimitError):
+        minimum_size(tree, FfsOptions())
+    tree = Tree()
+    shared = tree.mkdirs("a")
+    tree.root.children[b"b"] = shared  # a directory under two names
+    with pytest.raises(InputError):
         minimum_size(tree, FfsOptions())
     # UFS1 addresses fragments with int32: refused before anything is written
     path = tmp_path / "huge.img"

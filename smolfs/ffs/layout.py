@@ -21,7 +21,7 @@ import os
 import struct
 from dataclasses import dataclass, field
 
-from smolfs.errors import FilesystemLimitError
+from smolfs.errors import FilesystemLimitError, InputError
 from smolfs.ffs import structs as s
 from smolfs.ffs.options import FfsOptions
 from smolfs.tree import SYMLINK_MAX, Data, FileData, Kind, Node, Tree
@@ -403,11 +403,19 @@ def plan(tree: Tree, opts: FfsOptions,
 
     # Number inodes in walk order: parents first, names sorted, hard links once.
     numbers: dict[int, int] = {}
+    names: dict[int, int] = {}  # names per node: the link count of a non-directory
     order: list[tuple[bytes, Node]] = []
     for path, node in walked:
-        if id(node) not in numbers:
-            numbers[id(node)] = s.ROOTINO + len(order)
+        key = id(node)
+        if key not in numbers:
+            numbers[key] = s.ROOTINO + len(order)
             order.append((path, node))
+            names[key] = 1
+        elif node.kind == Kind.DIR:
+            raise InputError(f"/{os.fsdecode(path)}: the same directory under two names "
+                             "(directories cannot be hard links)")
+        else:
+            names[key] += 1
 
     inodes: list[PlannedInode] = []
     parents: dict[int, int] = {numbers[id(tree.root)]: s.ROOTINO}
@@ -435,7 +443,7 @@ def plan(tree: Tree, opts: FfsOptions,
                 raise FilesystemLimitError(
                     f"/{os.fsdecode(path)}: {size} bytes; UFS{version} with bsize={bsize} "
                     f"holds files up to {maxsize} bytes")
-            pi = PlannedInode(ino, node, 1 + node.nlink_extra, size, data=node.data)
+            pi = PlannedInode(ino, node, names[id(node)], size, data=node.data)
         elif kind == Kind.SYMLINK:
             target = node.target
             if not target or len(target) > SYMLINK_MAX or b"\0" in target:
@@ -443,7 +451,7 @@ def plan(tree: Tree, opts: FfsOptions,
                     f"symlink /{os.fsdecode(path)}: target must be 1 to {SYMLINK_MAX} bytes "
                     "without NUL")
             content = target if len(target) >= maxsymlink else None
-            pi = PlannedInode(ino, node, 1 + node.nlink_extra, len(target), content=content)
+            pi = PlannedInode(ino, node, names[id(node)], len(target), content=content)
         else:
             if kind in (Kind.CHR, Kind.BLK):
                 major, minor = node.rdev
@@ -451,7 +459,7 @@ def plan(tree: Tree, opts: FfsOptions,
                     raise FilesystemLimitError(
                         f"/{os.fsdecode(path)}: device {major},{minor} does not fit NetBSD's "
                         "encoding (major up to 4095, minor up to 1048575)")
-            pi = PlannedInode(ino, node, 1 + node.nlink_extra, 0)
+            pi = PlannedInode(ino, node, names[id(node)], 0)
         if pi.nlink > LINK_MAX:
             raise FilesystemLimitError(
                 f"/{os.fsdecode(path)}: {pi.nlink} links; FFS allows at most {LINK_MAX}")
