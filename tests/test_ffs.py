@@ -281,6 +281,9 @@ def test_large_files_use_all_indirect_levels(tmp_path: Path) -> None:
     triple = SparseData(far * 4096 + 4096 + 17, {0: b"start", 2_000_000: b"mid" * 10,
                                                  far * 4096 + 7: b"triple!"})
     tree.add("triple", Node(Kind.FILE, mode=0o644, mtime=T0, data=triple))
+    big_dir = tree.mkdirs("bigdir", mtime=T0)  # past 12 blocks: an indirect directory
+    for i in range(1200):
+        big_dir.children[b"%04d-" % i + b"d" * 100] = Node(Kind.FIFO, mode=0o644, mtime=T0)
     for version in (1, 2):
         img = tmp_path / f"v{version}.img"
         build(tree, img, FfsOptions(version=version, bsize=4096, fsize=512))
@@ -298,6 +301,9 @@ def test_large_files_use_all_indirect_levels(tmp_path: Path) -> None:
             assert got == triple.read(off - 3, len(chunk) + 6) if off else True
         assert ffsread.read_data(data, image.sb, t, fb, 0, 5) == b"start"
         assert len(fb.data) == 4  # three data blocks and the last one; the rest are holes
+        big = image.inodes[image.paths[b"bigdir"]]
+        assert big.size > 12 * 4096 and big.ib[0]
+        assert sum(1 for p in image.paths if p.startswith(b"bigdir/")) == 1200
 
 
 def test_too_small_fails_before_writing(tmp_path: Path) -> None:
