@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 
 from smolfs.ffs import structs as s
-from smolfs.ffs.layout import Geometry
+from smolfs.ffs.geometry import Geometry
 
 _RUN_OF_FREE = re.compile(b"\x01+")
 _PARTIAL = re.compile(b"\x02")

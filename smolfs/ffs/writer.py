@@ -18,15 +18,13 @@ import sys
 from smolfs.errors import FilesystemLimitError, ImageTooSmall
 from smolfs.ffs import cylgroup
 from smolfs.ffs import structs as s
+from smolfs.ffs.geometry import Geometry, VirtualMap, geometry
 from smolfs.ffs.layout import (
-    Geometry,
     Plan,
     PlannedInode,
-    VirtualMap,
     cached_plan,
     fits,
     forget_plan,
-    geometry,
     max_file_size,
     minimum_size,
 )
