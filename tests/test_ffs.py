@@ -399,3 +399,26 @@ def test_big_sparse_image_many_groups(tmp_path: Path) -> None:
     assert f"Num of Directories: {totals[0]}" in fsstat
     assert f"Num of Avail Full Blocks: {totals[1]}" in fsstat
     assert totals[0] == sum(1 for _, n in tree.walk() if n.kind == Kind.DIR)
+
+
+def test_makedev_is_netbsds_encoding() -> None:
+    assert makedev(19, 0) == 4864  # ld0a
+    assert makedev(2, 12) == (2 << 8) | 12  # zero
+    assert makedev(0x123, 0x45678) == 0x45612378  # minor split around the major
+
+
+def test_set_bits_matches_a_naive_bitmap() -> None:
+    import random
+
+    from smolfs.ffs.cylgroup import set_bits
+
+    rng = random.Random(5)
+    for _ in range(300):
+        buf = bytearray(12)
+        naive = [0] * 96
+        for _ in range(rng.randint(1, 4)):
+            a = rng.randint(0, 96)
+            b = rng.randint(a, 96)
+            set_bits(buf, a, b)
+            naive[a:b] = [1] * (b - a)
+        assert [buf[i >> 3] >> (i & 7) & 1 for i in range(96)] == naive
