@@ -1,0 +1,20 @@
+"""FFS (UFS1 and UFS2) images written in pure Python, the way NetBSD's kernel reads them.
+
+``write(tree, fd, size, opts)`` writes a complete image; ``minimum_size(tree, opts)``
+is the smallest size that holds a tree; :class:`FfsOptions` holds makefs-style
+parameters (``FfsOptions.from_makefs({"version": "2"})``).
+"""
+
+from __future__ import annotations
+
+from smolfs.ffs import layout
+from smolfs.ffs.options import FfsOptions
+from smolfs.ffs.writer import write
+from smolfs.tree import Tree
+
+__all__ = ["FfsOptions", "minimum_size", "write"]
+
+
+def minimum_size(tree: Tree, opts: FfsOptions) -> int:
+    """Smallest image size in bytes (a multiple of the block size) that holds *tree*."""
+    return layout.minimum_size(layout.cached_plan(tree, opts), opts)
