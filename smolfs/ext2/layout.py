@@ -180,11 +180,21 @@ def _extents(node: Node, name: bytes) -> list[tuple[int, int]]:
     data = node.data
     if data is None or data.size == 0:
         return []
-    ext = sorted((off, ln) for off, ln in data.extents() if ln > 0)
+    try:
+        ext = sorted((off, ln) for off, ln in data.extents() if ln > 0)
+    finally:
+        close_data(data)
     for off, ln in ext:
         if off < 0 or off + ln > data.size:
             raise InputError(f"{os.fsdecode(name)}: data extent ({off}, {ln}) outside the file")
     return ext
+
+
+def close_data(data: object) -> None:
+    """Release a host file descriptor a data source keeps open (thousands of files)."""
+    close = getattr(data, "close", None)
+    if close is not None:
+        close()
 
 
 def _check_rdev(node: Node, name: bytes) -> None:
@@ -397,7 +407,7 @@ class Geometry:
         return sum(g.end - g.data for g in self.groups)
 
 
-class Short(Exception):  # noqa: N818 - a signal, not an error a user sees
+class Short(Exception):
     """The blocks given cannot hold the layout; at least ``deficit`` more are needed."""
 
     def __init__(self, deficit: int) -> None:

@@ -25,6 +25,7 @@ from smolfs.ext2.layout import (
     Scan,
     Short,
     choose_geometry,
+    close_data,
     count_blocks,
     default_bsize,
     dirent_size,
@@ -454,4 +455,5 @@ class _Writer:
                 if a < b:
                     data.copy_to(fd, a, pblk * bsize + a - lblk * bsize, b - a)
                 j += 1
+        close_data(data)
 
