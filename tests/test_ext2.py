@@ -81,6 +81,8 @@ def fsck(image: Path) -> str:
 
 def debugfs(image: Path, commands: list[str]) -> list[bytes]:
     """Run *commands* in one debugfs; return each command's output."""
+    if not commands:
+        return []
     with tempfile.NamedTemporaryFile("w", suffix=".cmds", delete=False) as f:
         f.write("\n".join(commands) + "\n")
     try:
@@ -129,8 +131,8 @@ def read_image(image: Path, workdir: Path) -> dict[bytes, Entry]:
                 if not line.startswith(b"/"):
                     continue
                 fields_ = line.split(b"/")
-                ino, mode, uid, gid = int(fields_[1]), int(fields_[2], 8), int(fields_[3]), \
-                    int(fields_[4])
+                ino, mode = int(fields_[1]), int(fields_[2], 8)
+                uid, gid = int(fields_[3]) & 0xFFFFFFFF, int(fields_[4]) & 0xFFFFFFFF  # %d
                 name = b"/".join(fields_[5:-2])
                 if name in (b".", b"..") or ino == 0:  # 0: an empty directory block
                     continue
