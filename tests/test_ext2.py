@@ -266,6 +266,9 @@ def test_structs_match_their_declarations() -> None:
     assert S.superblock.sizeof() == S.SUPERBLOCK_SIZE
     assert S.group_desc.sizeof() == S.GROUP_DESC_SIZE
     assert S.inode.sizeof() == S.INODE.size == S.INODE_SIZE
+    gd = dict(ext2bgd_b_bitmap=1, ext2bgd_i_bitmap=2, ext2bgd_i_tables=3, ext2bgd_nbfree=4,
+              ext2bgd_nifree=5, ext2bgd_ndirs=6)
+    assert S.group_desc.build(gd) == S.GROUP_DESC.pack(1, 2, 3, 4, 5, 6)
     assert S.dirent_rev1.sizeof() == S.DIRENT_HEAD_REV1.size == S.DIRENT_HEAD_SIZE
     assert S.dirent_rev0.sizeof() == S.DIRENT_HEAD_REV0.size == S.DIRENT_HEAD_SIZE
     values = dict(
@@ -539,6 +542,23 @@ def _bad_name_tree(name: bytes) -> Tree:
 def test_bad_names(name: bytes) -> None:
     with pytest.raises(FilesystemLimitError):
         minimum_size(_bad_name_tree(name), Ext2Options())
+
+
+def test_file_too_large() -> None:
+    tree = Tree()
+    tree.add("f", Node(Kind.FILE, data=HoleyData(17 << 30, [])))
+    with pytest.raises(FilesystemLimitError, match="limit"):
+        minimum_size(tree, Ext2Options(bsize=1024))
+    assert minimum_size(tree, Ext2Options(bsize=4096)) < 1 << 20  # all holes
+
+
+def test_large_image_gets_4k_blocks(tmp_path: Path) -> None:
+    img = tmp_path / "fs.img"
+    make_image(sample_tree(), img, Ext2Options(timestamp=T0), 600 << 20)
+    fsck(img)
+    assert superblock(img)["Block size"] == "4096"
+    make_image(sample_tree(), img, Ext2Options(timestamp=T0), 100 << 20)
+    assert superblock(img)["Block size"] == "1024"
 
 
 def test_symlink_too_long_and_bad_device() -> None:

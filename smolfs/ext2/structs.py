@@ -141,9 +141,9 @@ inode = Struct(
     "e2di_linux_reserved3" / Int32ul,
 )
 
-# Hot-path packers, same layout as the declarations above.
+# Hot-path packers, same layout as the declarations above (i_block as 60 raw bytes).
 INODE = struct.Struct("<HHIIIIIHHIII60sIIIIBBHHHI")
-# An inode whose i_block holds 15 pointers rather than raw bytes.
+GROUP_DESC = struct.Struct("<IIIHHH14x")
 DIRENT_HEAD_REV1 = struct.Struct("<IHBB")  # inode, rec_len, name_len, file_type
 DIRENT_HEAD_REV0 = struct.Struct("<IHH")  # inode, rec_len, name_len
 DIRENT_HEAD_SIZE = 8

@@ -37,6 +37,7 @@ from smolfs.ext2.options import Ext2Options
 from smolfs.tree import Kind, Tree
 
 FLUSH_BYTES = 4 << 20
+BIG_IMAGE = 512 << 20
 
 # BSD file flags (chflags) with an ext2 counterpart
 UF_NODUMP, UF_IMMUTABLE, UF_APPEND = 0x1, 0x2, 0x4
@@ -64,22 +65,41 @@ def write(tree: Tree, fd: int, size: int, opts: Ext2Options | None = None) -> No
     """
     opts = opts or Ext2Options()
     sc, bsize, counts = plan(tree, opts)
-    blocks = min(size // bsize, BLOCKS_MAX)
-    args = (sc, counts, bsize)
-    try:
-        geo = choose_geometry(*args, blocks, opts.revision, opts.inodes, opts.density)
-    except Short:
-        need = minimum_blocks(*args, opts.revision, opts.inodes, opts.density)
-        if need <= blocks:  # a size between two that fit: name the next one that does
-            need = minimum_blocks(*args, opts.revision, opts.inodes, opts.density, blocks + 1)
-        raise ImageTooSmall(
-            f"an ext2 image of {size} bytes cannot hold this content; "
-            f"it needs at least {need * bsize} bytes",
-            need * bsize,
-            hint=f"use a size of at least {-(-need * bsize // 1024)}k, or no fixed size",
-        ) from None
+    geo = None
+    if opts.bsize is None and size >= BIG_IMAGE and bsize < 4096:
+        geo = _try_big_blocks(sc, size, opts)
+    if geo is None:
+        blocks = min(size // bsize, BLOCKS_MAX)
+        fit = (sc, counts, bsize)
+        try:
+            geo = choose_geometry(*fit, blocks, opts.revision, opts.inodes, opts.density)
+        except Short:
+            need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density)
+            if need <= blocks:  # a size between two that fit: name the next one that does
+                need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density, blocks + 1)
+            raise ImageTooSmall(
+                f"an ext2 image of {size} bytes cannot hold this content; "
+                f"it needs at least {need * bsize} bytes",
+                need * bsize,
+                hint=f"use a size of at least {-(-need * bsize // 1024)}k, or no fixed size",
+            ) from None
     os.ftruncate(fd, size)
     _Writer(sc, geo, opts, fd, size).run()
+
+
+def _try_big_blocks(sc: Scan, size: int, opts: Ext2Options) -> Geometry | None:
+    """4 KiB blocks for a large image (as mke2fs), when the content fits that way.
+
+    On success the inodes of *sc* are counted for 4 KiB blocks; otherwise they are
+    left counted for the default block size.
+    """
+    counts = count_blocks(sc, 4096, opts.revision)
+    try:
+        return choose_geometry(sc, counts, 4096, min(size // 4096, BLOCKS_MAX),
+                               opts.revision, opts.inodes, opts.density)
+    except Short:
+        count_blocks(sc, default_bsize(sc), opts.revision)
+        return None
 
 
 # ---------------------------------------------------------------------------
@@ -351,12 +371,8 @@ class _Writer:
         nifree = [ipg - iused[g] for g in range(ngroups)]
         gdt = bytearray(geo.gdt_blocks * bsize)
         for g, grp in enumerate(geo.groups):
-            off = g * S.GROUP_DESC_SIZE
-            gdt[off : off + S.GROUP_DESC_SIZE] = S.group_desc.build(
-                {"ext2bgd_b_bitmap": grp.bbitmap, "ext2bgd_i_bitmap": grp.ibitmap,
-                 "ext2bgd_i_tables": grp.itable, "ext2bgd_nbfree": nbfree[g],
-                 "ext2bgd_nifree": nifree[g], "ext2bgd_ndirs": ndirs[g]}
-            )
+            S.GROUP_DESC.pack_into(gdt, g * S.GROUP_DESC_SIZE, grp.bbitmap, grp.ibitmap,
+                                   grp.itable, nbfree[g], nifree[g], ndirs[g])
         sb = bytearray(self.superblock(sum(nbfree), sum(nifree)))
         for g, grp in enumerate(geo.groups):
             buf = bytearray((grp.itable - grp.start) * bsize)
