@@ -29,6 +29,7 @@ LOSTFOUND = b"lost+found"
 TIME_MAX = 2**32 - 1
 BLOCKS_MAX = 2**32 - 1
 LARGE_FILE = 2**31  # sizes from here on need the large_file feature
+MIN_IPG = 16  # at least this many inodes per group (the 10 reserved ones fit in group 0)
 MIN_LAST_GROUP = 50  # a last group with fewer free blocks than this is left out (as mke2fs)
 
 FTYPE = {
@@ -422,7 +423,7 @@ def geometry(bsize: int, blocks: int, inodes: int, sparse: bool) -> Geometry:
     ipb = bsize // S.INODE_SIZE
     ngroups = max(1, -(-(blocks - first) // bpg))
     while True:
-        ipg = -(-inodes // ngroups)
+        ipg = max(-(-inodes // ngroups), MIN_IPG)
         ipg = -(-ipg // ipb) * ipb
         itb = ipg // ipb
         gdt = -(-ngroups * S.GROUP_DESC_SIZE // bsize)
@@ -465,7 +466,9 @@ def choose_geometry(sc: Scan, counts: Counts, bsize: int, blocks: int, revision:
     sparse = revision == 1
     target = inode_target(sc, inodes)
     if density:
-        dense = max(target, min(blocks * bsize // density, 2**32 - 1))
+        first = 1 if bsize == 1024 else 0
+        most = -(-(blocks - first) // (8 * bsize)) * 8 * bsize  # one inode bitmap block each
+        dense = max(target, min(blocks * bsize // density, most, 2**32 - 1))
         if dense > target:
             try:
                 geo = geometry(bsize, blocks, dense, sparse)

@@ -226,7 +226,8 @@ class _Writer:
         self.bsize = geo.bsize
         self.per = geo.bsize // 4
         self.rev1 = opts.revision == 1
-        self.itable = bytearray(S.INODE_SIZE * sc.max_ino)
+        self.table_group = -1  # the group whose inode table is being filled
+        self.itable = bytearray()
 
     def run(self) -> None:
         sc, geo = self.sc, self.geo
@@ -245,6 +246,7 @@ class _Writer:
         for ino in sc.inodes:
             self.inode(ino, meta, mappings.get(ino.ino))
         meta.flush()
+        self.flush_table()
         self.groups(alloc.used)
         for ino in sc.inodes:
             if ino.data:
@@ -281,13 +283,26 @@ class _Writer:
             iblock = self.block_pointers(ino, meta, mapping)
         a, m, c = node.times()
         uid, gid = node.uid, node.gid
+        group, index = divmod(ino.ino - 1, self.geo.ipg)
+        if group != self.table_group:
+            self.flush_table()
+            self.table_group = group
+            used = min(self.sc.max_ino - group * self.geo.ipg, self.geo.ipg)
+            self.itable = bytearray(-(-used * S.INODE_SIZE // bsize) * bsize)
         S.INODE.pack_into(
-            self.itable, (ino.ino - 1) * S.INODE_SIZE,
+            self.itable, index * S.INODE_SIZE,
             int(kind) | (node.mode & 0o7777), uid & 0xFFFF, size & 0xFFFFFFFF,
             _time(a), _time(c), _time(m), 0, gid & 0xFFFF, ino.nlink,
             nblocks * (bsize // 512), flags, 0, bytes(iblock), 0, 0,
             size >> 32 if kind == Kind.FILE else 0, 0, 0, 0, 0, uid >> 16, gid >> 16, 0,
         )
+
+    def flush_table(self) -> None:
+        """Write the used part of the current group's inode table (one group at a time)."""
+        if self.itable:
+            grp = self.geo.groups[self.table_group]
+            os.pwrite(self.fd, self.itable, grp.itable * self.bsize)
+            self.itable = bytearray()
 
     def _place(self, meta: _MetaArea, content: bytes | bytearray, n: int
                ) -> list[tuple[int, int, int]]:
@@ -386,10 +401,6 @@ class _Writer:
             off = (grp.bbitmap - grp.start) * bsize
             buf[off : off + bsize] = bitmap(bsize, used_blocks[g], grp.end - grp.start)
             buf[off + bsize : off + 2 * bsize] = bitmap(bsize, iused[g], ipg)
-            if iused[g]:
-                first = g * ipg * S.INODE_SIZE
-                table = self.itable[first : first + iused[g] * S.INODE_SIZE]
-                buf += table + bytes(-len(table) % bsize)
             write_at = grp.start * bsize
             if grp.start == 0:  # keep the boot block (first 1024 bytes) untouched
                 del buf[: S.SUPERBLOCK_OFFSET]
