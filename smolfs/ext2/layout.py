@@ -53,6 +53,7 @@ class Inode:
 
     ino: int
     node: Node
+    path: bytes = b""  # the first name it was found under (for messages)
     nlink: int = 0
     parent: int = 0  # DIR: inode number of ".."
     entries: list[tuple[bytes, int, int]] = field(default_factory=list)  # DIR: name, ino, type
@@ -117,11 +118,12 @@ def scan(tree: Tree, revision: int) -> Scan:
         subdirs = 0
         for name in names:
             child = lostfound if at_root and name == LOSTFOUND else node.children[name]
+            path = d.path + b"/" + name
             check_name(name)
             kind = child.kind
             ci = by_id.get(id(child))
             if ci is None:
-                ci = Inode(len(inodes) + 10, child)
+                ci = Inode(len(inodes) + 10, child, path)
                 by_id[id(child)] = ci
                 inodes.append(ci)
                 newest = max(newest, child.mtime)
@@ -132,19 +134,20 @@ def scan(tree: Tree, revision: int) -> Scan:
                     size = child.size
                     data_bytes += size
                     large = large or size >= LARGE_FILE
-                    ci.extents = _extents(child, name)
+                    ci.extents = _extents(child, path)
                 elif kind in (Kind.CHR, Kind.BLK):
-                    _check_rdev(child, name)
+                    _check_rdev(child, path)
                 elif kind not in FTYPE:
-                    raise InputError(f"{os.fsdecode(name)}: unknown file type {kind!r}")
-                _check_owner(child, name)
+                    raise InputError(f"{_show(path)}: unknown file type {kind!r}")
+                _check_owner(child, path)
             elif ci.ino == S.FIRST_INO and at_root and name == LOSTFOUND:
                 ci.parent = 2
+                ci.path = path
                 newest = max(newest, child.mtime)
-                _check_owner(child, name)
+                _check_owner(child, path)
                 queue.append(ci)
             elif kind == Kind.DIR or ci.ino <= S.FIRST_INO:
-                raise InputError(f"directory {os.fsdecode(name)} appears under two names")
+                raise InputError(f"directory {_show(path)} appears under two names")
             ci.nlink += 1
             if kind == Kind.DIR:
                 subdirs += 1
@@ -153,7 +156,8 @@ def scan(tree: Tree, revision: int) -> Scan:
         d.nlink = 2 + subdirs
         if d.nlink > S.LINK_MAX:
             raise FilesystemLimitError(
-                f"a directory holds {subdirs} subdirectories; ext2 allows {S.LINK_MAX - 2}"
+                f"directory {_show(d.path)} holds {subdirs} subdirectories; "
+                f"ext2 allows {S.LINK_MAX - 2}"
             )
     newest = max(newest, root.mtime, 0)
     if synthetic_lf:
@@ -162,11 +166,12 @@ def scan(tree: Tree, revision: int) -> Scan:
         n = ino.node
         if n.kind != Kind.DIR and ino.nlink > S.LINK_MAX:
             raise FilesystemLimitError(
-                f"a file has {ino.nlink} hard links; ext2 allows {S.LINK_MAX}"
+                f"{_show(ino.path)} has {ino.nlink} hard links; ext2 allows {S.LINK_MAX}"
             )
         if revision == 0 and n.size >= LARGE_FILE:
             raise FilesystemLimitError(
-                f"a file of {n.size} bytes needs ext2 revision 1 (revision 0 stops at 2 GiB)",
+                f"{_show(ino.path)} is {n.size} bytes: it needs ext2 revision 1 "
+                "(revision 0 stops at 2 GiB)",
                 hint="use -o revision=1",
             )
         record.append(
@@ -177,7 +182,11 @@ def scan(tree: Tree, revision: int) -> Scan:
     return Scan(inodes, data_bytes, min(newest, TIME_MAX), large, digest)
 
 
-def _extents(node: Node, name: bytes) -> list[tuple[int, int]]:
+def _show(path: bytes) -> str:
+    return os.fsdecode(path or b"/")
+
+
+def _extents(node: Node, path: bytes) -> list[tuple[int, int]]:
     data = node.data
     if data is None or data.size == 0:
         return []
@@ -187,7 +196,7 @@ def _extents(node: Node, name: bytes) -> list[tuple[int, int]]:
         close_data(data)
     for off, ln in ext:
         if off < 0 or off + ln > data.size:
-            raise InputError(f"{os.fsdecode(name)}: data extent ({off}, {ln}) outside the file")
+            raise InputError(f"{_show(path)}: data extent ({off}, {ln}) outside the file")
     return ext
 
 
@@ -198,19 +207,19 @@ def close_data(data: object) -> None:
         close()
 
 
-def _check_rdev(node: Node, name: bytes) -> None:
+def _check_rdev(node: Node, path: bytes) -> None:
     major, minor = node.rdev
     if not (0 <= major <= 0xFFF and 0 <= minor <= 0xFFFFF):
         raise FilesystemLimitError(
-            f"device {os.fsdecode(name)}: {major},{minor} does not fit NetBSD's device "
+            f"device {_show(path)}: {major},{minor} does not fit NetBSD's device "
             "encoding (major up to 4095, minor up to 1048575)"
         )
 
 
-def _check_owner(node: Node, name: bytes) -> None:
+def _check_owner(node: Node, path: bytes) -> None:
     if not (0 <= node.uid < 2**32 and 0 <= node.gid < 2**32):
         raise FilesystemLimitError(
-            f"{os.fsdecode(name)}: owner {node.uid}:{node.gid} is beyond 32 bits"
+            f"{_show(path)}: owner {node.uid}:{node.gid} is not a 32-bit id"
         )
 
 
@@ -327,8 +336,8 @@ def count_blocks(sc: Scan, bsize: int, revision: int) -> Counts:
         elif kind == Kind.FILE:
             if ino.node.size > limit:
                 raise FilesystemLimitError(
-                    f"a file of {ino.node.size} bytes is over ext2's limit of {limit} bytes "
-                    f"with {bsize}-byte blocks"
+                    f"{_show(ino.path)} is {ino.node.size} bytes, over ext2's limit of "
+                    f"{limit} bytes with {bsize}-byte blocks"
                 )
             ino.runs = logical_runs(ino.extents, bsize)
             ino.indirect = indirect_keys(ino.runs, per) if ino.runs else []
@@ -336,7 +345,7 @@ def count_blocks(sc: Scan, bsize: int, revision: int) -> Counts:
             ino.meta = len(ino.indirect)
             if (ino.data + ino.meta) * (bsize // 512) > 2**32 - 1:
                 raise FilesystemLimitError(
-                    f"a file of {ino.node.size} bytes is over ext2's block count limit"
+                    f"{_show(ino.path)} is {ino.node.size} bytes, over ext2's block count limit"
                 )
         elif kind == Kind.SYMLINK and len(ino.node.target) > S.FAST_SYMLINK_MAX:
             ino.runs = [(0, 1)]
