@@ -547,7 +547,7 @@ def test_bad_names(name: bytes) -> None:
 def test_file_too_large() -> None:
     tree = Tree()
     tree.add("f", Node(Kind.FILE, data=HoleyData(17 << 30, [])))
-    with pytest.raises(FilesystemLimitError, match="^/f is .* limit"):
+    with pytest.raises(FilesystemLimitError, match=r"^/f is .* limit"):
         minimum_size(tree, Ext2Options(bsize=1024))
     assert minimum_size(tree, Ext2Options(bsize=4096)) < 1 << 20  # all holes
 
