@@ -570,3 +570,81 @@ def test_symlink_too_long_and_bad_device() -> None:
     tree.add("d", Node(Kind.CHR, rdev=(4096, 0)))
     with pytest.raises(FilesystemLimitError, match="device /d"):
         minimum_size(tree, Ext2Options())
+
+
+def test_directory_through_double_indirect(tmp_path: Path) -> None:
+    """A directory of ~300 blocks (1 KiB): direct, single and double indirect blocks."""
+    tree = Tree(mtime=T0)
+    fifo = tree.add("fifo", Node(Kind.FIFO, mode=0o600, mtime=T0))
+    for i in range(1500):
+        tree.link(b"big/%04d" % i + b"n" * 196, "fifo")
+    img = tmp_path / "fs.img"
+    make_image(tree, img, Ext2Options(bsize=1024, timestamp=T0))
+    fsck(img)
+    got = compare(tree, img, tmp_path)
+    assert got[b"fifo"].links == 1501 == tree.nlink(fifo)
+    assert "(DIND)" in got[b"big"].stat
+    assert got[b"big"].size > (12 + 256) * 1024
+
+
+def _tree_from_directory(root: Path) -> Tree:
+    """A Tree of a host directory (regular files, directories, symlinks, hard links)."""
+    tree = Tree()
+    st = root.stat()
+    tree.root.mode, tree.root.uid, tree.root.gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
+    tree.root.mtime = int(st.st_mtime)
+    seen: dict[tuple[int, int], bytes] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(dirnames + filenames):
+            path = Path(dirpath) / name
+            rel = os.fsencode(path.relative_to(root))
+            st = path.lstat()
+            key = (st.st_dev, st.st_ino)
+            if key in seen and not path.is_dir():
+                tree.link(rel, seen[key])
+                continue
+            seen[key] = rel
+            kind = Kind(st.st_mode & 0o170000)
+            node = Node(kind, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid,
+                        mtime=int(st.st_mtime))
+            if kind == Kind.FILE:
+                node.data = FileData(path)
+            elif kind == Kind.SYMLINK:
+                node.target = os.fsencode(os.readlink(path))
+            tree.add(rel, node)
+    return tree
+
+
+def test_agrees_with_mke2fs(tmp_path: Path) -> None:
+    """The same host directory through mke2fs -d and through the writer reads back alike."""
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "usr/share/doc").mkdir(parents=True)
+    (src / "etc/motd").write_bytes(b"welcome\n")
+    (src / "etc/empty").write_bytes(b"")
+    (src / "usr/big").write_bytes(os.urandom(400_000))
+    with open(src / "usr/sparse", "wb") as f:
+        f.write(b"s" * 100)
+        f.seek(3 << 20)
+        f.write(b"e")
+    os.link(src / "etc/motd", src / "usr/share/doc/motd")
+    os.symlink("../etc/motd", src / "usr/motd")
+    os.symlink("x" * 200, src / "usr/long")
+    os.chmod(src / "etc/motd", 0o640)
+    tree = _tree_from_directory(src)
+    ours, theirs = tmp_path / "ours.img", tmp_path / "theirs.img"
+    size = make_image(tree, ours, Ext2Options(bsize=1024))
+    theirs.write_bytes(b"")
+    subprocess.run(["mke2fs", "-q", "-F", "-t", "ext2", "-b", "1024", "-d", str(src),
+                    str(theirs), f"{max(size, 8 << 20) // 1024}k"], check=True,
+                   capture_output=True)
+    fsck(ours)
+    a, b = read_image(ours, tmp_path), read_image(theirs, tmp_path)
+    assert set(a) == set(b)
+    for path in a:
+        x, y = a[path], b[path]
+        if x.mode & 0o170000 == Kind.DIR:
+            assert (x.mode, x.uid, x.gid, x.links) == (y.mode, y.uid, y.gid, y.links), path
+        else:
+            assert (x.mode, x.uid, x.gid, x.links, x.size, x.content) == (
+                y.mode, y.uid, y.gid, y.links, y.size, y.content), path
