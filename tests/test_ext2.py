@@ -335,7 +335,7 @@ def test_sample_tree_reads_back(tmp_path: Path, revision: int, bsize: int) -> No
 
 
 def test_superblock_meets_netbsd_mount_checks(tmp_path: Path) -> None:
-    """What NetBSD's ext2fs_checksb / ext2fs_mountfs require for a read-write mount."""
+    """What NetBSD's ext2fs_sbfill (ext2fs_vfsops.c) requires for a read-write mount."""
     img = tmp_path / "fs.img"
     for revision in (0, 1):
         make_image(sample_tree(), img, Ext2Options(revision=revision, timestamp=T0))
@@ -344,8 +344,11 @@ def test_superblock_meets_netbsd_mount_checks(tmp_path: Path) -> None:
         assert sb.e2fs_rev <= 1 and sb.e2fs_log_bsize <= 2
         assert sb.e2fs_log_fsize == sb.e2fs_log_bsize and sb.e2fs_fpg == sb.e2fs_bpg
         assert sb.e2fs_state == S.STATE_CLEAN
+        assert sb.e2fs_bpg and sb.e2fs_ipg and sb.e2fs_first_dblock < sb.e2fs_bcount
+        assert sb.e2fs_rbcount <= sb.e2fs_bcount and sb.e2fs_fbcount <= sb.e2fs_bcount
+        assert sb.e2fs_ipg % ((1024 << sb.e2fs_log_bsize) // 128) == 0  # whole table blocks
         if revision:
-            assert sb.e2fs_first_ino == 11 and sb.e2fs_inode_size == 128
+            assert sb.e2fs_first_ino == 11 and sb.e2fs_inode_size == 128  # a power of two
             assert sb.e2fs_features_incompat & ~S.INCOMPAT_FILETYPE == 0
             assert sb.e2fs_features_rocompat & ~(
                 S.ROCOMPAT_SPARSE_SUPER | S.ROCOMPAT_LARGE_FILE) == 0
