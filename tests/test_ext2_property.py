@@ -116,7 +116,8 @@ def trees(draw: st.DrawFn) -> Tree:
 @settings(max_examples=20, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(tree=trees(), revision=st.sampled_from([0, 1]),
-       bsize=st.sampled_from([1024, 1024, 2048, 4096]), extra=st.integers(0, 3 << 20))
+       bsize=st.sampled_from([1024, 1024, 2048, 4096]),
+       extra=st.one_of(st.integers(0, 1 << 20), st.integers(8 << 20, 40 << 20)))
 def test_random_trees_read_back(tree: Tree, revision: int, bsize: int, extra: int) -> None:
     opts = Ext2Options(revision=revision, bsize=bsize, timestamp=T0)
     with tempfile.TemporaryDirectory() as tmp:
