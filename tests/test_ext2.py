@@ -13,6 +13,7 @@ import re
 import shutil
 import struct
 import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -515,6 +516,22 @@ def test_deterministic_and_uuid(tmp_path: Path) -> None:
     make_image(tree, a, Ext2Options())
     sb = S.superblock.parse(a.read_bytes()[1024:2048])
     assert sb.e2fs_wtime == sb.e4fs_mkfs_time == T0 + 12345
+
+
+def test_deterministic_across_processes(tmp_path: Path) -> None:
+    code = (
+        "import os, sys; sys.path.insert(0, sys.argv[2])\n"
+        "from test_ext2 import sample_tree, make_image, Ext2Options, T0\n"
+        "from pathlib import Path\n"
+        "make_image(sample_tree(), Path(sys.argv[1]), Ext2Options(timestamp=T0))\n"
+    )
+    images = []
+    for seed in ("1", "2"):
+        img = tmp_path / f"{seed}.img"
+        subprocess.run([sys.executable, "-c", code, str(img), str(Path(__file__).parent)],
+                       check=True, env={**os.environ, "PYTHONHASHSEED": seed})
+        images.append(img.read_bytes())
+    assert images[0] == images[1]
 
 
 def test_options_from_makefs() -> None:
