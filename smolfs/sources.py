@@ -411,7 +411,7 @@ def add_archive(
                 ValueError) as err:
             raise InputError(f"{name}: corrupt or truncated archive ({_reason(err)})") from err
         except Exception as err:
-            if type(err).__module__.startswith("zstd"):
+            if type(err).__module__.startswith("zstandard"):
                 raise InputError(f"{name}: corrupt or truncated archive ({err})") from err
             raise
         if entries == 0:

@@ -1,0 +1,260 @@
+"""Sources: host directories and streamed tar archives filling a Tree."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import stat
+import tarfile
+
+import pytest
+import setsynth
+
+from smolfs.errors import InputError
+from smolfs.sources import Spool, add_archive, add_directory, detect_format
+from smolfs.tree import Kind, Tree
+
+TYPES = {"file": Kind.FILE, "dir": Kind.DIR, "symlink": Kind.SYMLINK, "char": Kind.CHR,
+         "block": Kind.BLK, "fifo": Kind.FIFO}
+
+
+def read_all(node) -> bytes:
+    return node.data.read(0, node.size) if node.size else b""
+
+
+def check_tree_matches(tree: Tree, items: list[setsynth.Entry]) -> None:
+    """Every entry of a synthetic set is in *tree* with the attributes it was made with."""
+    for e in items:
+        node = tree.get(e.path)
+        assert node is not None, e.path
+        if e.type == "hardlink":
+            assert node is tree.get(e.target), e.path
+            continue
+        assert node.kind == TYPES[e.type], e.path
+        assert (node.mode, node.uid, node.gid, node.mtime) == (e.mode, e.uid, e.gid, e.mtime), \
+            e.path
+        if e.type == "file":
+            assert node.size == len(e.data)
+            assert read_all(node) == e.data, e.path
+        elif e.type == "symlink":
+            assert node.target == e.target.encode()
+        elif e.type in ("char", "block"):
+            assert node.rdev == e.rdev
+
+
+# ---------------------------------------------------------------------------
+# Directories
+
+
+def test_directory_links_modes_holes(tmp_path):
+    src = tmp_path / "src"
+    (src / "bin").mkdir(parents=True)
+    (src / "rescue").mkdir()
+    (src / "rescue" / "sh").write_bytes(b"crunched" * 1000)
+    for name in ("ls", "cat", "init"):
+        os.link(src / "rescue" / "sh", src / "rescue" / name)
+    os.link(src / "rescue" / "sh", src / "bin" / "sh")  # across directories
+    (src / "bin" / "su").write_bytes(b"su")
+    os.chmod(src / "bin" / "su", 0o4555)
+    os.symlink("/rescue/init", src / "bin" / "init")
+    os.mkfifo(src / "fifo")
+    with open(src / "sparse", "wb") as f:
+        f.truncate(8 << 20)
+        f.seek(4 << 20)
+        f.write(b"middle")
+    os.utime(src / "bin" / "su", (1_000_000, 1_234_567))
+
+    tree = Tree()
+    assert add_directory(tree, src) == 11
+    sh = tree.get("rescue/sh")
+    assert sh.kind == Kind.FILE and read_all(sh) == b"crunched" * 1000
+    assert all(tree.get(p) is sh for p in ("rescue/ls", "rescue/cat", "rescue/init", "bin/sh"))
+    assert tree.nlink(sh) == 5
+    su = tree.get("bin/su")
+    assert su.mode == 0o4555 and su.mtime == 1_234_567 and su.times() == (1_234_567,) * 3
+    assert su.uid == os.getuid() and su.gid == os.getgid()
+    assert tree.get("bin/init").kind == Kind.SYMLINK
+    assert tree.get("bin/init").target == b"/rescue/init"
+    assert tree.get("fifo").kind == Kind.FIFO
+    sparse = tree.get("sparse")
+    assert sparse.size == 8 << 20
+    extents = sparse.data.extents()
+    assert sum(length for _, length in extents) < 1 << 20  # the holes are seen
+    assert any(off <= 4 << 20 < off + length for off, length in extents)
+    assert sparse.data.read(4 << 20, 6) == b"middle"
+
+
+def test_directory_owner_override_and_prefix(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "f").write_text("x")
+    tree = Tree()
+    add_directory(tree, tmp_path, prefix="usr/pkg", owner=(0, 5))
+    node = tree.get("usr/pkg/a/f")
+    assert (node.uid, node.gid) == (0, 5)
+    assert (tree.get("usr/pkg").uid, tree.get("usr/pkg").gid) == (0, 5)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="creating device nodes on the host needs root")
+def test_directory_device_nodes(tmp_path):
+    os.mknod(tmp_path / "ld0a", 0o640 | stat.S_IFBLK, os.makedev(19, 0))
+    os.mknod(tmp_path / "null", 0o666 | stat.S_IFCHR, os.makedev(2, 2))
+    tree = Tree()
+    add_directory(tree, tmp_path)
+    assert (tree.get("ld0a").kind, tree.get("ld0a").rdev) == (Kind.BLK, (19, 0))
+    assert (tree.get("null").kind, tree.get("null").rdev) == (Kind.CHR, (2, 2))
+
+
+def test_directory_errors(tmp_path):
+    with pytest.raises(InputError, match="missing"):
+        add_directory(Tree(), tmp_path / "missing")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        add_directory(Tree(), tmp_path / "file")
+
+
+def test_directory_later_source_overrides(tmp_path):
+    for d, text in (("one", "first"), ("two", "second")):
+        (tmp_path / d / "etc").mkdir(parents=True)
+        (tmp_path / d / "etc" / "rc").write_text(text)
+    (tmp_path / "one" / "etc" / "only1").write_text("kept")
+    tree = Tree()
+    add_directory(tree, tmp_path / "one")
+    add_directory(tree, tmp_path / "two")
+    assert read_all(tree.get("etc/rc")) == b"second"
+    assert read_all(tree.get("etc/only1")) == b"kept"
+
+
+# ---------------------------------------------------------------------------
+# Archives
+
+
+@pytest.mark.parametrize("compression", setsynth.COMPRESSIONS)
+def test_archive_all_compressions(tmp_path, compression):
+    tree = Tree()
+    infos = []
+    with Spool(dir=tmp_path) as spool:
+        for kind in setsynth.KINDS:
+            path = setsynth.make_set(tmp_path, kind, compression)
+            info = add_archive(tree, path, spool)
+            infos.append(info)
+            blob = path.read_bytes()
+            assert info.sha512 == hashlib.sha512(blob).hexdigest()
+            assert info.bytes == len(blob)
+            assert info.entries == len(setsynth.entries(kind))
+            assert info.format == (compression if compression != "none" else "tar")
+        for kind in setsynth.KINDS:
+            check_tree_matches(tree, setsynth.entries(kind))
+        sh = tree.get("rescue/sh")
+        assert tree.nlink(sh) == len(setsynth.RESCUE_PROGRAMS)
+        assert tree.get("usr/bin/su").mode == 0o4555
+        assert tree.get("sbin/shutdown").gid == 5
+        assert tree.get("tmp").mode == 0o1777
+        # The spool holds each file's data once (hard links share it).
+        assert spool.size == sum(i.data_bytes for i in infos)
+        assert os.path.getsize(spool.path) == spool.size
+        spool_path = spool.path
+    assert not os.path.exists(spool_path)
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        f"{k}{setsynth.SUFFIX[compression]}" for k in setsynth.KINDS)
+
+
+def test_archive_detected_by_content_and_prefix(tmp_path):
+    path = setsynth.make_set(tmp_path / "set.bin", "etc", "zst")
+    assert detect_format(path.read_bytes()[:512]) == "zst"
+    tree = Tree()
+    with Spool(dir=tmp_path) as spool:
+        add_archive(tree, path, spool, prefix="altroot")
+        assert read_all(tree.get("altroot/etc/rc.conf")) == b"rc_configured=YES\n"
+
+
+def test_spool_data_copies_into_an_image(tmp_path):
+    items = setsynth.entries("base")
+    tree = Tree()
+    with Spool(dir=tmp_path) as spool:
+        add_archive(tree, setsynth.make_set(tmp_path, "base", "gz"), spool)
+        libc = tree.get("lib/libc.so.12.220")
+        out = tmp_path / "out"
+        fd = os.open(out, os.O_RDWR | os.O_CREAT)
+        try:
+            libc.data.copy_to(fd, 1000, 4096, libc.size - 1000)
+        finally:
+            os.close(fd)
+        want = next(e.data for e in items if e.path == "./lib/libc.so.12.220")
+        assert out.read_bytes() == b"\0" * 4096 + want[1000:]
+
+
+def _tar(members: list[tuple[str, bytes | None, bytes]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        for name, typ, payload in members:
+            info = tarfile.TarInfo(name)
+            if typ == tarfile.REGTYPE:
+                info.size = len(payload)
+                tf.addfile(info, io.BytesIO(payload))
+            else:
+                info.type = typ
+                info.linkname = payload.decode()
+                tf.addfile(info)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(("name", "typ", "payload", "message"), [
+    ("/etc/passwd", tarfile.REGTYPE, b"x", "'/etc/passwd' has an absolute path"),
+    ("./etc/../../escape", tarfile.REGTYPE, b"x", "'./etc/../../escape' contains '..'"),
+    ("./bin/sh", tarfile.LNKTYPE, b"../../etc/shadow", "'../../etc/shadow' contains '..'"),
+    ("./bin/sh", tarfile.LNKTYPE, b"/etc/shadow", "'/etc/shadow' has an absolute path"),
+    ("./bin/sh", tarfile.LNKTYPE, b"./rescue/sh", "./bin/sh → ./rescue/sh"),
+])
+def test_archive_rejects_bad_members_by_name(tmp_path, name, typ, payload, message):
+    path = tmp_path / "bad.tar"
+    path.write_bytes(_tar([("./ok", tarfile.REGTYPE, b"fine"), (name, typ, payload)]))
+    with Spool(dir=tmp_path) as spool, pytest.raises(InputError) as err:
+        add_archive(Tree(), path, spool)
+    assert message in err.value.message
+    assert "\n" not in err.value.message
+
+
+@pytest.mark.parametrize("compression", ["xz", "gz", "zst", "bz2", "none"])
+def test_archive_truncated(tmp_path, compression):
+    blob = setsynth.compress(setsynth.tar_bytes(setsynth.entries("base")), compression)
+    path = tmp_path / "base.tar.xz"
+    path.write_bytes(blob[: len(blob) // 2])
+    with Spool(dir=tmp_path) as spool, pytest.raises(InputError) as err:
+        add_archive(Tree(), path, spool)
+    assert str(path) in err.value.message
+    assert "corrupt or truncated" in err.value.message
+
+
+@pytest.mark.parametrize("compression", ["xz", "gz", "zst"])
+def test_archive_cut_at_the_end_of_the_stream(tmp_path, compression):
+    """Losing only the last bytes (the compressor's trailer) is noticed too."""
+    blob = setsynth.compress(setsynth.tar_bytes(setsynth.entries("etc")), compression)
+    path = tmp_path / "etc.set"
+    path.write_bytes(blob[:-4])
+    with Spool(dir=tmp_path) as spool, pytest.raises(InputError, match="truncated"):
+        add_archive(Tree(), path, spool)
+
+
+@pytest.mark.parametrize("compression", ["xz", "gz", "zst", "bz2"])
+def test_archive_corrupted(tmp_path, compression):
+    blob = bytearray(setsynth.compress(setsynth.tar_bytes(setsynth.entries("base")),
+                                       compression))
+    for i in range(len(blob) // 3, len(blob) // 3 + 64):
+        blob[i] ^= 0x5A
+    path = tmp_path / "base.tgz"
+    path.write_bytes(bytes(blob))
+    with Spool(dir=tmp_path) as spool, pytest.raises(InputError, match="base.tgz: corrupt"):
+        add_archive(Tree(), path, spool)
+
+
+def test_archive_unknown_format_and_unreadable(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello\n" * 200)
+    with Spool(dir=tmp_path) as spool:
+        with pytest.raises(InputError) as err:
+            add_archive(Tree(), path, spool)
+        assert "notes.txt" in err.value.message
+        assert ".tar.xz" in err.value.hint and ".tar.zst" in err.value.hint
+        with pytest.raises(InputError, match="cannot read"):
+            add_archive(Tree(), tmp_path / "missing.tgz", spool)
