@@ -41,9 +41,13 @@ KINDS = ("rescue", "base", "etc", "dev")
 COMPRESSIONS = ("xz", "gz", "zst", "bz2", "none")
 SET_MTIME = 1_700_000_000
 
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
 #: Names under ./rescue, all hard links to one crunched binary.
 RESCUE_PROGRAMS = tuple(
-    """
+    _words("""
     [ atactl badsect bioctl brconfig bunzip2 bzcat bzip2 cat ccdconfig cgdconfig chflags chgrp
     chio chmod chown chroot cksum cp cpio csh date dd df dhcpcd disklabel dkctl dmesg
     domainname dump dump_lfs echo ed egrep expr fdisk fgrep fsck fsck_ext2fs fsck_ffs
@@ -56,7 +60,7 @@ RESCUE_PROGRAMS = tuple(
     rndctl route routed rrestore rsh savecore scsictl setkey sh shutdown slattach sleep
     swapctl swapoff swapon sync sysctl tar test tetris umount unlink unlzma unxz
     vi vnconfig wdogctl wiconfig xz xzcat zcat zfs zpool
-    """.split()
+    """)
 ) + tuple(f"tool{i:02d}" for i in range(17))
 
 
@@ -107,10 +111,10 @@ def _base(rng: random.Random) -> list[Entry]:
     out = _dirs(["./bin", "./sbin", "./usr", "./usr/bin", "./usr/sbin", "./usr/lib",
                  "./usr/libexec", "./usr/libexec/httpd", "./usr/share", "./usr/share/misc",
                  "./libexec", "./lib"])
-    for d, names in (("./bin", "sh ls cat cp mv rm ln mkdir echo test date ps kill".split()),
-                     ("./sbin", "init mount mount_ffs mount_ext2fs fsck ifconfig reboot".split()),
-                     ("./usr/bin", "awk grep sed vi less find xargs env id uname".split()),
-                     ("./usr/sbin", "chown pwd_mkdb sysctl".split())):
+    for d, names in (("./bin", _words("sh ls cat cp mv rm ln mkdir echo test date ps kill")),
+                     ("./sbin", _words("init mount mount_ffs mount_ext2fs fsck ifconfig reboot")),
+                     ("./usr/bin", _words("awk grep sed vi less find xargs env id uname")),
+                     ("./usr/sbin", _words("chown pwd_mkdb sysctl"))):
         out += [Entry(f"{d}/{n}", "file", 0o555, data=_blob(rng, rng.randint(2_000, 60_000)))
                 for n in names]
     out += [Entry("./bin/[", "hardlink", 0o555, target="./bin/test"),
@@ -144,7 +148,7 @@ def _etc(rng: random.Random) -> list[Entry]:
             Entry("./dev/MAKEDEV", "file", 0o555, data=b"#!/bin/sh\n" + _text(rng, 300, "md")),
             Entry("./root/.profile", "file", 0o644, data=b"PATH=/bin:/sbin:/rescue\n")]
     out += [Entry(f"./etc/rc.d/{n}", "file", 0o555, data=b"#!/bin/sh\n" + _text(rng, 20, n))
-            for n in "DAEMON LOGIN NETWORKING root mountcritlocal network sshd syslogd".split()]
+            for n in _words("DAEMON LOGIN NETWORKING root mountcritlocal network sshd syslogd")]
     return out
 
 

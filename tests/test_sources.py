@@ -244,7 +244,7 @@ def test_archive_corrupted(tmp_path, compression):
         blob[i] ^= 0x5A
     path = tmp_path / "base.tgz"
     path.write_bytes(bytes(blob))
-    with Spool(dir=tmp_path) as spool, pytest.raises(InputError, match="base.tgz: corrupt"):
+    with Spool(dir=tmp_path) as spool, pytest.raises(InputError, match=r"base\.tgz: corrupt"):
         add_archive(Tree(), path, spool)
 
 
