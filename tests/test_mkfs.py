@@ -162,7 +162,7 @@ def test_existing_image_replaced_only_on_success(tmp_path, monkeypatch):
 
 
 def test_unknown_type_and_options(tmp_path):
-    with pytest.raises(UsageError, match="unknown filesystem type 'zfs'.*ffs, ext2"):
+    with pytest.raises(UsageError, match=r"unknown filesystem type 'zfs'.*ffs, ext2"):
         write_image(small_tree(), tmp_path / "x.img", "zfs")
     with pytest.raises(UsageError, match="unknown fake option 'bsize'"):
         write_image(small_tree(), tmp_path / "x.img", "fake", options={"bsize": "4096"})
