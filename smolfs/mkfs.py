@@ -57,13 +57,18 @@ class MkfsResult:
     seconds: float = 0.0
 
 
-def writer(fstype: str) -> tuple[ModuleType, type]:
-    """The writer module and its options class for *fstype*."""
+def check_fstype(fstype: str) -> tuple[str, str]:
+    """The writer's module and options class names; UsageError for an unknown *fstype*."""
     try:
-        module_name, options_name = WRITERS[fstype]
+        return WRITERS[fstype]
     except KeyError:
         raise UsageError(f"unknown filesystem type {fstype!r} "
                          f"(choose from {', '.join(WRITERS)})") from None
+
+
+def writer(fstype: str) -> tuple[ModuleType, type]:
+    """The writer module and its options class for *fstype*."""
+    module_name, options_name = check_fstype(fstype)
     module = importlib.import_module(module_name)
     options_cls = getattr(module, options_name, None)
     if options_cls is None or not hasattr(module, "write"):
@@ -216,7 +221,10 @@ def mkfs(
     sources = list(sources)
     if not sources:
         raise UsageError("no sources given: name at least one directory or archive")
-    writer(fstype)  # fail early on an unknown type
+    check_fstype(fstype)
+    if size is not None:
+        size = parse_size(size, "image size")
+    opts = make_options(fstype, options)  # bad options fail before any reading
     dest = Path(image)
     if dest.is_dir():
         raise UsageError(f"{dest} is a directory; give the image file to write")
@@ -227,9 +235,9 @@ def mkfs(
         tree, archives = build_tree(sources, spool, spec, progress, owner)
         if progress:
             with log.step(f"write {fstype} image {dest}"):
-                nbytes = write_image(tree, dest, fstype, size, options, headroom)
+                nbytes = write_image(tree, dest, fstype, size, opts, headroom)
         else:
-            nbytes = write_image(tree, dest, fstype, size, options, headroom)
+            nbytes = write_image(tree, dest, fstype, size, opts, headroom)
     st = tree.stats()
     return MkfsResult(dest, nbytes, fstype, st.entries, st.inodes, st.data_bytes, archives,
                       time.monotonic() - start)
