@@ -97,49 +97,77 @@ def add_directory(
         raise InputError(f"cannot read {os.fsdecode(top)}: {err.strerror}") from err
     if not stat.S_ISDIR(st.st_mode):
         raise InputError(f"{os.fsdecode(top)} is not a directory")
-    tree.add(pre, _node_from_stat(st, b"", owner))
-    links: dict[tuple[int, int], bytes] = {}
+    root = tree.add(pre, _node_from_stat(st, b"", owner))
+    links: dict[tuple[int, int], Node] = {}
     count = 0
-    stack = [(top, pre)]
+    stack = [(top, root)]
     while stack:
-        host_dir, image_dir = stack.pop()
+        host_dir, parent = stack.pop()
         try:
             with os.scandir(host_dir) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError as err:
             raise InputError(f"cannot read directory {os.fsdecode(host_dir)}: {err.strerror}") \
                 from err
+        children = parent.children
         for entry in entries:
             name = entry.name
             check_name(name)
-            host = entry.path
-            dest = _join(image_dir, name)
             try:
                 st = entry.stat(follow_symlinks=False)
             except OSError as err:
-                raise InputError(f"cannot read {os.fsdecode(host)}: {err.strerror}") from err
+                raise InputError(f"cannot read {os.fsdecode(entry.path)}: {err.strerror}") \
+                    from err
             count += 1
-            if not stat.S_ISDIR(st.st_mode) and st.st_nlink > 1:
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)
                 first = links.get(key)
                 if first is not None:
-                    tree.link(dest, first)
+                    _put(children, name, first)
+                    first.nlink_extra += 1
                     continue
-                links[key] = dest
-            node = _node_from_stat(st, host, owner)
-            tree.add(dest, node)
+                node = links[key] = _node_from_stat(st, entry.path, owner)
+            else:
+                node = _node_from_stat(st, entry.path, owner)
+            node = _put(children, name, node)
             if node.kind == Kind.DIR:
-                stack.append((host, dest))
+                stack.append((entry.path, node))
     return count
+
+
+def _put(children: dict[bytes, Node], name: bytes, node: Node) -> Node:
+    """``Tree.add`` for a known parent: directories merge, anything else is replaced."""
+    old = children.get(name)
+    if old is not None:
+        if old.kind == Kind.DIR and node.kind == Kind.DIR:
+            old.mode, old.uid, old.gid, old.mtime = node.mode, node.uid, node.gid, node.mtime
+            old.atime, old.ctime, old.flags = node.atime, node.ctime, node.flags
+            return old
+        if old.kind != Kind.DIR and old.nlink_extra:
+            old.nlink_extra -= 1
+    children[name] = node
+    return node
+
+
+_KINDS = {int(k): k for k in Kind}
+
+
+def _readable(st: os.stat_result, host: bytes) -> bool:
+    if st.st_mode & 0o004 or (st.st_uid == _EUID and st.st_mode & 0o400) or _EUID == 0:
+        return True
+    return os.access(host, os.R_OK)
+
+
+_EUID = os.geteuid() if hasattr(os, "geteuid") else -1
 
 
 def _node_from_stat(st: os.stat_result, host: bytes, owner: tuple[int, int] | None) -> Node:
     uid, gid = owner if owner is not None else (st.st_uid, st.st_gid)
-    kind = Kind(stat.S_IFMT(st.st_mode))
-    node = Node(kind, mode=stat.S_IMODE(st.st_mode), uid=uid, gid=gid, mtime=int(st.st_mtime),
+    kind = _KINDS[stat.S_IFMT(st.st_mode)]
+    node = Node(kind, stat.S_IMODE(st.st_mode), uid, gid, int(st.st_mtime),
                 flags=getattr(st, "st_flags", 0))
     if kind == Kind.FILE:
-        if not os.access(host, os.R_OK):
+        if not _readable(st, host):
             raise InputError(f"cannot read {os.fsdecode(host)}: permission denied")
         node.data = HostFileData(os.fsdecode(host), 0, st.st_size)
     elif kind == Kind.SYMLINK:
