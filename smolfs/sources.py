@@ -45,14 +45,23 @@ class HostFileData(FileData):
     """A whole host file, opened only while it is being read.
 
     A tree may hold thousands of files: keeping each one open would run out of
-    file descriptors, so every operation opens and closes the file.
+    file descriptors, so every operation opens and closes the file. A file whose
+    allocated blocks cover its size has no holes: its extents are known without
+    opening it. Extents are computed once.
     """
 
+    def __init__(self, path: str | os.PathLike[str], offset: int = 0, size: int | None = None,
+                 sparse: bool = True) -> None:
+        super().__init__(path, offset, size, sparse)
+        self._extents: list[tuple[int, int]] | None = None
+
     def extents(self) -> list[tuple[int, int]]:
-        try:
-            return super().extents()
-        finally:
-            self.close()
+        if self._extents is None:
+            try:
+                self._extents = super().extents()
+            finally:
+                self.close()
+        return list(self._extents)
 
     def copy_to(self, fd: int, src_offset: int, dst_offset: int, length: int) -> None:
         try:
@@ -169,7 +178,8 @@ def _node_from_stat(st: os.stat_result, host: bytes, owner: tuple[int, int] | No
     if kind == Kind.FILE:
         if not _readable(st, host):
             raise InputError(f"cannot read {os.fsdecode(host)}: permission denied")
-        node.data = HostFileData(os.fsdecode(host), 0, st.st_size)
+        holes = st.st_blocks * 512 < st.st_size if hasattr(st, "st_blocks") else True
+        node.data = HostFileData(os.fsdecode(host), 0, st.st_size, sparse=holes)
     elif kind == Kind.SYMLINK:
         try:
             node.target = os.readlink(host)
