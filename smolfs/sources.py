@@ -17,16 +17,19 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import gzip
 import hashlib
+import io
 import lzma
 import os
+import queue
 import stat
 import tarfile
 import tempfile
+import threading
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from smolfs.errors import InputError
 from smolfs.tree import FileData, Kind, Node, Tree, check_name
@@ -288,71 +291,185 @@ class ArchiveInfo:
     format: str
 
 
-class _HashingReader:
-    """A read-only binary stream that hashes and counts what passes through it."""
+class _Decoder:
+    """Decompresses a stream fed in pieces; each output piece is at most ``_CHUNK`` bytes.
 
-    def __init__(self, f: BinaryIO) -> None:
-        self.f = f
+    Concatenated streams (several xz streams, gzip members or zstd frames) are read
+    one after the other, as the command-line tools do.
+    """
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.d = self._new()
+
+    def _new(self) -> Any:
+        if self.fmt == "xz":
+            return lzma.LZMADecompressor()
+        if self.fmt == "gz":
+            return zlib.decompressobj(wbits=31)
+        if self.fmt == "bz2":
+            return bz2.BZ2Decompressor()
+        if self.fmt == "zst":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj()
+        return None
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        d = self.d
+        if d is None:
+            yield data
+            return
+        while data:
+            if d.eof:  # a stream ended: another one follows, or only zero padding
+                if not data.strip(b"\0"):
+                    return
+                d = self.d = self._new()
+            if self.fmt == "zst":  # no output bound in this API: feed small pieces
+                rest, data = data, b""
+                while rest:
+                    piece, rest = rest[: 1 << 16], rest[1 << 16 :]
+                    yield d.decompress(piece)
+                    if d.eof:
+                        data = d.unused_data + rest
+                        break
+                continue
+            if self.fmt == "gz":
+                yield d.decompress(data, _CHUNK)
+                while d.unconsumed_tail:
+                    yield d.decompress(d.unconsumed_tail, _CHUNK)
+            else:
+                yield d.decompress(data, _CHUNK)
+                while not d.eof and not d.needs_input:
+                    yield d.decompress(b"", _CHUNK)
+            data = d.unused_data if d.eof else b""
+
+    def check_end(self) -> None:
+        if self.d is not None and not self.d.eof:
+            raise EOFError("the compressed data ends before the end of its stream")
+
+
+class _Stream:
+    """The decompressed contents of an archive, produced by a background thread.
+
+    The thread reads the file in large pieces, hashes them (SHA-512 of the file as
+    stored) and decompresses them — work that releases the GIL — while the caller
+    parses tar headers and copies member data: both cores are used. Reading is
+    forward only; :meth:`seek` skips ahead, which is all ``tarfile`` needs.
+    """
+
+    def __init__(self, f: BinaryIO, fmt: str) -> None:
         self.hash = hashlib.sha512()
         self.count = 0
+        self._pos = 0
+        self._piece = b""
+        self._off = 0
+        self._eof = False
+        self._stop = threading.Event()
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._produce, args=(f, fmt), daemon=True,
+                                        name="archive-reader")
+        self._thread.start()
 
-    def read(self, n: int = -1) -> bytes:
-        data = self.f.read(n)
-        self.hash.update(data)
-        self.count += len(data)
-        return data
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
-    def readinto(self, b: memoryview | bytearray) -> int:
-        n = self.f.readinto(b)  # type: ignore[attr-defined]
-        if n:
-            self.hash.update(memoryview(b)[:n])
-            self.count += n
-        return n or 0
+    def _produce(self, f: BinaryIO, fmt: str) -> None:
+        # Hashing gets a thread of its own: the digest costs nothing on a second core.
+        hash_queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
 
-    def readable(self) -> bool:
+        def hash_all() -> None:
+            while (chunk := hash_queue.get()) is not None:
+                self.hash.update(chunk)
+
+        hasher = threading.Thread(target=hash_all, daemon=True, name="archive-hash")
+        hasher.start()
+        try:
+            decoder = _Decoder(fmt)
+            while True:
+                chunk = f.read(_CHUNK)
+                if not chunk:
+                    break
+                hash_queue.put(chunk)
+                self.count += len(chunk)
+                for out in decoder.feed(chunk):
+                    if out and not self._put(out):
+                        return
+            decoder.check_end()
+            hash_queue.put(None)
+            hasher.join()
+            self._put(None)
+        except BaseException as err:  # handed to the reading thread
+            self._put(err)
+        finally:
+            with contextlib.suppress(queue.Full):
+                hash_queue.put(None, timeout=1)
+
+    def _next_piece(self) -> bool:
+        if self._eof:
+            return False
+        item = self._queue.get()
+        if item is None:
+            self._eof = True
+            return False
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        self._piece, self._off = item, 0
         return True
 
-    def drain(self) -> None:
-        while self.read(_CHUNK):
-            pass
-
-
-class _ZstdReader:
-    """A zstd-compressed stream decompressed on the fly; a cut-off frame is an error."""
-
-    def __init__(self, raw: _HashingReader) -> None:
-        import zstandard
-
-        self.raw = raw
-        self.dctx = zstandard.ZstdDecompressor()
-        self.obj = self.dctx.decompressobj()
-        self.buf = b""
-        self.pos = 0
-        self.eof = False
-
     def read(self, n: int = -1) -> bytes:
-        while not self.eof and (n < 0 or len(self.buf) - self.pos < n):
-            chunk = self.raw.read(_CHUNK)
-            if not chunk:
-                self.eof = True
-                if not self.obj.eof:
-                    raise EOFError("compressed data ends in the middle of a zstd frame")
-                break
-            if self.obj.eof:  # a further frame follows
-                tail = self.obj.unused_data
-                self.obj = self.dctx.decompressobj()
-                chunk = tail + chunk
-            self.buf = self.buf[self.pos :] + self.obj.decompress(chunk)
-            self.pos = 0
         if n < 0:
-            out, self.buf, self.pos = self.buf[self.pos :], b"", 0
-            return out
-        out = self.buf[self.pos : self.pos + n]
-        self.pos += len(out)
+            n = 1 << 62
+        parts: list[bytes] = []
+        want = n
+        while want:
+            avail = len(self._piece) - self._off
+            if not avail:
+                if not self._next_piece():
+                    break
+                continue
+            take = min(avail, want)
+            parts.append(self._piece[self._off : self._off + take])
+            self._off += take
+            want -= take
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._pos += len(out)
         return out
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self._pos
+        if whence == 2 or pos < self._pos:
+            raise io.UnsupportedOperation("an archive is read front to back only")
+        while self._pos < pos:
+            if not self.read(min(pos - self._pos, _CHUNK)):
+                break
+        return self._pos
+
+    def finish(self) -> None:
+        """Read to the very end: a cut-off stream is noticed, the digest is complete."""
+        while self.read(_CHUNK):
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def detect_format(head: bytes) -> str | None:
@@ -378,18 +495,6 @@ def _is_v7_header(block: bytes) -> bool:
     except ValueError:
         return False
     return stored == sum(block[:148]) + 256 + sum(block[156:512])
-
-
-def _decompressed(fmt: str, raw: _HashingReader) -> BinaryIO:
-    if fmt == "gz":
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[arg-type]
-    if fmt == "xz":
-        return lzma.LZMAFile(raw)  # type: ignore[arg-type]
-    if fmt == "bz2":
-        return bz2.BZ2File(raw)  # type: ignore[arg-type]
-    if fmt == "zst":
-        return _ZstdReader(raw)  # type: ignore[return-value]
-    return raw  # type: ignore[return-value]
 
 
 def _member_path(archive: str, name: str) -> bytes:
@@ -429,20 +534,16 @@ def add_archive(
                 hint=f"supported: {SUPPORTED} (recognised by content, not by name)",
             )
         f.seek(0)
-        raw = _HashingReader(f)
+        stream = _Stream(f, fmt)
         entries = data_bytes = 0
         try:
-            stream = _decompressed(fmt, raw)
-            with tarfile.open(fileobj=stream, mode="r|", bufsize=_CHUNK,  # type: ignore[call-overload]
+            with tarfile.open(fileobj=stream, mode="r:",  # type: ignore[call-overload]
                               encoding="utf-8", errors="surrogateescape") as tf:
                 for member in tf:
                     entries += 1
                     data_bytes += _add_member(tree, tf, member, name, pre, spool)
-            # Read to the very end so a cut-off compressed stream is noticed and the
-            # digest covers the whole file.
-            while stream.read(_CHUNK):
-                pass
-            raw.drain()
+                tf.members = []
+            stream.finish()
         except InputError:
             raise
         except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error,
@@ -452,9 +553,11 @@ def add_archive(
             if type(err).__module__.startswith("zstandard"):
                 raise InputError(f"{name}: corrupt or truncated archive ({err})") from err
             raise
+        finally:
+            stream.close()
         if entries == 0:
             raise InputError(f"{name}: the archive holds no members")
-    return ArchiveInfo(name, raw.hash.hexdigest(), entries, raw.count, data_bytes, fmt)
+    return ArchiveInfo(name, stream.hash.hexdigest(), entries, stream.count, data_bytes, fmt)
 
 
 def _reason(err: BaseException) -> str:

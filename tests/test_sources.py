@@ -258,3 +258,18 @@ def test_archive_unknown_format_and_unreadable(tmp_path):
         assert ".tar.xz" in err.value.hint and ".tar.zst" in err.value.hint
         with pytest.raises(InputError, match="cannot read"):
             add_archive(Tree(), tmp_path / "missing.tgz", spool)
+
+
+@pytest.mark.parametrize("compression", ["xz", "gz", "zst", "bz2"])
+def test_archive_of_concatenated_streams(tmp_path, compression):
+    """``xz`` and friends read concatenated streams as one; so does add_archive."""
+    raw = setsynth.tar_bytes(setsynth.entries("base"))
+    cut = len(raw) // 3
+    path = tmp_path / "base.set"
+    path.write_bytes(setsynth.compress(raw[:cut], compression)
+                     + setsynth.compress(raw[cut:], compression))
+    tree = Tree()
+    with Spool(dir=tmp_path) as spool:
+        info = add_archive(tree, path, spool)
+        check_tree_matches(tree, setsynth.entries("base"))
+    assert info.entries == len(setsynth.entries("base"))
