@@ -358,7 +358,7 @@ class _Stream:
     forward only; :meth:`seek` skips ahead, which is all ``tarfile`` needs.
     """
 
-    def __init__(self, f: BinaryIO, fmt: str) -> None:
+    def __init__(self, f: BinaryIO, fmt: str, head: bytes = b"") -> None:
         self.hash = hashlib.sha512()
         self.count = 0
         self._pos = 0
@@ -367,7 +367,7 @@ class _Stream:
         self._eof = False
         self._stop = threading.Event()
         self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
-        self._thread = threading.Thread(target=self._produce, args=(f, fmt), daemon=True,
+        self._thread = threading.Thread(target=self._produce, args=(f, fmt, head), daemon=True,
                                         name="archive-reader")
         self._thread.start()
 
@@ -380,7 +380,7 @@ class _Stream:
                 continue
         return False
 
-    def _produce(self, f: BinaryIO, fmt: str) -> None:
+    def _produce(self, f: BinaryIO, fmt: str, head: bytes) -> None:
         # Hashing gets a thread of its own: the digest costs nothing on a second core.
         hash_queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
 
@@ -392,8 +392,9 @@ class _Stream:
         hasher.start()
         try:
             decoder = _Decoder(fmt)
+            chunk = head
             while True:
-                chunk = f.read(_CHUNK)
+                chunk = chunk or f.read(_CHUNK)
                 if not chunk:
                     break
                 hash_queue.put(chunk)
@@ -401,6 +402,7 @@ class _Stream:
                 for out in decoder.feed(chunk):
                     if out and not self._put(out):
                         return
+                chunk = b""
             decoder.check_end()
             hash_queue.put(None)
             hasher.join()
@@ -526,15 +528,16 @@ def add_archive(
     except OSError as err:
         raise InputError(f"cannot read {name}: {err.strerror}") from err
     with f:
-        head = f.read(512)
+        head = b""
+        while len(head) < 512 and (more := f.read(512 - len(head))):
+            head += more  # a pipe may deliver less than asked
         fmt = detect_format(head)
         if fmt is None:
             raise InputError(
                 f"{name}: not a tar archive in a format smolfs reads",
                 hint=f"supported: {SUPPORTED} (recognised by content, not by name)",
             )
-        f.seek(0)
-        stream = _Stream(f, fmt)
+        stream = _Stream(f, fmt, head)  # the file may be a pipe: no seeking back
         entries = data_bytes = 0
         try:
             with tarfile.open(fileobj=stream, mode="r:",  # type: ignore[call-overload]

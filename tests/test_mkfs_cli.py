@@ -130,3 +130,28 @@ def test_success_is_deterministic(tmp_path, fstype):
     assert images[0] == images[1]
     assert sorted(os.listdir(tmp_path)) == sorted(
         ["a.img", "b.img", rescue.name, devices.name])
+
+
+def test_interrupted_leaves_nothing(tmp_path):
+    """Ctrl-C while reading a source: exit 130, no image, no temporary file, no spool."""
+    if not has_writer("ffs"):
+        pytest.skip("the ffs writer is not in this tree yet")
+    import signal
+    import time
+
+    fifo = tmp_path / "base.tar.xz"
+    os.mkfifo(fifo)  # nobody writes: mkfs waits on it, mid-way
+    out = tmp_path / "out"
+    out.mkdir()
+    proc = subprocess.Popen([sys.executable, "-m", "smolfs", "mkfs", out / "root.img", fifo],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while not os.listdir(out):  # the spool appears once the sources are being read
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "Traceback" not in stderr
+    assert os.listdir(out) == []

@@ -273,3 +273,26 @@ def test_archive_of_concatenated_streams(tmp_path, compression):
         info = add_archive(tree, path, spool)
         check_tree_matches(tree, setsynth.entries("base"))
     assert info.entries == len(setsynth.entries("base"))
+
+
+def test_archive_from_a_pipe(tmp_path):
+    """A source may be a pipe (``<(curl ...)``): read once, never seeked."""
+    fifo = tmp_path / "set.pipe"
+    os.mkfifo(fifo)
+    blob = setsynth.compress(setsynth.tar_bytes(setsynth.entries("etc")), "xz")
+    pid = os.fork()
+    if pid == 0:  # child: feed the pipe in small pieces
+        try:
+            with open(fifo, "wb", buffering=0) as f:
+                for i in range(0, len(blob), 100):
+                    f.write(blob[i : i + 100])
+        finally:
+            os._exit(0)
+    tree = Tree()
+    try:
+        with Spool(dir=tmp_path) as spool:
+            info = add_archive(tree, fifo, spool)
+            check_tree_matches(tree, setsynth.entries("etc"))
+    finally:
+        os.waitpid(pid, 0)
+    assert info.sha512 == hashlib.sha512(blob).hexdigest() and info.format == "xz"
