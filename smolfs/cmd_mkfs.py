@@ -11,7 +11,7 @@ DESCRIPTION = """\
 Write an FFS (UFS1/UFS2) or ext2 filesystem image from directories and tar archives,
 as an ordinary user: owners, modes and device nodes come from the sources' metadata
 and an optional mtree spec, never from chown or mknod. Modelled on NetBSD's makefs:
--t, -o, -s and -F mean what they mean there."""
+-t, -o, -s, -M, -m and -F mean what they mean there."""
 
 EPILOG = """\
 sources:
@@ -42,6 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="filesystem options, makefs style (repeatable)")
     parser.add_argument("-s", "--size", metavar="SIZE",
                         help="image size, e.g. 20m, 512k, 1g (default: content plus headroom)")
+    parser.add_argument("-M", "--min-size", metavar="SIZE",
+                        help="smallest automatic size (as makefs -M)")
+    parser.add_argument("-m", "--max-size", metavar="SIZE",
+                        help="largest automatic size; fail if the content needs more (makefs -m)")
     parser.add_argument("-F", "--spec", metavar="SPEC",
                         help="mtree spec setting owners, modes, device nodes (as makefs -F)")
     parser.add_argument("--headroom", type=float, default=10.0, metavar="PCT",
@@ -97,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         headroom=args.headroom / 100.0,
         owner=parse_owner(args.owner) if args.owner else None,
         progress=True,
+        min_size=args.min_size,
+        max_size=args.max_size,
     )
     print(f"{result.image}: {result.fstype}, {format_size(result.size)}, "
           f"{result.files} files, {format_size(result.data_bytes)} of data "

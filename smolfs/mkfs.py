@@ -99,25 +99,45 @@ def make_options(fstype: str, options: Mapping[str, str] | Any | None = None) ->
 
 
 def image_size(tree: Tree, fstype: str, opts: Any, size: int | str | None,
-               headroom: float = 0.10, image: str | os.PathLike[str] = "image") -> int:
-    """The size to write: *size* checked against the minimum, or the minimum plus
-    *headroom* rounded up to :data:`SIZE_UNIT` when *size* is None."""
+               headroom: float = 0.10, image: str | os.PathLike[str] = "image",
+               min_size: int | str | None = None, max_size: int | str | None = None) -> int:
+    """The size to write, in bytes.
+
+    A fixed *size* is checked against the writer's minimum. Otherwise: the minimum
+    plus *headroom*, rounded up to :data:`SIZE_UNIT`, at least *min_size* and at most
+    *max_size* (as ``makefs -M`` and ``-m``). Raises :class:`ImageTooSmall` naming
+    the minimum when the content does not fit.
+    """
     module, _ = writer(fstype)
     minimum = int(module.minimum_size(tree, opts))
-    if size is None:
-        if headroom < 0:
-            raise UsageError(f"headroom must not be negative: {headroom}")
-        want = int(minimum * (1 + headroom))
-        return -(-want // SIZE_UNIT) * SIZE_UNIT
-    size = parse_size(size, "image size")
-    if size < minimum:
-        raise ImageTooSmall(
-            f"{os.fspath(image)}: {format_size(size)} cannot hold the content; "
-            f"the minimum is {minimum / (1 << 20):.1f} MiB",
-            minimum,
-            hint=f"use -s {mib_ceil(minimum)}m, or leave the size out to size it automatically",
-        )
-    return size
+    where = os.fspath(image)
+    if size is not None:
+        size = parse_size(size, "image size")
+        if size < minimum:
+            raise ImageTooSmall(
+                f"{where}: {format_size(size)} cannot hold the content; "
+                f"the minimum is {minimum / (1 << 20):.1f} MiB",
+                minimum,
+                hint=f"use -s {mib_ceil(minimum)}m, or leave the size out to size it "
+                     "automatically",
+            )
+        return size
+    if headroom < 0:
+        raise UsageError(f"headroom must not be negative: {headroom}")
+    want = -(-int(minimum * (1 + headroom)) // SIZE_UNIT) * SIZE_UNIT
+    if min_size is not None:
+        want = max(want, parse_size(min_size, "minimum size"))
+    if max_size is not None:
+        limit = parse_size(max_size, "maximum size")
+        if minimum > limit:
+            raise ImageTooSmall(
+                f"{where}: the content needs {minimum / (1 << 20):.1f} MiB, more than the "
+                f"maximum {format_size(limit)}",
+                minimum,
+                hint=f"raise the maximum to -m {mib_ceil(minimum)}m",
+            )
+        want = min(want, limit)
+    return want
 
 
 def write_image(
@@ -127,11 +147,14 @@ def write_image(
     size: int | str | None = None,
     options: Mapping[str, str] | Any | None = None,
     headroom: float = 0.10,
+    min_size: int | str | None = None,
+    max_size: int | str | None = None,
 ) -> int:
     """Write *tree* as a *fstype* image at *image*; return the size in bytes.
 
     *size*: bytes, a string such as ``"20m"``, or None for automatic (the writer's
-    minimum plus *headroom*, rounded up to 64 KiB). A fixed size that is too small
+    minimum plus *headroom*, rounded up to 64 KiB, bounded by *min_size* and
+    *max_size* when given: see :func:`image_size`). A fixed size that is too small
     raises :class:`ImageTooSmall` (naming the minimum) before anything is created.
     *options*: makefs-style strings (``{"version": "2", "bsize": "16384"}``) or the
     writer's Options object. With ``SOURCE_DATE_EPOCH`` set, every timestamp is
@@ -143,7 +166,7 @@ def write_image(
         tree.clamp_times(epoch)
     module, _ = writer(fstype)
     opts = make_options(fstype, options)
-    nbytes = image_size(tree, fstype, opts, size, headroom, image)
+    nbytes = image_size(tree, fstype, opts, size, headroom, image, min_size, max_size)
     dest = os.fspath(image)
     if os.path.isdir(dest):
         raise UsageError(f"{dest} is a directory; give the image file to write")
@@ -205,6 +228,8 @@ def mkfs(
     headroom: float = 0.10,
     owner: tuple[int, int] | None = None,
     progress: bool = False,
+    min_size: int | str | None = None,
+    max_size: int | str | None = None,
 ) -> MkfsResult:
     """Write an *fstype* (``"ffs"`` or ``"ext2"``) image at *image* from *sources*.
 
@@ -213,9 +238,10 @@ def mkfs(
     entry replaces an earlier one of the same name, directories merge. An mtree
     *spec* (path or text) is applied last, as ``makefs -F`` does. *owner*
     ``(uid, gid)`` replaces the host owners of directory sources. *size*,
-    *options* and *headroom* are as for :func:`write_image`. *progress* prints
-    timed steps on stderr. Raises :class:`~smolfs.errors.SmolError` subclasses on
-    bad input; nothing is left at *image* on failure.
+    *options*, *headroom*, *min_size* and *max_size* are as for
+    :func:`write_image`. *progress* prints timed steps on stderr. Raises
+    :class:`~smolfs.errors.SmolError` subclasses on bad input; nothing is left at
+    *image* on failure.
     """
     start = time.monotonic()
     sources = list(sources)
@@ -224,6 +250,10 @@ def mkfs(
     check_fstype(fstype)
     if size is not None:
         size = parse_size(size, "image size")
+    if min_size is not None:
+        min_size = parse_size(min_size, "minimum size")
+    if max_size is not None:
+        max_size = parse_size(max_size, "maximum size")
     opts = make_options(fstype, options)  # bad options fail before any reading
     dest = Path(image)
     if dest.is_dir():
@@ -235,9 +265,10 @@ def mkfs(
         tree, archives = build_tree(sources, spool, spec, progress, owner)
         if progress:
             with log.step(f"write {fstype} image {dest}"):
-                nbytes = write_image(tree, dest, fstype, size, opts, headroom)
+                nbytes = write_image(tree, dest, fstype, size, opts, headroom, min_size,
+                                     max_size)
         else:
-            nbytes = write_image(tree, dest, fstype, size, opts, headroom)
+            nbytes = write_image(tree, dest, fstype, size, opts, headroom, min_size, max_size)
     st = tree.stats()
     return MkfsResult(dest, nbytes, fstype, st.entries, st.inodes, st.data_bytes, archives,
                       time.monotonic() - start)

@@ -258,3 +258,16 @@ def test_mkfs_is_deterministic(tmp_path, monkeypatch):
     b = mkfs(tmp_path / "b.img", [src, base], fstype="fake")
     assert a.size == b.size
     assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
+
+
+def test_minimum_and_maximum_sizes(tmp_path):
+    tree = small_tree()
+    auto = write_image(tree, tmp_path / "a.img", "fake")
+    assert write_image(tree, tmp_path / "b.img", "fake", min_size="1m") == 1 << 20
+    assert write_image(tree, tmp_path / "c.img", "fake", min_size=1000) == auto
+    minimum = minimum_size(tree, FakeOptions())
+    assert write_image(tree, tmp_path / "d.img", "fake", max_size=minimum) == minimum
+    with pytest.raises(ImageTooSmall, match="more than the maximum") as err:
+        write_image(tree, tmp_path / "e.img", "fake", max_size=minimum - 1)
+    assert err.value.minimum == minimum and "-m 1m" in err.value.hint
+    assert sorted(os.listdir(tmp_path)) == ["a.img", "b.img", "c.img", "d.img"]
