@@ -25,8 +25,14 @@ groups, see :data:`USERS` and :data:`GROUPS`), ``link``, ``device``
 
 As with ``makefs``: an entry already in the tree takes the spec's attributes (its type
 must agree); a missing ``dir``, ``link``, ``char``, ``block``, ``fifo`` or ``socket``
-entry is created; a missing ``file`` is an error unless it is ``optional`` or names
-its ``contents``. Entries of the tree that the spec does not mention stay as they are.
+entry is created; entries of the tree that the spec does not mention stay as they are.
+
+Differences from NetBSD's ``makefs``, on purpose: a missing ``file`` entry is an error
+(``makefs`` creates an empty file, which turns a typo into an empty ``/etc/rc``) unless
+it is ``optional`` or names its ``contents``; entries the spec creates take the
+tree's root time, not the current time, so that images are reproducible; ``uname`` and
+``gname`` are looked up in NetBSD's tables, never in the host's user database; a
+full-path entry may name a directory the spec has not declared (it is created).
 """
 
 from __future__ import annotations
