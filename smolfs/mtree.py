@@ -29,8 +29,9 @@ entry is created; entries of the tree that the spec does not mention stay as the
 
 Differences from NetBSD's ``makefs``, on purpose: a missing ``file`` entry is an error
 (``makefs`` creates an empty file, which turns a typo into an empty ``/etc/rc``) unless
-it is ``optional`` or names its ``contents``; entries the spec creates take the
-tree's root time, not the current time, so that images are reproducible; ``uname`` and
+it is ``optional`` or names its ``contents``; entries the spec creates without a
+``time`` take ``SOURCE_DATE_EPOCH`` or the newest time in the tree, not the current
+time, so that images are reproducible; ``uname`` and
 ``gname`` are looked up in NetBSD's tables, never in the host's user database; a
 full-path entry may name a directory the spec has not declared (it is created).
 """
@@ -43,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolfs.errors import InputError
-from smolfs.tree import Kind, Node, Tree
+from smolfs.tree import Kind, Node, Tree, source_date_epoch
 
 #: NetBSD's standard users (``/etc/master.passwd`` of a fresh install).
 USERS: dict[str, int] = {
@@ -281,12 +282,22 @@ def apply_spec(tree: Tree, spec: str | os.PathLike[str]) -> int:
     """
     text, source = _read_spec(spec)
     entries = parse_spec(text, source)
+    when = _default_time(tree)
     for entry in entries:
-        _apply(tree, entry, source)
+        _apply(tree, entry, source, when)
     return len(entries)
 
 
-def _apply(tree: Tree, entry: SpecEntry, source: str) -> None:
+def _default_time(tree: Tree) -> int:
+    """Time of entries the spec creates without ``time=``: ``SOURCE_DATE_EPOCH`` when
+    set, else the newest time in the tree — reproducible either way."""
+    epoch = source_date_epoch()
+    if epoch is not None:
+        return epoch
+    return max((node.mtime for _, node in tree.walk()), default=0)
+
+
+def _apply(tree: Tree, entry: SpecEntry, source: str, when: int) -> None:
     kw = entry.keywords
     shown = "./" + os.fsdecode(entry.path) if entry.path else "."
     where = f"{source}:{entry.line}: {shown}"
@@ -308,7 +319,7 @@ def _apply(tree: Tree, entry: SpecEntry, source: str) -> None:
         if kind == Kind.FILE and "contents" not in kw:
             raise InputError(f"{where}: named in the spec but missing from the sources",
                              hint="add the file to a source, or mark the entry 'optional'")
-        node = _new_node(kind, kw, where, tree.root.mtime)
+        node = _new_node(kind, kw, where, when)
         tree.add(entry.path, node)
     _set_attributes(node, kw, where)
 

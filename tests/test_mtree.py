@@ -161,3 +161,14 @@ def test_devices():
     assert parse_device("2,12") == (2, 12)
     assert parse_device("4864") == (19, 0)  # NetBSD makedev(19, 0)
     assert parse_device(str((168 << 8) | 0x30 | (0x1 << 20))) == (168, 0x130)
+
+
+def test_created_entries_get_a_reproducible_time(monkeypatch):
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    tree = base_tree()
+    tree.get("etc/rc").mtime = 1_600_000_000
+    apply_spec(tree, "./dev/null type=char device=2,2\n")
+    assert tree.get("dev/null").mtime == 1_600_000_000
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234")
+    apply_spec(tree, "./dev/zero type=char device=2,12\n")
+    assert tree.get("dev/zero").mtime == 1234
