@@ -18,6 +18,7 @@ import dataclasses
 import importlib
 import os
 import stat
+import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -272,3 +273,16 @@ def mkfs(
     st = tree.stats()
     return MkfsResult(dest, nbytes, fstype, st.entries, st.inodes, st.data_bytes, archives,
                       time.monotonic() - start)
+
+
+class _CallableModule(ModuleType):
+    """``smolfs.mkfs`` names both this module and its :func:`mkfs` function; once the
+    module is imported, ``smolfs.mkfs`` is the module. Calling it calls the function,
+    so ``smolfs.mkfs(...)`` and ``from smolfs import mkfs`` work whatever was imported
+    first."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> MkfsResult:
+        return mkfs(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -271,3 +271,18 @@ def test_minimum_and_maximum_sizes(tmp_path):
         write_image(tree, tmp_path / "e.img", "fake", max_size=minimum - 1)
     assert err.value.minimum == minimum and "-m 1m" in err.value.hint
     assert sorted(os.listdir(tmp_path)) == ["a.img", "b.img", "c.img", "d.img"]
+
+
+def test_package_level_function(tmp_path):
+    """``smolfs.mkfs(...)`` works before and after the module of that name is imported."""
+    import smolfs
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    for n in range(2):
+        result = smolfs.mkfs(tmp_path / f"{n}.img", [src], fstype="fake")
+        assert result.files == 2
+    from smolfs import mkfs as imported
+
+    assert imported(tmp_path / "2.img", [src], fstype="fake").size > 0
