@@ -201,9 +201,11 @@ class Spool:
     """A temporary file that holds the file contents streamed out of archives.
 
     Created in *dir* (the image's directory is a good choice: copies from it can
-    then be reflinks or at least stay on one filesystem), else in ``$TMPDIR``.
-    Deleted by :meth:`close` or at the end of a ``with`` block; the tree's
-    :class:`SpoolData` references are valid until then.
+    then be reflinks or at least stay on one filesystem), else in ``$TMPDIR``, and
+    unlinked at once: it lives on as an open descriptor only, so nothing is left
+    behind even if the process is killed. :meth:`close` (or the end of a ``with``
+    block) frees it; the tree's :class:`SpoolData` references are valid until then.
+    ``path`` is the name it had, for messages.
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
@@ -212,6 +214,7 @@ class Spool:
         except OSError as err:
             where = os.fspath(dir) if dir is not None else tempfile.gettempdir()
             raise InputError(f"cannot create a spool file in {where}: {err.strerror}") from err
+        os.unlink(self.path)
         self.fd: int | None = fd
         self.size = 0
         self._buf = bytearray(_CHUNK)
@@ -245,8 +248,6 @@ class Spool:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
 
     def __enter__(self) -> Spool:
         return self
@@ -544,7 +545,12 @@ def add_archive(
                               encoding="utf-8", errors="surrogateescape") as tf:
                 for member in tf:
                     entries += 1
-                    data_bytes += _add_member(tree, tf, member, name, pre, spool)
+                    try:
+                        data_bytes += _add_member(tree, tf, member, name, pre, spool)
+                    except InputError as err:
+                        if err.message.startswith(f"{name}: "):
+                            raise
+                        raise InputError(f"{name}: {err.message}", err.hint) from err
                 tf.members = []
             stream.finish()
         except InputError:

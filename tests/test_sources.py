@@ -152,9 +152,10 @@ def test_archive_all_compressions(tmp_path, compression):
         assert tree.get("tmp").mode == 0o1777
         # The spool holds each file's data once (hard links share it).
         assert spool.size == sum(i.data_bytes for i in infos)
-        assert os.path.getsize(spool.path) == spool.size
-        spool_path = spool.path
-    assert not os.path.exists(spool_path)
+        assert os.fstat(spool.fileno()).st_size == spool.size
+        assert not os.path.exists(spool.path)  # never left behind, even on SIGKILL
+    with pytest.raises(ValueError, match="closed"):
+        spool.fileno()
     assert sorted(os.listdir(tmp_path)) == sorted(
         f"{k}{setsynth.SUFFIX[compression]}" for k in setsynth.KINDS)
 
