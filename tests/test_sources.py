@@ -297,3 +297,36 @@ def test_archive_from_a_pipe(tmp_path):
     finally:
         os.waitpid(pid, 0)
     assert info.sha512 == hashlib.sha512(blob).hexdigest() and info.format == "xz"
+
+
+@pytest.mark.parametrize("fmt", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT])
+def test_archive_long_names(tmp_path, fmt):
+    long_dir = "./usr/share/" + "d" * 200
+    name = f"{long_dir}/{'n' * 255}"
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        info = tarfile.TarInfo(name)
+        info.size, info.uid, info.gid = 5, 1_000_000, 3_000_000  # beyond ustar's fields
+        tf.addfile(info, io.BytesIO(b"hello"))
+        link = tarfile.TarInfo("./lnk")
+        link.type, link.linkname = tarfile.SYMTYPE, "t" * 1023
+        tf.addfile(link)
+    path = tmp_path / "long.tar"
+    path.write_bytes(buf.getvalue())
+    tree = Tree()
+    with Spool(dir=tmp_path) as spool:
+        add_archive(tree, path, spool)
+        node = tree.get(name)
+        assert read_all(node) == b"hello" and (node.uid, node.gid) == (1_000_000, 3_000_000)
+    assert tree.get("lnk").target == b"t" * 1023
+
+
+def test_archive_name_too_long(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        tf.addfile(tarfile.TarInfo("./etc/" + "x" * 256), io.BytesIO(b""))
+    path = tmp_path / "bad.tar"
+    path.write_bytes(buf.getvalue())
+    with Spool(dir=tmp_path) as spool, pytest.raises(InputError) as err:
+        add_archive(Tree(), path, spool)
+    assert "bad.tar" in err.value.message and "256 bytes" in err.value.message
