@@ -2,7 +2,7 @@
 """smolfs's mkfs against the C tools, on a NetBSD-base-shaped corpus.
 
 Usage: python benchmarks/mkfs.py [--runs 5] [--fs ffs,ext2] [--files 8000] [--mb 250]
-                                 [--workdir DIR]
+                                 [--workdir DIR] [--archive]
 
 For each filesystem, N runs (default 5) of:
 - smolfs: ``smolfs.mkfs.mkfs(image, [corpus], fstype=..., size=SIZE)``, each run in a
@@ -17,6 +17,10 @@ the child), then smolfs/peer ratios of the medians. Targets: ratio at most 1.0, 
 memory under 200 MB. The corpus comes from ``benchmarks/corpus.py`` (generated once,
 cached); images are written into ``--workdir`` (default: a temporary directory on the
 corpus's filesystem) and deleted after each run.
+
+``--archive`` also times reading the corpus as a set (``.tar.xz``, made once with
+``tar | xz -0`` and cached beside the corpus): ``smolfs.sources.add_archive`` (stream,
+spool, SHA-512) against ``xz -dc`` alone. Target: ratio close to 1.
 """
 
 from __future__ import annotations
@@ -36,6 +40,14 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "benchmarks"))
 
 from corpus import corpus  # noqa: E402
+
+READ_SET = """\
+import sys
+from smolfs.sources import Spool, add_archive
+from smolfs.tree import Tree
+with Spool(dir=sys.argv[2]) as spool:
+    add_archive(Tree(), sys.argv[1], spool)
+"""
 
 SMOLFS = """\
 import sys
@@ -84,6 +96,39 @@ def auto_size(fstype: str, tree: Path) -> int:
     return -(-size // (1 << 20)) * (1 << 20)
 
 
+def corpus_set(tree: Path) -> Path:
+    """The corpus as an xz-compressed tar, made once and cached beside it."""
+    path = tree.with_name(tree.name + ".tar.xz")
+    if not path.exists():
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "wb") as out:
+            tar = subprocess.Popen(["tar", "-C", str(tree), "--sort=name", "-cf", "-", "."],
+                                   stdout=subprocess.PIPE)
+            subprocess.run(["xz", "-0", "-T0"], stdin=tar.stdout, stdout=out, check=True)
+            if tar.wait():
+                raise SystemExit("tar failed")
+        os.replace(tmp, path)
+    return path
+
+
+def bench_archive(tree: Path, runs: int, workdir: Path) -> None:
+    archive = corpus_set(tree)
+    ours = [sys.executable, "-c", READ_SET, str(archive), str(workdir)]
+    peer = ["sh", "-c", f"exec xz -dc '{archive}' > /dev/null"]
+    times: dict[str, list[tuple[float, float]]] = {"ours": [], "peer": []}
+    for _ in range(runs):
+        times["ours"].append(timed(ours))
+        times["peer"].append(timed(peer))
+    print(f"set: {archive} ({archive.stat().st_size / 1e6:.0f} MB)")
+    med = {}
+    for who, label in (("ours", "smolfs add_archive"), ("peer", "xz -dc > /dev/null")):
+        secs = [t for t, _ in times[who]]
+        med[who] = statistics.median(secs)
+        print(f"{'set':5} {label:28} {min(secs):7.2f} {med[who]:9.2f} "
+              f"{max(m for _, m in times[who]):8.0f}")
+    print(f"{'set':5} {'ratio smolfs/xz':28} {'':>7} {med['ours'] / med['peer']:9.2f}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -91,6 +136,8 @@ def main() -> int:
     ap.add_argument("--files", type=int, default=8000)
     ap.add_argument("--mb", type=int, default=250)
     ap.add_argument("--workdir", type=Path)
+    ap.add_argument("--archive", action="store_true",
+                    help="also time reading the corpus as a .tar.xz set against xz -dc")
     args = ap.parse_args()
 
     tree = corpus(args.files, args.mb)
@@ -128,6 +175,12 @@ def main() -> int:
         else:
             print(f"{fstype:5} {label:28} {lo:7.2f} {med:9.2f} {rss:8.0f}")
     print("targets: ratio <= 1.0, smolfs peak memory < 200 MB")
+    if args.archive:
+        workdir = Path(tempfile.mkdtemp(prefix="mkfs-bench.", dir=args.workdir or tree.parent))
+        try:
+            bench_archive(tree, args.runs, workdir)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
     return 0
 
 
