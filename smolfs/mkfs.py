@@ -179,7 +179,6 @@ def write_image(
             module.write(tree, fd, nbytes, opts)
             if os.fstat(fd).st_size < nbytes:
                 os.ftruncate(fd, nbytes)
-            f.seek(0, os.SEEK_END)
     except OSError as err:
         raise SmolError(f"cannot write {dest}: {err.strerror or err}") from err
     return nbytes
