@@ -193,8 +193,12 @@ def _is_dir(path: str) -> bool:
 
 def build_tree(sources: Iterable[str | os.PathLike[str]], spool: Spool,
                spec: str | os.PathLike[str] | None = None, progress: bool = False,
-               owner: tuple[int, int] | None = None) -> tuple[Tree, list[ArchiveInfo]]:
-    """Merge *sources* (directories or archives, later ones win) and apply *spec*."""
+               owner: tuple[int, int] | None = None,
+               exclude: frozenset[tuple[int, int]] = frozenset(),
+               ) -> tuple[Tree, list[ArchiveInfo]]:
+    """Merge *sources* (directories or archives, later ones win) and apply *spec*.
+
+    Host files in *exclude* (``(st_dev, st_ino)``) are left out of directories."""
     from contextlib import nullcontext
 
     def step(title: str) -> Any:
@@ -206,7 +210,7 @@ def build_tree(sources: Iterable[str | os.PathLike[str]], spool: Spool,
         path = os.fspath(source)
         if _is_dir(path):
             with step(f"read directory {path}"):
-                add_directory(tree, path, owner=owner)
+                add_directory(tree, path, owner=owner, exclude=exclude)
         else:
             with step(f"read archive {path}"):
                 archives.append(add_archive(tree, path, spool))
@@ -261,8 +265,13 @@ def mkfs(
     spool_dir = dest.resolve().parent
     if not spool_dir.is_dir():
         raise UsageError(f"cannot write {dest}: directory {spool_dir} does not exist")
+    try:  # an image rewritten inside one of its own sources is not part of itself
+        st = dest.stat()
+        exclude = frozenset({(st.st_dev, st.st_ino)})
+    except OSError:
+        exclude = frozenset()
     with Spool(dir=spool_dir) as spool:
-        tree, archives = build_tree(sources, spool, spec, progress, owner)
+        tree, archives = build_tree(sources, spool, spec, progress, owner, exclude)
         if progress:
             with log.step(f"write {fstype} image {dest}"):
                 nbytes = write_image(tree, dest, fstype, size, opts, headroom, min_size,

@@ -88,6 +88,7 @@ def add_directory(
     path: str | os.PathLike[str],
     prefix: str | bytes = "",
     owner: tuple[int, int] | None = None,
+    exclude: frozenset[tuple[int, int]] = frozenset(),
 ) -> int:
     """Add the contents of host directory *path* under *prefix* in *tree*.
 
@@ -98,7 +99,9 @@ def add_directory(
     directory itself gives its attributes to *prefix* (the root by default).
     Access and change times are set equal to the modification time, so copies of
     the same tree give the same image. Later sources replace earlier entries of
-    the same name; directories merge. Returns the number of entries added.
+    the same name; directories merge. Files whose ``(st_dev, st_ino)`` is in
+    *exclude* are left out (an image being rewritten inside its own source).
+    Returns the number of entries added.
     """
     top = os.fsencode(os.fspath(path))
     pre = os.fsencode(prefix) if isinstance(prefix, str) else prefix
@@ -130,6 +133,8 @@ def add_directory(
             except OSError as err:
                 raise InputError(f"cannot read {os.fsdecode(entry.path)}: {err.strerror}") \
                     from err
+            if exclude and (st.st_dev, st.st_ino) in exclude:
+                continue
             count += 1
             if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
                 key = (st.st_dev, st.st_ino)

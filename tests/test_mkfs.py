@@ -286,3 +286,13 @@ def test_package_level_function(tmp_path):
     from smolfs import mkfs as imported
 
     assert imported(tmp_path / "2.img", [src], fstype="fake").size > 0
+
+
+def test_image_inside_its_own_source(tmp_path):
+    """Rewriting ./tree/root.img from ./tree does not put the old image in the new one."""
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "rc").write_text("x")
+    first = mkfs(tmp_path / "root.img", [tmp_path], fstype="fake")
+    second = mkfs(tmp_path / "root.img", [tmp_path], fstype="fake")
+    assert first.files == second.files == 3
+    assert b"root.img" not in (tmp_path / "root.img").read_bytes()
