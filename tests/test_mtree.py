@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smolfs.errors import InputError
 from smolfs.mtree import apply_spec, parse_device, parse_mode, parse_spec, unvis
@@ -172,3 +174,55 @@ def test_created_entries_get_a_reproducible_time(monkeypatch):
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234")
     apply_spec(tree, "./dev/zero type=char device=2,12\n")
     assert tree.get("dev/zero").mtime == 1234
+
+
+# ---------------------------------------------------------------------------
+# Property: both layouts of the same spec build the same tree
+
+
+def vis(name: bytes) -> str:
+    """Encode a name the way mtree writes it: octal escapes for anything unusual."""
+    return "".join(chr(b) if 0x21 <= b < 0x7F and chr(b) not in "\\#=" else f"\\{b:03o}"
+                   for b in name)
+
+
+names = st.binary(min_size=1, max_size=12).filter(
+    lambda n: b"/" not in n and b"\0" not in n and n not in (b".", b".."))
+leaf = st.tuples(st.sampled_from(["link", "char", "fifo", "block"]),
+                 st.integers(0, 0o7777), st.integers(0, 70000), st.integers(0, 255))
+trees = st.recursive(st.dictionaries(names, leaf, max_size=4),
+                     lambda kids: st.dictionaries(names, kids, max_size=4), max_leaves=25)
+
+
+def spec_lines(tree: dict, parts: list[bytes], full: bool) -> list[str]:
+    out = []
+    for name, value in sorted(tree.items()):
+        path = "./" + "/".join(vis(p) for p in [*parts, name]) if full else vis(name)
+        if isinstance(value, dict):
+            out.append(f"{path} type=dir mode=0750 uid=3")
+            out += spec_lines(value, [*parts, name], full)
+            if not full:
+                out.append("..")
+        else:
+            kind, mode, uid, minor = value
+            extra = {"link": f"link={vis(name)}", "char": f"device=netbsd,2,{minor}",
+                     "block": f"device={minor}", "fifo": ""}[kind]
+            out.append(f"{path} type={kind} mode={mode:o} uid={uid} {extra}")
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(trees)
+def test_full_and_hierarchical_layouts_agree(tree):
+    full, hier = Tree(), Tree()
+    apply_spec(full, "\n".join(["# full", *spec_lines(tree, [], True)]) + "\n")
+    apply_spec(hier, "\n".join([". type=dir", *spec_lines(tree, [], False), ".."]) + "\n")
+    assert summary(full) == summary(hier)
+    assert len(list(full.walk())) == 1 + sum(1 for _ in _leaves_and_dirs(tree))
+
+
+def _leaves_and_dirs(tree: dict):
+    for value in tree.values():
+        yield value
+        if isinstance(value, dict):
+            yield from _leaves_and_dirs(value)
