@@ -10,6 +10,8 @@ import tarfile
 
 import pytest
 import setsynth
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from smolfs.errors import InputError
 from smolfs.sources import Spool, add_archive, add_directory, detect_format
@@ -330,3 +332,68 @@ def test_archive_name_too_long(tmp_path):
     with Spool(dir=tmp_path) as spool, pytest.raises(InputError) as err:
         add_archive(Tree(), path, spool)
     assert "bad.tar" in err.value.message and "256 bytes" in err.value.message
+
+
+# ---------------------------------------------------------------------------
+# Property: a directory and a tar of it give the same tree
+
+
+file_names = st.text(st.characters(blacklist_characters="/\0", blacklist_categories=("Cs",)),
+                     min_size=1, max_size=20).filter(lambda n: n not in (".", ".."))
+contents = st.binary(max_size=3000)
+host_trees = st.recursive(
+    st.dictionaries(file_names, st.one_of(contents, st.builds(lambda t: ("link", t),
+                                                              file_names)), max_size=5),
+    lambda kids: st.dictionaries(file_names, kids, max_size=4), max_leaves=30)
+
+
+def write_host_tree(root, tree: dict, links: list) -> None:
+    for name, value in tree.items():
+        path = root / name
+        if isinstance(value, dict):
+            path.mkdir()
+            write_host_tree(path, value, links)
+        elif isinstance(value, tuple):
+            path.symlink_to(value[1])
+        else:
+            path.write_bytes(value)
+            os.chmod(path, 0o4755 if len(value) % 3 == 0 else 0o640)
+            links.append(path)
+
+
+def tree_summary(tree: Tree) -> list[tuple]:
+    out = []
+    for path, node in tree.walk():
+        data = read_all(node) if node.kind == Kind.FILE else b""
+        out.append((path, node.kind, node.mode, node.uid, node.gid, node.mtime,
+                    tree.nlink(node), node.target, hashlib.sha256(data).hexdigest()))
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(host_trees, st.sampled_from(["gz", "xz", "zst", "none"]), st.randoms())
+def test_directory_and_its_archive_agree(tree, compression, rnd):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "root"
+        root.mkdir()
+        files: list = []
+        write_host_tree(root, tree, files)
+        for i, path in enumerate(files[:3]):  # hard links, some across directories
+            os.link(path, root / f"hardlink{i}")
+        for dirpath, _, names in os.walk(root):
+            for n in names:
+                os.utime(os.path.join(dirpath, n), (rnd.randint(0, 2**31),) * 2,
+                         follow_symlinks=False)
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+            tf.add(root, arcname=".")
+        archive = Path(tmp) / "set"
+        archive.write_bytes(setsynth.compress(buf.getvalue(), compression))
+        from_dir, from_tar = Tree(), Tree()
+        add_directory(from_dir, root)
+        with Spool(dir=tmp) as spool:
+            add_archive(from_tar, archive, spool)
+            assert tree_summary(from_dir) == tree_summary(from_tar)
