@@ -20,7 +20,7 @@ import os
 import stat
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -191,14 +191,16 @@ def _is_dir(path: str) -> bool:
         raise InputError(f"cannot read source {path}: {err.strerror}") from err
 
 
-def build_tree(sources: Iterable[str | os.PathLike[str]], spool: Spool,
+def build_tree(sources: Iterable[str | os.PathLike[str]], spool: Spool | Callable[[], Spool],
                spec: str | os.PathLike[str] | None = None, progress: bool = False,
                owner: tuple[int, int] | None = None,
                exclude: frozenset[tuple[int, int]] = frozenset(),
                ) -> tuple[Tree, list[ArchiveInfo]]:
     """Merge *sources* (directories or archives, later ones win) and apply *spec*.
 
-    Host files in *exclude* (``(st_dev, st_ino)``) are left out of directories."""
+    *spool* receives archive data; it may be a function making one when the first
+    archive comes. Host files in *exclude* (``(st_dev, st_ino)``) are left out of
+    directories."""
     from contextlib import nullcontext
 
     def step(title: str) -> Any:
@@ -213,7 +215,8 @@ def build_tree(sources: Iterable[str | os.PathLike[str]], spool: Spool,
                 add_directory(tree, path, owner=owner, exclude=exclude)
         else:
             with step(f"read archive {path}"):
-                archives.append(add_archive(tree, path, spool))
+                archives.append(add_archive(tree, path, spool if isinstance(spool, Spool)
+                                            else spool()))
     if spec is not None:
         from smolfs.mtree import apply_spec
 
@@ -270,7 +273,14 @@ def mkfs(
         exclude = frozenset({(st.st_dev, st.st_ino)})
     except OSError:
         exclude = frozenset()
-    with Spool(dir=spool_dir) as spool:
+    spools: list[Spool] = []
+
+    def spool() -> Spool:  # made when the first archive comes
+        if not spools:
+            spools.append(Spool(dir=spool_dir))
+        return spools[0]
+
+    try:
         tree, archives = build_tree(sources, spool, spec, progress, owner, exclude)
         if progress:
             with log.step(f"write {fstype} image {dest}"):
@@ -278,6 +288,9 @@ def mkfs(
                                      max_size)
         else:
             nbytes = write_image(tree, dest, fstype, size, opts, headroom, min_size, max_size)
+    finally:
+        for made in spools:
+            made.close()
     st = tree.stats()
     return MkfsResult(dest, nbytes, fstype, st.entries, st.inodes, st.data_bytes, archives,
                       time.monotonic() - start)

@@ -15,24 +15,21 @@ user database never leaks into an image.
 
 from __future__ import annotations
 
-import bz2
 import contextlib
-import hashlib
-import io
-import lzma
 import os
-import queue
 import stat
-import tarfile
-import tempfile
-import threading
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from smolfs.errors import InputError
 from smolfs.tree import FileData, Kind, Node, Tree, check_name
+
+if TYPE_CHECKING:
+    import tarfile
+
+# Archive support (tarfile, the decompressors, threads) is imported when an archive is
+# read: building from directories alone does not pay for it.
 
 #: Formats :func:`add_archive` reads, for messages.
 SUPPORTED = ".tar, .tgz/.tar.gz, .tar.xz/.txz, .tar.zst/.tzst, .tar.bz2"
@@ -214,6 +211,8 @@ class Spool:
     """
 
     def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
+        import tempfile
+
         try:
             fd, self.path = tempfile.mkstemp(prefix=".smolfs-spool.", dir=dir)
         except OSError as err:
@@ -309,6 +308,10 @@ class _Decoder:
         self.d = self._new()
 
     def _new(self) -> Any:
+        import bz2
+        import lzma
+        import zlib
+
         if self.fmt == "xz":
             return lzma.LZMADecompressor()
         if self.fmt == "gz":
@@ -365,6 +368,10 @@ class _Stream:
     """
 
     def __init__(self, f: BinaryIO, fmt: str, head: bytes = b"") -> None:
+        import hashlib
+        import queue
+        import threading
+
         self.hash = hashlib.sha512()
         self.count = 0
         self._pos = 0
@@ -378,6 +385,8 @@ class _Stream:
         self._thread.start()
 
     def _put(self, item: bytes | BaseException | None) -> bool:
+        import queue
+
         while not self._stop.is_set():
             try:
                 self._queue.put(item, timeout=0.1)
@@ -387,6 +396,9 @@ class _Stream:
         return False
 
     def _produce(self, f: BinaryIO, fmt: str, head: bytes) -> None:
+        import queue
+        import threading
+
         # Hashing gets a thread of its own: the digest costs nothing on a second core.
         hash_queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
 
@@ -464,6 +476,8 @@ class _Stream:
         if whence == 1:
             pos += self._pos
         if whence == 2 or pos < self._pos:
+            import io
+
             raise io.UnsupportedOperation("an archive is read front to back only")
         while self._pos < pos:
             if not self.read(min(pos - self._pos, _CHUNK)):
@@ -526,6 +540,10 @@ def add_archive(
     ``..`` component, a corrupt or truncated archive, or an unknown format raises
     :class:`InputError`.
     """
+    import lzma
+    import tarfile
+    import zlib
+
     name = os.fspath(path)
     pre = os.fsencode(prefix) if isinstance(prefix, str) else prefix
     pre = b"/".join(p for p in pre.split(b"/") if p not in (b"", b"."))
