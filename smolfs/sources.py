@@ -1,0 +1,635 @@
+"""Fill a :class:`~smolfs.tree.Tree` from a host directory or a tar archive.
+
+Nothing here changes the host: a directory is read as it is (modes, times, owners,
+hard links, device numbers, holes), an archive is streamed once and its file
+contents are appended to a :class:`Spool` — one temporary file — so that the
+filesystem writers copy them into the image with ``copy_file_range`` and nothing
+large is ever held in memory.
+
+Archives: ``.tar``, ``.tgz``/``.tar.gz``, ``.tar.xz``/``.txz``, ``.tar.zst``/``.tzst``
+and ``.tar.bz2``, recognised by their first bytes (the name does not matter).
+Owners come from the numeric ``uid``/``gid`` of each header: NetBSD sets carry the
+right numbers, and the names (``uname``/``gname``) are ignored so that the host's
+user database never leaks into an image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from smolfs.errors import InputError
+from smolfs.tree import FileData, Kind, Node, Tree, check_name
+
+if TYPE_CHECKING:
+    import tarfile
+
+# Archive support (tarfile, the decompressors, threads) is imported when an archive is
+# read: building from directories alone does not pay for it.
+
+#: Formats :func:`add_archive` reads, for messages.
+SUPPORTED = ".tar, .tgz/.tar.gz, .tar.xz/.txz, .tar.zst/.tzst, .tar.bz2"
+
+_CHUNK = 1 << 20  # copy and decompression buffer
+
+
+# ---------------------------------------------------------------------------
+# Host directories
+
+
+class HostFileData(FileData):
+    """A whole host file, opened only while it is being read.
+
+    A tree may hold thousands of files: keeping each one open would run out of
+    file descriptors, so every operation opens and closes the file. A file whose
+    allocated blocks cover its size has no holes: its extents are known without
+    opening it. Extents are computed once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int = 0, size: int | None = None,
+                 sparse: bool = True) -> None:
+        super().__init__(path, offset, size, sparse)
+        self._extents: list[tuple[int, int]] | None = None
+
+    def extents(self) -> list[tuple[int, int]]:
+        if self._extents is None:
+            try:
+                self._extents = super().extents()
+            finally:
+                self.close()
+        return list(self._extents)
+
+    def copy_to(self, fd: int, src_offset: int, dst_offset: int, length: int) -> None:
+        try:
+            super().copy_to(fd, src_offset, dst_offset, length)
+        finally:
+            self.close()
+
+    def read(self, offset: int, length: int) -> bytes:
+        try:
+            return super().read(offset, length)
+        finally:
+            self.close()
+
+
+def _join(prefix: bytes, name: bytes) -> bytes:
+    return prefix + b"/" + name if prefix else name
+
+
+def add_directory(
+    tree: Tree,
+    path: str | os.PathLike[str],
+    prefix: str | bytes = "",
+    owner: tuple[int, int] | None = None,
+    exclude: frozenset[tuple[int, int]] = frozenset(),
+) -> int:
+    """Add the contents of host directory *path* under *prefix* in *tree*.
+
+    Like NetBSD's ``makefs``: modes, owners (the host's numeric uid/gid, or *owner*
+    for every entry when given), modification times, hard links (same device and
+    inode), symlinks (never followed), fifos, sockets and device nodes (the host's
+    major/minor numbers) are taken as they are; holes in files stay holes. The
+    directory itself gives its attributes to *prefix* (the root by default).
+    Access and change times are set equal to the modification time, so copies of
+    the same tree give the same image. Later sources replace earlier entries of
+    the same name; directories merge. Files whose ``(st_dev, st_ino)`` is in
+    *exclude* are left out (an image being rewritten inside its own source).
+    Returns the number of entries added.
+    """
+    top = os.fsencode(os.fspath(path))
+    pre = os.fsencode(prefix) if isinstance(prefix, str) else prefix
+    pre = b"/".join(p for p in pre.split(b"/") if p not in (b"", b"."))
+    try:
+        st = os.stat(top)
+    except OSError as err:
+        raise InputError(f"cannot read {os.fsdecode(top)}: {err.strerror}") from err
+    if not stat.S_ISDIR(st.st_mode):
+        raise InputError(f"{os.fsdecode(top)} is not a directory")
+    root = tree.add(pre, _node_from_stat(st, b"", owner))
+    links: dict[tuple[int, int], Node] = {}
+    count = 0
+    stack = [(top, root)]
+    while stack:
+        host_dir, parent = stack.pop()
+        try:
+            with os.scandir(host_dir) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError as err:
+            raise InputError(f"cannot read directory {os.fsdecode(host_dir)}: {err.strerror}") \
+                from err
+        children = parent.children
+        for entry in entries:
+            name = entry.name
+            check_name(name)
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError as err:
+                raise InputError(f"cannot read {os.fsdecode(entry.path)}: {err.strerror}") \
+                    from err
+            if exclude and (st.st_dev, st.st_ino) in exclude:
+                continue
+            count += 1
+            if st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                first = links.get(key)
+                if first is not None:
+                    _put(children, name, first)
+                    first.nlink_extra += 1
+                    continue
+                node = links[key] = _node_from_stat(st, entry.path, owner)
+            else:
+                node = _node_from_stat(st, entry.path, owner)
+            node = _put(children, name, node)
+            if node.kind == Kind.DIR:
+                stack.append((entry.path, node))
+    return count
+
+
+def _put(children: dict[bytes, Node], name: bytes, node: Node) -> Node:
+    """``Tree.add`` for a known parent: directories merge, anything else is replaced."""
+    old = children.get(name)
+    if old is not None:
+        if old.kind == Kind.DIR and node.kind == Kind.DIR:
+            old.mode, old.uid, old.gid, old.mtime = node.mode, node.uid, node.gid, node.mtime
+            old.atime, old.ctime, old.flags = node.atime, node.ctime, node.flags
+            return old
+        if old.kind != Kind.DIR and old.nlink_extra:
+            old.nlink_extra -= 1
+    children[name] = node
+    return node
+
+
+_KINDS = {int(k): k for k in Kind}
+
+
+def _readable(st: os.stat_result, host: bytes) -> bool:
+    if st.st_mode & 0o004 or (st.st_uid == _EUID and st.st_mode & 0o400) or _EUID == 0:
+        return True
+    return os.access(host, os.R_OK)
+
+
+_EUID = os.geteuid() if hasattr(os, "geteuid") else -1
+
+
+def _node_from_stat(st: os.stat_result, host: bytes, owner: tuple[int, int] | None) -> Node:
+    uid, gid = owner if owner is not None else (st.st_uid, st.st_gid)
+    kind = _KINDS[stat.S_IFMT(st.st_mode)]
+    node = Node(kind, stat.S_IMODE(st.st_mode), uid, gid, int(st.st_mtime),
+                flags=getattr(st, "st_flags", 0))
+    if kind == Kind.FILE:
+        if not _readable(st, host):
+            raise InputError(f"cannot read {os.fsdecode(host)}: permission denied")
+        holes = st.st_blocks * 512 < st.st_size if hasattr(st, "st_blocks") else True
+        node.data = HostFileData(os.fsdecode(host), 0, st.st_size, sparse=holes)
+    elif kind == Kind.SYMLINK:
+        try:
+            node.target = os.readlink(host)
+        except OSError as err:
+            raise InputError(f"cannot read symlink {os.fsdecode(host)}: {err.strerror}") from err
+    elif kind in (Kind.CHR, Kind.BLK):
+        node.rdev = (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return node
+
+
+# ---------------------------------------------------------------------------
+# The spool
+
+
+class Spool:
+    """A temporary file that holds the file contents streamed out of archives.
+
+    Created in *dir* (the image's directory is a good choice: copies from it can
+    then be reflinks or at least stay on one filesystem), else in ``$TMPDIR``, and
+    unlinked at once: it lives on as an open descriptor only, so nothing is left
+    behind even if the process is killed. :meth:`close` (or the end of a ``with``
+    block) frees it; the tree's :class:`SpoolData` references are valid until then.
+    ``path`` is the name it had, for messages.
+    """
+
+    def __init__(self, dir: str | os.PathLike[str] | None = None) -> None:
+        import tempfile
+
+        try:
+            fd, self.path = tempfile.mkstemp(prefix=".smolfs-spool.", dir=dir)
+        except OSError as err:
+            where = os.fspath(dir) if dir is not None else tempfile.gettempdir()
+            raise InputError(f"cannot create a spool file in {where}: {err.strerror}") from err
+        os.unlink(self.path)
+        self.fd: int | None = fd
+        self.size = 0
+        self._buf = bytearray(_CHUNK)
+
+    def fileno(self) -> int:
+        if self.fd is None:
+            raise ValueError("spool is closed")
+        return self.fd
+
+    def append(self, src: BinaryIO, size: int) -> int:
+        """Copy exactly *size* bytes from *src* to the end; return where they start."""
+        fd = self.fileno()
+        start = self.size
+        view = memoryview(self._buf)
+        left = size
+        while left:
+            n = src.readinto(view[: min(left, _CHUNK)])  # type: ignore[attr-defined]
+            if not n:
+                raise EOFError("unexpected end of data")
+            done = 0
+            while done < n:
+                done += os.pwrite(fd, view[done:n], self.size + done)
+            self.size += n
+            left -= n
+        return start
+
+    def data(self, offset: int, size: int) -> SpoolData:
+        return SpoolData(self, offset, size)
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):
+            self.close()
+
+
+class SpoolData(FileData):
+    """A slice of a :class:`Spool`, read through the spool's one open descriptor."""
+
+    def __init__(self, spool: Spool, offset: int, size: int) -> None:
+        super().__init__(spool.path, offset, size, sparse=False)
+        self.spool = spool
+
+    def fileno(self) -> int:
+        return self.spool.fileno()
+
+    def close(self) -> None:
+        pass
+
+
+# ---------------------------------------------------------------------------
+# Archives
+
+
+@dataclass(frozen=True)
+class ArchiveInfo:
+    """What :func:`add_archive` read: ``sha512`` is the hex digest of the file as stored
+    (compressed), ``entries`` the number of members, ``bytes`` the file's size and
+    ``data_bytes`` the total size of the regular files it held."""
+
+    path: str
+    sha512: str
+    entries: int
+    bytes: int
+    data_bytes: int
+    format: str
+
+
+class _Decoder:
+    """Decompresses a stream fed in pieces; each output piece is at most ``_CHUNK`` bytes.
+
+    Concatenated streams (several xz streams, gzip members or zstd frames) are read
+    one after the other, as the command-line tools do.
+    """
+
+    def __init__(self, fmt: str) -> None:
+        self.fmt = fmt
+        self.d = self._new()
+
+    def _new(self) -> Any:
+        import bz2
+        import lzma
+        import zlib
+
+        if self.fmt == "xz":
+            return lzma.LZMADecompressor()
+        if self.fmt == "gz":
+            return zlib.decompressobj(wbits=31)
+        if self.fmt == "bz2":
+            return bz2.BZ2Decompressor()
+        if self.fmt == "zst":
+            import zstandard
+
+            return zstandard.ZstdDecompressor().decompressobj()
+        return None
+
+    def feed(self, data: bytes) -> Iterator[bytes]:
+        d = self.d
+        if d is None:
+            yield data
+            return
+        while data:
+            if d.eof:  # a stream ended: another one follows, or only zero padding
+                if not data.strip(b"\0"):
+                    return
+                d = self.d = self._new()
+            if self.fmt == "zst":  # no output bound in this API: feed small pieces
+                rest, data = data, b""
+                while rest:
+                    piece, rest = rest[: 1 << 16], rest[1 << 16 :]
+                    yield d.decompress(piece)
+                    if d.eof:
+                        data = d.unused_data + rest
+                        break
+                continue
+            if self.fmt == "gz":
+                yield d.decompress(data, _CHUNK)
+                while d.unconsumed_tail:
+                    yield d.decompress(d.unconsumed_tail, _CHUNK)
+            else:
+                yield d.decompress(data, _CHUNK)
+                while not d.eof and not d.needs_input:
+                    yield d.decompress(b"", _CHUNK)
+            data = d.unused_data if d.eof else b""
+
+    def check_end(self) -> None:
+        if self.d is not None and not self.d.eof:
+            raise EOFError("the compressed data ends before the end of its stream")
+
+
+class _Stream:
+    """The decompressed contents of an archive, produced by a background thread.
+
+    The thread reads the file in large pieces, hashes them (SHA-512 of the file as
+    stored) and decompresses them — work that releases the GIL — while the caller
+    parses tar headers and copies member data: both cores are used. Reading is
+    forward only; :meth:`seek` skips ahead, which is all ``tarfile`` needs.
+    """
+
+    def __init__(self, f: BinaryIO, fmt: str, head: bytes = b"") -> None:
+        import hashlib
+        import queue
+        import threading
+
+        self.hash = hashlib.sha512()
+        self.count = 0
+        self._pos = 0
+        self._piece = b""
+        self._off = 0
+        self._eof = False
+        self._stop = threading.Event()
+        self._queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=8)
+        self._thread = threading.Thread(target=self._produce, args=(f, fmt, head), daemon=True,
+                                        name="archive-reader")
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException | None) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self, f: BinaryIO, fmt: str, head: bytes) -> None:
+        import queue
+        import threading
+
+        # Hashing gets a thread of its own: the digest costs nothing on a second core.
+        hash_queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+
+        def hash_all() -> None:
+            while (chunk := hash_queue.get()) is not None:
+                self.hash.update(chunk)
+
+        hasher = threading.Thread(target=hash_all, daemon=True, name="archive-hash")
+        hasher.start()
+        try:
+            decoder = _Decoder(fmt)
+            chunk = head
+            while True:
+                chunk = chunk or f.read(_CHUNK)
+                if not chunk:
+                    break
+                hash_queue.put(chunk)
+                self.count += len(chunk)
+                for out in decoder.feed(chunk):
+                    if out and not self._put(out):
+                        return
+                chunk = b""
+            decoder.check_end()
+            hash_queue.put(None)
+            hasher.join()
+            self._put(None)
+        except BaseException as err:  # handed to the reading thread
+            self._put(err)
+        finally:
+            with contextlib.suppress(queue.Full):
+                hash_queue.put(None, timeout=1)
+
+    def _next_piece(self) -> bool:
+        if self._eof:
+            return False
+        item = self._queue.get()
+        if item is None:
+            self._eof = True
+            return False
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        self._piece, self._off = item, 0
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        if n < 0:
+            n = 1 << 62
+        parts: list[bytes] = []
+        want = n
+        while want:
+            avail = len(self._piece) - self._off
+            if not avail:
+                if not self._next_piece():
+                    break
+                continue
+            take = min(avail, want)
+            parts.append(self._piece[self._off : self._off + take])
+            self._off += take
+            want -= take
+        out = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._pos += len(out)
+        return out
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        if whence == 1:
+            pos += self._pos
+        if whence == 2 or pos < self._pos:
+            import io
+
+            raise io.UnsupportedOperation("an archive is read front to back only")
+        while self._pos < pos:
+            if not self.read(min(pos - self._pos, _CHUNK)):
+                break
+        return self._pos
+
+    def finish(self) -> None:
+        """Read to the very end: a cut-off stream is noticed, the digest is complete."""
+        while self.read(_CHUNK):
+            pass
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def detect_format(head: bytes) -> str | None:
+    """``"gz"``, ``"xz"``, ``"zst"``, ``"bz2"`` or ``"tar"`` from a file's first 512 bytes."""
+    if head.startswith(b"\x1f\x8b"):
+        return "gz"
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return "xz"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return "zst"
+    if head.startswith(b"BZh"):
+        return "bz2"
+    if len(head) >= 263 and head[257:262] == b"ustar":
+        return "tar"
+    if len(head) >= 512 and _is_v7_header(head[:512]):
+        return "tar"
+    return None
+
+
+def _is_v7_header(block: bytes) -> bool:
+    try:
+        stored = int(block[148:156].strip(b"\0 ") or b"-1", 8)
+    except ValueError:
+        return False
+    return stored == sum(block[:148]) + 256 + sum(block[156:512])
+
+
+def _member_path(archive: str, name: str) -> bytes:
+    raw = os.fsencode(name)
+    if raw.startswith(b"/"):
+        raise InputError(f"{archive}: member {name!r} has an absolute path; refusing it")
+    if b".." in raw.split(b"/"):
+        raise InputError(f"{archive}: member {name!r} contains '..'; refusing it")
+    return raw
+
+
+def add_archive(
+    tree: Tree, path: str | os.PathLike[str], spool: Spool, prefix: str | bytes = ""
+) -> ArchiveInfo:
+    """Add every member of tar archive *path* under *prefix* in *tree*.
+
+    The archive is read once, front to back; the data of regular files goes to
+    *spool*. Members keep their mode (setuid and sticky bits included), numeric
+    uid/gid, modification time, symlink target and device numbers; hard links
+    become the same node under several names. A member with an absolute path or a
+    ``..`` component, a corrupt or truncated archive, or an unknown format raises
+    :class:`InputError`.
+    """
+    import lzma
+    import tarfile
+    import zlib
+
+    name = os.fspath(path)
+    pre = os.fsencode(prefix) if isinstance(prefix, str) else prefix
+    pre = b"/".join(p for p in pre.split(b"/") if p not in (b"", b"."))
+    try:
+        f = open(name, "rb")  # noqa: SIM115
+    except OSError as err:
+        raise InputError(f"cannot read {name}: {err.strerror}") from err
+    with f:
+        head = b""
+        while len(head) < 512 and (more := f.read(512 - len(head))):
+            head += more  # a pipe may deliver less than asked
+        fmt = detect_format(head)
+        if fmt is None:
+            raise InputError(
+                f"{name}: not a tar archive in a format smolfs reads",
+                hint=f"supported: {SUPPORTED} (recognised by content, not by name)",
+            )
+        stream = _Stream(f, fmt, head)  # the file may be a pipe: no seeking back
+        entries = data_bytes = 0
+        try:
+            with tarfile.open(fileobj=stream, mode="r:",  # type: ignore[call-overload]
+                              encoding="utf-8", errors="surrogateescape") as tf:
+                for member in tf:
+                    entries += 1
+                    try:
+                        data_bytes += _add_member(tree, tf, member, name, pre, spool)
+                    except InputError as err:
+                        if err.message.startswith(f"{name}: "):
+                            raise
+                        raise InputError(f"{name}: {err.message}", err.hint) from err
+                tf.members = []
+            stream.finish()
+        except InputError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error,
+                ValueError) as err:
+            raise InputError(f"{name}: corrupt or truncated archive ({_reason(err)})") from err
+        except Exception as err:
+            if type(err).__module__.startswith("zstandard"):
+                raise InputError(f"{name}: corrupt or truncated archive ({err})") from err
+            raise
+        finally:
+            stream.close()
+        if entries == 0:
+            raise InputError(f"{name}: the archive holds no members")
+    return ArchiveInfo(name, stream.hash.hexdigest(), entries, stream.count, data_bytes, fmt)
+
+
+def _reason(err: BaseException) -> str:
+    text = str(err) or type(err).__name__
+    return text[0].lower() + text[1:] if text else text
+
+
+def _add_member(tree: Tree, tf: tarfile.TarFile, m: tarfile.TarInfo, archive: str,
+                pre: bytes, spool: Spool) -> int:
+    dest = _join(pre, _member_path(archive, m.name).strip(b"/"))
+    mode = m.mode & 0o7777
+    mtime = int(m.mtime)
+    if m.islnk():
+        tree.link(dest, _join(pre, _member_path(archive, m.linkname).strip(b"/")))
+        return 0
+    if m.isreg():
+        node = Node(Kind.FILE, mode=mode, uid=m.uid, gid=m.gid, mtime=mtime)
+        fobj = tf.extractfile(m)
+        assert fobj is not None
+        offset = spool.append(fobj, m.size) if m.size else spool.size
+        node.data = spool.data(offset, m.size)
+        tree.add(dest, node)
+        return m.size
+    if m.isdir():
+        kind = Kind.DIR
+    elif m.issym():
+        kind = Kind.SYMLINK
+    elif m.ischr():
+        kind = Kind.CHR
+    elif m.isblk():
+        kind = Kind.BLK
+    elif m.isfifo():
+        kind = Kind.FIFO
+    else:
+        raise InputError(f"{archive}: member {m.name!r} has a type smolfs cannot store "
+                         f"({m.type!r})")
+    node = Node(kind, mode=mode, uid=m.uid, gid=m.gid, mtime=mtime)
+    if kind == Kind.SYMLINK:
+        node.target = os.fsencode(m.linkname)
+    elif kind in (Kind.CHR, Kind.BLK):
+        node.rdev = (m.devmajor, m.devminor)
+    tree.add(dest, node)
+    return 0
