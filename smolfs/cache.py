@@ -3,9 +3,9 @@
 A file ``F`` is downloaded into ``F.part`` (kept when a transfer breaks, so the
 next attempt asks the mirror for the rest with an HTTP range), hashed while it
 streams in, and renamed to ``F`` only when its SHA512 matches the published one.
-An exclusive ``flock`` on ``F.lock`` makes a second process wait for the first
-one's download and then reuse it. A cached file is hashed again each time it is
-used, so a damaged cache is noticed rather than trusted.
+An exclusive ``flock`` on ``.F.lock`` (an empty file left in place) makes a second
+process wait for the first one's download and then reuse it. A cached file is
+hashed again each time it is used, so a damaged cache is noticed, not trusted.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from smolfs import log
+from smolfs import mirror as transport
 from smolfs.errors import ChecksumMismatch, FetchError
-from smolfs.mirror import RETRY_DELAYS, Mirror, TransientError
+from smolfs.mirror import Mirror, TransientError
 from smolfs.progress import Progress
 
 CACHE_ENV = "MKSMOLNB_CACHE"
@@ -55,9 +56,10 @@ def no_space(cache: Path, what: str) -> NoSpace:
 
 @contextlib.contextmanager
 def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock for ``path`` (on ``path.lock``); say so if we must wait."""
+    """Hold an exclusive lock for ``path`` (on the hidden ``.<name>.lock`` beside it);
+    say so if we must wait."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -133,11 +135,11 @@ def download(mirror: Mirror, rel: str, dest: Path, expected: str) -> None:
 
 
 def _download_with_retries(mirror: Mirror, rel: str, part: Path) -> str:
-    for delay in RETRY_DELAYS:
+    for delay in transport.RETRY_DELAYS:
         try:
             return _download_once(mirror, rel, part)
         except TransientError as err:
-            log.info(f"{err.message}; retrying")
+            log.info(f"{err.message}; trying again")
             time.sleep(delay)
     return _download_once(mirror, rel, part)
 
@@ -163,6 +165,9 @@ def _download_once(mirror: Mirror, rel: str, part: Path) -> str:
                     out.write(chunk)
                     h.update(chunk)
                     progress.advance(len(chunk))
+            except OSError as err:
+                err.filename = err.filename or str(part)
+                raise
             finally:
                 progress.clear()
         progress.finish()

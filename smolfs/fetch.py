@@ -224,7 +224,8 @@ def fetch(
         return fetcher.run(names, kfile)
     except OSError as err:
         if is_no_space(err):
-            raise no_space(cache, os.path.basename(err.filename or "") or "a file") from None
+            name = os.path.basename(err.filename or "").removesuffix(".part")
+            raise no_space(cache, name or "a file") from None
         raise FetchError(
             f"cache directory {cache}: {err.strerror}"
             + (f": {err.filename}" if err.filename else ""),

@@ -104,9 +104,9 @@ def resolve_mirror(url: str | None = None) -> Mirror:
         )
     url = re.sub(r"/+(pub/+NetBSD/*)?$", "", url)
     if scheme == "file":
-        import urllib.request
+        from urllib.request import url2pathname
 
-        path = urllib.request.url2pathname(urllib.parse.urlsplit(url).path)
+        path = url2pathname(urllib.parse.urlsplit(url).path)
         return FileMirror(Path(path or "/"))
     return HttpMirror(url)
 
