@@ -46,6 +46,8 @@ class FakeMirror:
     corrupt: set[str] = field(default_factory=set)
     #: seconds to sleep between two chunks of a body (makes transfers overlap)
     delay: float = 0.0
+    #: file name → HTTP statuses to answer before serving it (popped one per request)
+    fail: dict[str, list[int]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -81,6 +83,11 @@ class FakeMirror:
         with self._lock:
             return [s for s in self.seen if s.path.endswith("/" + name)]
 
+    def take_failure(self, name: str) -> int | None:
+        with self._lock:
+            statuses = self.fail.get(name)
+            return statuses.pop(0) if statuses else None
+
     def take_cut(self, name: str) -> int | None:
         with self._lock:
             return self.cut.pop(name, None)
@@ -108,6 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
         if ".." in parts:
             return self._send(400, b"bad path\n")
         target = self.fake.root.joinpath(*parts)
+        if status := self.fake.take_failure(target.name):
+            return self._send(status, b"try again later\n")
         if target.is_dir():
             names = [p.name + ("/" if p.is_dir() else "") for p in sorted(target.iterdir())]
             links = "".join(f'<a href="{html.escape(n)}">{html.escape(n)}</a>\n' for n in names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import shutil
 import socket
@@ -272,7 +273,7 @@ def test_unknown_release(server: FakeMirror, cache: Path) -> None:
     with pytest.raises(UnknownArtifact) as e:
         fetch(["base"], release="9.4", arch="amd64", mirror=server.url, cache_dir=cache)
     assert e.value.hint == "NetBSD 9.4 exists but has no amd64 tree on this mirror"
-    assert not (cache / "10.7").exists() or not list((cache / "10.7").rglob("SHA512"))
+    assert not list(cache.glob("10.7/**/SHA512"))
 
 
 def test_unknown_arch(cache: Path) -> None:
@@ -420,3 +421,41 @@ def test_unwritable_cache(server: FakeMirror, tmp_path: Path) -> None:
     with pytest.raises(FetchError, match="cache directory") as e:
         fetch(["etc"], mirror=server.url, cache_dir=blocker / "cache")
     assert "--cache-dir" in (e.value.hint or "")
+
+
+def test_server_errors_are_retried(server: FakeMirror, cache: Path) -> None:
+    server.fail["SHA512"] = [503]
+    server.fail["etc.tar.xz"] = [502, 500]
+    r = fetch(["etc"], mirror=server.url, cache_dir=cache)
+    assert sha512(r.sets["etc"]) == r.digests["etc"]
+    assert len(server.requests_for("etc.tar.xz")) == 3
+    server.fail["rescue.tar.xz"] = [503, 503, 503]
+    with pytest.raises(FetchError, match=r"answered 503 Service Unavailable for http://"):
+        fetch(["rescue"], mirror=server.url, cache_dir=cache)
+    server.fail["base.tar.xz"] = [403]
+    with pytest.raises(FetchError, match="answered 403"):
+        fetch(["base"], mirror=server.url, cache_dir=cache)
+    assert len(server.requests_for("base.tar.xz")) == 1  # not worth retrying
+
+
+class FakeTTY(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    from smolfs import progress
+
+    monkeypatch.setattr(progress, "REDRAW", 0.0)
+    out = FakeTTY()
+    p = progress.Progress("base.tar.xz", 2_000_000, start=500_000, out=out)
+    p.advance(500_000)
+    assert "\r\x1b[Kbase.tar.xz [############------------]  50% 1.0 MB/2.0 MB" in out.getvalue()
+    p.advance(1_000_000)
+    p.finish()
+    last = out.getvalue().rsplit("\r\x1b[K", 1)[1]
+    assert last.startswith("fetched base.tar.xz 2.0 MB in ")
+    assert last.endswith("s (resumed at 500.0 kB)\n")
+    plain = io.StringIO()
+    progress.Progress("etc.tgz", 1000, out=plain).finish()
+    assert plain.getvalue().startswith("fetched etc.tgz 0 B in ")  # no bar when not a TTY
