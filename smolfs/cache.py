@@ -71,62 +71,61 @@ def locked(path: Path) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def sha512_file(path: Path) -> str:
-    h = hashlib.sha512()
+def hash_file(path: Path, algo: str = "sha512") -> str:
+    h = hashlib.new(algo)
     with path.open("rb") as f:
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
 
 
-def check_cached(path: Path, expected: str, discard: bool) -> bool:
+def check_cached(path: Path, expected: str, discard: bool, algo: str = "sha512") -> bool:
     """True when ``path`` exists and matches ``expected``.
 
-    A cached file that does not match is removed when ``discard`` (we are about to
-    download it again), else reported as a :class:`ChecksumMismatch`.
+    A cached file that does not match is removed; that is reported as a
+    :class:`ChecksumMismatch` unless ``discard`` (we are about to download it again).
     """
     if not path.is_file():
         return False
-    actual = sha512_file(path)
+    actual = hash_file(path, algo)
     if actual == expected:
         return True
-    if discard:
-        log.warn(f"cached {path} does not match its SHA512; downloading it again")
-        path.unlink()
-        return False
     path.unlink()
+    if discard:
+        log.warn(f"cached {path} does not match its {algo.upper()}; downloading it again")
+        return False
     raise ChecksumMismatch(
-        f"cached {path.name} is damaged (SHA512 expected {expected}, got {actual}); removed it",
+        f"cached {path.name} is damaged ({algo.upper()} expected {expected}, got {actual}); "
+        "removed it",
         expected=expected,
         actual=actual,
         hint="run the same command without --offline to download it again",
     )
 
 
-def download(mirror: Mirror, rel: str, dest: Path, expected: str) -> None:
-    """Fetch ``rel`` from ``mirror`` into ``dest``, verified against ``expected`` (SHA512 hex).
+def download(mirror: Mirror, rel: str, dest: Path, expected: str, algo: str = "sha512") -> None:
+    """Fetch ``rel`` from ``mirror`` into ``dest``, verified against ``expected`` (hex digest).
 
     The caller holds :func:`locked` for ``dest``. Transfers that break are resumed
-    from the partial file, a couple of times; a partial file that came from an
-    earlier run and leads to a mismatch is thrown away and fetched once more whole.
+    from the partial file, a couple of times. When a download that was resumed
+    does not verify (the partial file came from elsewhere, or the file changed on
+    the mirror meanwhile), it is thrown away and fetched once more, whole.
     """
     part = dest.with_name(dest.name + ".part")
-    fresh_retry_left = True
+    may_restart = True
     while True:
-        resumed = part.exists() and part.stat().st_size > 0
-        actual = _download_with_retries(mirror, rel, part)
+        actual, resumed = _download_with_retries(mirror, rel, part, algo)
         if actual == expected:
             os.replace(part, dest)
             return
         part.unlink()
-        if resumed and fresh_retry_left:
+        if resumed and may_restart:
             log.warn(f"{dest.name}: resumed download does not verify; fetching it whole")
-            fresh_retry_left = False
+            may_restart = False
             continue
-        url = mirror.url_of(rel)
         raise ChecksumMismatch(
-            f"{dest.name} from {url} does not match the release's SHA512 "
-            f"(expected {expected}, got {actual}); the file was discarded",
+            f"{dest.name} from {mirror.url_of(rel)} does not match its published "
+            f"{algo.upper()} (expected {expected}, got {actual}); the file was discarded",
             expected=expected,
             actual=actual,
             hint="the mirror may be damaged or out of date: try again later or another "
@@ -134,22 +133,23 @@ def download(mirror: Mirror, rel: str, dest: Path, expected: str) -> None:
         )
 
 
-def _download_with_retries(mirror: Mirror, rel: str, part: Path) -> str:
+def _download_with_retries(mirror: Mirror, rel: str, part: Path, algo: str) -> tuple[str, bool]:
     for delay in transport.RETRY_DELAYS:
         try:
-            return _download_once(mirror, rel, part)
+            return _download_once(mirror, rel, part, algo)
         except TransientError as err:
             log.info(f"{err.message}; trying again")
             time.sleep(delay)
-    return _download_once(mirror, rel, part)
+    return _download_once(mirror, rel, part, algo)
 
 
-def _download_once(mirror: Mirror, rel: str, part: Path) -> str:
-    """Append the missing bytes to ``part``; return the SHA512 of the whole file."""
+def _download_once(mirror: Mirror, rel: str, part: Path, algo: str) -> tuple[str, bool]:
+    """Append the missing bytes to ``part``; return the digest of the whole file and
+    whether the transfer resumed from bytes already there."""
     have = part.stat().st_size if part.exists() else 0
     stream = mirror.open(rel, have)
     try:
-        h = hashlib.sha512()
+        h = hashlib.new(algo)
         if stream.offset:
             with part.open("rb") as f:
                 while chunk := f.read(HASH_CHUNK):
@@ -171,6 +171,6 @@ def _download_once(mirror: Mirror, rel: str, part: Path) -> str:
             finally:
                 progress.clear()
         progress.finish()
-        return h.hexdigest()
+        return h.hexdigest(), stream.offset > 0
     finally:
         stream.close()
