@@ -22,6 +22,7 @@ is fetched once; a daily build's is fetched again on each online run, since
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterable
@@ -82,10 +83,9 @@ DAILY_SPELLINGS = (
 )
 SET_EXTENSIONS = (".tar.xz", ".tgz")
 
+_URL_RE = re.compile(r"(https?|file)://", re.IGNORECASE)
 _RELEASE_RE = re.compile(r"(\d+)\.\d+(\.\d+)?(_[A-Za-z0-9]+)?")
 _BRANCH_RE = re.compile(r"netbsd-(\d+)(-\d+)?")
-_BSD_LINE = re.compile(r"SHA512 \((?P<name>[^)]+)\) = (?P<hex>[0-9a-fA-F]{128})")
-_GNU_LINE = re.compile(r"(?P<hex>[0-9a-fA-F]{128}) [ *](?P<name>\S.*)")
 
 
 class UnknownArtifact(FetchError):
@@ -167,19 +167,28 @@ def kernel_filename(spec: str) -> str:
     return name + ".gz"
 
 
-def parse_sha512(text: str, source: str) -> dict[str, str]:
-    """``{file name: lowercase hex digest}`` from a BSD-format (or GNU-format) SHA512 list."""
+def parse_checksums(text: str, source: str, algo: str = "sha512") -> dict[str, str]:
+    """``{file name: lowercase hex digest}`` from a checksum list in BSD format
+    (``SHA512 (base.tar.xz) = <hex>``, as NetBSD publishes) or GNU format (``<hex>  name``)."""
+    n = hashlib.new(algo).digest_size * 2
+    bsd = re.compile(rf"{algo.upper()} \((?P<name>[^)]+)\) = (?P<hex>[0-9a-fA-F]{{{n}}})")
+    gnu = re.compile(rf"(?P<hex>[0-9a-fA-F]{{{n}}}) [ *](?P<name>\S.*)")
     digests = {}
     for line in text.splitlines():
         line = line.strip()
-        if m := _BSD_LINE.fullmatch(line) or _GNU_LINE.fullmatch(line):
+        if m := bsd.fullmatch(line) or gnu.fullmatch(line):
             digests[m.group("name").strip()] = m.group("hex").lower()
     if not digests:
         raise FetchError(
-            f"{source} is not a SHA512 list (expected lines like 'SHA512 (base.tar.xz) = ...')",
+            f"{source} is not a {algo.upper()} list "
+            f"(expected lines like '{algo.upper()} (base.tar.xz) = ...')",
             hint="check that the mirror serves a NetBSD release tree",
         )
     return digests
+
+
+def parse_sha512(text: str, source: str) -> dict[str, str]:
+    return parse_checksums(text, source, "sha512")
 
 
 @dataclass(frozen=True)
@@ -217,11 +226,12 @@ def fetch(
     rel = Release.parse(release)
     check_arch(arch)
     names = list(dict.fromkeys(set_name(s) for s in sets))
-    kfile = kernel_filename(kernel) if kernel else None
+    kernel_url = kernel if kernel and _URL_RE.match(kernel) else None
+    kfile = kernel_filename(kernel) if kernel and not kernel_url else None
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     fetcher = _Fetcher(rel, arch, cache, None if offline else resolve_mirror(mirror))
     try:
-        return fetcher.run(names, kfile)
+        return fetcher.run(names, kfile, kernel_url)
     except OSError as err:
         if is_no_space(err):
             name = os.path.basename(err.filename or "").removesuffix(".part")
@@ -238,6 +248,7 @@ class _Fetcher:
         self.release = release
         self.arch = arch
         self.mirror = mirror
+        self.cache = cache
         self.dir = cache / release.name / arch
 
     def remote(self, sub: str, name: str) -> str:
@@ -246,7 +257,7 @@ class _Fetcher:
     def what(self) -> str:
         return f"{self.release} {self.arch}"
 
-    def run(self, names: list[str], kfile: str | None) -> FetchResult:
+    def run(self, names: list[str], kfile: str | None, kernel_url: str | None) -> FetchResult:
         files: dict[str, tuple[str, str]] = {}  # set → (file name, digest)
         if names:
             try:
@@ -274,6 +285,10 @@ class _Fetcher:
         if kernel:
             kpath = by_file[kernel[0]] = self.get("kernel", *kernel)
             digests[kernel[0]] = kernel[1]
+        if kernel_url:
+            kpath, label = self.kernel_from_url(kernel_url)
+            by_file[kpath.name] = kpath
+            digests[kpath.name] = label
         return FetchResult(paths, kpath, digests, self.release.name, self.arch, by_file)
 
     def checksums(self, sub: str) -> dict[str, str]:
@@ -303,30 +318,48 @@ class _Fetcher:
         return digests
 
     def get(self, sub: str, file: str, digest: str) -> Path:
-        """The verified cached file, downloaded first if needed."""
-        dest = self.dir / sub / file
-        if self.mirror is None:
-            if check_cached(dest, digest, discard=False):
-                log.info(f"using cached {file}")
-                return dest
+        """The verified cached file of the release, downloaded first if needed."""
+        return obtain(
+            self.mirror, self.remote(sub, file), self.dir / sub / file, digest,
+            what=f"{file} of {self.what()}",
+        )
+
+    def kernel_from_url(self, url: str) -> tuple[Path, str]:
+        """A kernel named by URL, verified against a checksum published beside it:
+        the ``SHA512`` list of its directory, else ``NAME.sha512`` or ``NAME.sha256``.
+        Returns its path and digest (``sha256:<hex>`` when only a SHA256 is published)."""
+        base, _, name = url.rstrip("/").rpartition("/")
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", name):
+            raise UsageError(f"invalid kernel URL {url!r}", hint="name the kernel file itself")
+        where = self.cache / "url" / hashlib.sha256(url.encode()).hexdigest()[:16]
+        source = None if self.mirror is None else resolve_mirror(base)
+        for sums_name, algo in (("SHA512", "sha512"), (f"{name}.sha512", "sha512"),
+                                (f"{name}.sha256", "sha256")):
+            sums_path = where / sums_name
+            try:
+                data = sums_path.read_bytes() if source is None else source.read(sums_name)
+            except (NotFound, FileNotFoundError):
+                continue
+            digest = _digest_for(name, data.decode("utf-8", "replace"), sums_name, algo)
+            if digest is None:
+                continue
+            if source is not None:
+                where.mkdir(parents=True, exist_ok=True)
+                with atomic_output(sums_path) as out:
+                    out.write(data)
+            path = obtain(source, name, where / name, digest, algo=algo, what=url)
+            return path, digest if algo == "sha512" else f"{algo}:{digest}"
+        if source is None:
             raise NotCached(
-                f"offline, and {file} of {self.what()} is not in the cache ({dest})",
+                f"offline, and the kernel {url} is not in the cache",
                 hint="run the same command without --offline to download it",
             )
-        with locked(dest):
-            if check_cached(dest, digest, discard=True):
-                log.info(f"using cached {file}")
-                return dest
-            rel = self.remote(sub, file)
-            try:
-                download(self.mirror, rel, dest, digest)
-            except NotFound as err:
-                raise FetchError(
-                    f"{file} is listed in the SHA512 of {self.what()} but the mirror "
-                    f"has no {err.url}",
-                    hint=f"try another mirror with --mirror URL or {MIRROR_ENV}=URL",
-                ) from None
-        return dest
+        raise FetchError(
+            f"no checksum published for {url}: looked for SHA512 in its directory, "
+            f"{name}.sha512 and {name}.sha256 beside it",
+            hint="a kernel is used only once verified; publish one of those, or use --kernel "
+            "NAME for a kernel of the release",
+        )
 
     # --- what is valid, for error messages -------------------------------------------------
 
@@ -397,6 +430,50 @@ class _Fetcher:
             found.sort(key=_version_key, reverse=True)
             return f"releases on this mirror: {', '.join(found[:10])}; or {DAILY_SPELLINGS}"
         return f"known releases: {', '.join(KNOWN_RELEASES)}; or {DAILY_SPELLINGS}"
+
+
+def obtain(
+    source: Mirror | None, rel: str, dest: Path, digest: str, *, what: str,
+    algo: str = "sha512",
+) -> Path:
+    """``dest``, verified, downloaded from ``source`` first if needed (``None``: offline)."""
+    if source is None:
+        if check_cached(dest, digest, discard=False, algo=algo):
+            log.info(f"using cached {dest.name}")
+            return dest
+        raise NotCached(
+            f"offline, and {what} is not in the cache ({dest})",
+            hint="run the same command without --offline to download it",
+        )
+    with locked(dest):
+        if check_cached(dest, digest, discard=True, algo=algo):
+            log.info(f"using cached {dest.name}")
+            return dest
+        try:
+            download(source, rel, dest, digest, algo)
+        except NotFound as err:
+            raise FetchError(
+                f"{what} has a published checksum but the mirror has no {err.url}",
+                hint=f"try another mirror with --mirror URL or {MIRROR_ENV}=URL",
+            ) from None
+    return dest
+
+
+def _digest_for(name: str, text: str, source: str, algo: str) -> str | None:
+    """The digest of ``name`` in a checksum list; a file of one digest (``NAME.sha256``
+    holding just the hex, or a line for another spelling of the name) counts for ``name``."""
+    bare = text.strip().lower()
+    if re.fullmatch(r"[0-9a-f]+", bare) and len(bare) == hashlib.new(algo).digest_size * 2:
+        return bare
+    try:
+        digests = parse_checksums(text, source, algo)
+    except FetchError:
+        return None
+    if name in digests:
+        return digests[name]
+    if source != "SHA512" and len(digests) == 1:
+        return next(iter(digests.values()))
+    return None
 
 
 def _version_key(release: str) -> tuple[int, ...]:

@@ -459,3 +459,37 @@ def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     plain = io.StringIO()
     progress.Progress("etc.tgz", 1000, out=plain).finish()
     assert plain.getvalue().startswith("fetched etc.tgz 0 B in ")  # no bar when not a TTY
+
+
+def test_kernel_by_url(tmp_path: Path, cache: Path) -> None:
+    root = tmp_path / "m"
+    top = build_release(root, "10.1", "amd64", sets=(), kernels=("GENERIC",))
+    smol = root / "smol"
+    smol.mkdir()
+    kernel = smol / "netbsd-SMOL.gz"
+    kernel.write_bytes(b"\x1f\x8b" + os.urandom(5000))
+    digest = hashlib.sha256(kernel.read_bytes()).hexdigest()
+    (smol / "netbsd-SMOL.gz.sha256").write_text(f"{digest}  netbsd-SMOL.gz\n")
+    (smol / "netbsd-BARE").write_bytes(b"no checksum")
+    with FakeMirror(root) as server:
+        url = f"{server.url}/smol/netbsd-SMOL.gz"
+        r = fetch([], kernel=url, cache_dir=cache)
+        assert r.kernel is not None and r.kernel.read_bytes() == kernel.read_bytes()
+        assert r.kernel.parent.parent == cache / "url"
+        assert r.digests == {"netbsd-SMOL.gz": f"sha256:{digest}"}
+        assert server.requests_for("SHA512")  # looked for a SHA512 list first
+        # The release's own kernel directory publishes a SHA512 list.
+        generic = f"{server.url}/{top.relative_to(root)}/binary/kernel/netbsd-GENERIC.gz"
+        g = fetch([], kernel=generic, cache_dir=cache)
+        assert g.digests["netbsd-GENERIC.gz"] == sha512(g.kernel)  # type: ignore[arg-type]
+        with pytest.raises(FetchError, match="no checksum published for") as e:
+            fetch([], kernel=f"{server.url}/smol/netbsd-BARE", cache_dir=cache)
+        assert "netbsd-BARE.sha256" in e.value.message
+        server.corrupt.add("netbsd-SMOL.gz")
+        again = fetch([], kernel=url, offline=True, cache_dir=cache)  # cached: no request
+        assert again.kernel == r.kernel
+        r.kernel.unlink()
+        with pytest.raises(ChecksumMismatch, match="published SHA256"):
+            fetch([], kernel=url, cache_dir=cache)
+    with pytest.raises(NotCached, match="offline, and the kernel"):
+        fetch([], kernel=url, offline=True, cache_dir=tmp_path / "empty")
