@@ -22,6 +22,7 @@ examples:
   smolfs fetch --release 9.4 --arch i386 --kernel GENERIC rescue
   smolfs fetch --mirror file:///srv/netbsd rescue     # a local copy of the mirror tree
   smolfs fetch --offline rescue            # only the cache, no network
+  smolfs fetch --release 9.4 --list        # what the release publishes
 
 environment:
   MKSMOLNB_MIRROR    mirror URL (default https://cdn.netbsd.org)
@@ -38,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--arch", "-a", default="amd64", help="amd64 or i386 (default: amd64)")
     parser.add_argument(
-        "--kernel", "-k", metavar="NAME", help="also fetch binary/kernel/netbsd-NAME.gz (GENERIC)"
+        "--kernel", "-k", metavar="NAME",
+        help="also fetch binary/kernel/netbsd-NAME.gz (e.g. GENERIC), kept compressed; "
+        "or a kernel's URL, verified against a SHA512 list or NAME.sha256 beside it",
     )
     parser.add_argument(
         "--mirror", metavar="URL", help="mirror root: https://, http://, file:// or a directory"
@@ -47,15 +50,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--offline", action="store_true", help="use only the cache; never touch the network"
     )
     parser.add_argument("--cache-dir", metavar="DIR", help="cache directory")
+    parser.add_argument(
+        "--list", action="store_true",
+        help="list the sets and kernels the release publishes, and fetch nothing",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from smolfs.fetch import DEFAULT_RELEASE, fetch
+    from smolfs.fetch import DEFAULT_RELEASE, available, fetch
 
+    release = args.release or DEFAULT_RELEASE
+    if args.list:
+        found = available(release, args.arch, args.mirror, args.offline, args.cache_dir)
+        print(f"sets:    {' '.join(found['sets'])}")
+        print(f"kernels: {' '.join(found['kernels'])}")
+        return 0
     sets = args.sets or ([] if args.kernel else ["rescue"])
     result = fetch(
         sets,
-        release=args.release or DEFAULT_RELEASE,
+        release=release,
         arch=args.arch,
         kernel=args.kernel,
         mirror=args.mirror,

@@ -18,6 +18,10 @@ before its path is returned. Files are cached by a mirror-independent path,
 ``offline=True`` uses only the cache (and still verifies). A release's SHA512 list
 is fetched once; a daily build's is fetched again on each online run, since
 ``latest`` moves.
+
+``kernel`` may also be a URL (``https://``, ``http://``, ``file://``) of a kernel
+published with a checksum beside it: the ``SHA512`` list of its directory, or
+``NAME.sha512`` / ``NAME.sha256``. It is cached under ``<cache>/url/<hash of the URL>/``.
 """
 
 from __future__ import annotations
@@ -63,7 +67,9 @@ __all__ = [
     "NotCached",
     "Release",
     "UnknownArtifact",
+    "available",
     "fetch",
+    "parse_checksums",
     "parse_sha512",
     "set_filename",
 ]
@@ -213,8 +219,8 @@ def fetch(
     offline: bool = False,
     cache_dir: str | os.PathLike[str] | None = None,
 ) -> FetchResult:
-    """Make ``sets`` (names like ``base``) and ``kernel`` (``GENERIC``) of a release
-    available in the cache, downloading what is missing, and return their paths.
+    """Make ``sets`` (names like ``base``) and ``kernel`` (``GENERIC``, or a URL) of a
+    release available in the cache, downloading what is missing, and return their paths.
 
     ``mirror`` defaults to ``$MKSMOLNB_MIRROR``, then ``https://cdn.netbsd.org``;
     ``cache_dir`` to ``$MKSMOLNB_CACHE``, ``$XDG_CACHE_HOME/mksmolnb``, ``~/.cache/mksmolnb``.
@@ -233,14 +239,52 @@ def fetch(
     try:
         return fetcher.run(names, kfile, kernel_url)
     except OSError as err:
-        if is_no_space(err):
-            name = os.path.basename(err.filename or "").removesuffix(".part")
-            raise no_space(cache, name or "a file") from None
-        raise FetchError(
-            f"cache directory {cache}: {err.strerror}"
-            + (f": {err.filename}" if err.filename else ""),
-            hint=f"choose a writable cache with --cache-dir DIR or {CACHE_ENV}=DIR",
-        ) from None
+        raise _cache_error(cache, err) from None
+
+
+def available(
+    release: str = DEFAULT_RELEASE,
+    arch: str = "amd64",
+    mirror: str | None = None,
+    offline: bool = False,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> dict[str, list[str]]:
+    """What a release publishes, from its SHA512 lists: ``{"sets": [...], "kernels": [...]}``
+    (set names like ``base``, kernel names like ``GENERIC``)."""
+    cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    f = _Fetcher(Release.parse(release), check_arch(arch), cache,
+                 None if offline else resolve_mirror(mirror))
+    try:
+        sets = _published_sets(f.checksums("sets"))
+        try:
+            kernels = _published_kernels(f.checksums("kernel"))
+        except (UnknownArtifact, NotCached):
+            kernels = []
+    except OSError as err:
+        raise _cache_error(cache, err) from None
+    return {"sets": sets, "kernels": kernels}
+
+
+def _published_sets(sums: dict[str, str]) -> list[str]:
+    return sorted(f.removesuffix(e) for f in sums for e in SET_EXTENSIONS if f.endswith(e))
+
+
+def _published_kernels(sums: dict[str, str]) -> list[str]:
+    return sorted(
+        f.removeprefix("netbsd-").removesuffix(".gz")
+        for f in sums
+        if f.startswith("netbsd-") and not f.endswith((".symbols.gz", ".symbols"))
+    )
+
+
+def _cache_error(cache: Path, err: OSError) -> FetchError:
+    if is_no_space(err):
+        name = os.path.basename(err.filename or "").removesuffix(".part")
+        return no_space(cache, name or "a file")
+    return FetchError(
+        f"cache directory {cache}: {err.strerror}" + (f": {err.filename}" if err.filename else ""),
+        hint=f"choose a writable cache with --cache-dir DIR or {CACHE_ENV}=DIR",
+    )
 
 
 class _Fetcher:
@@ -374,9 +418,7 @@ class _Fetcher:
         known = ", ".join(KNOWN_SETS)
         if sums is None:
             return UnknownArtifact(f"unknown set {name!r}", hint=f"known sets: {known}")
-        published = sorted(
-            f.removesuffix(ext) for f in sums for ext in SET_EXTENSIONS if f.endswith(ext)
-        )
+        published = _published_sets(sums)
         msg = (
             f"{self.what()} publishes no set {name!r}"
             if name in KNOWN_SETS
@@ -390,11 +432,7 @@ class _Fetcher:
         for candidate in (file, file.removesuffix(".gz")):
             if candidate in sums:
                 return candidate, sums[candidate]
-        kernels = sorted(
-            f.removeprefix("netbsd-").removesuffix(".gz")
-            for f in sums
-            if f.startswith("netbsd-") and not f.endswith((".symbols.gz", ".symbols"))
-        )
+        kernels = _published_kernels(sums)
         return_name = file.removeprefix("netbsd-").removesuffix(".gz")
         raise UnknownArtifact(
             f"{self.what()} publishes no kernel {return_name!r}",

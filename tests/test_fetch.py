@@ -493,3 +493,12 @@ def test_kernel_by_url(tmp_path: Path, cache: Path) -> None:
             fetch([], kernel=url, cache_dir=cache)
     with pytest.raises(NotCached, match="offline, and the kernel"):
         fetch([], kernel=url, offline=True, cache_dir=tmp_path / "empty")
+
+
+def test_available_without_kernels(server: FakeMirror, cache: Path) -> None:
+    from smolfs.fetch import available
+
+    found = available("9.4", "i386", mirror=server.url, cache_dir=cache)
+    assert found == {"sets": ["etc", "rescue"], "kernels": ["GENERIC"]}
+    with pytest.raises(UnknownArtifact):
+        available("9.4", "amd64", mirror=server.url, cache_dir=cache)

@@ -150,3 +150,12 @@ def test_help_names_the_default_release() -> None:
                        capture_output=True, text=True, timeout=60, check=False)
     assert r.returncode == 0
     assert f"{DEFAULT_RELEASE} (default)" in r.stdout and "MKSMOLNB_MIRROR" in r.stdout
+
+
+def test_list(server: FakeMirror, tmp_path: Path) -> None:
+    r = smolfs_fetch(tmp_path / "c", "--mirror", server.url, "--list")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["sets:    base etc rescue", "kernels: GENERIC"]
+    assert not server.requests_for("rescue.tar.xz")
+    r = smolfs_fetch(tmp_path / "c", "--offline", "--list")  # from the cached lists
+    assert r.stdout.splitlines() == ["sets:    base etc rescue", "kernels: GENERIC"]
