@@ -495,10 +495,13 @@ def test_kernel_by_url(tmp_path: Path, cache: Path) -> None:
         fetch([], kernel=url, offline=True, cache_dir=tmp_path / "empty")
 
 
-def test_available_without_kernels(server: FakeMirror, cache: Path) -> None:
+def test_available(server: FakeMirror, tmp_path: Path, cache: Path) -> None:
     from smolfs.fetch import available
 
     found = available("9.4", "i386", mirror=server.url, cache_dir=cache)
     assert found == {"sets": ["etc", "rescue"], "kernels": ["GENERIC"]}
     with pytest.raises(UnknownArtifact):
         available("9.4", "amd64", mirror=server.url, cache_dir=cache)
+    build_release(tmp_path / "m", "8.2", "amd64", sets=("etc",), kernels=())
+    found = available("8.2", "amd64", mirror=str(tmp_path / "m"), cache_dir=cache)
+    assert found == {"sets": ["etc"], "kernels": []}
