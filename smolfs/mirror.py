@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from smolfs.errors import FetchError, UsageError
+from smolfs.log import debug
 
 DEFAULT_MIRROR = "https://cdn.netbsd.org"
 MIRROR_ENV = "MKSMOLNB_MIRROR"
@@ -95,7 +96,7 @@ def resolve_mirror(url: str | None = None) -> Mirror:
     """
     url = url or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR
     scheme = urllib.parse.urlsplit(url).scheme.lower()
-    if not scheme or (len(scheme) == 1 and os.name == "nt"):
+    if not scheme:
         return FileMirror(Path(url).expanduser().resolve())
     if scheme not in SCHEMES:
         raise UsageError(
@@ -149,6 +150,7 @@ class HttpMirror(Mirror):
                 {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
             )
         headers = {"Range": f"bytes={offset}-"} if offset else {}
+        debug(f"+ GET {url}" + (f" (Range: bytes={offset}-)" if offset else ""))
         try:
             resp = self._session.get(url, headers=headers, stream=True, timeout=TIMEOUT)
         except requests.exceptions.InvalidURL as err:
@@ -269,6 +271,7 @@ class FileMirror(Mirror):
 
     def open(self, rel: str, offset: int = 0) -> Stream:
         path = self._path(rel)
+        debug(f"+ read {path}" + (f" from byte {offset}" if offset else ""))
         try:
             f = path.open("rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
