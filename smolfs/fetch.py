@@ -336,7 +336,10 @@ class _Fetcher:
         return FetchResult(paths, kpath, digests, self.release.name, self.arch, by_file)
 
     def checksums(self, sub: str) -> dict[str, str]:
-        """The SHA512 list of ``binary/<sub>``, from the cache or the mirror."""
+        """The SHA512 list of ``binary/<sub>``, from the cache or the mirror.
+
+        A release's list is downloaded once; a daily build's on every online run.
+        """
         dest = self.dir / sub / "SHA512"
         if self.mirror is None:
             if not dest.is_file():
@@ -346,11 +349,11 @@ class _Fetcher:
                     hint="run the same command once without --offline",
                 )
             return parse_sha512(dest.read_text("utf-8", "replace"), str(dest))
-        if dest.is_file() and not self.release.daily:
-            return parse_sha512(dest.read_text("utf-8", "replace"), str(dest))
+        if cached := self.cached_checksums(dest):
+            return cached
         with locked(dest):
-            if dest.is_file() and not self.release.daily:
-                return parse_sha512(dest.read_text("utf-8", "replace"), str(dest))
+            if cached := self.cached_checksums(dest):  # another process just fetched it
+                return cached
             rel = self.remote(sub, "SHA512")
             try:
                 data = self.mirror.read(rel)
@@ -360,6 +363,16 @@ class _Fetcher:
             with atomic_output(dest) as out:
                 out.write(data)
         return digests
+
+    def cached_checksums(self, dest: Path) -> dict[str, str] | None:
+        """A release's cached SHA512 list, when it is there and readable (online mode)."""
+        if self.release.daily or not dest.is_file():
+            return None
+        try:
+            return parse_sha512(dest.read_text("utf-8", "replace"), str(dest))
+        except FetchError:
+            log.warn(f"cached {dest} is not a SHA512 list; downloading it again")
+            return None
 
     def get(self, sub: str, file: str, digest: str) -> Path:
         """The verified cached file of the release, downloaded first if needed."""

@@ -505,3 +505,14 @@ def test_available(server: FakeMirror, tmp_path: Path, cache: Path) -> None:
     build_release(tmp_path / "m", "8.2", "amd64", sets=("etc",), kernels=())
     found = available("8.2", "amd64", mirror=str(tmp_path / "m"), cache_dir=cache)
     assert found == {"sets": ["etc"], "kernels": []}
+
+
+def test_damaged_cached_sha512_list(server: FakeMirror, cache: Path) -> None:
+    fetch(["etc"], mirror=server.url, cache_dir=cache)
+    listing = cache / "10.1/amd64/sets/SHA512"
+    listing.write_text("garbage\n")
+    with pytest.raises(FetchError, match="is not a SHA512 list"):
+        fetch(["etc"], offline=True, cache_dir=cache)
+    r = fetch(["etc"], mirror=server.url, cache_dir=cache)  # online: fetched again
+    assert r.digests["etc"] in listing.read_text()
+    assert len(server.requests_for("SHA512")) == 2
