@@ -446,9 +446,9 @@ class _Fetcher:
             if candidate in sums:
                 return candidate, sums[candidate]
         kernels = _published_kernels(sums)
-        return_name = file.removeprefix("netbsd-").removesuffix(".gz")
+        wanted = file.removeprefix("netbsd-").removesuffix(".gz")
         raise UnknownArtifact(
-            f"{self.what()} publishes no kernel {return_name!r}",
+            f"{self.what()} publishes no kernel {wanted!r}",
             hint=f"kernels in its SHA512: {', '.join(kernels) or 'none'}",
         )
 
