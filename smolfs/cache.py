@@ -92,7 +92,8 @@ def check_cached(path: Path, expected: str, discard: bool, algo: str = "sha512")
         return True
     path.unlink()
     if discard:
-        log.warn(f"cached {path} does not match its {algo.upper()}; downloading it again")
+        log.info(f"cached {path.name} does not match the published {algo.upper()} "
+                 "(damaged, or changed on the mirror); downloading it again")
         return False
     raise ChecksumMismatch(
         f"cached {path.name} is damaged ({algo.upper()} expected {expected}, got {actual}); "
