@@ -5,12 +5,35 @@
 >>> result.changed, result.version, result.output                  # doctest: +SKIP
 (456, '10.1', PosixPath('netbsd-vm'))
 
-See :func:`kstrip.strip.strip` for the parameters; :data:`DEFAULT_KEEP` for the drivers
-kept by default.
+:func:`strip` and :func:`list_entries` are the API (see :mod:`kstrip.strip`);
+:data:`DEFAULT_KEEP` the drivers kept by default. Names are imported on first use so
+that ``kstrip --help`` stays fast.
 """
 
-from kstrip.cfdata import Action, FState, Layout, Release
-from kstrip.strip import DEFAULT_KEEP, Entry, StripResult, default_output, list_entries, strip
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kstrip.defaults import DEFAULT_KEEP
+
+if TYPE_CHECKING:
+    from kstrip.cfdata import Action, FState, Layout, Release
+    from kstrip.strip import Entry, StripResult, default_output, list_entries, strip
+
+_LAZY = {
+    "Action": "kstrip.cfdata", "FState": "kstrip.cfdata", "Layout": "kstrip.cfdata",
+    "Release": "kstrip.cfdata", "Entry": "kstrip.strip", "StripResult": "kstrip.strip",
+    "default_output": "kstrip.strip", "list_entries": "kstrip.strip", "strip": "kstrip.strip",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kstrip' has no attribute {name!r}")
+
 
 __all__ = ["DEFAULT_KEEP", "Action", "Entry", "FState", "Layout", "Release", "StripResult",
            "default_output", "list_entries", "strip"]

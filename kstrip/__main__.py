@@ -29,7 +29,7 @@ examples:
 
 
 def _parser() -> Parser:
-    from kstrip.strip import DEFAULT_KEEP
+    from kstrip.defaults import DEFAULT_KEEP
 
     p = Parser(prog="kstrip", description=DESCRIPTION,
                epilog=EPILOG.format(keep=" ".join(DEFAULT_KEEP)))
@@ -64,8 +64,9 @@ def _main(argv: Sequence[str]) -> int:
 
     import json
 
+    from kstrip.defaults import DEFAULT_KEEP
     from kstrip.report import format_table
-    from kstrip.strip import DEFAULT_KEEP, parse_names, strip
+    from kstrip.strip import parse_names, strip
     from smolfs.errors import InputError
     from smolfs.log import warn
 

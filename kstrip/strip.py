@@ -29,20 +29,9 @@ from kstrip.cfdata import (
     parse_release,
     parse_table,
 )
+from kstrip.defaults import DEFAULT_KEEP
 from kstrip.elf import KernelElf, open_kernel, read_kernel
 from smolfs.errors import InputError, KernelError, UsageError
-
-#: Drivers a QEMU VM needs; every other entry of the table is disabled.
-#: ``pc``/``q35`` with a GENERIC kernel: mainbus, cpu, ioapic (CPUs and I/O APICs from the
-#: MP table, ACPI left off), pci, pchb (host bridge), pcib (PCI-ISA bridge), isa (hangs off
-#: pcib), com (serial console), virtio (virtio-pci), ld (virtio-blk disk), vioif (virtio-net).
-#: MICROVM-style kernels add pv (the bus virtio-mmio hangs from), viocon (virtio console)
-#: and viornd (entropy, needed early by anything generating keys). Names a kernel lacks
-#: are ignored without a warning when they come from this default.
-DEFAULT_KEEP: tuple[str, ...] = (
-    "mainbus", "cpu", "ioapic", "pci", "pchb", "pcib", "isa", "com",
-    "virtio", "ld", "vioif", "pv", "viocon", "viornd",
-)
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NAME_SYMBOLS = ("cfdata", "version", "osrelease")
