@@ -5,7 +5,7 @@
 >>> result.changed, result.version, result.output                  # doctest: +SKIP
 (456, '10.1', PosixPath('netbsd-vm'))
 
-:func:`strip` and :func:`list_entries` are the API (see :mod:`kstrip.strip`);
+:func:`strip` and :func:`list_entries` are the API (see :mod:`kstrip.api`);
 :data:`DEFAULT_KEEP` the drivers kept by default. Names are imported on first use so
 that ``kstrip --help`` stays fast.
 """
@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any
 from kstrip.defaults import DEFAULT_KEEP
 
 if TYPE_CHECKING:
+    from kstrip.api import Entry, StripResult, default_output, list_entries, strip
     from kstrip.cfdata import Action, FState, Layout, Release
-    from kstrip.strip import Entry, StripResult, default_output, list_entries, strip
 
 _LAZY = {
     "Action": "kstrip.cfdata", "FState": "kstrip.cfdata", "Layout": "kstrip.cfdata",
-    "Release": "kstrip.cfdata", "Entry": "kstrip.strip", "StripResult": "kstrip.strip",
-    "default_output": "kstrip.strip", "list_entries": "kstrip.strip", "strip": "kstrip.strip",
+    "Release": "kstrip.cfdata", "Entry": "kstrip.api", "StripResult": "kstrip.api",
+    "default_output": "kstrip.api", "list_entries": "kstrip.api", "strip": "kstrip.api",
 }
 
 

@@ -64,9 +64,9 @@ def _main(argv: Sequence[str]) -> int:
 
     import json
 
+    from kstrip.api import parse_names, strip
     from kstrip.defaults import DEFAULT_KEEP
     from kstrip.report import format_table
-    from kstrip.strip import parse_names, strip
     from smolfs.errors import InputError
     from smolfs.log import warn
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from kstrip.api import StripResult
 from kstrip.cfdata import FState
-from kstrip.strip import StripResult
 
 ARCH = {"386": "i386", "X86_64": "amd64"}
 
