@@ -340,14 +340,14 @@ def _write(output: Path, data: bytes, entries: list[Entry], layout: Layout,
            kernel: Path) -> None:
     from smolfs.fileutil import atomic_output
 
-    buf = bytearray(data)
-    for e in entries:
-        if e.new_state is not None:
-            buf[e.offset:e.offset + layout.state_size] = layout.encode_state(e.new_state)
-    mode = kernel.stat().st_mode & 0o7777
+    mode = kernel.stat().st_mode & 0o777
     try:
         with atomic_output(output, mode=mode) as f:
-            f.write(buf)
+            f.write(data)
+            for e in entries:
+                if e.new_state is not None:
+                    f.seek(e.offset)
+                    f.write(layout.encode_state(e.new_state))
     except OSError as err:
         raise InputError(f"{output}: cannot write: {err.strerror or err}",
                          hint="choose another place with -o") from None

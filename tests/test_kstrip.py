@@ -417,6 +417,14 @@ def test_version_and_states_disagree(build, tmp_path: Path, layout: int, release
         expected_changes(kernel, 64, layout)
 
 
+def test_states_fit_no_layout(build, tmp_path: Path) -> None:
+    err = one_line_error(kstrip_cli(build(64, 10, None, "BAD_STATE"), "-o", tmp_path / "o"))
+    assert "fit neither layout" in err
+    err = one_line_error(kstrip_cli(build(32, 9, None, "BAD_STATE", "NO_VERSION"), "--list"))
+    assert "unknown driver table layout" in err and "fit neither layout" in err
+    assert not (tmp_path / "o").exists()
+
+
 def test_unknown_keep_driver_warns(build, tmp_path: Path) -> None:
     kernel = build(64, 10)
     r = kstrip_cli(kernel, "-o", tmp_path / "o", "--keep", "mainbus,cpu,vioiff,ld_virtio",
@@ -451,6 +459,9 @@ def test_bad_arguments(build, tmp_path: Path) -> None:
     shutil.copy(kernel, local)
     err = one_line_error(kstrip_cli(local, "-o", local), code=2)
     assert "overwrite the input" in err
+    err = one_line_error(kstrip_cli(local, "-o", local / "sub"))
+    assert "cannot write" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["netbsd"]
 
 
 def test_default_output_name() -> None:

@@ -9,6 +9,7 @@
  *   -DNO_VERSION    no version text at all
  *   -DNO_CFDATA     name the table differently (a kernel without 'cfdata')
  *   -DALL_NOTFOUND  every state NOTFOUND (reads the same in both layouts)
+ *   -DBAD_STATE     one more entry, with a state no NetBSD release defines
  *
  * The tests read the expected table back from the constants below (TABLE_* lines), so keep
  * one entry per E(...) line.
@@ -103,6 +104,9 @@ struct cfdata CFDATA[] = {
 	E("lpt", "lpt_isa", 0, DNOTFOUND, 0),		/* TABLE already */
 	E("pcppi", "pcppi", 0, FOUND, 0),		/* TABLE found */
 	E("sb", "sb_isa", 1000, NOTFOUND, 0x1),		/* TABLE disable */
+#ifdef BAD_STATE
+	E("odd", "odd", 0, 7, 0),
+#endif
 	{ 0, 0, 0, 0, 0, 0, 0 }
 };
 
