@@ -30,7 +30,7 @@ from kstrip.cfdata import (
     parse_table,
 )
 from kstrip.defaults import DEFAULT_KEEP
-from kstrip.elf import KernelElf, open_kernel, read_kernel
+from kstrip.elf import KernelElf, Symbol, open_kernel, read_kernel
 from smolfs.errors import InputError, KernelError, UsageError
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -54,7 +54,8 @@ class Entry:
         return {
             "index": self.index, "driver": self.driver, "attachment": self.attachment,
             "unit": self.unit, "state": self.state.name, "action": self.action.value,
-            "new_state": (self.new_state or self.state).name, "offset": self.offset,
+            "new_state": (self.state if self.new_state is None else self.new_state).name,
+            "offset": self.offset,
         }
 
 
@@ -205,7 +206,9 @@ def _layout_arg(layout: Layout | int | None) -> Layout | None:
         raise UsageError(f"layout {layout!r}: use 9 (NetBSD <= 9) or 10 (NetBSD >= 10)") from None
 
 
-def _find_release(elf: KernelElf, syms: dict) -> Release | None:
+def _find_release(elf: KernelElf, syms: dict[str, Symbol]) -> Release | None:
+    """The release from the ``version`` banner, else ``osrelease``, else a banner-shaped
+    string anywhere in the file."""
     banner = b""
     if "version" in syms:
         banner = elf.cstring(syms["version"].value, 1024) or b""
