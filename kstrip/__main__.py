@@ -22,7 +22,7 @@ examples:
   kstrip netbsd-GENERIC.gz                 # writes netbsd-GENERIC.stripped
   kstrip netbsd-GENERIC.gz -o netbsd-vm    # choose the output
   kstrip --list netbsd-GENERIC.gz          # every entry and what would happen to it
-  kstrip --add viornd,vio9p netbsd-GENERIC # the default list plus two drivers
+  kstrip --add vio9p netbsd-GENERIC        # the default list plus one driver
   kstrip --keep mainbus,cpu,pci,virtio,ld,com,isa,pcib,pchb,ioapic netbsd-GENERIC
   kstrip --disable vioif netbsd-GENERIC    # the default list without networking
 """

@@ -11,8 +11,8 @@
  *   -DALL_NOTFOUND  every state NOTFOUND (reads the same in both layouts)
  *   -DBAD_STATE     one more entry, with a state no NetBSD release defines
  *
- * The tests read the expected table back from the constants below (TABLE_* lines), so keep
- * one entry per E(...) line.
+ * The tests read the table and what kstrip must do to each entry under its default keep
+ * list from the E(...) lines and their TABLE comments below: keep one entry per line.
  */
 
 #define NOTFOUND 0
