@@ -196,8 +196,10 @@ def open_kernel(name: str, data: bytes) -> KernelElf:
         bits = elf.elfclass
     except KernelError:
         raise
-    except (ELFError, struct.error, ValueError, IndexError, KeyError) as err:
+    except ELFError as err:
         raise KernelError(f"{name}: damaged ELF file ({err})") from None
+    except Exception as err:  # pyelftools meets corrupt headers with assorted exceptions
+        raise KernelError(f"{name}: damaged ELF file ({type(err).__name__}: {err})") from None
     if not segments:
         raise KernelError(f"{name}: ELF file has no loadable segment; not a kernel")
     for start, size in ((symtab[0], symtab[1]), (symtab[2], symtab[3])) if symtab else ():

@@ -383,6 +383,34 @@ def test_truncated_elf(build, tmp_path: Path) -> None:
     assert "cut:" in err and ("truncated" in err or "damaged" in err)
 
 
+@pytest.mark.parametrize("bits", [32, 64])
+def test_damaged_kernels_give_kernel_errors(build, tmp_path: Path, bits: int) -> None:
+    """Truncated or corrupted kernels end in a KernelError, never in a traceback."""
+    import random
+
+    import kstrip
+
+    src = build(bits, 10 if bits == 64 else 9).read_bytes()
+    rnd = random.Random(bits)
+    kernel = tmp_path / "k"
+    outcomes = set()
+    for i in range(150):
+        data = bytearray(src[:rnd.randrange(len(src))] if i < 30 else src)
+        for _ in range(0 if i < 30 else rnd.randrange(1, 6)):
+            region = i % 3  # ELF header, section headers (at the end), anywhere
+            pos = (rnd.randrange(64), len(data) - 1 - rnd.randrange(1500),
+                   rnd.randrange(len(data)))[region]
+            data[pos] = rnd.randrange(256)
+        kernel.write_bytes(data)
+        try:
+            kstrip.strip(kernel, dry_run=True)
+            outcomes.add("ok")
+        except KernelError as err:
+            outcomes.add("error")
+            assert "\n" not in err.message
+    assert outcomes == {"ok", "error"}
+
+
 @pytest.mark.parametrize("tool", ["strip", "objcopy"])
 def test_stripped_kernel(build, tmp_path: Path, tool: str) -> None:
     if not shutil.which(tool):
