@@ -333,9 +333,9 @@ def _name_warnings(entries: list[Entry], keep: tuple[str, ...], disable: tuple[s
     stuck = sorted({e.driver for e in entries if e.action is Action.ALREADY_DISABLED
                     and e.driver in kept}
                    - {e.driver for e in entries if e.action is Action.KEEP})
-    for n in stuck:
-        warnings.append(f"'{n}' is kept but already disabled in this kernel: kstrip never "
-                        "re-enables; strip the original kernel instead")
+    if stuck:
+        warnings.append("kept but already disabled in this kernel: " + ", ".join(stuck)
+                        + " (kstrip never re-enables a driver; strip the original kernel)")
     return warnings
 
 

@@ -227,7 +227,7 @@ def test_idempotent(build, tmp_path: Path) -> None:
     assert second.output.read_bytes() == first.output.read_bytes()
     r = kstrip_cli(first.output, "-o", tmp_path / "thrice")
     assert r.returncode == 0, r.stderr
-    assert "0 entries changed" in r.stdout
+    assert "0 entries changed" in r.stdout and r.stderr == ""
     assert (tmp_path / "thrice").read_bytes() == first.output.read_bytes()
 
 
@@ -464,6 +464,16 @@ def test_unknown_keep_driver_warns(build, tmp_path: Path) -> None:
     assert "'ld_virtio' is an attachment of driver 'ld'" in warnings[1]
     assert "'nosuch'" in warnings[2]
     assert (tmp_path / "o").exists()
+
+
+def test_kept_but_already_disabled_warns_once(build, tmp_path: Path) -> None:
+    import kstrip
+
+    narrow = kstrip.strip(build(64, 10), out=tmp_path / "narrow", keep=["mainbus"])
+    wide = kstrip.strip(narrow.output, out=tmp_path / "wide", keep=["mainbus", "pci", "fd"])
+    assert wide.changed == 0
+    assert wide.warnings == ("kept but already disabled in this kernel: fd, pci (kstrip never "
+                             "re-enables a driver; strip the original kernel)",)
 
 
 def test_default_keep_names_missing_do_not_warn(build, tmp_path: Path) -> None:
