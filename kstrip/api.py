@@ -316,7 +316,7 @@ def _name(elf: KernelElf, ptr: int, index: int, what: str) -> str:
 def _name_warnings(entries: list[Entry], keep: tuple[str, ...], disable: tuple[str, ...],
                    kept: tuple[str, ...]) -> list[str]:
     drivers = sorted({e.driver for e in entries})
-    owners = {}
+    owners: dict[str, str] = {}
     for e in entries:
         owners.setdefault(e.attachment, e.driver)
     warnings = []

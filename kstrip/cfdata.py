@@ -110,7 +110,7 @@ def parse_table(table: bytes, bits: int) -> list[RawEntry] | None:
     """
     size = entry_size(bits)
     head = struct.Struct("<III" if bits == 32 else "<QQI")
-    entries = []
+    entries: list[RawEntry] = []
     for index in range(len(table) // size):
         name_ptr, atname_ptr, word = head.unpack_from(table, index * size)
         if name_ptr == 0:

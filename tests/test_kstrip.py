@@ -87,8 +87,8 @@ def build(tmp_path_factory: pytest.TempPathFactory):
         r = subprocess.run(argv, capture_output=True, text=True, check=False)
         if r.returncode != 0:
             if bits == 32:
-                pytest.skip(f"gcc -m32 cannot build here (install gcc-multilib): "
-                            f"{r.stderr.strip().splitlines()[-1:]}")
+                last = (r.stderr.strip().splitlines() or ["?"])[-1]
+                pytest.skip(f"gcc -m32 cannot build here (install gcc-multilib): {last}")
             raise AssertionError(r.stderr)
         cache[key] = out
         return out
