@@ -35,6 +35,7 @@ from smolfs.errors import InputError, KernelError, UsageError
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NAME_SYMBOLS = ("cfdata", "version", "osrelease")
+ARCH = {"386": "i386", "X86_64": "amd64"}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,11 @@ class StripResult:
     warnings: tuple[str, ...] = field(default=())
 
     @property
+    def arch(self) -> str:
+        """NetBSD's name for the kernel's architecture (``i386``, ``amd64``)."""
+        return ARCH.get(self.machine, self.machine.lower())
+
+    @property
     def version(self) -> str | None:
         """The NetBSD release the kernel names, e.g. ``"10.1"``."""
         return self.release.text if self.release else None
@@ -102,7 +108,7 @@ class StripResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "kernel": str(self.kernel), "output": str(self.output), "written": self.written,
-            "compressed": self.compressed, "bits": self.bits, "machine": self.machine,
+            "compressed": self.compressed, "bits": self.bits, "arch": self.arch,
             "version": self.version, "banner": self.release.banner if self.release else None,
             "layout": int(self.layout), "keep": list(self.keep),
             "changed": self.changed, "kept": self.count(Action.KEEP),

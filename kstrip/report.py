@@ -5,15 +5,12 @@ from __future__ import annotations
 from kstrip.api import StripResult
 from kstrip.cfdata import FState
 
-ARCH = {"386": "i386", "X86_64": "amd64"}
-
 
 def describe(result: StripResult) -> str:
     """One line about the kernel: release, architecture, layout."""
     release = f"NetBSD {result.version}" if result.version else "NetBSD (version unknown)"
-    arch = ARCH.get(result.machine, result.machine)
     gz = ", gzip" if result.compressed else ""
-    return f"{result.kernel}: {release}, {arch} ({result.bits}-bit{gz}), " \
+    return f"{result.kernel}: {release}, {result.arch} ({result.bits}-bit{gz}), " \
            f"{result.layout.label} table layout"
 
 

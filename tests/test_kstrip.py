@@ -181,6 +181,7 @@ def test_exactly_the_state_bytes_change(build, tmp_path: Path, bits: int, layout
     assert byte_diff(original, out) == expected_changes(built, bits, layout)
     assert stat.S_IMODE(result.output.stat().st_mode) == 0o755 & ~_umask()
     assert result.bits == bits and int(result.layout) == layout
+    assert result.arch == {32: "i386", 64: "amd64"}[bits]
     assert result.version == ("9.3" if layout == 9 else "10.1")
     assert result.compressed is compressed
     assert result.changed == sum(r.expect == "disable" for r in ROWS)
@@ -329,7 +330,7 @@ def test_list_and_json(build, tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     doc = json.loads(r.stdout)
     assert doc["written"] is False and doc["version"] == "10.1" and doc["layout"] == 10
-    assert doc["bits"] == 64 and doc["compressed"] is True
+    assert doc["bits"] == 64 and doc["arch"] == "amd64" and doc["compressed"] is True
     assert doc["changed"] == sum(row.expect == "disable" for row in ROWS)
     assert [e["driver"] for e in doc["entries"]] == [row.driver for row in ROWS]
     e = doc["entries"][15]
