@@ -1,1 +1,39 @@
-"""kstrip: switch off the drivers a VM does not need in a NetBSD kernel ELF."""
+"""kstrip: switch off the drivers a VM does not need in a NetBSD kernel ELF.
+
+>>> import kstrip
+>>> result = kstrip.strip("netbsd-GENERIC.gz", out="netbsd-vm")   # doctest: +SKIP
+>>> result.changed, result.version, result.output                  # doctest: +SKIP
+(456, '10.1', PosixPath('netbsd-vm'))
+
+:func:`strip` and :func:`list_entries` are the API (see :mod:`kstrip.api`);
+:data:`DEFAULT_KEEP` the drivers kept by default. Names are imported on first use so
+that ``kstrip --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from kstrip.defaults import DEFAULT_KEEP
+
+if TYPE_CHECKING:
+    from kstrip.api import Entry, StripResult, default_output, list_entries, strip
+    from kstrip.cfdata import Action, FState, Layout, Release
+
+_LAZY = {
+    "Action": "kstrip.cfdata", "FState": "kstrip.cfdata", "Layout": "kstrip.cfdata",
+    "Release": "kstrip.cfdata", "Entry": "kstrip.api", "StripResult": "kstrip.api",
+    "default_output": "kstrip.api", "list_entries": "kstrip.api", "strip": "kstrip.api",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'kstrip' has no attribute {name!r}")
+
+
+__all__ = ["DEFAULT_KEEP", "Action", "Entry", "FState", "Layout", "Release", "StripResult",
+           "default_output", "list_entries", "strip"]

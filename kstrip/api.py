@@ -1,0 +1,366 @@
+"""kstrip's API: read a kernel's driver table, decide, write the stripped kernel.
+
+``strip(kernel, out=None, keep=None, disable=(), dry_run=False, layout=None)`` is what
+``kstrip`` and ``startnb --strip`` call. The input is never modified; the output is the
+uncompressed kernel with the state of every driver entry not kept switched to its
+disabled form, written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kstrip.cfdata import (
+    Action,
+    FState,
+    Layout,
+    Release,
+    decide,
+    entry_size,
+    find_banner,
+    fitting_layouts,
+    parse_release,
+    parse_table,
+)
+from kstrip.defaults import DEFAULT_KEEP
+from kstrip.elf import KernelElf, Symbol, open_kernel, read_kernel
+from smolfs.errors import InputError, KernelError, UsageError
+
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+NAME_SYMBOLS = ("cfdata", "version", "osrelease")
+ARCH = {"386": "i386", "X86_64": "amd64"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One driver entry, decoded, and what kstrip does with it."""
+
+    index: int
+    driver: str
+    attachment: str
+    unit: int
+    state: FState
+    action: Action
+    new_state: FState | None  # None: left unchanged
+    offset: int  # file offset of cf_fstate in the uncompressed kernel
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "index": self.index, "driver": self.driver, "attachment": self.attachment,
+            "unit": self.unit, "state": self.state.name, "action": self.action.value,
+            "new_state": (self.state if self.new_state is None else self.new_state).name,
+            "offset": self.offset,
+        }
+
+
+@dataclass(frozen=True)
+class StripResult:
+    """What :func:`strip` found and did."""
+
+    kernel: Path
+    output: Path  # where the stripped kernel is (or would be) written
+    written: bool  # False for dry runs and listings
+    compressed: bool  # the input was gzip-compressed
+    bits: int  # 32 (i386) or 64 (amd64)
+    machine: str  # ELF machine, "386" or "X86_64"
+    release: Release | None
+    layout: Layout
+    keep: tuple[str, ...]  # the driver names kept (after --disable)
+    entries: tuple[Entry, ...]
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def arch(self) -> str:
+        """NetBSD's name for the kernel's architecture (``i386``, ``amd64``)."""
+        return ARCH.get(self.machine, self.machine.lower())
+
+    @property
+    def version(self) -> str | None:
+        """The NetBSD release the kernel names, e.g. ``"10.1"``."""
+        return self.release.text if self.release else None
+
+    @property
+    def changed(self) -> int:
+        """Entries whose state this run switches (or would switch) to disabled."""
+        return sum(1 for e in self.entries if e.new_state is not None)
+
+    def count(self, action: Action) -> int:
+        return sum(1 for e in self.entries if e.action is action)
+
+    def summary(self) -> str:
+        n = self.changed
+        verb = "changed" if self.written else "would change"
+        text = (f"{n} {'entry' if n == 1 else 'entries'} {verb}"
+                f" ({self.count(Action.KEEP)} kept,"
+                f" {self.count(Action.ALREADY_DISABLED)} already disabled")
+        if self.count(Action.LEAVE_FOUND):
+            text += f", {self.count(Action.LEAVE_FOUND)} left in state FOUND"
+        text += f", {len(self.entries)} in all)"
+        return text + (f" -> {self.output}" if self.written else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "kernel": str(self.kernel), "output": str(self.output), "written": self.written,
+            "compressed": self.compressed, "bits": self.bits, "arch": self.arch,
+            "version": self.version, "banner": self.release.banner if self.release else None,
+            "layout": int(self.layout), "keep": list(self.keep),
+            "changed": self.changed, "kept": self.count(Action.KEEP),
+            "already_disabled": self.count(Action.ALREADY_DISABLED),
+            "found": self.count(Action.LEAVE_FOUND),
+            "warnings": list(self.warnings),
+            "entries": [e.to_json() for e in self.entries],
+        }
+
+
+def default_output(kernel: str | os.PathLike[str]) -> Path:
+    """``KERNEL.stripped`` beside the input; ``netbsd-GENERIC.gz`` -> ``netbsd-GENERIC.stripped``
+    (the output is never compressed)."""
+    kernel = Path(kernel)
+    name = kernel.name.removesuffix(".gz") or kernel.name
+    return kernel.with_name(name + ".stripped")
+
+
+def parse_names(text: str) -> list[str]:
+    """Driver names from ``a,b c`` text or a keep file (``#`` starts a comment)."""
+    names = []
+    for line in text.splitlines():
+        names += [n for n in re.split(r"[\s,]+", line.split("#", 1)[0]) if n]
+    return names
+
+
+def _check_names(names: Iterable[str], what: str) -> tuple[str, ...]:
+    if isinstance(names, str):
+        names = parse_names(names)
+    out = tuple(dict.fromkeys(names))
+    for name in out:
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise UsageError(f"{what}: {name!r} is not a driver name",
+                             hint="driver names are like 'ld', 'vioif', 'com'")
+    return out
+
+
+def list_entries(
+    kernel: str | os.PathLike[str],
+    keep: Iterable[str] | None = None,
+    disable: Iterable[str] = (),
+    layout: Layout | int | None = None,
+) -> StripResult:
+    """Read *kernel* and decide every entry, writing nothing (``kstrip --list``)."""
+    return strip(kernel, keep=keep, disable=disable, dry_run=True, layout=layout)
+
+
+def strip(
+    kernel: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    keep: Iterable[str] | None = None,
+    disable: Iterable[str] = (),
+    dry_run: bool = False,
+    layout: Layout | int | None = None,
+) -> StripResult:
+    """Disable every driver of *kernel* not in *keep* (default :data:`DEFAULT_KEEP`).
+
+    *keep* replaces the default list; *disable* removes names from it. The output
+    (default :func:`default_output`) is the uncompressed kernel, written atomically with
+    the input's permission bits; the input is never changed. *layout* (9 or 10) overrides
+    the layout the kernel's version string implies. *dry_run* decides and reports without
+    writing. Raises :class:`~smolfs.errors.KernelError` for a kernel kstrip cannot handle,
+    :class:`~smolfs.errors.UsageError` for bad arguments. Names the kernel does not have
+    (among explicit *keep* and *disable*) become ``warnings`` on the result.
+    """
+    kernel = Path(kernel)
+    explicit = keep is not None
+    keep_names = _check_names(DEFAULT_KEEP if keep is None else keep, "keep list")
+    if not keep_names:
+        raise UsageError("the keep list is empty: the kernel would attach no device at all",
+                         hint=f"the default list is: {' '.join(DEFAULT_KEEP)}")
+    disable_names = _check_names(disable, "--disable")
+    kept = tuple(n for n in keep_names if n not in disable_names)
+    forced = _layout_arg(layout)
+    output = Path(out) if out is not None else default_output(kernel)
+    if not dry_run and output.exists() and kernel.exists() and os.path.samefile(output, kernel):
+        raise UsageError(f"{output}: the output would overwrite the input kernel",
+                         hint="give another -o; kstrip never changes its input")
+
+    data, compressed = read_kernel(kernel)
+    elf = open_kernel(str(kernel), data)
+    release, chosen, entries = _read_table(elf, frozenset(kept), forced)
+
+    warnings = _name_warnings(entries, keep_names if explicit else (), disable_names, kept)
+    if "mainbus" not in kept:
+        warnings.append("'mainbus' is not kept: the kernel will attach no device at all")
+    result = StripResult(kernel, output, False, compressed, elf.bits, elf.machine, release,
+                         chosen, kept, tuple(entries), tuple(warnings))
+    if dry_run:
+        return result
+    _write(output, data, entries, chosen, kernel)
+    return dataclasses.replace(result, written=True)
+
+
+def _layout_arg(layout: Layout | int | None) -> Layout | None:
+    if layout is None:
+        return None
+    try:
+        return Layout(int(layout))
+    except ValueError:
+        raise UsageError(f"layout {layout!r}: use 9 (NetBSD <= 9) or 10 (NetBSD >= 10)") from None
+
+
+def _find_release(elf: KernelElf, syms: dict[str, Symbol]) -> Release | None:
+    """The release from the ``version`` banner, else ``osrelease``, else a banner-shaped
+    string anywhere in the file."""
+    banner = b""
+    if "version" in syms:
+        banner = elf.cstring(syms["version"].value, 1024) or b""
+        m = re.match(rb"NetBSD (\S+)", banner)
+        if m and (rel := parse_release(m.group(1), banner)):
+            return rel
+    if "osrelease" in syms:
+        text = elf.cstring(syms["osrelease"].value, 64) or b""
+        if rel := parse_release(text, banner):
+            return rel
+    return find_banner(elf.data)
+
+
+def _read_table(
+    elf: KernelElf, keep: frozenset[str], forced: Layout | None
+) -> tuple[Release | None, Layout, list[Entry]]:
+    name = elf.name
+    if not elf.has_symbols:
+        raise KernelError(
+            f"{name}: no symbol table: this kernel was stripped (strip/objcopy), so its "
+            "driver table cannot be found",
+            hint="use the kernel as NetBSD ships it (binary/kernel/netbsd-GENERIC.gz keeps "
+                 "its symbols)",
+        )
+    syms = elf.symbols(NAME_SYMBOLS)
+    if "cfdata" not in syms:
+        raise KernelError(
+            f"{name}: no 'cfdata' symbol: not a NetBSD kernel, or one without a driver table",
+        )
+    cfdata = syms["cfdata"]
+    bits = elf.bits
+    size = entry_size(bits)
+    start = elf.offset_of(cfdata.value, size)
+    if cfdata.size:
+        if cfdata.size % size:
+            raise KernelError(f"{name}: 'cfdata' is {cfdata.size} bytes, not a whole number of "
+                              f"{size}-byte entries: not a {bits}-bit NetBSD driver table")
+        end = elf.offset_of(cfdata.value, cfdata.size) + cfdata.size
+    else:  # no size recorded: bounded by the segment holding it
+        end = next(s.offset + s.filesz for s in elf.segments
+                   if s.offset <= start < s.offset + s.filesz)
+    raw = parse_table(elf.data[start:end], bits)
+    if raw is None:
+        raise KernelError(f"{name}: 'cfdata' has no terminating entry (NULL driver name) "
+                          f"within its {end - start} bytes")
+
+    words = [r.word for r in raw]
+    fits = fitting_layouts(words)
+    release = _find_release(elf, syms)
+    chosen = _choose_layout(name, release, fits, forced)
+
+    entries = []
+    for r in raw:
+        driver = _name(elf, r.name_ptr, r.index, "driver")
+        attachment = _name(elf, r.atname_ptr, r.index, "attachment") if r.atname_ptr else ""
+        unit, state = chosen.decode(r.word)
+        action, new = decide(driver, FState(state), keep)
+        offset = start + r.index * size + chosen.state_offset(bits)
+        entries.append(Entry(r.index, driver, attachment, unit, FState(state), action, new,
+                             offset))
+    return release, chosen, entries
+
+
+def _choose_layout(name: str, release: Release | None, fits: list[Layout],
+                   forced: Layout | None) -> Layout:
+    def fit_text() -> str:
+        if not fits:
+            return "its state values fit neither layout"
+        return "its state values fit only the " + " or the ".join(f.label for f in fits) + \
+            " layout"
+
+    if forced is not None:
+        if forced not in fits:
+            raise KernelError(f"{name}: the driver table does not read as the {forced.label} "
+                              f"layout given: {fit_text()}")
+        return forced
+    expected = release.layout if release else None
+    said = f"the kernel says NetBSD {release.text}" if release else "no NetBSD version string"
+    if expected is not None:
+        if expected in fits:
+            return expected
+        hint = (f"if you know better, force it with --layout {int(fits[0])}" if fits
+                else "the file may not be a NetBSD kernel, or it is damaged")
+        raise KernelError(f"{name}: {said} ({expected.label} layout) but {fit_text()}",
+                          hint=hint)
+    if len(fits) == 1:
+        return fits[0]
+    if not fits:
+        raise KernelError(f"{name}: unknown driver table layout: {said} and {fit_text()}")
+    raise KernelError(
+        f"{name}: unknown driver table layout: {said} and every entry is NOTFOUND, "
+        "which reads the same in both layouts",
+        hint="give --layout 9 (NetBSD 9 and older) or --layout 10 (NetBSD 10 and newer)",
+    )
+
+
+def _name(elf: KernelElf, ptr: int, index: int, what: str) -> str:
+    raw = elf.cstring(ptr, 64)
+    if not raw or not all(0x21 <= b < 0x7F for b in raw):
+        raise KernelError(f"{elf.name}: entry {index} of 'cfdata' has no readable {what} name "
+                          f"at {ptr:#x}: not a NetBSD {elf.bits}-bit driver table")
+    return raw.decode("ascii")
+
+
+def _name_warnings(entries: list[Entry], keep: tuple[str, ...], disable: tuple[str, ...],
+                   kept: tuple[str, ...]) -> list[str]:
+    drivers = sorted({e.driver for e in entries})
+    owners: dict[str, str] = {}
+    for e in entries:
+        owners.setdefault(e.attachment, e.driver)
+    warnings = []
+    for what, names in (("keep list", keep), ("--disable", disable)):
+        for n in names:
+            if n in drivers:
+                continue
+            msg = f"{what} names '{n}', a driver this kernel does not have"
+            if n in owners:
+                msg += f" ('{n}' is an attachment of driver '{owners[n]}'; lists take drivers)"
+            elif near := difflib.get_close_matches(n, drivers, n=3, cutoff=0.6):
+                msg += " (near: " + ", ".join(near) + ")"
+            warnings.append(msg)
+    stuck = sorted({e.driver for e in entries if e.action is Action.ALREADY_DISABLED
+                    and e.driver in kept}
+                   - {e.driver for e in entries if e.action is Action.KEEP})
+    if stuck:
+        warnings.append("kept but already disabled in this kernel: " + ", ".join(stuck)
+                        + " (kstrip never re-enables a driver; strip the original kernel)")
+    return warnings
+
+
+def _write(output: Path, data: bytes, entries: list[Entry], layout: Layout,
+           kernel: Path) -> None:
+    from smolfs.fileutil import atomic_output
+
+    mode = kernel.stat().st_mode & 0o777
+    try:
+        with atomic_output(output, mode=mode) as f:
+            f.write(data)
+            for e in entries:
+                if e.new_state is not None:
+                    f.seek(e.offset)
+                    f.write(layout.encode_state(e.new_state))
+    except OSError as err:
+        raise InputError(f"{output}: cannot write: {err.strerror or err}",
+                         hint="choose another place with -o") from None
+
+
+__all__ = ["DEFAULT_KEEP", "Entry", "StripResult", "default_output", "list_entries",
+           "parse_names", "strip"]

@@ -1,0 +1,18 @@
+"""The drivers kstrip keeps by default (no imports: ``kstrip --help`` shows them)."""
+
+#: Drivers a QEMU VM needs; every other entry of the kernel's table is disabled.
+#:
+#: ``-M pc`` / ``q35`` with a GENERIC kernel: ``mainbus``; ``cpu`` and ``ioapic`` (found in
+#: the MP table, since ``acpi`` is off); ``pci`` with ``pchb`` (host bridge) and ``pcib``
+#: (PCI-ISA bridge) under which ``isa`` hangs; ``com`` (serial console, on isa); ``virtio``
+#: (virtio-pci); ``ld`` (virtio-blk disks) and ``vioif`` (virtio-net).
+#: ``-M microvm`` with a MICROVM-style kernel adds ``pv`` (the bus virtio-mmio hangs from);
+#: ``viocon`` (virtio console) and ``viornd`` (entropy, which key generation waits for)
+#: attach only when QEMU is given those devices and cost nothing otherwise.
+#: Left out on purpose: ``acpi`` (slow to probe; the MP table suffices), ``hypervisor``
+#: (Xen only), ``vio9p`` and ``vioscsi`` (the launcher uses neither).
+#: A name the kernel lacks is skipped silently when it comes from this list.
+DEFAULT_KEEP: tuple[str, ...] = (
+    "mainbus", "cpu", "ioapic", "pci", "pchb", "pcib", "isa", "com",
+    "virtio", "ld", "vioif", "pv", "viocon", "viornd",
+)
