@@ -72,7 +72,8 @@ def materialise(tree: Tree, root: Path) -> dict[bytes, Signature]:
             continue
         host = base + b"/" + path
         if node.kind == Kind.DIR:
-            os.mkdir(host, 0o755)
+            os.mkdir(host)
+            os.chmod(host, 0o755)  # whatever the umask
             dirs.append(path)
         elif node.kind == Kind.FILE:
             if id(node) in first:
