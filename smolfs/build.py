@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
-import hashlib
 import math
 import os
 import re
@@ -71,7 +70,6 @@ class BuildResult:
 class SetSource:
     name: str  # "base"
     path: Path
-    sha512: str
 
 
 def build(
@@ -124,13 +122,14 @@ def build(
     spool_dir = dest.resolve().parent
     with Spool(dir=str(spool_dir)) as spool, contextlib.ExitStack() as stack:
         tree = Tree(mtime=now)
+        digests: list[str] = []
         for src in sources:
             with step(f"stream {src.path.name}"):
-                add_archive(tree, src.path, spool)
+                digests.append(add_archive(tree, src.path, spool).sha512)
         with step(f"add service {svc.name}"):
+            # generated over the sets' fstab, under the service's own if it has one
+            tree.add("etc/fstab", _file(fstab(fs, ro), now, 0o644))
             add_service(tree, svc, now)
-            if not tree.get("etc/fstab"):
-                tree.add("etc/fstab", _file(fstab(fs, ro), now, 0o644))
             add_devices(tree, arch_, now)
             add_rescue_links(tree, now)
         scripts = svc.postinst
@@ -142,9 +141,6 @@ def build(
             run_scripts(tree, scripts, work / "root", {
                 "SERVICE": svc.name, "ARCH": arch_.value, "FS": fs, "RO": "yes" if ro else "no",
             })
-        if epoch is not None:
-            tree.clamp_times(epoch)
-        tree.validate()
         with step(f"write {dest.name} ({fs})"):
             try:
                 size = write_image(tree, dest, fstype=fs,
@@ -169,7 +165,8 @@ def build(
         "fs": fs,
         "size": size,
         "ro": ro,
-        "sets": [{"name": s.name, "file": s.path.name, "sha512": s.sha512} for s in sources],
+        "sets": [{"name": s.name, "file": s.path.name, "sha512": d}
+                 for s, d in zip(sources, digests, strict=True)],
         "postinst": [p.name for p in scripts],
         "built": _dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "built_epoch": now,
@@ -226,20 +223,17 @@ def _resolve_sets(tokens: Sequence[str], release: str, arch: str, mirror: str | 
     for n in names:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", n):
             raise UsageError(f"{n!r} is neither a set name nor an archive file")
-    fetched: dict[str, tuple[Path, str]] = {}
+    fetched: dict[str, Path] = {}
     if names:
         from smolfs.fetch import fetch
 
         with step(f"sets {', '.join(names)} (NetBSD {release} {arch})"):
             res = fetch(names, release=release, arch=arch, mirror=mirror, offline=offline)
-        for n in names:
-            path = Path(res.sets[n])
-            fetched[n] = (path, res.digests.get(n) or res.digests.get(path.name) or _sha512(path))
+        fetched = {n: Path(res.sets[n]) for n in names}
     out: list[SetSource] = []
     for t in tokens:
         if t in fetched:
-            path, digest = fetched[t]
-            out.append(SetSource(t, path, digest))
+            out.append(SetSource(t, fetched[t]))
             continue
         path = Path(t)
         try:
@@ -248,16 +242,8 @@ def _resolve_sets(tokens: Sequence[str], release: str, arch: str, mirror: str | 
             raise InputError(f"set archive {t}: {err.strerror}") from None
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"set archive {t} is not a regular file")
-        out.append(SetSource(set_name_of(path), path, _sha512(path)))
+        out.append(SetSource(set_name_of(path), path))
     return out
-
-
-def _sha512(path: Path) -> str:
-    h = hashlib.sha512()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 # ---------------------------------------------------------------------------
