@@ -107,8 +107,11 @@ def build(
     dest = Path(image) if image is not None else Path(f"{svc.name}-{arch_.value}.img")
     if dest.is_dir():
         raise UsageError(f"{dest} is a directory; give the image file name with -i")
-    if not dest.parent.resolve().is_dir():
-        raise InputError(f"{dest.parent}: no such directory for the image")
+    parent = dest.resolve().parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {dest}: no such directory {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {dest}: directory {parent} is not writable")
     tokens = _set_tokens(sets, svc)
     epoch = source_date_epoch()
     now = int(time.time()) if epoch is None else epoch
@@ -119,7 +122,7 @@ def build(
     from smolfs.mkfs import write_image
     from smolfs.sources import Spool, add_archive
 
-    spool_dir = dest.resolve().parent
+    spool_dir = parent
     with Spool(dir=str(spool_dir)) as spool, contextlib.ExitStack() as stack:
         tree = Tree(mtime=now)
         digests: list[str] = []
@@ -172,7 +175,7 @@ def build(
         "built_epoch": now,
     }
     _manifest.write(dest, data)
-    info(f"{dest}: {size // MIB} MiB {fs}{' (read-only root)' if ro else ''}, "
+    info(f"{dest}: {_manifest.format_size(size)} {fs}{' (read-only root)' if ro else ''}, "
          f"service {svc.name}, sets {', '.join(s.name for s in sources)}")
     return BuildResult(image=dest, manifest=data)
 

@@ -61,7 +61,7 @@ def read(image: str | os.PathLike[str]) -> dict[str, Any]:
     return data
 
 
-def _mib(n: int) -> str:
+def format_size(n: int) -> str:
     return f"{n / (1 << 20):.1f} MiB" if n % (1 << 20) else f"{n >> 20} MiB"
 
 
@@ -71,7 +71,7 @@ def format_text(m: dict[str, Any]) -> str:
         f"image:     {m.get('image', '?')}",
         f"service:   {m.get('service', '?')}",
         f"system:    NetBSD {m.get('release', '?')} {m.get('arch', '?')}",
-        f"root fs:   {m.get('fs', '?')}, {_mib(int(m.get('size', 0)))}, "
+        f"root fs:   {m.get('fs', '?')}, {format_size(int(m.get('size', 0)))}, "
         f"{'read-only' if m.get('ro') else 'read-write'}",
         f"built:     {m.get('built', '?')} by mksmolnb {m.get('version', '?')}",
     ]
