@@ -72,6 +72,21 @@ class SetSource:
     path: Path
 
 
+@dataclass(frozen=True)
+class Plan:
+    """Every choice of a build, resolved from the arguments and the service's defaults."""
+
+    service: Service
+    image: Path
+    set_tokens: tuple[str, ...]
+    size_mb: int | None
+    fs: str
+    arch: Arch
+    release: str
+    ro: bool
+    now: int  # SOURCE_DATE_EPOCH, else the current time
+
+
 def build(
     service: str = "rescue",
     image: str | os.PathLike[str] | None = None,
@@ -95,15 +110,66 @@ def build(
     Raises :class:`~smolfs.errors.SmolError` subclasses; nothing is left at the
     destination on failure.
     """
+    p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
+    sources = _resolve_sets(p.set_tokens, p.release, p.arch.value, mirror, offline)
+
+    from smolfs.mkfs import write_image
+    from smolfs.sources import Spool
+
+    workdir = p.image.resolve().parent
+    with Spool(dir=str(workdir)) as spool, contextlib.ExitStack() as stack:
+        tree, digests = assemble(p, sources, spool)
+        if p.service.postinst:
+            from smolfs.postinst import run_scripts
+
+            staging = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=".smolfs-staging-", dir=workdir)))
+            run_scripts(tree, p.service.postinst, staging / "root", {
+                "SERVICE": p.service.name, "ARCH": p.arch.value, "FS": p.fs,
+                "RO": "yes" if p.ro else "no",
+            })
+        with step(f"write {p.image.name} ({p.fs})"):
+            try:
+                size = write_image(tree, p.image, fstype=p.fs,
+                                   size=p.size_mb * MIB if p.size_mb else None)
+            except ImageTooSmall as err:
+                need = math.ceil(err.minimum / MIB)
+                raise ImageTooSmall(
+                    f"{p.size_mb} MB is too small for service {p.service.name!r}: "
+                    f"the content needs at least {need} MB",
+                    minimum=err.minimum,
+                    hint=f"use -m {need} or more, or leave -m out for an automatic size",
+                ) from None
+
+    data = manifest_for(p, sources, digests, size)
+    _manifest.write(p.image, data)
+    info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
+         f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
+         f"sets {', '.join(s.name for s in sources)}")
+    return BuildResult(image=p.image, manifest=data)
+
+
+def plan(
+    service: str = "rescue",
+    image: str | os.PathLike[str] | None = None,
+    sets: str | Sequence[str | os.PathLike[str]] | None = None,
+    size_mb: int | None = None,
+    fs: str | None = None,
+    arch: str = "amd64",
+    release: str | None = None,
+    ro: bool | None = None,
+    services_dir: str | os.PathLike[str] | None = None,
+) -> Plan:
+    """Check the arguments and fill in the service's defaults (no side effects)."""
     arch_ = Arch.parse(arch)
     svc = load(service, services_dir)
     fs = fs or svc.fs or "ffs"
     if fs not in FILESYSTEMS:
         raise UsageError(f"unknown filesystem {fs!r} (choose from {', '.join(FILESYSTEMS)})")
     size_mb = size_mb if size_mb is not None else svc.size_mb
-    if size_mb is not None and (not isinstance(size_mb, int) or size_mb <= 0):
+    if size_mb is not None and (isinstance(size_mb, bool) or not isinstance(size_mb, int)
+                                or size_mb <= 0):
         raise UsageError(f"image size must be a positive number of megabytes, not {size_mb!r}")
-    ro = bool(ro if ro is not None else svc.ro)
     dest = Path(image) if image is not None else Path(f"{svc.name}-{arch_.value}.img")
     if dest.is_dir():
         raise UsageError(f"{dest} is a directory; give the image file name with -i")
@@ -112,72 +178,55 @@ def build(
         raise InputError(f"cannot write {dest}: no such directory {parent}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {dest}: directory {parent} is not writable")
-    tokens = _set_tokens(sets, svc)
     epoch = source_date_epoch()
-    now = int(time.time()) if epoch is None else epoch
+    return Plan(
+        service=svc, image=dest, set_tokens=tuple(_set_tokens(sets, svc)), size_mb=size_mb,
+        fs=fs, arch=arch_, release=release or _default_release(),
+        ro=bool(ro if ro is not None else svc.ro),
+        now=int(time.time()) if epoch is None else epoch,
+    )
 
-    release = release or _default_release()
-    sources = _resolve_sets(tokens, release, arch_.value, mirror, offline)
 
-    from smolfs.mkfs import write_image
-    from smolfs.sources import Spool, add_archive
+def assemble(p: Plan, sources: Sequence[SetSource], spool: Any) -> tuple[Tree, list[str]]:
+    """The image tree: the sets, then fstab, the service, devices and rescue links.
 
-    spool_dir = parent
-    with Spool(dir=str(spool_dir)) as spool, contextlib.ExitStack() as stack:
-        tree = Tree(mtime=now)
-        digests: list[str] = []
-        for src in sources:
-            with step(f"stream {src.path.name}"):
-                digests.append(add_archive(tree, src.path, spool).sha512)
-        with step(f"add service {svc.name}"):
-            # generated over the sets' fstab, under the service's own if it has one
-            tree.add("etc/fstab", _file(fstab(fs, ro), now, 0o644))
-            add_service(tree, svc, now)
-            add_devices(tree, arch_, now)
-            add_rescue_links(tree, now)
-        scripts = svc.postinst
-        if scripts:
-            from smolfs.postinst import run_scripts
+    Returns the tree and the SHA512 digest of each set archive as it was read.
+    """
+    from smolfs.sources import add_archive
 
-            work = Path(stack.enter_context(
-                tempfile.TemporaryDirectory(prefix=".smolfs-staging-", dir=spool_dir)))
-            run_scripts(tree, scripts, work / "root", {
-                "SERVICE": svc.name, "ARCH": arch_.value, "FS": fs, "RO": "yes" if ro else "no",
-            })
-        with step(f"write {dest.name} ({fs})"):
-            try:
-                size = write_image(tree, dest, fstype=fs,
-                                   size=size_mb * MIB if size_mb else None)
-            except ImageTooSmall as err:
-                need = math.ceil(err.minimum / MIB)
-                raise ImageTooSmall(
-                    f"{size_mb} MB is too small for service {svc.name!r}: "
-                    f"the content needs at least {need} MB",
-                    minimum=err.minimum,
-                    hint=f"use -m {need} or more, or leave -m out for an automatic size",
-                ) from None
+    tree = Tree(mtime=p.now)
+    digests: list[str] = []
+    for src in sources:
+        with step(f"stream {src.path.name}"):
+            digests.append(add_archive(tree, src.path, spool).sha512)
+    with step(f"add service {p.service.name}"):
+        # generated over the sets' fstab, under the service's own if it has one
+        tree.add("etc/fstab", _file(fstab(p.fs, p.ro), p.now, 0o644))
+        add_service(tree, p.service, p.now)
+        add_devices(tree, p.arch, p.now)
+        add_rescue_links(tree, p.now)
+    return tree, digests
 
-    data = {
+
+def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
+                 size: int) -> dict[str, Any]:
+    return {
         "tool": "mksmolnb",
         "format": _manifest.FORMAT,
         "version": VERSION,
-        "image": dest.name,
-        "service": svc.name,
-        "arch": arch_.value,
-        "release": release,
-        "fs": fs,
+        "image": p.image.name,
+        "service": p.service.name,
+        "arch": p.arch.value,
+        "release": p.release,
+        "fs": p.fs,
         "size": size,
-        "ro": ro,
+        "ro": p.ro,
         "sets": [{"name": s.name, "file": s.path.name, "sha512": d}
                  for s, d in zip(sources, digests, strict=True)],
-        "postinst": [p.name for p in scripts],
-        "built": _dt.datetime.fromtimestamp(now, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "built_epoch": now,
+        "postinst": [s.name for s in p.service.postinst],
+        "built": _dt.datetime.fromtimestamp(p.now, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "built_epoch": p.now,
     }
-    _manifest.write(dest, data)
-    info(f"{dest}: {_manifest.format_size(size)} {fs}{' (read-only root)' if ro else ''}, "
-         f"service {svc.name}, sets {', '.join(s.name for s in sources)}")
-    return BuildResult(image=dest, manifest=data)
 
 
 # ---------------------------------------------------------------------------
