@@ -136,6 +136,8 @@ def read_back(tree: Tree, root: Path, recorded: Mapping[bytes, Signature]) -> No
                     continue
                 if _sig(st) == rec:
                     continue
+            if old is not None and old.kind == Kind.DIR and not stat.S_ISDIR(st.st_mode):
+                _drop(tree, path)  # a directory replaced by something else
             mtime = int(st.st_mtime)
             perm = stat.S_IMODE(st.st_mode)
             if stat.S_ISDIR(st.st_mode):

@@ -197,6 +197,15 @@ def test_umask_and_chmod(tmp_path: Path) -> None:
     assert p is not None and p.mode == 0o755 and (p.uid, p.gid) == (0, 0)
 
 
+def test_directory_replaced_by_file_keeps_link_counts(tmp_path: Path) -> None:
+    tree = sample_tree()
+    tree.link("var/empty/sh", "rescue/sh")
+    s = script(tmp_path, "10.sh", "rm -r var/empty\necho x > var/empty\n")
+    run_scripts(tree, [s], tmp_path / "root", {})
+    assert tree.get("var/empty").kind == Kind.FILE  # type: ignore[union-attr]
+    assert tree.nlink(tree.get("rescue/sh")) == 3  # type: ignore[arg-type]
+
+
 def test_no_scripts_no_staging(tmp_path: Path) -> None:
     run_scripts(sample_tree(), [], tmp_path / "root", {})
     assert not (tmp_path / "root").exists()
