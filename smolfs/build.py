@@ -22,6 +22,7 @@ Embedding::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as _dt
 import math
 import os
@@ -82,7 +83,7 @@ class Plan:
     size_mb: int | None
     fs: str
     arch: Arch
-    release: str
+    release: str | None  # None: not given (the fetch default when sets are fetched)
     ro: bool
     now: int  # SOURCE_DATE_EPOCH, else the current time
 
@@ -111,7 +112,9 @@ def build(
     destination on failure.
     """
     p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
-    sources = _resolve_sets(p.set_tokens, p.release, p.arch.value, mirror, offline)
+    sources, release = _resolve_sets(p.set_tokens, p.release, p.arch.value, mirror, offline)
+    if release != p.release:
+        p = dataclasses.replace(p, release=release)
 
     from smolfs.mkfs import write_image
     from smolfs.sources import Spool
@@ -181,7 +184,7 @@ def plan(
     epoch = source_date_epoch()
     return Plan(
         service=svc, image=dest, set_tokens=tuple(_set_tokens(sets, svc)), size_mb=size_mb,
-        fs=fs, arch=arch_, release=release or _default_release(),
+        fs=fs, arch=arch_, release=release,
         ro=bool(ro if ro is not None else svc.ro),
         now=int(time.time()) if epoch is None else epoch,
     )
@@ -233,12 +236,6 @@ def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
 # sets
 
 
-def _default_release() -> str:
-    from smolfs.fetch import DEFAULT_RELEASE
-
-    return DEFAULT_RELEASE
-
-
 def _set_tokens(sets: str | Sequence[str | os.PathLike[str]] | None, svc: Service) -> list[str]:
     if sets is None:
         return list(svc.sets or ("rescue",))
@@ -269,16 +266,18 @@ def set_name_of(path: Path) -> str:
     return name
 
 
-def _resolve_sets(tokens: Sequence[str], release: str, arch: str, mirror: str | None,
-                  offline: bool) -> list[SetSource]:
+def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror: str | None,
+                  offline: bool) -> tuple[list[SetSource], str | None]:
+    """Archive paths for *tokens*, fetching named sets; also the release they are from."""
     names = [t for t in tokens if not is_archive_path(t)]
     for n in names:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", n):
             raise UsageError(f"{n!r} is neither a set name nor an archive file")
     fetched: dict[str, Path] = {}
     if names:
-        from smolfs.fetch import fetch
+        from smolfs.fetch import DEFAULT_RELEASE, fetch
 
+        release = release or DEFAULT_RELEASE
         with step(f"sets {', '.join(names)} (NetBSD {release} {arch})"):
             res = fetch(names, release=release, arch=arch, mirror=mirror, offline=offline)
         fetched = {n: Path(res.sets[n]) for n in names}
@@ -295,7 +294,7 @@ def _resolve_sets(tokens: Sequence[str], release: str, arch: str, mirror: str | 
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"set archive {t} is not a regular file")
         out.append(SetSource(set_name_of(path), path))
-    return out
+    return out, release
 
 
 # ---------------------------------------------------------------------------

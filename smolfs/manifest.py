@@ -70,7 +70,8 @@ def format_text(m: dict[str, Any]) -> str:
     lines = [
         f"image:     {m.get('image', '?')}",
         f"service:   {m.get('service', '?')}",
-        f"system:    NetBSD {m.get('release', '?')} {m.get('arch', '?')}",
+        f"system:    NetBSD {m.get('release') or '(release not known: sets from files)'} "
+        f"{m.get('arch', '?')}",
         f"root fs:   {m.get('fs', '?')}, {format_size(int(m.get('size', 0)))}, "
         f"{'read-only' if m.get('ro') else 'read-write'}",
         f"built:     {m.get('built', '?')} by mksmolnb {m.get('version', '?')}",

@@ -228,6 +228,7 @@ def test_manifest_and_info(sets_dir: Path, tmp_path: Path) -> None:
     assert m["tool"] == "mksmolnb" and m["service"] == "rescue" and m["fs"] == "ffs"
     assert (m["arch"], m["ro"], m["size"]) == ("amd64", True, 8 << 20)
     assert m["built"] == "2023-11-14T22:13:20Z" and m["built_epoch"] == int(EPOCH)
+    assert m["release"] is None  # sets from files: not known
     assert m["sets"] == [{"name": "rescue", "file": "rescue.tar.xz",
                           "sha512": hashlib.sha512(archive.read_bytes()).hexdigest()}]
     text = ok(smolfs("info", image, cwd=tmp_path)).stdout
@@ -276,6 +277,7 @@ def test_sets_fetched_from_mirror_then_offline(sets_dir: Path, tmp_path: Path) -
               cwd=tmp_path, env=env))
     m = json.loads((tmp_path / "rescue-amd64.img.json").read_text())
     assert m["sets"] == [{"name": "rescue", "file": name, "sha512": digest}]
+    assert m["release"] == DEFAULT_RELEASE
     shutil.rmtree(tmp_path / "mirror")
     (tmp_path / "rescue-amd64.img").unlink()
     ok(smolfs("build", "--offline", cwd=tmp_path, env=env))  # the service's SETS=rescue

@@ -30,6 +30,7 @@ def test_services_without_sets_default_to_rescue(tmp_path: Path) -> None:
     (tmp_path / "s/etc/rc").write_text("#!/bin/sh\n")
     p = plan("s", services_dir=tmp_path, image=tmp_path / "s.img", release="9.3")
     assert (p.set_tokens, p.ro, p.fs, p.release) == (("rescue",), False, "ffs", "9.3")
+    assert plan("s", services_dir=tmp_path, image=tmp_path / "s.img").release is None
 
 
 @pytest.mark.parametrize(("kwargs", "err", "needle"), [
