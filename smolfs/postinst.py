@@ -25,7 +25,7 @@ import functools
 import os
 import shutil
 import stat
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from smolfs.errors import SmolError
@@ -165,17 +165,17 @@ def _drop(tree: Tree, path: bytes) -> None:
     """Remove *path* and keep the link counts of hard links below it right."""
     node = tree.get(path)
     if node is not None and node.kind == Kind.DIR:
-        for _, sub in list(_subtree(node)):
+        for sub in _below(node):
             if sub.kind != Kind.DIR and sub.nlink_extra:
                 sub.nlink_extra -= 1
     tree.remove(path)
 
 
-def _subtree(node: Node):  # type: ignore[no-untyped-def]
+def _below(node: Node) -> Iterator[Node]:
     for child in node.children.values():
-        yield None, child
+        yield child
         if child.kind == Kind.DIR:
-            yield from _subtree(child)
+            yield from _below(child)
 
 
 # ---------------------------------------------------------------------------
