@@ -173,6 +173,7 @@ def plan(
     if size_mb is not None and (isinstance(size_mb, bool) or not isinstance(size_mb, int)
                                 or size_mb <= 0):
         raise UsageError(f"image size must be a positive number of megabytes, not {size_mb!r}")
+    tokens = tuple(_set_tokens(sets, svc))
     dest = Path(image) if image is not None else Path(f"{svc.name}-{arch_.value}.img")
     if dest.is_dir():
         raise UsageError(f"{dest} is a directory; give the image file name with -i")
@@ -183,7 +184,7 @@ def plan(
         raise InputError(f"cannot write {dest}: directory {parent} is not writable")
     epoch = source_date_epoch()
     return Plan(
-        service=svc, image=dest, set_tokens=tuple(_set_tokens(sets, svc)), size_mb=size_mb,
+        service=svc, image=dest, set_tokens=tokens, size_mb=size_mb,
         fs=fs, arch=arch_, release=release,
         ro=bool(ro if ro is not None else svc.ro),
         now=int(time.time()) if epoch is None else epoch,

@@ -40,7 +40,9 @@ def test_services_without_sets_default_to_rescue(tmp_path: Path) -> None:
     ({"sets": " , "}, UsageError, "no sets given"),
     ({"image": "/nonexistent/dir/x.img"}, InputError, "no such directory /nonexistent/dir"),
 ])
-def test_bad_arguments(kwargs: dict, err: type, needle: str) -> None:  # type: ignore[type-arg]
+def test_bad_arguments(kwargs: dict, err: type, needle: str,  # type: ignore[type-arg]
+                       tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(err) as exc:
         plan("rescue", release="10.1", **kwargs)
     assert needle in exc.value.message
