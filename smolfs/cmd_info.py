@@ -19,10 +19,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import os
 
     from smolfs import manifest
+    from smolfs.log import warn
 
     data = manifest.read(args.image)
+    image = args.image.removesuffix(manifest.SUFFIX)
+    if os.path.isfile(image) and os.path.getsize(image) != data.get("size"):
+        warn(f"{image} is {os.path.getsize(image)} bytes but was built with {data.get('size')}: "
+             "it was changed after the build", prog="smolfs")
     if args.json:
         print(json.dumps(data, indent=2))
     else:

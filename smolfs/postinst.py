@@ -29,7 +29,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from smolfs.errors import SmolError
-from smolfs.log import step, warn
+from smolfs.log import debug, step, warn
 from smolfs.run import run
 from smolfs.tree import FileData, Kind, Node, Tree
 
@@ -231,6 +231,8 @@ def run_scripts(tree: Tree, scripts: Sequence[Path], staging: Path,
         with step(f"postinst {script.name}"):
             argv = script_argv(script, staging, confined=problem is None)
             proc = run(argv, cwd=str(staging), env=full_env, check=False)
+            for line in (proc.stdout or "").splitlines():
+                debug(f"{script.name}: {line}")
             if proc.returncode != 0:
                 name = f"{script.parent.parent.name}/postinst/{script.name}"
                 raise PostinstError(name, proc.returncode, proc.stderr or "")

@@ -210,6 +210,21 @@ def test_base_service_with_postinst(sets_dir: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*")), "temporary files left beside the image"
 
 
+def test_no_staging_without_postinst(sets_dir: Path, tmp_path: Path,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sets go from the archive into the image; nothing is extracted on the host."""
+    import smolfs.postinst
+
+    def refuse(*_: object) -> None:
+        raise AssertionError("the tree was materialised on the host")
+
+    monkeypatch.setattr(smolfs.postinst, "materialise", refuse)
+    res = build("base", image=tmp_path / "b.img", sets=[sets_dir / "base.tar.xz"])
+    assert res.manifest["postinst"] == []
+    with pytest.raises(AssertionError, match="materialised"):
+        build("bozohttpd", image=tmp_path / "w.img", sets=[sets_dir / "base.tar.xz"])
+
+
 def test_i386_and_rw(sets_dir: Path, tmp_path: Path) -> None:
     ok(smolfs("build", "-x", sets_dir / "rescue.tar.xz", "--arch", "i386", "--rw",
               "-i", "r.img", cwd=tmp_path))
@@ -235,6 +250,10 @@ def test_manifest_and_info(sets_dir: Path, tmp_path: Path) -> None:
     assert "service:   rescue" in text and "ffs, 8 MiB, read-only" in text
     assert "rescue.tar.xz" in text and m["sets"][0]["sha512"][:16] in text
     assert json.loads(ok(smolfs("info", "--json", image, cwd=tmp_path)).stdout) == m
+    with open(image, "ab") as f:
+        f.write(b"x")
+    r = ok(smolfs("info", image, cwd=tmp_path))
+    assert "it was changed after the build" in r.stderr and "service:   rescue" in r.stdout
     (tmp_path / "rescue-amd64.img.json").unlink()
     err = one_line_error(smolfs("info", image, cwd=tmp_path))
     assert "no manifest (rescue-amd64.img.json is missing)" in err
@@ -247,6 +266,7 @@ def test_services_dir_and_conf(sets_dir: Path, tmp_path: Path) -> None:
     (svc / "etc").mkdir(parents=True)
     (svc / "etc" / "rc").write_text("#!/bin/sh\necho hello\n")
     (svc / "etc" / "motd").write_text("hi\n")
+    (svc / "etc" / "fstab").write_text("/dev/ld0a / ext2fs rw,noatime 1 1\n")
     (svc / "service.conf").write_text(f"SETS={sets_dir / 'rescue.tgz'}\nFS=ext2\nSIZE_MB=3\n")
     out = tmp_path / "out"
     out.mkdir()
@@ -254,6 +274,7 @@ def test_services_dir_and_conf(sets_dir: Path, tmp_path: Path) -> None:
     assert r.manifest["fs"] == "ext2" and r.manifest["size"] == 3 << 20 and not r.manifest["ro"]
     img = Image(r.image, "ext2")
     assert img.read("etc/motd") == b"hi\n"
+    assert img.read("etc/fstab") == b"/dev/ld0a / ext2fs rw,noatime 1 1\n"  # the service's own
     assert img.read("etc/include/shutdown") == (REPO / "services/common/shutdown").read_bytes()
     assert r.manifest == json.loads((out / "h.img.json").read_text())
 
