@@ -12,6 +12,10 @@ filesystem writer, without root and without extracting anything on the host:
 4. ``postinst/*.sh`` scripts, if any, run on a staging copy (:mod:`smolfs.postinst`);
 5. the image is written atomically, then the manifest beside it (``IMAGE.json``).
 
+An image is rebuilt only when needed: the manifest records a digest of the inputs
+(options, set archives by path/size/mtime, service files by content, kernel), and an
+image built from the same inputs and not written to since is kept (``force`` rebuilds).
+
 Embedding::
 
     from smolfs.build import build
@@ -24,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as _dt
+import hashlib
 import math
 import os
 import re
@@ -100,6 +105,8 @@ def build(
     services_dir: str | os.PathLike[str] | None = None,
     mirror: str | None = None,
     offline: bool = False,
+    kernel: str | None = None,
+    force: bool = False,
 ) -> BuildResult:
     """Build the root image of *service*; return its path and manifest.
 
@@ -108,13 +115,24 @@ def build(
     else ``rescue``. ``size_mb``/``fs``/``ro`` None → the service's
     ``SIZE_MB``/``FS``/``RO``, else automatic size, ``ffs``, read-write.
     ``image`` None → ``<service>-<arch>.img`` in the current directory.
+    ``kernel`` (e.g. ``GENERIC``): also fetch that kernel of the release and name its
+    path in the manifest (``"kernel"``), for a launcher to boot.
+    An image whose inputs (options, sets, service files, kernel) did not change since it
+    was built, and which was not modified since, is kept as it is unless ``force``.
     Raises :class:`~smolfs.errors.SmolError` subclasses; nothing is left at the
     destination on failure.
     """
     p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
-    sources, release = _resolve_sets(p.set_tokens, p.release, p.arch.value, mirror, offline)
+    sources, release, kernel_path = _resolve_sets(p.set_tokens, p.release, p.arch.value,
+                                                  mirror, offline, kernel)
     if release != p.release:
         p = dataclasses.replace(p, release=release)
+    key = inputs_key(p, sources, kernel_path)
+    if not force:
+        old = up_to_date(p.image, key)
+        if old is not None:
+            info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
+            return BuildResult(image=p.image, manifest=old)
 
     from smolfs.mkfs import write_image
     from smolfs.sources import Spool
@@ -145,6 +163,9 @@ def build(
                 ) from None
 
     data = manifest_for(p, sources, digests, size)
+    if kernel_path is not None:
+        data["kernel"] = str(kernel_path)
+    data["inputs"] = key
     _manifest.write(p.image, data)
     info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
          f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
@@ -268,20 +289,25 @@ def set_name_of(path: Path) -> str:
 
 
 def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror: str | None,
-                  offline: bool) -> tuple[list[SetSource], str | None]:
-    """Archive paths for *tokens*, fetching named sets; also the release they are from."""
+                  offline: bool, kernel: str | None = None
+                  ) -> tuple[list[SetSource], str | None, Path | None]:
+    """Archive paths for *tokens*, fetching named sets (and *kernel*); the release used."""
     names = [t for t in tokens if not is_archive_path(t)]
     for n in names:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", n):
             raise UsageError(f"{n!r} is neither a set name nor an archive file")
     fetched: dict[str, Path] = {}
-    if names:
+    kernel_path: Path | None = None
+    if names or kernel:
         from smolfs.fetch import DEFAULT_RELEASE, fetch
 
         release = release or DEFAULT_RELEASE
-        with step(f"sets {', '.join(names)} (NetBSD {release} {arch})"):
-            res = fetch(names, release=release, arch=arch, mirror=mirror, offline=offline)
+        what = ", ".join([*names, *([f"kernel {kernel}"] if kernel else [])])
+        with step(f"fetch {what} (NetBSD {release} {arch})"):
+            res = fetch(names, release=release, arch=arch, kernel=kernel, mirror=mirror,
+                        offline=offline)
         fetched = {n: Path(res.sets[n]) for n in names}
+        kernel_path = Path(res.kernel).resolve() if res.kernel else None
     out: list[SetSource] = []
     for t in tokens:
         if t in fetched:
@@ -295,7 +321,56 @@ def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror:
         if not stat.S_ISREG(st.st_mode):
             raise InputError(f"set archive {t} is not a regular file")
         out.append(SetSource(set_name_of(path), path))
-    return out, release
+    return out, release, kernel_path
+
+
+# ---------------------------------------------------------------------------
+# reusing an up-to-date image
+
+
+def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None) -> str:
+    """A digest of everything a build reads: options, set files, service files, kernel.
+
+    Archives and the kernel are identified by path, size and modification time (as
+    make does), service files by their content.
+    """
+    h = hashlib.sha256()
+
+    def feed(*parts: object) -> None:
+        h.update(repr(parts).encode() + b"\n")
+
+    feed(VERSION, p.service.name, p.fs, p.arch.value, p.release, p.ro, p.size_mb,
+         os.environ.get("SOURCE_DATE_EPOCH"))
+    for f in [*(s.path for s in sources), *([kernel] if kernel else [])]:
+        st = f.stat()
+        feed(str(f.resolve()), st.st_size, st.st_mtime_ns)
+    for top in (p.service.path, p.service.common):
+        if top is None:
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath, name)
+                rel = str(full.relative_to(top))
+                if full.is_symlink():
+                    feed(str(top), rel, "->", os.readlink(full))
+                else:
+                    feed(str(top), rel, os.access(full, os.X_OK), full.read_bytes())
+    return h.hexdigest()
+
+
+def up_to_date(image: Path, key: str) -> dict[str, Any] | None:
+    """The manifest of *image* when it was built from inputs *key* and not modified since."""
+    try:
+        old = _manifest.read(image)
+        img, man = image.stat(), _manifest.path_for(image).stat()
+    except (InputError, OSError):
+        return None
+    if old.get("inputs") != key or img.st_size != old.get("size"):
+        return None
+    if img.st_mtime_ns > man.st_mtime_ns:  # written to (booted read-write) after the build
+        return None
+    return old
 
 
 # ---------------------------------------------------------------------------

@@ -25,6 +25,10 @@ examples:
   smolfs build --services-dir ./mysvcs -s hello
                                         # your own services (see services/README.md)
   SOURCE_DATE_EPOCH=1700000000 smolfs build   # reproducible: same inputs, same bytes
+  smolfs build -f                       # rebuild although nothing changed
+
+An image is kept as it is when its inputs (options, sets, service files) did not change
+and it was not written to since its build: run it again, it costs a few milliseconds.
 
 Sets not in the cache are downloaded from the NetBSD mirror ($MKSMOLNB_MIRROR or
 --mirror; cache in $MKSMOLNB_CACHE or $XDG_CACHE_HOME/mksmolnb). Nothing here
@@ -60,6 +64,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="NetBSD mirror for sets not in the cache (https, http, file)")
     parser.add_argument("--offline", action="store_true",
                         help="never download: use only cached sets and archive files")
+    parser.add_argument("-k", "--kernel", default=None, metavar="NAME",
+                        help="also fetch this kernel of the release (e.g. GENERIC) and name "
+                             "it in the manifest, for startnb")
+    parser.add_argument("-f", "--force", action="store_true",
+                        help="rebuild even when the image is up to date")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,5 +86,7 @@ def run(args: argparse.Namespace) -> int:
         services_dir=args.services_dir,
         mirror=args.mirror,
         offline=args.offline,
+        kernel=args.kernel,
+        force=args.force,
     )
     return 0

@@ -81,6 +81,8 @@ def format_text(m: dict[str, Any]) -> str:
     for s in sets:
         digest = s.get("sha512") or ""
         lines.append(f"  {s.get('name', '?'):<8} {s.get('file', '?')}  sha512:{digest[:16]}…")
+    if m.get("kernel"):
+        lines.append(f"kernel:    {m['kernel']}")
     scripts = m.get("postinst") or []
     if scripts:
         lines.append(f"postinst:  {', '.join(scripts)}")

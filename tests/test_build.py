@@ -299,10 +299,51 @@ def test_sets_fetched_from_mirror_then_offline(sets_dir: Path, tmp_path: Path) -
     m = json.loads((tmp_path / "rescue-amd64.img.json").read_text())
     assert m["sets"] == [{"name": "rescue", "file": name, "sha512": digest}]
     assert m["release"] == DEFAULT_RELEASE
+    assert "kernel" not in m
+    # a kernel for the launcher: fetched and named in the manifest
+    ktree = tree.parent / "kernel"
+    ktree.mkdir()
+    (ktree / "netbsd-GENERIC.gz").write_bytes(b"not really a kernel")
+    kdigest = hashlib.sha512(b"not really a kernel").hexdigest()
+    (ktree / "SHA512").write_text(f"SHA512 (netbsd-GENERIC.gz) = {kdigest}\n")
+    ok(smolfs("build", "-x", "rescue", "-k", "GENERIC", "--mirror",
+              f"file://{tmp_path / 'mirror'}", cwd=tmp_path, env=env))
+    m = json.loads((tmp_path / "rescue-amd64.img.json").read_text())
+    assert Path(m["kernel"]).read_bytes() == b"not really a kernel"
+    assert Path(m["kernel"]).is_relative_to(tmp_path / "cache")
     shutil.rmtree(tmp_path / "mirror")
     (tmp_path / "rescue-amd64.img").unlink()
     ok(smolfs("build", "--offline", cwd=tmp_path, env=env))  # the service's SETS=rescue
     Image(tmp_path / "rescue-amd64.img", "ffs")
+
+
+def test_up_to_date_image_is_kept(sets_dir: Path, tmp_path: Path) -> None:
+    svc_dir = tmp_path / "svcs"
+    shutil.copytree(REPO / "services", svc_dir, ignore=shutil.ignore_patterns("*.py"))
+    archive = tmp_path / "rescue.tgz"
+    shutil.copy(sets_dir / "rescue.tgz", archive)
+    img = tmp_path / "r.img"
+
+    def again(*extra: str) -> tuple[bool, int]:
+        r = ok(smolfs("build", "--services-dir", svc_dir, "-x", archive, "-i", img, *extra,
+                      cwd=tmp_path))
+        return "up to date" in r.stderr, img.stat().st_ino
+
+    kept, ino = again()
+    assert not kept
+    assert again() == (True, ino)  # same inputs: the same file, untouched
+    assert again("--rw")[0] is False  # other options
+    kept, ino = again("--rw")
+    assert kept
+    assert again("--rw", "--force")[0] is False
+    (svc_dir / "rescue/etc/rc").write_text("#!/bin/sh\necho changed\n")
+    assert again("--rw")[0] is False  # a service file changed
+    os.utime(archive, ns=(1, 1))
+    assert again("--rw")[0] is False  # the set changed
+    later = (img.with_name("r.img.json").stat().st_mtime_ns + 10**9,) * 2
+    os.utime(img, ns=later)  # written to by a VM after the build
+    assert again("--rw")[0] is False
+    assert Image(img, "ffs").read("etc/rc") == b"#!/bin/sh\necho changed\n"
 
 
 # ---------------------------------------------------------------------------
