@@ -33,8 +33,10 @@ import math
 import os
 import re
 import stat
+import sys
 import tempfile
 import time
+import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -447,3 +449,17 @@ def add_rescue_links(tree: Tree, mtime: int) -> None:
         if tree.get(target) is not None and tree.get(link) is None:
             tree.mkdirs(os.path.dirname(link), mtime=mtime)
             tree.add(link, Node(Kind.SYMLINK, mode=0o755, mtime=mtime, target=target.encode()))
+
+
+# ---------------------------------------------------------------------------
+# ``smolfs.build(...)``: once this module is imported, the package attribute
+# ``smolfs.build`` is the module itself (the import system sets it), which would
+# hide the function the package exports lazily. Calling the module calls build().
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> BuildResult:
+        return build(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

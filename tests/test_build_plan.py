@@ -64,3 +64,13 @@ def test_set_tokens() -> None:
 def test_fstab() -> None:
     assert fstab("ffs", False).splitlines()[-1] == "/dev/ld0a / ffs rw 1 1"
     assert fstab("ext2", True).splitlines()[-1] == "/dev/ld0a / ext2fs ro 1 1"
+
+
+def test_package_level_build_stays_callable() -> None:
+    import smolfs
+    import smolfs.build
+
+    # the submodule import made smolfs.build the module: calling it still builds
+    assert callable(smolfs.build)
+    with pytest.raises(InputError, match="unknown service"):
+        smolfs.build("no-such-service")
