@@ -21,11 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import setsynth
 
 from conftest import REPO
 from smolfs.build import build
 from smolfs.errors import InputError
+
+setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
 
 EPOCH = "1700000000"
 SLEUTH_FS = {"ffs": "ufs", "ext2": "ext2"}
@@ -497,3 +498,20 @@ def test_api_errors_are_typed(tmp_path: Path) -> None:
         build("nope", image=tmp_path / "x.img")
     with pytest.raises(InputError, match=r"set archive .*missing\.tgz"):
         build(image=tmp_path / "x.img", sets=str(tmp_path / "missing.tgz"))
+
+
+# ---------------------------------------------------------------------------
+# genuine NetBSD sets, when the machine has them
+
+
+@pytest.mark.netbsd
+@pytest.mark.parametrize("fs", ["ffs", "ext2"])
+def test_genuine_rescue_set(netbsd_dir: Path, tmp_path: Path, fs: str) -> None:
+    found = sorted(p for p in netbsd_dir.rglob("rescue.t*") if p.name.endswith((".tgz", ".xz")))
+    if not found:
+        pytest.skip(f"no rescue.tgz or rescue.tar.xz below {netbsd_dir}")
+    ok(smolfs("build", "-x", found[0], "--fs", fs, "-i", "r.img", cwd=tmp_path))
+    img = Image(tmp_path / "r.img", fs)
+    assert img.entries["rescue/sh"].inode == img.entries["rescue/init"].inode
+    assert img.symlink("sbin/init") == "/rescue/init"
+    assert img.device("dev/console") == (0, 0)
