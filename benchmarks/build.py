@@ -16,7 +16,8 @@ Inputs are synthetic NetBSD-shaped sets, generated once and cached in
 - ``rescue``-like: one 10 MB crunched binary under 170 hard-linked names (xz);
 - ``base``-like: about 8,000 files, 250 MB unpacked, xz, as NetBSD's base set.
 
-Prints min and median seconds per tool and service and the ratio smolfs / classic
+Prints min and median seconds per tool and service, the time of ``xz -dc`` alone (the
+floor under both: single-threaded decompression), and the ratio smolfs / classic
 (target: at most 0.7). Needs ``xz``, ``tar`` and ``makefs`` (Debian package makefs).
 """
 
@@ -233,6 +234,13 @@ def run_smolfs(archive: Path, service: str, work: Path) -> float:
     return elapsed
 
 
+def decompress_only(archive: Path) -> float:
+    """The floor under both pipelines: decompressing the set and nothing else."""
+    t0 = time.perf_counter()
+    subprocess.run(["xz", "-dc", str(archive)], check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - t0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-n", "--runs", type=int, default=3)
@@ -257,6 +265,7 @@ def main() -> int:
             for _ in range(args.runs):  # interleaved: both see the same machine load
                 times["smolfs"].append(run_smolfs(archive, service, work))
                 times["classic"].append(run_classic(archive, spec, service, work))
+            times["xz -dc"] = [decompress_only(archive) for _ in range(args.runs)]
         for tool, ts in times.items():
             print(f"{service:8} {tool:8} {min(ts):7.2f} {statistics.median(ts):7.2f}")
         ratio = statistics.median(times["smolfs"]) / statistics.median(times["classic"])
