@@ -1,0 +1,465 @@
+"""Build a bootable NetBSD root image for a service: ``smolfs build`` and :func:`build`.
+
+The image is assembled as a :class:`~smolfs.tree.Tree` and written by a
+filesystem writer, without root and without extracting anything on the host:
+
+1. the sets are streamed from their archives into the tree (file data goes to a
+   spool file and is copied from there into the image);
+2. ``<service>/etc/*`` is laid over ``/etc``, ``common/*`` goes to ``/etc/include``;
+3. ``/etc/fstab`` is generated (unless the service ships one), the device nodes a
+   kernel needs before ``MAKEDEV`` exists are added, and when the sets have a
+   crunched ``/rescue`` but no ``/sbin/init``, the usual links into it are made;
+4. ``postinst/*.sh`` scripts, if any, run on a staging copy (:mod:`smolfs.postinst`);
+5. the image is written atomically, then the manifest beside it (``IMAGE.json``).
+
+An image is rebuilt only when needed: the manifest records a digest of the inputs
+(options, set archives by path/size/mtime, service files by content, kernel), and an
+image built from the same inputs and not written to since is kept (``force`` rebuilds).
+
+Embedding::
+
+    from smolfs.build import build
+    result = build("bozohttpd", image="web.img", sets=["base.tar.xz", "etc.tar.xz"])
+    print(result.image, result.manifest["size"])
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as _dt
+import hashlib
+import math
+import os
+import re
+import stat
+import sys
+import tempfile
+import time
+import types
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smolfs import manifest as _manifest
+from smolfs.cli import VERSION
+from smolfs.devices import Arch, device_nodes
+from smolfs.errors import ImageTooSmall, InputError, UsageError
+from smolfs.log import info, step
+from smolfs.service import FILESYSTEMS, Service, load, split_list
+from smolfs.tree import BytesData, FileData, Kind, Node, Tree, source_date_epoch
+
+MIB = 1 << 20
+
+#: Links made when the sets bring a crunched /rescue but not the programs init needs.
+RESCUE_LINKS: tuple[tuple[str, str], ...] = (
+    ("sbin/init", "/rescue/init"),
+    ("bin/sh", "/rescue/sh"),
+    ("sbin/mount_ffs", "/rescue/mount_ffs"),
+    ("sbin/mount_ext2fs", "/rescue/mount_ext2fs"),
+)
+
+#: How each filesystem is named in /etc/fstab.
+FSTAB_TYPE = {"ffs": "ffs", "ext2": "ext2fs"}
+
+_ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar")
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What :func:`build` made: the image path and its manifest (also in ``IMAGE.json``)."""
+
+    image: Path
+    manifest: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SetSource:
+    name: str  # "base"
+    path: Path
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Every choice of a build, resolved from the arguments and the service's defaults."""
+
+    service: Service
+    image: Path
+    set_tokens: tuple[str, ...]
+    size_mb: int | None
+    fs: str
+    arch: Arch
+    release: str | None  # None: not given (the fetch default when sets are fetched)
+    ro: bool
+    now: int  # SOURCE_DATE_EPOCH, else the current time
+
+
+def build(
+    service: str = "rescue",
+    image: str | os.PathLike[str] | None = None,
+    sets: str | Sequence[str | os.PathLike[str]] | None = None,
+    size_mb: int | None = None,
+    fs: str | None = None,
+    arch: str = "amd64",
+    release: str | None = None,
+    ro: bool | None = None,
+    services_dir: str | os.PathLike[str] | None = None,
+    mirror: str | None = None,
+    offline: bool = False,
+    kernel: str | None = None,
+    force: bool = False,
+) -> BuildResult:
+    """Build the root image of *service*; return its path and manifest.
+
+    ``sets``: set names (fetched into the cache when missing) and/or archive paths,
+    as a list or a comma/space-separated string; None → the service's ``SETS``,
+    else ``rescue``. ``size_mb``/``fs``/``ro`` None → the service's
+    ``SIZE_MB``/``FS``/``RO``, else automatic size, ``ffs``, read-write.
+    ``image`` None → ``<service>-<arch>.img`` in the current directory.
+    ``kernel`` (e.g. ``GENERIC``): also fetch that kernel of the release and name its
+    path in the manifest (``"kernel"``), for a launcher to boot.
+    An image whose inputs (options, sets, service files, kernel) did not change since it
+    was built, and which was not modified since, is kept as it is unless ``force``.
+    Raises :class:`~smolfs.errors.SmolError` subclasses; nothing is left at the
+    destination on failure.
+    """
+    p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
+    sources, release, kernel_path = _resolve_sets(p.set_tokens, p.release, p.arch.value,
+                                                  mirror, offline, kernel)
+    if release != p.release:
+        p = dataclasses.replace(p, release=release)
+    key = inputs_key(p, sources, kernel_path)
+    if not force:
+        old = up_to_date(p.image, key)
+        if old is not None:
+            info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
+            return BuildResult(image=p.image, manifest=old)
+
+    from smolfs.mkfs import write_image
+    from smolfs.sources import Spool
+
+    workdir = p.image.resolve().parent
+    with Spool(dir=str(workdir)) as spool, contextlib.ExitStack() as stack:
+        tree, digests = assemble(p, sources, spool)
+        if p.service.postinst:
+            from smolfs.postinst import run_scripts
+
+            staging = Path(stack.enter_context(
+                tempfile.TemporaryDirectory(prefix=".smolfs-staging-", dir=workdir)))
+            run_scripts(tree, p.service.postinst, staging / "root", {
+                "SERVICE": p.service.name, "ARCH": p.arch.value, "FS": p.fs,
+                "RO": "yes" if p.ro else "no",
+            })
+        with step(f"write {p.image.name} ({p.fs})"):
+            try:
+                size = write_image(tree, p.image, fstype=p.fs,
+                                   size=p.size_mb * MIB if p.size_mb else None)
+            except ImageTooSmall as err:
+                need = math.ceil(err.minimum / MIB)
+                raise ImageTooSmall(
+                    f"{p.size_mb} MB is too small for service {p.service.name!r}: "
+                    f"the content needs at least {need} MB",
+                    minimum=err.minimum,
+                    hint=f"use -m {need} or more, or leave -m out for an automatic size",
+                ) from None
+
+    data = manifest_for(p, sources, digests, size)
+    if kernel_path is not None:
+        data["kernel"] = str(kernel_path)
+    data["inputs"] = key
+    _manifest.write(p.image, data)
+    info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
+         f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
+         f"sets {', '.join(s.name for s in sources)}")
+    return BuildResult(image=p.image, manifest=data)
+
+
+def plan(
+    service: str = "rescue",
+    image: str | os.PathLike[str] | None = None,
+    sets: str | Sequence[str | os.PathLike[str]] | None = None,
+    size_mb: int | None = None,
+    fs: str | None = None,
+    arch: str = "amd64",
+    release: str | None = None,
+    ro: bool | None = None,
+    services_dir: str | os.PathLike[str] | None = None,
+) -> Plan:
+    """Check the arguments and fill in the service's defaults (no side effects)."""
+    arch_ = Arch.parse(arch)
+    svc = load(service, services_dir)
+    fs = fs or svc.fs or "ffs"
+    if fs not in FILESYSTEMS:
+        raise UsageError(f"unknown filesystem {fs!r} (choose from {', '.join(FILESYSTEMS)})")
+    size_mb = size_mb if size_mb is not None else svc.size_mb
+    if size_mb is not None and (isinstance(size_mb, bool) or not isinstance(size_mb, int)
+                                or size_mb <= 0):
+        raise UsageError(f"image size must be a positive number of megabytes, not {size_mb!r}")
+    tokens = tuple(_set_tokens(sets, svc))
+    dest = Path(image) if image is not None else Path(f"{svc.name}-{arch_.value}.img")
+    if dest.is_dir():
+        raise UsageError(f"{dest} is a directory; give the image file name with -i")
+    parent = dest.resolve().parent
+    if not parent.is_dir():
+        raise InputError(f"cannot write {dest}: no such directory {parent}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write {dest}: directory {parent} is not writable")
+    epoch = source_date_epoch()
+    return Plan(
+        service=svc, image=dest, set_tokens=tokens, size_mb=size_mb,
+        fs=fs, arch=arch_, release=release,
+        ro=bool(ro if ro is not None else svc.ro),
+        now=int(time.time()) if epoch is None else epoch,
+    )
+
+
+def assemble(p: Plan, sources: Sequence[SetSource], spool: Any) -> tuple[Tree, list[str]]:
+    """The image tree: the sets, then fstab, the service, devices and rescue links.
+
+    Returns the tree and the SHA512 digest of each set archive as it was read.
+    """
+    from smolfs.sources import add_archive
+
+    tree = Tree(mtime=p.now)
+    digests: list[str] = []
+    for src in sources:
+        with step(f"stream {src.path.name}"):
+            digests.append(add_archive(tree, src.path, spool).sha512)
+    with step(f"add service {p.service.name}"):
+        # generated over the sets' fstab, under the service's own if it has one
+        tree.add("etc/fstab", _file(fstab(p.fs, p.ro), p.now, 0o644))
+        add_service(tree, p.service, p.now)
+        add_devices(tree, p.arch, p.now)
+        add_rescue_links(tree, p.now)
+    return tree, digests
+
+
+def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
+                 size: int) -> dict[str, Any]:
+    return {
+        "tool": "mksmolnb",
+        "format": _manifest.FORMAT,
+        "version": VERSION,
+        "image": p.image.name,
+        "service": p.service.name,
+        "arch": p.arch.value,
+        "release": p.release,
+        "fs": p.fs,
+        "size": size,
+        "ro": p.ro,
+        "sets": [{"name": s.name, "file": s.path.name, "sha512": d}
+                 for s, d in zip(sources, digests, strict=True)],
+        "postinst": [s.name for s in p.service.postinst],
+        "built": _dt.datetime.fromtimestamp(p.now, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "built_epoch": p.now,
+    }
+
+
+# ---------------------------------------------------------------------------
+# sets
+
+
+def _set_tokens(sets: str | Sequence[str | os.PathLike[str]] | None, svc: Service) -> list[str]:
+    if sets is None:
+        return list(svc.sets or ("rescue",))
+    if isinstance(sets, str | os.PathLike):
+        sets = [sets]
+    tokens: list[str] = []
+    for item in sets:
+        if isinstance(item, os.PathLike):
+            tokens.append(os.fspath(item))
+        else:
+            tokens.extend(split_list(item))
+    if not tokens:
+        raise UsageError("no sets given", hint="name sets (-x base,etc) or archive files")
+    return tokens
+
+
+def is_archive_path(token: str) -> bool:
+    """A token names a file (not a set) when it has a directory part or an archive suffix."""
+    return "/" in token or token.endswith(_ARCHIVE_SUFFIXES) or os.path.isfile(token)
+
+
+def set_name_of(path: Path) -> str:
+    """``/x/base.tar.xz`` → ``base``."""
+    name = path.name
+    for suffix in _ARCHIVE_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror: str | None,
+                  offline: bool, kernel: str | None = None
+                  ) -> tuple[list[SetSource], str | None, Path | None]:
+    """Archive paths for *tokens*, fetching named sets (and *kernel*); the release used."""
+    names = [t for t in tokens if not is_archive_path(t)]
+    for n in names:
+        if not re.fullmatch(r"[a-z][a-z0-9_-]*", n):
+            raise UsageError(f"{n!r} is neither a set name nor an archive file")
+    fetched: dict[str, Path] = {}
+    kernel_path: Path | None = None
+    if names or kernel:
+        from smolfs.fetch import DEFAULT_RELEASE, fetch
+
+        release = release or DEFAULT_RELEASE
+        what = ", ".join([*names, *([f"kernel {kernel}"] if kernel else [])])
+        with step(f"fetch {what} (NetBSD {release} {arch})"):
+            res = fetch(names, release=release, arch=arch, kernel=kernel, mirror=mirror,
+                        offline=offline)
+        fetched = {n: Path(res.sets[n]) for n in names}
+        kernel_path = Path(res.kernel).resolve() if res.kernel else None
+    out: list[SetSource] = []
+    for t in tokens:
+        if t in fetched:
+            out.append(SetSource(t, fetched[t]))
+            continue
+        path = Path(t)
+        try:
+            st = path.stat()
+        except OSError as err:
+            raise InputError(f"set archive {t}: {err.strerror}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise InputError(f"set archive {t} is not a regular file")
+        out.append(SetSource(set_name_of(path), path))
+    return out, release, kernel_path
+
+
+# ---------------------------------------------------------------------------
+# reusing an up-to-date image
+
+
+def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None) -> str:
+    """A digest of everything a build reads: options, set files, service files, kernel.
+
+    Archives and the kernel are identified by path, size and modification time (as
+    make does), service files by their content.
+    """
+    h = hashlib.sha256()
+
+    def feed(*parts: object) -> None:
+        h.update(repr(parts).encode() + b"\n")
+
+    feed(VERSION, p.service.name, p.fs, p.arch.value, p.release, p.ro, p.size_mb,
+         os.environ.get("SOURCE_DATE_EPOCH"))
+    for f in [*(s.path for s in sources), *([kernel] if kernel else [])]:
+        st = f.stat()
+        feed(str(f.resolve()), st.st_size, st.st_mtime_ns)
+    for top in (p.service.path, p.service.common):
+        if top is None:
+            continue
+        for dirpath, dirnames, filenames in os.walk(top):
+            dirnames.sort()
+            for name in sorted(filenames):
+                full = Path(dirpath, name)
+                rel = str(full.relative_to(top))
+                if full.is_symlink():
+                    feed(str(top), rel, "->", os.readlink(full))
+                else:
+                    feed(str(top), rel, os.access(full, os.X_OK), full.read_bytes())
+    return h.hexdigest()
+
+
+def up_to_date(image: Path, key: str) -> dict[str, Any] | None:
+    """The manifest of *image* when it was built from inputs *key* and not modified since."""
+    try:
+        old = _manifest.read(image)
+        img, man = image.stat(), _manifest.path_for(image).stat()
+    except (InputError, OSError):
+        return None
+    if old.get("inputs") != key or img.st_size != old.get("size"):
+        return None
+    if img.st_mtime_ns > man.st_mtime_ns:  # written to (booted read-write) after the build
+        return None
+    return old
+
+
+# ---------------------------------------------------------------------------
+# what the build adds to the sets
+
+
+def _file(content: str | bytes, mtime: int, mode: int) -> Node:
+    data = content.encode() if isinstance(content, str) else content
+    return Node(Kind.FILE, mode=mode, mtime=mtime, data=BytesData(data))
+
+
+def fstab(fs: str, ro: bool) -> str:
+    """The generated ``/etc/fstab``: the root filesystem on the first virtio disk."""
+    opts = "ro" if ro else "rw"
+    return (
+        "# /etc/fstab written by smolfs build\n"
+        f"/dev/ld0a / {FSTAB_TYPE[fs]} {opts} 1 1\n"
+    )
+
+
+def add_overlay(tree: Tree, host_dir: Path, prefix: str, mtime: int) -> None:
+    """Copy a host directory into the tree below *prefix*, owned root:wheel.
+
+    Modes are normalised (0755 for directories and executable files, else 0644)
+    so that the image does not depend on the host's umask or owner.
+    """
+    tree.mkdirs(prefix, mtime=mtime)
+    for dirpath, dirnames, filenames in os.walk(host_dir):
+        dirnames.sort()
+        rel = os.path.relpath(dirpath, host_dir)
+        base = prefix if rel == "." else f"{prefix}/{rel}"
+        for d in dirnames:
+            full = os.path.join(dirpath, d)
+            if os.path.islink(full):
+                tree.add(f"{base}/{d}", Node(Kind.SYMLINK, mtime=mtime,
+                                             target=os.fsencode(os.readlink(full))))
+            else:
+                tree.mkdirs(f"{base}/{d}", mtime=mtime)
+        for f in sorted(filenames):
+            full = os.path.join(dirpath, f)
+            st = os.lstat(full)
+            if stat.S_ISLNK(st.st_mode):
+                node = Node(Kind.SYMLINK, mtime=mtime, target=os.fsencode(os.readlink(full)))
+            elif stat.S_ISREG(st.st_mode):
+                mode = 0o755 if st.st_mode & 0o111 else 0o644
+                node = Node(Kind.FILE, mode=mode, mtime=mtime, data=FileData(full))
+            else:
+                raise InputError(f"{full}: only files, directories and symlinks may be "
+                                 "in a service directory")
+            tree.add(f"{base}/{f}", node)
+
+
+def add_service(tree: Tree, svc: Service, mtime: int) -> None:
+    """``<service>/etc`` over ``/etc``; ``common`` into ``/etc/include``."""
+    add_overlay(tree, svc.etc, "etc", mtime)
+    if svc.common is not None:
+        add_overlay(tree, svc.common, "etc/include", mtime)
+
+
+def add_devices(tree: Tree, arch: Arch, mtime: int) -> None:
+    """Device nodes for *arch* in ``/dev``; nodes the sets already have are kept."""
+    if tree.get("dev") is None:
+        tree.mkdirs("dev", mtime=mtime)
+    for d in device_nodes(arch):
+        path = f"dev/{d.name}"
+        if tree.get(path) is None:
+            tree.add(path, Node(d.kind, mode=d.mode, uid=0, gid=d.gid, mtime=mtime,
+                                rdev=(d.major, d.minor)))
+
+
+def add_rescue_links(tree: Tree, mtime: int) -> None:
+    """``sbin/init`` → ``/rescue/init`` etc., for each program /rescue has and the tree lacks."""
+    for link, target in RESCUE_LINKS:
+        if tree.get(target) is not None and tree.get(link) is None:
+            tree.mkdirs(os.path.dirname(link), mtime=mtime)
+            tree.add(link, Node(Kind.SYMLINK, mode=0o755, mtime=mtime, target=target.encode()))
+
+
+# ---------------------------------------------------------------------------
+# ``smolfs.build(...)``: once this module is imported, the package attribute
+# ``smolfs.build`` is the module itself (the import system sets it), which would
+# hide the function the package exports lazily. Calling the module calls build().
+
+
+class _CallableModule(types.ModuleType):
+    def __call__(self, *args: Any, **kwargs: Any) -> BuildResult:
+        return build(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -1,0 +1,181 @@
+"""Service definitions: find them, read their ``service.conf``, check them.
+
+A service is a directory ``<services dir>/<name>/`` holding:
+
+- ``etc/`` — copied over the image's ``/etc``; ``etc/rc`` is required (init runs it);
+- ``postinst/*.sh`` — optional, run in name order at build time on a staging tree;
+- ``service.conf`` — optional defaults, ``KEY=value`` lines (see :data:`SETTINGS`).
+
+``common/`` beside the services is installed as ``/etc/include`` in every image.
+``service.conf`` is parsed here, never executed: a shell-looking file is fine, but
+only the keys below are allowed and anything else is an error naming the line.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from smolfs.errors import InputError
+
+CONF_NAME = "service.conf"
+COMMON = "common"
+FILESYSTEMS = ("ffs", "ext2")
+
+
+def _sets(value: str) -> tuple[str, ...]:
+    names = tuple(split_list(value))
+    if not names:
+        raise ValueError("expected one or more set names, e.g. SETS=base,etc")
+    return names
+
+
+def _size(value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise ValueError("expected a whole number of megabytes, e.g. SIZE_MB=64")
+    return int(value)
+
+
+def _bool(value: str) -> bool:
+    low = value.lower()
+    if low in ("yes", "true", "1", "on"):
+        return True
+    if low in ("no", "false", "0", "off"):
+        return False
+    raise ValueError("expected yes or no")
+
+
+def _fs(value: str) -> str:
+    if value not in FILESYSTEMS:
+        raise ValueError(f"expected one of {', '.join(FILESYSTEMS)}")
+    return value
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str
+    attr: str
+    parse: Callable[[str], Any]
+    help: str
+
+
+#: Every key ``service.conf`` may hold, declared once (README and errors derive from it).
+SETTINGS: tuple[Setting, ...] = (
+    Setting("SETS", "sets", _sets, "default sets, comma- or space-separated (else: rescue)"),
+    Setting("SIZE_MB", "size_mb", _size, "default image size in MiB (else: automatic)"),
+    Setting("RO", "ro", _bool, "yes: read-only root filesystem by default"),
+    Setting("FS", "fs", _fs, "default filesystem: ffs or ext2"),
+)
+_BY_KEY = {s.key: s for s in SETTINGS}
+_LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
+
+
+def split_list(value: str) -> list[str]:
+    """``"base, etc  rescue"`` → ``["base", "etc", "rescue"]``."""
+    return [v for v in re.split(r"[,\s]+", value.strip()) if v]
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    path: Path
+    common: Path | None
+    sets: tuple[str, ...] | None = None
+    size_mb: int | None = None
+    ro: bool | None = None
+    fs: str | None = None
+
+    @property
+    def etc(self) -> Path:
+        return self.path / "etc"
+
+    @property
+    def postinst(self) -> list[Path]:
+        """``postinst/*.sh`` in name order."""
+        d = self.path / "postinst"
+        if not d.is_dir():
+            return []
+        return sorted((p for p in d.iterdir() if p.suffix == ".sh" and p.is_file()),
+                      key=lambda p: p.name)
+
+
+def parse_conf(path: Path) -> dict[str, Any]:
+    """Read ``service.conf``: ``KEY=value`` lines, ``#`` comments, optional quotes."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"cannot read {path}: {err}") from err
+    out: dict[str, Any] = {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        m = _LINE.match(line)
+        if not m:
+            raise InputError(f"{path}:{lineno}: expected KEY=value, got {line!r}")
+        key, value = m.group(1), _unquote(m.group(2).strip())
+        setting = _BY_KEY.get(key)
+        if setting is None:
+            raise InputError(
+                f"{path}:{lineno}: unknown key {key!r} (valid: {', '.join(_BY_KEY)})"
+            )
+        try:
+            out[setting.attr] = setting.parse(value)
+        except ValueError as err:
+            raise InputError(f"{path}:{lineno}: {key}={value!r}: {err}") from None
+    return out
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+        return value[1:-1]
+    return value
+
+
+def shipped_dir() -> Path:
+    from services import shipped_dir as _shipped
+
+    return _shipped()
+
+
+def available(services_dir: Path) -> list[str]:
+    """Names of the services in *services_dir* (directories holding ``etc/rc``)."""
+    if not services_dir.is_dir():
+        return []
+    return sorted(
+        p.name for p in services_dir.iterdir()
+        if p.is_dir() and p.name != COMMON and (p / "etc" / "rc").is_file()
+    )
+
+
+def load(name: str, services_dir: str | Path | None = None) -> Service:
+    """Find and check service *name*; ``services_dir`` None means the shipped ones.
+
+    ``common/`` is taken from *services_dir* when it has one, else from the
+    shipped services.
+    """
+    base = Path(services_dir) if services_dir is not None else shipped_dir()
+    if services_dir is not None and not base.is_dir():
+        raise InputError(f"services directory {base} does not exist")
+    if not name or "/" in name or name in (".", "..", COMMON):
+        raise InputError(f"invalid service name {name!r}")
+    path = base / name
+    if not path.is_dir():
+        names = available(base)
+        raise InputError(
+            f"unknown service {name!r} in {base} "
+            f"(available: {', '.join(names) if names else 'none'})"
+        )
+    if not (path / "etc" / "rc").is_file():
+        raise InputError(
+            f"service {name!r} has no etc/rc ({path / 'etc' / 'rc'})",
+            hint="init runs /etc/rc at boot: every service needs one",
+        )
+    common = base / COMMON
+    if not common.is_dir():
+        common = shipped_dir() / COMMON
+    conf = parse_conf(path / CONF_NAME) if (path / CONF_NAME).is_file() else {}
+    return Service(name=name, path=path, common=common if common.is_dir() else None, **conf)

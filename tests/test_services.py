@@ -1,0 +1,130 @@
+"""Service discovery and service.conf, the device table, the shipped services' scripts."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from smolfs import service
+from smolfs.devices import Arch, device_nodes, makedev
+from smolfs.errors import InputError, UsageError
+from smolfs.tree import Kind
+
+
+def make_service(root: Path, name: str, conf: str | None = None, rc: bool = True) -> Path:
+    d = root / name / "etc"
+    d.mkdir(parents=True)
+    if rc:
+        (d / "rc").write_text("#!/bin/sh\necho hi\n")
+    if conf is not None:
+        (root / name / "service.conf").write_text(conf)
+    return root / name
+
+
+def test_shipped_services_are_complete() -> None:
+    base = service.shipped_dir()
+    assert service.available(base) == ["base", "bozohttpd", "rescue"]
+    rescue = service.load("rescue")
+    assert rescue.sets == ("rescue",) and rescue.ro is True and rescue.fs is None
+    assert service.load("base").sets == ("base", "etc")
+    web = service.load("bozohttpd")
+    assert [p.name for p in web.postinst] == ["10-www.sh"]
+    assert rescue.common == base / "common"
+    assert {p.name for p in rescue.common.iterdir()} == {"basicrc", "shutdown"}
+
+
+@pytest.mark.parametrize("path", sorted(
+    [*REPO.glob("services/*/etc/rc"), *REPO.glob("services/common/*"),
+     *REPO.glob("services/*/postinst/*.sh")]), ids=lambda p: str(p.relative_to(REPO)))
+def test_shipped_scripts_parse_as_sh(path: Path) -> None:
+    r = subprocess.run(["sh", "-n", str(path)], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stderr
+
+
+def test_basicrc_sets_up_qemu_user_network() -> None:
+    text = (REPO / "services/common/basicrc").read_text()
+    for needle in ("ifconfig vioif0 inet 10.0.2.15/24", "route -q add default 10.0.2.2",
+                   "nameserver 10.0.2.3", "ifconfig lo0 127.0.0.1 up", "mount -a", "PATH="):
+        assert needle in text
+
+
+def test_conf_parsing(tmp_path: Path) -> None:
+    make_service(tmp_path, "web", '# comment\n\nSETS="base, etc comp"\nSIZE_MB=64\n'
+                                  "RO=no\nFS='ext2'\n")
+    svc = service.load("web", tmp_path)
+    assert (svc.sets, svc.size_mb, svc.ro, svc.fs) == (("base", "etc", "comp"), 64, False, "ext2")
+    # no common/ beside it: the shipped one
+    assert svc.common == service.shipped_dir() / "common"
+
+
+@pytest.mark.parametrize(("conf", "needle"), [
+    ("SETS=base\nPORT=80\n", "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS)"),
+    ("SIZE_MB=big\n", "service.conf:1: SIZE_MB='big': expected a whole number"),
+    ("RO=maybe\n", "service.conf:1: RO='maybe': expected yes or no"),
+    ("FS=zfs\n", "service.conf:1: FS='zfs': expected one of ffs, ext2"),
+    ("SETS=\n", "service.conf:1: SETS='': expected one or more set names"),
+    ("echo hello\n", "service.conf:1: expected KEY=value, got 'echo hello'"),
+])
+def test_conf_errors_name_file_and_line(tmp_path: Path, conf: str, needle: str) -> None:
+    make_service(tmp_path, "bad", conf)
+    with pytest.raises(InputError) as exc:
+        service.load("bad", tmp_path)
+    assert needle in exc.value.message
+    assert str(tmp_path / "bad" / "service.conf") in exc.value.message
+
+
+def test_unknown_service_lists_available(tmp_path: Path) -> None:
+    make_service(tmp_path, "one")
+    make_service(tmp_path, "two")
+    make_service(tmp_path, "norc", rc=False)
+    with pytest.raises(InputError, match=r"unknown service 'three' .*\(available: one, two\)"):
+        service.load("three", tmp_path)
+    with pytest.raises(InputError, match=r"service 'norc' has no etc/rc"):
+        service.load("norc", tmp_path)
+    with pytest.raises(InputError, match="does not exist"):
+        service.load("one", tmp_path / "nowhere")
+    for bad in ("../one", "common", ""):
+        with pytest.raises(InputError):
+            service.load(bad, tmp_path)
+
+
+def test_postinst_order_and_filter(tmp_path: Path) -> None:
+    d = make_service(tmp_path, "s") / "postinst"
+    d.mkdir()
+    for name in ("20-b.sh", "10-a.sh", "README", "30-c.sh.orig"):
+        (d / name).write_text(":\n")
+    assert [p.name for p in service.load("s", tmp_path).postinst] == ["10-a.sh", "20-b.sh"]
+
+
+def test_makedev_matches_netbsd() -> None:
+    assert makedev(19, 0) == 4864  # ld0a
+    assert makedev(2, 12) == 0x20C
+    assert makedev(19, 300) == (19 << 8) | (300 & 0xFF) | ((300 << 12) & 0xFFF00000)
+
+
+@pytest.mark.parametrize(("arch", "stride", "ksyms"), [("amd64", 16, 85), ("i386", 8, 101)])
+def test_device_table(arch: str, stride: int, ksyms: int) -> None:
+    nodes = {n.name: n for n in device_nodes(arch)}
+    want = {
+        "console": (Kind.CHR, 0, 0), "constty": (Kind.CHR, 0, 1), "tty": (Kind.CHR, 1, 0),
+        "mem": (Kind.CHR, 2, 0), "kmem": (Kind.CHR, 2, 1), "null": (Kind.CHR, 2, 2),
+        "full": (Kind.CHR, 2, 11), "zero": (Kind.CHR, 2, 12), "drum": (Kind.CHR, 4, 0),
+        "klog": (Kind.CHR, 7, 0), "tty00": (Kind.CHR, 8, 0), "stdin": (Kind.CHR, 22, 0),
+        "stdout": (Kind.CHR, 22, 1), "stderr": (Kind.CHR, 22, 2),
+        "random": (Kind.CHR, 46, 0), "urandom": (Kind.CHR, 46, 1),
+        "ksyms": (Kind.CHR, ksyms, 0),
+    }
+    for i, p in enumerate("abcd"):
+        want[f"ld0{p}"] = (Kind.BLK, 19, i)
+        want[f"rld0{p}"] = (Kind.CHR, 69, i)
+    assert {k: (n.kind, n.major, n.minor) for k, n in nodes.items()} == want
+    assert Arch(arch).disk_partitions == stride
+    assert nodes["console"].mode == 0o600 and nodes["null"].mode == 0o666
+
+
+def test_unknown_arch() -> None:
+    with pytest.raises(UsageError, match=r"architecture 'sparc' \(choose from amd64, i386\)"):
+        Arch.parse("sparc")
