@@ -44,7 +44,7 @@ def _boot_parser() -> Parser:
     p.add_argument("-N", "--no-network", action="store_true", help="no network card")
     p.add_argument("--tap", metavar="IF", help="network on host tap interface IF")
     p.add_argument("-a", "--append", action="append", default=[], metavar="ARGS",
-                   help="extra kernel arguments (e.g. -a -v)")
+                   help="extra kernel arguments (e.g. -a smoltest.x or --append=-v)")
     p.add_argument("-r", "--root", default="ld0a", metavar="ROOTDEV", help="root device (ld0a)")
     p.add_argument("--ro", action="store_true",
                    help="attach the image read-only (several VMs can share it)")

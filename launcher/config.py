@@ -6,7 +6,6 @@ into small dataclasses so :func:`launcher.qemu.qemu_argv` never sees a raw strin
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +53,8 @@ def parse_port(spec: str) -> PortForward:
     parts = rest.rsplit(":", 2)
     if len(parts) == 3:
         host_ip = parts[0].strip("[]")
+        import ipaddress
+
         try:
             ipaddress.IPv4Address(host_ip)
         except ValueError as err:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -120,6 +119,17 @@ def qemu_version(qemu: str, cache_dir: Path | None = None) -> tuple[int, ...] | 
     return version
 
 
+def which(name: str) -> str | None:
+    """``shutil.which`` without importing shutil (start-up time)."""
+    if "/" in name:
+        return os.path.abspath(name) if os.access(name, os.X_OK) else None
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        cand = os.path.join(d or ".", name)
+        if os.access(cand, os.X_OK) and not os.path.isdir(cand):
+            return cand
+    return None
+
+
 def probe_host(
     *,
     qemu: str | None = None,
@@ -130,7 +140,7 @@ def probe_host(
     want_version: bool = True,
 ) -> HostInfo:
     """Probe QEMU and KVM. ``qemu`` is a binary name or path (default: from ``$PATH``)."""
-    binary = shutil.which(qemu or os.environ.get("MKSMOLNB_QEMU") or QEMU_BINARY)
+    binary = which(qemu or os.environ.get("MKSMOLNB_QEMU") or QEMU_BINARY)
     version = qemu_version(binary, cache_dir) if binary and want_version else None
     kvm, detail = _kvm_state(Path(dev_kvm), Path(sys_module))
     return HostInfo(qemu=binary, qemu_version=version, kvm=kvm, kvm_detail=detail,

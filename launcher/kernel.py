@@ -225,13 +225,12 @@ def inspect_kernel(kernel: str | os.PathLike[str], cache: Path | None = None) ->
         raise KernelError(f"cannot read kernel {src}: {err.strerror}") from err
     if not src.is_file():
         raise KernelError(f"kernel {src} is not a regular file")
-    import hashlib
-
     key = f"{_INFO_VERSION}:{src.resolve()}:{st.st_size}:{st.st_mtime_ns}"
-    info_file = cache / "kernel-info" / (hashlib.sha1(key.encode()).hexdigest() + ".json")
+    info_file = cache / "kernel-info" / f"{st.st_dev}-{st.st_ino}.json"
     try:
-        info = KernelInfo.from_json(json.loads(info_file.read_text()))
-        if info.path.exists():
+        cached = json.loads(info_file.read_text())
+        info = KernelInfo.from_json(cached["info"])
+        if cached["key"] == key and info.path.exists():
             return info
     except (OSError, ValueError, TypeError, KeyError):
         pass
@@ -246,7 +245,7 @@ def inspect_kernel(kernel: str | os.PathLike[str], cache: Path | None = None) ->
     try:
         info_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = info_file.with_name(f".{info_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(info.to_json()))
+        tmp.write_text(json.dumps({"key": key, "info": info.to_json()}))
         tmp.replace(info_file)
     except OSError:
         pass

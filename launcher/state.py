@@ -8,7 +8,6 @@ Root: ``$MKSMOLNB_STATE``, else ``$XDG_RUNTIME_DIR/mksmolnb``, else
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import time
@@ -56,12 +55,16 @@ class VmDir:
         return self.path / "manifest.json"
 
     def manifest(self) -> dict[str, object]:
+        import json
+
         try:
             return dict(json.loads(self.manifest_path.read_text()))
         except (OSError, ValueError):
             return {}
 
     def write_manifest(self, data: dict[str, object]) -> None:
+        import json
+
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         tmp.replace(self.manifest_path)

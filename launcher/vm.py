@@ -9,11 +9,9 @@ is ready.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import time
 from collections import deque
@@ -30,6 +28,8 @@ class Qmp:
     """A minimal QMP client over a unix socket: negotiate, run commands, skip events."""
 
     def __init__(self, path: Path, timeout: float = 2.0) -> None:
+        import socket
+
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(timeout)
         try:
@@ -46,6 +46,8 @@ class Qmp:
             line = self.file.readline()
             if not line:
                 raise ConnectionError("QMP socket closed")
+            import json
+
             msg = json.loads(line)
             if "event" not in msg:
                 return dict(msg)
@@ -54,6 +56,8 @@ class Qmp:
         req: dict[str, object] = {"execute": command}
         if arguments:
             req["arguments"] = arguments
+        import json
+
         self.file.write(json.dumps(req).encode() + b"\n")
         self.file.flush()
         reply = self._read()
@@ -269,6 +273,8 @@ def stop_pid(pid: int, qmp_path: Path | None, grace: float, force: bool,
 
 def check_host_port(proto: str, host_ip: str, port: int) -> None:
     """Raise :class:`LaunchError` if the host port cannot be bound (as QEMU would)."""
+    import socket
+
     kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
     with socket.socket(socket.AF_INET, kind) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
