@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from smolfs.errors import InputError, LaunchError, ReadyTimeout
 
@@ -27,8 +27,10 @@ from .config import LaunchConfig, Ready
 from .host import QEMU_BINARY, QEMU_PACKAGE, HostInfo, choose_accel, probe_host
 from .kernel import KernelInfo, cache_dir, inspect_kernel, require_bootable
 from .qemu import RunPaths, qemu_argv
-from .stages import StageDetector, TimingReport, report
 from .vm import Vm, check_host_port, image_locked
+
+if TYPE_CHECKING:
+    from .stages import StageDetector, TimingReport
 
 
 @dataclass
@@ -205,12 +207,13 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
         paths = RunPaths()
     argv = qemu_argv(config, prep.host, prep.kernel, paths)
     if print_cmd:
+        from .stages import StageDetector, report
+
         print(shlex.join(argv))
         return BootResult(argv, None, False, report(start, StageDetector()),
                           kernel=prep.kernel, accel_note=prep.accel_note)
     vm = Vm(argv, serial_log=paths.serial_log, qmp=paths.qmp,
             qemu_log=vmdir.qemu_log if vmdir else None, detach=config.detach)
-    det = StageDetector()
     console = None
     prober = None
     wake_r, wake_w = os.pipe()
@@ -221,6 +224,9 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
             old_handlers[sig] = signal.signal(sig, _raise_on_signal)
     try:
         vm.start()
+        from .stages import StageDetector, report  # after the exec: not on QEMU's path
+
+        det = StageDetector()
         det.mark("exec", vm.exec_time)
         console = _Console(config, timestamps, vm.exec_time)
         if vmdir is not None:
@@ -328,7 +334,7 @@ def _exited(vm: Vm, config: LaunchConfig) -> None:
 def _manifest(vmdir: state.VmDir, vm: Vm, config: LaunchConfig, argv: list[str], *,
               ready: bool, timing: dict[str, object] | None = None) -> dict[str, object]:
     return {
-        "name": vmdir.name, "pid": vm.pid, "started": time.time(), "ready": ready,
+        "name": vmdir.name, "pid": vm.pid, "started": vm.started, "ready": ready,
         "kernel": str(config.kernel),
         "image": str(config.image.resolve()) if config.image else None,
         "readonly": config.readonly, "ports": [str(p) for p in config.ports],

@@ -33,7 +33,7 @@ EM_386 = 3
 EM_X86_64 = 62
 _INFO_VERSION = 2
 
-_VERSION_RE = re.compile(rb"NetBSD (\d+\.\d+[\w.]*) \(([\w.+-]+)\) #\d+")
+_VERSION_RE = rb"NetBSD (\d+\.\d+[\w.]*) \(([\w.+-]+)\) #\d+"
 _MMIO_MARKERS = (b"virtio_mmio.device=", b"\0mmio_cmdline\0")
 _PCI_MARKERS = (b"\0virtio_pci\0",)
 
@@ -156,7 +156,7 @@ def scan(path: Path, data: bytes | mmap.mmap, source: Path | None = None,
             if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY and len(desc) in (4, 8):
                 pvh_entry = int.from_bytes(desc, "little")
     mb_offset, mb_aout = _multiboot(bytes(data[:MULTIBOOT_SEARCH]))
-    m = _VERSION_RE.search(data)
+    m = re.search(_VERSION_RE, data)
     return KernelInfo(
         path=path, source=source or path, compressed=compressed,
         elf_class=elf_class, machine=machine, pvh_entry=pvh_entry,

@@ -21,13 +21,11 @@ LABELS = {
     "ready": "ready",
 }
 
-BANNER_RE = re.compile(r"^NetBSD \d+\.\d+\S* \([^)]*\) #\d+")
-ROOT_RE = re.compile(r"^root file system type: ")
+BANNER = r"^NetBSD \d+\.\d+\S* \([^)]*\) #\d+"
+ROOT = "root file system type: "
 #: Lines the kernel itself prints after mounting root, before init's children speak.
-KERNEL_LINE_RE = re.compile(
-    r"^(\s*$|kern\.|clock: |WARNING: |warning: |entropy: |boot device|root on |dump |swap"
-    r"|\[ |[a-z]+\d+( at |: )|mainbus|autoconfiguration)"
-)
+KERNEL_LINE = (r"^(\s*$|kern\.|clock: |WARNING: |warning: |entropy: |boot device|root on "
+               r"|dump |swap|\[ |[a-z]+\d+( at |: )|mainbus|autoconfiguration)")
 
 
 @dataclass
@@ -51,13 +49,13 @@ class StageDetector:
         self.mark("first_byte", t)
         new = []
         line = line.strip("\r")
-        if "banner" not in self.times and BANNER_RE.match(line):
+        if "banner" not in self.times and re.match(BANNER, line):
             self.mark("banner", t)
             new.append("banner")
-        elif "root" not in self.times and ROOT_RE.match(line):
+        elif "root" not in self.times and line.startswith(ROOT):
             self.mark("root", t)
             new.append("root")
-        elif "root" in self.times and "rc" not in self.times and not KERNEL_LINE_RE.match(line):
+        elif "root" in self.times and "rc" not in self.times and not re.match(KERNEL_LINE, line):
             self.mark("rc", t)
             new.append("rc")
         return new

@@ -102,6 +102,7 @@ class Vm:
         self.detach = detach
         self.proc: subprocess.Popen[bytes] | None = None
         self.exec_time = 0.0
+        self.started = 0.0
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = b""
         self._stderr = b""
@@ -125,6 +126,7 @@ class Vm:
 
             preexec = _die_with_parent
         self.exec_time = time.monotonic()
+        self.started = time.time()
         try:
             self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=stdout,
                                          stderr=stderr, start_new_session=True,
