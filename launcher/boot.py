@@ -179,6 +179,10 @@ def _raise_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+class _CpuModelRejected(Exception):
+    """QEMU refused ``-cpu host`` (seen on nested hosts: ``failed to set MSR``)."""
+
+
 def boot(config: LaunchConfig, *, command_start: float | None = None, name: str | None = None,
          timestamps: bool = False, print_cmd: bool = False,
          on_ready: Callable[[BootResult], None] | None = None,
@@ -187,10 +191,22 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
 
     ``config.ready`` None means the default console line ``SERVICE READY``, without a
     timeout unless ``config.timeout`` is set. Raises :class:`ReadyTimeout` (QEMU stopped,
-    the last console lines in the message) or :class:`LaunchError`.
+    the last console lines in the message) or :class:`LaunchError`. When QEMU rejects
+    ``-cpu host`` before the guest printed anything, boots again with a named CPU model.
     """
     start = command_start if command_start is not None else time.monotonic()
     prep = prepared or prepare(config)
+    try:
+        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready)
+    except _CpuModelRejected:
+        print("startnb: QEMU rejected -cpu host; using a named CPU model", file=sys.stderr)
+        prep = replace(prep, host=replace(prep.host, nested=True))
+        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready)
+
+
+def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
+          timestamps: bool, print_cmd: bool,
+          on_ready: Callable[[BootResult], None] | None) -> BootResult:
     vmdir: state.VmDir | None = None
     tmpdir: str | None = None
     ready = config.ready or Ready("console", pattern="SERVICE READY")
@@ -260,7 +276,7 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
                         is_ready = True
             if not is_ready and vm.poll() is not None:
                 _drain(vm, det, console)
-                _exited(vm, config)
+                _exited(vm, config, first_byte="first_byte" in det.times)
         result = BootResult(argv, vm.pid, True, report(start, det),
                             name=vmdir.name if vmdir else None,
                             state_dir=vmdir.path if vmdir else None, kernel=prep.kernel,
@@ -320,9 +336,12 @@ def _timeout(vm: Vm, config: LaunchConfig, ready: Ready) -> None:
                        hint="raise --timeout, or check the service with --console stdio")
 
 
-def _exited(vm: Vm, config: LaunchConfig) -> None:
+def _exited(vm: Vm, config: LaunchConfig, first_byte: bool) -> None:
     status = vm.poll()
     err = vm.stderr_text().strip()
+    cpu = vm.argv[vm.argv.index("-cpu") + 1] if "-cpu" in vm.argv else None
+    if cpu == "host" and not first_byte and re.search(r"MSR|-cpu host|CPU model", err):
+        raise _CpuModelRejected(err)
     if "lock" in err and config.image is not None:
         raise LaunchError(f"image {config.image} is locked by another VM",
                           hint="stop that VM, or boot with --ro to share the image read-only")

@@ -385,3 +385,34 @@ def test_genuine_netbsd_to_ready(vms: Vms, netbsd_dir: Path) -> None:
     stages = json.loads(r.stdout.splitlines()[0])["timing"]["stages"]
     assert stages["banner"] is not None and stages["root"] is not None, stages
     assert stages["ready"] is not None and stages["ready"] >= stages["root"]
+
+
+@pytest.mark.qemu
+def test_cpu_host_rejected_falls_back(vms: Vms, kernels: Kernels, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hardware-KVM host on which QEMU aborts with ``-cpu host`` (as nested hosts do):
+    the launcher boots again with a named model. The stand-in QEMU runs TCG underneath."""
+    from dataclasses import replace
+
+    from launcher.boot import boot, prepare
+    from launcher.config import Console, LaunchConfig
+    from launcher.host import KVM_HARDWARE
+
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" -cpu host "*) echo "qemu-system-x86_64: error: failed to set MSR '
+        '0x10a to 0x0" >&2; exit 1;; esac\n'
+        'for a in "$@"; do [ "$a" = kvm ] && a=tcg; set -- "$@" "$a"; shift; done\n'
+        'exec qemu-system-x86_64 "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("MKSMOLNB_CACHE", vms.env["MKSMOLNB_CACHE"])
+    config = LaunchConfig(kernel=kernels.pvh, network="none", console=Console("none"),
+                          timeout=30, append=("smoltest.exit=1",),
+                          qemu_args=tuple(a.split("=", 1)[1] for a in DEBUG_EXIT))
+    prep = prepare(config)
+    host = replace(prep.host, qemu=str(fake), kvm=KVM_HARDWARE, nested=False)
+    result = boot(config, prepared=replace(prep, host=host))
+    assert result.ready and result.exit_status == 3
+    assert result.argv[result.argv.index("-cpu") + 1] == "qemu64"
+    assert result.argv[result.argv.index("-accel") + 1] == "kvm"
