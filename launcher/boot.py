@@ -221,6 +221,8 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         paths = RunPaths(qmp=Path(tmpdir) / "qmp.sock")
     else:
         paths = RunPaths()
+    if not config.detach and config.console.kind == "stdio" and sys.stdin.isatty():
+        paths = replace(paths, interactive=True)
     argv = qemu_argv(config, prep.host, prep.kernel, paths)
     if print_cmd:
         from .stages import StageDetector, report
@@ -229,7 +231,8 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         return BootResult(argv, None, False, report(start, StageDetector()),
                           kernel=prep.kernel, accel_note=prep.accel_note)
     vm = Vm(argv, serial_log=paths.serial_log, qmp=paths.qmp,
-            qemu_log=vmdir.qemu_log if vmdir else None, detach=config.detach)
+            qemu_log=vmdir.qemu_log if vmdir else None, detach=config.detach,
+            interactive=paths.interactive)
     console = None
     prober = None
     wake_r, wake_w = os.pipe()

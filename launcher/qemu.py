@@ -31,6 +31,8 @@ class RunPaths:
     pidfile: Path | None = None
     qmp: Path | None = None
     serial_log: Path | None = None  # None: the serial console is QEMU's stdout
+    #: The terminal's keystrokes go to the guest (QEMU reads stdin); Ctrl-A X quits QEMU.
+    interactive: bool = False
 
 
 def choose_machine(config: LaunchConfig, kernel: KernelInfo) -> str:
@@ -77,6 +79,8 @@ def qemu_argv(config: LaunchConfig, host: HostInfo, kernel: KernelInfo,
                  "-device", f"virtio-net-{bus},netdev=n0"]
     if paths.serial_log is not None:
         argv += ["-chardev", f"file,id=con0,path={_escape(str(paths.serial_log))}"]
+    elif paths.interactive:
+        argv += ["-chardev", "stdio,id=con0,mux=on,signal=off"]
     else:
         argv += ["-chardev", "stdio,id=con0,signal=off"]
     argv += ["-serial", "chardev:con0"]

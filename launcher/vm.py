@@ -94,8 +94,9 @@ class Vm:
 
     def __init__(self, argv: list[str], *, serial_log: Path | None = None,
                  qmp: Path | None = None, qemu_log: Path | None = None,
-                 detach: bool = False) -> None:
+                 detach: bool = False, interactive: bool = False) -> None:
         self.argv = argv
+        self.interactive = interactive
         self.serial_log = serial_log
         self.qmp_path = qmp
         self.qemu_log = qemu_log
@@ -128,7 +129,8 @@ class Vm:
         self.exec_time = time.monotonic()
         self.started = time.time()
         try:
-            self.proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=stdout,
+            stdin = None if self.interactive else subprocess.DEVNULL
+            self.proc = subprocess.Popen(self.argv, stdin=stdin, stdout=stdout,
                                          stderr=stderr, start_new_session=True,
                                          preexec_fn=preexec, close_fds=True)
         except FileNotFoundError as err:

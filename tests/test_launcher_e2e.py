@@ -9,6 +9,7 @@ Genuine NetBSD (marker ``netbsd``): ``$MKSMOLNB_NETBSD_DIR/netbsd`` (a kernel, o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -416,3 +417,38 @@ def test_cpu_host_rejected_falls_back(vms: Vms, kernels: Kernels, tmp_path: Path
     assert result.ready and result.exit_status == 3
     assert result.argv[result.argv.index("-cpu") + 1] == "qemu64"
     assert result.argv[result.argv.index("-accel") + 1] == "kvm"
+
+
+@pytest.mark.qemu
+def test_interactive_console_on_a_terminal(vms: Vms, kernels: Kernels) -> None:
+    """On a terminal the console is interactive: keystrokes reach QEMU (Ctrl-A X quits)."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the launcher on a pseudo-terminal
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "launcher", str(kernels.pvh), "-N"],
+                  vms.env)
+    buf = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready in" not in buf and time.monotonic() < deadline:
+            buf += os.read(fd, 4096)
+        assert b"SERVICE READY" in buf, buf
+        os.write(fd, b"\x01x")
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, buf
+    assert not wait_gone(vms.needle)

@@ -347,3 +347,10 @@ def test_argv_machine_rules() -> None:
     assert argv[argv.index("-accel") + 1] == "kvm" and argv[argv.index("-cpu") + 1] == "qemu64"
     with pytest.raises(KernelError):
         qemu_argv(cfg, TCG_HOST, kinfo(pvh_entry=None))
+
+
+def test_argv_interactive_console() -> None:
+    config = LaunchConfig(kernel=Path("/k/netbsd"), network="none")
+    argv = qemu_argv(config, TCG_HOST, kinfo(), RunPaths(interactive=True))
+    assert argv[-4:] == ["-chardev", "stdio,id=con0,mux=on,signal=off", "-serial",
+                         "chardev:con0"]
