@@ -291,13 +291,13 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             on_ready(result)
         if config.detach:
             return result
-        while vm.poll() is None or vm._console_fd is not None:
+        while vm.poll() is None or vm.console_open:
             for t, chunk in vm.read_console(0.2):
                 console.write(t, chunk)
                 for line in vm.split_lines(chunk):
                     det.feed_line(t, line)
-            if vm._console_fd is None:
-                vm.proc.wait()  # type: ignore[union-attr]
+            if not vm.console_open:
+                vm.wait()
         result.exit_status = vm.poll()
         return result
     finally:
@@ -345,7 +345,7 @@ def _exited(vm: Vm, config: LaunchConfig, first_byte: bool) -> None:
     cpu = vm.argv[vm.argv.index("-cpu") + 1] if "-cpu" in vm.argv else None
     if cpu == "host" and not first_byte and re.search(r"MSR|-cpu host|CPU model", err):
         raise _CpuModelRejected(err)
-    if "lock" in err and config.image is not None:
+    if re.search(r'Failed to get ".*" lock', err) and config.image is not None:
         raise LaunchError(f"image {config.image} is locked by another VM",
                           hint="stop that VM, or boot with --ro to share the image read-only")
     print(f"startnb: last console lines:\n{_tail_text(vm)}", file=sys.stderr)

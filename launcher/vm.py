@@ -150,6 +150,14 @@ class Vm:
     def poll(self) -> int | None:
         return self.proc.poll() if self.proc else None
 
+    def wait(self) -> int | None:
+        return self.proc.wait() if self.proc else None
+
+    @property
+    def console_open(self) -> bool:
+        """QEMU's stdout (the console of an attached run) has not reached end of file."""
+        return self._console_fd is not None
+
     def kill(self, grace: float = 1.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; wait for the process."""
         if self.proc is None or self.proc.poll() is not None:
