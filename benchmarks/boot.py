@@ -36,10 +36,12 @@ READY = b"SERVICE READY"
 MMIO_MARKERS = b"\0virtio_mmio.device=\0mmio_cmdline\0"
 
 
-def time_to_ready(argv: list[str], env: dict[str, str], timeout: float = 60.0
-                  ) -> tuple[float, str]:
-    """Spawn ``argv``; seconds until a stdout line holds READY; then stop it. Also its stderr."""
+def time_to_ready(argv: list[str], env: dict[str, str], timeout: float = 60.0,
+                  stderr_until: bytes | None = None) -> tuple[float, str]:
+    """Spawn ``argv``; seconds until a stdout line holds READY; then stop it (once stderr
+    holds ``stderr_until``, when given). Also returns its stderr."""
     start = time.perf_counter()
+    err_buf = b""
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=env, cwd=REPO)
     assert p.stdout is not None
@@ -55,9 +57,17 @@ def time_to_ready(argv: list[str], env: dict[str, str], timeout: float = 60.0
             if READY in buf:
                 elapsed = time.perf_counter() - start
                 break
+        err_buf = b""
+        assert p.stderr is not None
+        while stderr_until and stderr_until not in err_buf and time.perf_counter() < deadline:
+            chunk = os.read(p.stderr.fileno(), 65536)
+            if not chunk:
+                break
+            err_buf += chunk
     finally:
         p.send_signal(signal.SIGTERM)
         _, err = p.communicate(timeout=10)
+        err = err_buf + err
     if elapsed is None:
         raise SystemExit(f"not ready: {shlex.join(argv)}\n{err.decode(errors='replace')}")
     return elapsed, err.decode(errors="replace")
@@ -82,7 +92,7 @@ def bench(name: str, startnb: list[str], runs: int, env: dict[str, str]) -> floa
     time_to_ready(bare, env)
     t_startnb, t_bare, startup = [], [], []
     for _ in range(runs):
-        t, err = time_to_ready(startnb, env)
+        t, err = time_to_ready(startnb, env, stderr_until=b"launcher start-up")
         t_startnb.append(t)
         m = re.search(r"launcher start-up\s+([\d.]+) ms", err)
         if m:
