@@ -97,7 +97,7 @@ class Vms:
 
 
 @pytest.fixture
-def vms(tmp_path: Path, test_kernels: TestKernels) -> Iterator[Vms]:
+def vm(tmp_path: Path, test_kernels: TestKernels) -> Iterator[Vms]:
     """Every QEMU this test started dies at teardown; consoles are printed (pytest shows
     them for failing tests only)."""
     state = Path(tempfile.mkdtemp(prefix="snb-", dir="/tmp"))  # short: unix socket paths
@@ -167,17 +167,17 @@ CASES = [
 @pytest.mark.qemu
 @pytest.mark.parametrize(("kernel", "extra", "machine", "transport", "cmdline"), CASES,
                          ids=["pvh-pc", "multiboot-gz-pc", "mmio-auto-microvm", "pvh-microvm"])
-def test_guest_sees_cmdline_and_devices(vms: Vms, kernels: Kernels, disk: Path, kernel: str,
+def test_guest_sees_cmdline_and_devices(vm: Vms, kernels: Kernels, disk: Path, kernel: str,
                                         extra: list[str], machine: str, transport: str,
                                         cmdline: str) -> None:
-    console = vms.console_file(kernel)
+    console = vm.console_file(kernel)
     kpath = getattr(kernels, kernel)
     args = [*extra, "-a", "smoltest.exit=1", *DEBUG_EXIT]
-    cmd = vms.run("--print-cmd", str(kpath), str(disk), *args)
+    cmd = vm.run("--print-cmd", str(kpath), str(disk), *args)
     assert cmd.returncode == 0, cmd.stderr
     argv = shlex.split(cmd.stdout)
     assert argv[argv.index("-M") + 1].split(",")[0] == machine
-    r = vms.run(str(kpath), str(disk), *args, "--json", "--console", f"file:{console}",
+    r = vm.run(str(kpath), str(disk), *args, "--json", "--console", f"file:{console}",
                 "--timeout", "30")
     assert r.returncode == 3, r.stderr  # isa-debug-exit (1 << 1) | 1
     result = json.loads(r.stdout)
@@ -196,9 +196,9 @@ def test_guest_sees_cmdline_and_devices(vms: Vms, kernels: Kernels, disk: Path, 
 
 
 @pytest.mark.qemu
-def test_no_network_and_readonly(vms: Vms, kernels: Kernels, disk: Path) -> None:
-    console = vms.console_file("ro")
-    r = vms.run(str(kernels.pvh), str(disk), "-N", "--ro", "-a", "smoltest.exit=1", *DEBUG_EXIT,
+def test_no_network_and_readonly(vm: Vms, kernels: Kernels, disk: Path) -> None:
+    console = vm.console_file("ro")
+    r = vm.run(str(kernels.pvh), str(disk), "-N", "--ro", "-a", "smoltest.exit=1", *DEBUG_EXIT,
                 "--console", f"file:{console}", "--timestamps", "--timeout", "30")
     assert r.returncode == 3, r.stderr
     assert "ready in" in r.stderr and "kernel banner" in r.stderr
@@ -209,12 +209,12 @@ def test_no_network_and_readonly(vms: Vms, kernels: Kernels, disk: Path) -> None
 
 
 @pytest.mark.qemu
-def test_python_api(vms: Vms, kernels: Kernels, disk: Path, monkeypatch: pytest.MonkeyPatch
+def test_python_api(vm: Vms, kernels: Kernels, disk: Path, monkeypatch: pytest.MonkeyPatch
                     ) -> None:
     from launcher.boot import boot
     from launcher.config import Console, LaunchConfig, parse_ready
 
-    monkeypatch.setenv("MKSMOLNB_CACHE", vms.env["MKSMOLNB_CACHE"])
+    monkeypatch.setenv("MKSMOLNB_CACHE", vm.env["MKSMOLNB_CACHE"])
     config = LaunchConfig(kernel=kernels.mmio, image=disk, console=Console("none"),
                           ready=parse_ready("console:^Starting smoltest"), timeout=30,
                           append=("smoltest.exit=1",), accel="tcg",
@@ -229,99 +229,99 @@ def test_python_api(vms: Vms, kernels: Kernels, disk: Path, monkeypatch: pytest.
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("mode", ["http", "tcp"])
-def test_port_readiness_not_fooled_by_qemu_accept(vms: Vms, kernels: Kernels, mode: str
+def test_port_readiness_not_fooled_by_qemu_accept(vm: Vms, kernels: Kernels, mode: str
                                                   ) -> None:
     """The guest never listens; QEMU's user network still accepts on the host port."""
     port = free_port()
     start = time.monotonic()
-    r = vms.run(str(kernels.pvh), "-p", f"{port}:80", "--ready", f"{mode}:{port}",
+    r = vm.run(str(kernels.pvh), "-p", f"{port}:80", "--ready", f"{mode}:{port}",
                 "--timeout", "2.5")
     assert r.returncode == 1, r.stderr
     assert time.monotonic() - start >= 2.5
     assert f"not ready after 2.5 s (waiting for --ready {mode}:{port}" in r.stderr
     assert "QEMU stopped" in r.stderr and "| SERVICE READY" in r.stderr  # last console lines
-    assert not wait_gone(vms.needle)
+    assert not wait_gone(vm.needle)
 
 
 @pytest.mark.qemu
-def test_console_timeout_leaves_no_qemu(vms: Vms, kernels: Kernels) -> None:
-    r = vms.run(str(kernels.pvh), "-N", "-a", "smoltest.noready", "--timeout", "1.5")
+def test_console_timeout_leaves_no_qemu(vm: Vms, kernels: Kernels) -> None:
+    r = vm.run(str(kernels.pvh), "-N", "-a", "smoltest.noready", "--timeout", "1.5")
     assert r.returncode == 1
     assert "not ready after 1.5 s" in r.stderr and "| Starting smoltest service." in r.stderr
     assert "Traceback" not in r.stderr
-    assert not wait_gone(vms.needle, 0.5)
+    assert not wait_gone(vm.needle, 0.5)
 
 
 @pytest.mark.qemu
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
                          ids=["sigint", "sigterm", "sigkill"])
-def test_launcher_death_takes_qemu_down(vms: Vms, kernels: Kernels, how: int) -> None:
+def test_launcher_death_takes_qemu_down(vm: Vms, kernels: Kernels, how: int) -> None:
     """Ctrl-C, a kill, or even SIGKILL of the launcher: QEMU goes with it."""
-    p = vms.popen(str(kernels.pvh), "-N", "--console", "none")
+    p = vm.popen(str(kernels.pvh), "-N", "--console", "none")
     assert p.stderr is not None
     for line in p.stderr:
         if "ready in" in line:
             break
-    assert qemu_pids(vms.needle), "QEMU should be running"
+    assert qemu_pids(vm.needle), "QEMU should be running"
     p.send_signal(how)
     p.wait(10)
     assert p.returncode in (130, 128 + signal.SIGTERM, -signal.SIGKILL)
-    assert not wait_gone(vms.needle)
+    assert not wait_gone(vm.needle)
 
 
 @pytest.mark.qemu
-def test_detach_ps_logs_stop(vms: Vms, kernels: Kernels, disk: Path) -> None:
+def test_detach_ps_logs_stop(vm: Vms, kernels: Kernels, disk: Path) -> None:
     port = free_port()
-    r = vms.run("-d", "--name", "web", "-k", str(kernels.pvh), "-i", str(disk),
+    r = vm.run("-d", "--name", "web", "-k", str(kernels.pvh), "-i", str(disk),
                 "-p", f"{port}:80", "--json")
     assert r.returncode == 0, r.stderr
     info = json.loads(r.stdout)
     pid = info["pid"]
-    assert info["name"] == "web" and qemu_pids(vms.needle) == [pid]
+    assert info["name"] == "web" and qemu_pids(vm.needle) == [pid]
     state = Path(info["state_dir"])
     assert {p.name for p in state.iterdir()} >= {"qemu.pid", "serial.log", "qmp.sock",
                                                   "manifest.json"}
-    ps = json.loads(vms.run("ps", "--json").stdout)
+    ps = json.loads(vm.run("ps", "--json").stdout)
     assert [(v["name"], v["pid"]) for v in ps] == [("web", pid)]
     assert ps[0]["ports"] == [f"tcp:127.0.0.1:{port}->80"]
     assert ps[0]["image"] == str(disk.resolve())
-    human = vms.run("ps").stdout
+    human = vm.run("ps").stdout
     assert "web" in human and str(pid) in human
-    logs = vms.run("logs", "web")
+    logs = vm.run("logs", "web")
     assert READY_LINE in logs.stdout
     # The image is in use: a second read-write boot is refused before QEMU starts.
-    again = vms.run(str(kernels.pvh), str(disk), "--timeout", "5")
+    again = vm.run(str(kernels.pvh), str(disk), "--timeout", "5")
     assert again.returncode == 1 and "in use by the running VM 'web'" in again.stderr
     # The host port is taken by the first VM's QEMU.
-    clash = vms.run(str(kernels.pvh), "-p", f"{port}:80", "--timeout", "5")
+    clash = vm.run(str(kernels.pvh), "-p", f"{port}:80", "--timeout", "5")
     assert clash.returncode == 1 and f"host port tcp:127.0.0.1:{port} is not available" \
         in clash.stderr
-    follow = vms.popen("logs", "web", "-f")
-    stop = vms.run("stop", "web", "--grace", "0.3")
+    follow = vm.popen("logs", "web", "-f")
+    stop = vm.run("stop", "web", "--grace", "0.3")
     assert stop.returncode == 0 and "stopped web" in stop.stderr, stop.stderr
-    assert not wait_gone(vms.needle)
+    assert not wait_gone(vm.needle)
     out, _ = follow.communicate(timeout=5)  # -f ends when the VM stops
     assert READY_LINE in out
-    assert json.loads(vms.run("ps", "--json").stdout) == []
+    assert json.loads(vm.run("ps", "--json").stdout) == []
     assert not state.exists()
-    missing = vms.run("stop", "web")
+    missing = vm.run("stop", "web")
     assert missing.returncode == 1 and "no VM named 'web'" in missing.stderr
 
 
 @pytest.mark.qemu
-def test_read_only_image_is_shared(vms: Vms, kernels: Kernels, disk: Path) -> None:
+def test_read_only_image_is_shared(vm: Vms, kernels: Kernels, disk: Path) -> None:
     for name in ("a", "b"):
-        r = vms.run("-d", "--name", name, "--ro", str(kernels.pvh), str(disk), "-N")
+        r = vm.run("-d", "--name", name, "--ro", str(kernels.pvh), str(disk), "-N")
         assert r.returncode == 0, r.stderr
-    assert len(qemu_pids(vms.needle)) == 2
-    r = vms.run("stop", "--force", "a")
+    assert len(qemu_pids(vm.needle)) == 2
+    r = vm.run("stop", "--force", "a")
     assert r.returncode == 0 and "sigkill" in r.stderr
-    assert vms.run("stop", "b", "--grace", "0.1").returncode == 0
-    assert not wait_gone(vms.needle)
+    assert vm.run("stop", "b", "--grace", "0.1").returncode == 0
+    assert not wait_gone(vm.needle)
 
 
 @pytest.mark.qemu
-def test_image_locked_by_foreign_qemu(vms: Vms, kernels: Kernels, disk: Path) -> None:
+def test_image_locked_by_foreign_qemu(vm: Vms, kernels: Kernels, disk: Path) -> None:
     """A QEMU the launcher did not start holds the image: refused, with the reason."""
     qemu = subprocess.Popen(["qemu-system-x86_64", "-nodefaults", "-display", "none",
                              "-M", "pc", "-accel", "tcg", "-S", "-drive",
@@ -333,7 +333,7 @@ def test_image_locked_by_foreign_qemu(vms: Vms, kernels: Kernels, disk: Path) ->
         deadline = time.monotonic() + 10
         while not image_locked(disk) and time.monotonic() < deadline:
             time.sleep(0.05)
-        r = vms.run(str(kernels.pvh), str(disk))
+        r = vm.run(str(kernels.pvh), str(disk))
         assert r.returncode == 1 and "is locked by a running QEMU" in r.stderr, r.stderr
     finally:
         qemu.kill()
@@ -341,21 +341,21 @@ def test_image_locked_by_foreign_qemu(vms: Vms, kernels: Kernels, disk: Path) ->
     assert not image_locked(disk)
 
 
-def test_errors_before_qemu(vms: Vms, kernels: Kernels, tmp_path: Path) -> None:
-    r = vms.run(str(tmp_path / "nope.elf"))
+def test_errors_before_qemu(vm: Vms, kernels: Kernels, tmp_path: Path) -> None:
+    r = vm.run(str(tmp_path / "nope.elf"))
     assert r.returncode == 1 and "kernel not found" in r.stderr
     junk = tmp_path / "junk"
     junk.write_bytes(b"\x7fELF" + b"\0" * 200)
-    r = vms.run(str(junk))
+    r = vm.run(str(junk))
     assert r.returncode == 1
     assert "PVH entry" in r.stderr and "multiboot header" in r.stderr
-    r = vms.run(str(kernels.pvh), str(tmp_path / "missing.img"))
+    r = vm.run(str(kernels.pvh), str(tmp_path / "missing.img"))
     assert r.returncode == 1 and "image not found" in r.stderr
     r = subprocess.run([sys.executable, "-m", "launcher", str(kernels.pvh)], cwd=REPO,
-                       env=dict(vms.env, MKSMOLNB_QEMU="/nonexistent/qemu-system-x86_64"),
+                       env=dict(vm.env, MKSMOLNB_QEMU="/nonexistent/qemu-system-x86_64"),
                        capture_output=True, text=True, timeout=30, check=False)
     assert r.returncode == 1 and "apt-get install qemu-system-x86" in r.stderr
-    r = vms.run(str(kernels.pvh), "--ready", "http:8080")
+    r = vm.run(str(kernels.pvh), "--ready", "http:8080")
     assert r.returncode == 2 and "no -p forwards" in r.stderr
     for err in (r.stderr,):
         assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
@@ -363,8 +363,8 @@ def test_errors_before_qemu(vms: Vms, kernels: Kernels, tmp_path: Path) -> None:
 
 @pytest.mark.qemu
 @pytest.mark.kvm
-def test_boots_with_hardware_kvm(vms: Vms, kernels: Kernels, disk: Path) -> None:
-    r = vms.run(str(kernels.mmio), str(disk), "--accel", "kvm", "-a", "smoltest.exit=1",
+def test_boots_with_hardware_kvm(vm: Vms, kernels: Kernels, disk: Path) -> None:
+    r = vm.run(str(kernels.mmio), str(disk), "--accel", "kvm", "-a", "smoltest.exit=1",
                 *DEBUG_EXIT, "--json", "--timeout", "30")
     assert r.returncode == 3, r.stderr
     argv = json.loads(r.stdout)["argv"]
@@ -373,14 +373,14 @@ def test_boots_with_hardware_kvm(vms: Vms, kernels: Kernels, disk: Path) -> None
 
 @pytest.mark.qemu
 @pytest.mark.netbsd
-def test_genuine_netbsd_to_ready(vms: Vms, netbsd_dir: Path) -> None:
+def test_genuine_netbsd_to_ready(vm: Vms, netbsd_dir: Path) -> None:
     kernel = next((netbsd_dir / n for n in ("netbsd", "netbsd.gz") if (netbsd_dir / n).exists()),
                   None)
     image = netbsd_dir / "root.img"
     if kernel is None or not image.exists():
         pytest.skip(f"netbsd: {netbsd_dir} needs netbsd (or netbsd.gz) and root.img")
-    console = vms.console_file("netbsd")
-    r = vms.run(str(kernel), str(image), "--ro", "--json", "--console", f"file:{console}",
+    console = vm.console_file("netbsd")
+    r = vm.run(str(kernel), str(image), "--ro", "--json", "--console", f"file:{console}",
                 "--timeout", "60")
     assert r.returncode in (0, 1) and r.stdout, r.stderr
     stages = json.loads(r.stdout.splitlines()[0])["timing"]["stages"]
@@ -389,7 +389,7 @@ def test_genuine_netbsd_to_ready(vms: Vms, netbsd_dir: Path) -> None:
 
 
 @pytest.mark.qemu
-def test_cpu_host_rejected_falls_back(vms: Vms, kernels: Kernels, tmp_path: Path,
+def test_cpu_host_rejected_falls_back(vm: Vms, kernels: Kernels, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A hardware-KVM host on which QEMU aborts with ``-cpu host`` (as nested hosts do):
     the launcher boots again with a named model. The stand-in QEMU runs TCG underneath."""
@@ -407,7 +407,7 @@ def test_cpu_host_rejected_falls_back(vms: Vms, kernels: Kernels, tmp_path: Path
         'for a in "$@"; do [ "$a" = kvm ] && a=tcg; set -- "$@" "$a"; shift; done\n'
         'exec qemu-system-x86_64 "$@"\n')
     fake.chmod(0o755)
-    monkeypatch.setenv("MKSMOLNB_CACHE", vms.env["MKSMOLNB_CACHE"])
+    monkeypatch.setenv("MKSMOLNB_CACHE", vm.env["MKSMOLNB_CACHE"])
     config = LaunchConfig(kernel=kernels.pvh, network="none", console=Console("none"),
                           timeout=30, append=("smoltest.exit=1",),
                           qemu_args=tuple(a.split("=", 1)[1] for a in DEBUG_EXIT))
@@ -420,7 +420,7 @@ def test_cpu_host_rejected_falls_back(vms: Vms, kernels: Kernels, tmp_path: Path
 
 
 @pytest.mark.qemu
-def test_interactive_console_on_a_terminal(vms: Vms, kernels: Kernels) -> None:
+def test_interactive_console_on_a_terminal(vm: Vms, kernels: Kernels) -> None:
     """On a terminal the console is interactive: keystrokes reach QEMU (Ctrl-A X quits)."""
     import pty
 
@@ -428,7 +428,7 @@ def test_interactive_console_on_a_terminal(vms: Vms, kernels: Kernels) -> None:
     if pid == 0:  # child: the launcher on a pseudo-terminal
         os.chdir(REPO)
         os.execve(sys.executable, [sys.executable, "-m", "launcher", str(kernels.pvh), "-N"],
-                  vms.env)
+                  vm.env)
     buf = b""
     try:
         deadline = time.monotonic() + 30
@@ -451,4 +451,4 @@ def test_interactive_console_on_a_terminal(vms: Vms, kernels: Kernels) -> None:
             os.waitpid(pid, 0)
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, buf
-    assert not wait_gone(vms.needle)
+    assert not wait_gone(vm.needle)
