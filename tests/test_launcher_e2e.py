@@ -161,12 +161,15 @@ CASES = [
     ("mmio", ["--append=-v"], "microvm", "mmio", "console=com root=ld0a -v smoltest.exit=1"),
     ("pvh", ["--machine", "microvm", "-m", "64"], "microvm", "mmio",
      "console=com root=ld0a smoltest.exit=1"),
+    ("multiboot", ["--machine", "microvm"], "microvm", "mmio",
+     "console=com root=ld0a smoltest.exit=1"),
 ]
 
 
 @pytest.mark.qemu
 @pytest.mark.parametrize(("kernel", "extra", "machine", "transport", "cmdline"), CASES,
-                         ids=["pvh-pc", "multiboot-gz-pc", "mmio-auto-microvm", "pvh-microvm"])
+                         ids=["pvh-pc", "multiboot-gz-pc", "mmio-auto-microvm", "pvh-microvm",
+                              "multiboot-microvm"])
 def test_guest_sees_cmdline_and_devices(vm: Vms, kernels: Kernels, disk: Path, kernel: str,
                                         extra: list[str], machine: str, transport: str,
                                         cmdline: str) -> None:
