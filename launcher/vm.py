@@ -13,6 +13,7 @@ import os
 import select
 import signal
 import subprocess
+import sys
 import time
 from collections import deque
 from collections.abc import Callable
@@ -126,6 +127,12 @@ class Vm:
             import ctypes  # noqa: F401  (loaded before fork: the child only calls prctl)
 
             preexec = _die_with_parent
+        from smolfs import cli
+
+        if cli.DEBUG:
+            import shlex
+
+            print("+ " + shlex.join(self.argv), file=sys.stderr, flush=True)
         self.exec_time = time.monotonic()
         self.started = time.time()
         try:
