@@ -119,14 +119,15 @@ class Vm:
         if self.qemu_log is not None:
             log = open(self.qemu_log, "wb")  # noqa: SIM115
             stderr = log
+        preexec = None
         if self.detach:
             stdout: int | object = log if log is not None else subprocess.DEVNULL
-            preexec = None
         else:
             stdout = subprocess.PIPE
-            import ctypes  # noqa: F401  (loaded before fork: the child only calls prctl)
+            if sys.platform.startswith("linux"):  # elsewhere: the finally blocks only
+                import ctypes  # noqa: F401  (loaded before fork: the child only calls prctl)
 
-            preexec = _die_with_parent
+                preexec = _die_with_parent
         from smolfs import cli
 
         if cli.DEBUG:
