@@ -344,6 +344,7 @@ def test_image_locked_by_foreign_qemu(vm: Vms, kernels: Kernels, disk: Path) -> 
     assert not image_locked(disk)
 
 
+@pytest.mark.qemu  # the checks run in order; QEMU's presence is the first
 def test_errors_before_qemu(vm: Vms, kernels: Kernels, tmp_path: Path) -> None:
     r = vm.run(str(tmp_path / "nope.elf"))
     assert r.returncode == 1 and "kernel not found" in r.stderr

@@ -46,6 +46,7 @@ def test_strip_missing_function(tmp_path: Path, test_kernels: TestKernels,
         strip_kernel(info, cache=tmp_path)
 
 
+@pytest.mark.qemu  # --print-cmd still checks that QEMU is installed
 def test_service_name_builds_then_boots(tmp_path: Path, test_kernels: TestKernels,
                                         monkeypatch: pytest.MonkeyPatch,
                                         capsys: pytest.CaptureFixture[str]) -> None:
