@@ -6,6 +6,8 @@ The ``test_kernels`` session fixture comes from ``kernels`` through ``conftest.p
 from __future__ import annotations
 
 import gzip
+import os
+import shutil
 import subprocess
 import threading
 import time
@@ -22,7 +24,9 @@ from kernels import (
     ROOT_MOUNTED,
     STAGE_LINES,
     Console,
+    KernelBuildError,
     TestKernels,
+    ToolchainMissing,
     VirtioDevice,
     build_test_kernels,
     parse_console,
@@ -45,7 +49,7 @@ def disk(tmp_path: Path) -> Path:
 
 def devices(machine: str, disk: Path) -> list[str]:
     """A virtio disk and a virtio network card, on the transport the machine has."""
-    bus = "device" if machine == "microvm" else "pci"
+    bus = "device" if machine.startswith("microvm") else "pci"
     return ["-drive", f"if=none,file={disk},format=raw,id=hd0",
             "-device", f"virtio-blk-{bus},drive=hd0",
             "-netdev", "user,id=n0", "-device", f"virtio-net-{bus},netdev=n0"]
@@ -106,7 +110,7 @@ def check_stages(con: Console, text: str) -> None:
 
 def test_build_is_deterministic(test_kernels: TestKernels, tmp_path: Path) -> None:
     again = build_test_kernels(tmp_path)
-    for name in ("pvh", "multiboot", "pvh_gz", "multiboot_gz"):
+    for name in ("pvh", "multiboot", "pvh_gz", "multiboot_gz", "pvh64", "noboot"):
         assert getattr(again, name).read_bytes() == getattr(test_kernels, name).read_bytes()
     assert gzip.decompress(again.pvh_gz.read_bytes()) == again.pvh.read_bytes()
     assert gzip.decompress(again.multiboot_gz.read_bytes()) == again.multiboot.read_bytes()
@@ -131,24 +135,60 @@ def test_pvh_note_and_multiboot_header(test_kernels: TestKernels) -> None:
     assert flags & 2  # memory information requested
 
 
+MICROVM_ACPI = [VirtioDevice("mmio", "0xfeb02c00", "1", "net"),
+                VirtioDevice("mmio", "0xfeb02e00", "2", "blk")]
+#: Without ACPI microvm has 8 transports, not 24, and fills them from the top down too.
+MICROVM_NO_ACPI = [VirtioDevice("mmio", "0xfeb00c00", "1", "net"),
+                   VirtioDevice("mmio", "0xfeb00e00", "2", "blk")]
+MICROVM_MINIMAL = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on"
+
+def test_missing_toolchain_is_one_clear_error(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(ToolchainMissing, match=r"^gcc not found \(install gcc, binutils"):
+        build_test_kernels(tmp_path / "out")
+
+
+def test_build_error_names_the_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A gcc that compiles the probe but fails on the kernel: the error says what failed."""
+    real = shutil.which("gcc")
+    if real is None:
+        pytest.skip("gcc not installed")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    gcc = fake / "gcc"
+    gcc.write_text('#!/bin/sh\ncase "$*" in *smoltest.c*) echo "boom: bad source" >&2; '
+                   f'exit 1;; esac\nexec {real} "$@"\n')
+    gcc.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}:{os.environ['PATH']}")
+    with pytest.raises(KernelBuildError, match=r"(?s)smoltest\.c.*status 1.*boom: bad source"):
+        build_test_kernels(tmp_path / "out")
+    assert not list((tmp_path / "out").iterdir())  # the build directory is gone
+
+
 BOOTS = [
-    ("microvm", "pvh", [VirtioDevice("mmio", "0xfeb02c00", "1", "net"),
-                        VirtioDevice("mmio", "0xfeb02e00", "2", "blk")]),
+    ("microvm", "pvh", MICROVM_ACPI),
+    (MICROVM_MINIMAL, "pvh", MICROVM_ACPI),
+    ("microvm,acpi=off,auto-kernel-cmdline=off", "pvh", MICROVM_NO_ACPI),
     ("pc", "pvh", [VirtioDevice("pci", "00:02.0", "1af4:1001", "blk"),
                    VirtioDevice("pci", "00:03.0", "1af4:1000", "net")]),
     ("pc", "multiboot", [VirtioDevice("pci", "00:02.0", "1af4:1001", "blk"),
                          VirtioDevice("pci", "00:03.0", "1af4:1000", "net")]),
+    ("microvm", "pvh64", MICROVM_ACPI),
+    ("pc", "pvh64", [VirtioDevice("pci", "00:02.0", "1af4:1001", "blk"),
+                     VirtioDevice("pci", "00:03.0", "1af4:1000", "net")]),
 ]
 
 
 @pytest.mark.qemu
-@pytest.mark.parametrize(("machine", "protocol", "expected"), BOOTS,
-                         ids=[f"{m}-{p}" for m, p, _ in BOOTS])
+@pytest.mark.parametrize(("machine", "variant", "expected"), BOOTS,
+                         ids=[f"{m.replace(',', '+')}-{v}" for m, v, _ in BOOTS])
 def test_boot_reports_cmdline_devices_and_stages(
-    test_kernels: TestKernels, disk: Path, machine: str, protocol: str,
+    test_kernels: TestKernels, disk: Path, machine: str, variant: str,
     expected: list[VirtioDevice],
 ) -> None:
-    kernel = getattr(test_kernels, protocol)
+    kernel = getattr(test_kernels, variant)
+    protocol = "multiboot" if variant == "multiboot" else "pvh"
     status, text = boot(machine, kernel, APPEND, devices(machine, disk))
     con = parse_console(text)
     assert status == 3, text  # isa-debug-exit: (1 << 1) | 1
@@ -234,3 +274,63 @@ def test_exit_without_debug_device_says_so(test_kernels: TestKernels) -> None:
     finally:
         proc.kill()
         proc.wait()
+
+
+@pytest.mark.qemu
+def test_device_names(test_kernels: TestKernels) -> None:
+    status, text = boot("q35", test_kernels.pvh, "smoltest.exit=1",
+                        ["-device", "virtio-rng-pci", "-device", "virtio-serial-pci",
+                         "-device", "virtio-balloon-pci"])
+    assert status == 3, text
+    assert [(d.ident, d.kind) for d in parse_console(text).virtio] == [
+        ("1af4:1005", "rng"), ("1af4:1003", "console"), ("1af4:1002", "other")]
+
+
+@pytest.mark.qemu
+def test_microvm_without_acpi_appends_to_the_cmdline(test_kernels: TestKernels,
+                                                      disk: Path) -> None:
+    """What a launcher must know: microvm,acpi=off tells a Linux guest where its
+    virtio-mmio devices are by adding words to the kernel command line."""
+    status, text = boot("microvm,acpi=off", test_kernels.pvh, APPEND,
+                        devices("microvm", disk))
+    assert status == 3, text
+    assert parse_console(text).cmdline == (
+        f"{APPEND} virtio_mmio.device=512@0xfeb00e00:12 virtio_mmio.device=512@0xfeb00c00:11")
+
+
+@pytest.mark.qemu
+def test_spin_without_pit_falls_back_to_tsc(test_kernels: TestKernels) -> None:
+    status, text = boot(MICROVM_MINIMAL, test_kernels.pvh, "smoltest.spin=10 smoltest.exit=1")
+    assert status == 3, text
+    assert parse_console(text).spin == (10, "tsc")
+
+
+@pytest.mark.qemu
+def test_boots_under_any_kvm(test_kernels: TestKernels, disk: Path) -> None:
+    """KVM of any kind, the nested kvm_pvm included: trivial guests run under it."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        pytest.skip("kvm: /dev/kvm is missing or not read-write")
+    argv = [a if a != "tcg" else "kvm" for a in BASE]
+    proc = subprocess.run([*argv, "-cpu", "qemu64", "-M", "microvm", "-kernel",
+                           str(test_kernels.pvh), "-append", APPEND,
+                           *devices("microvm", disk)],
+                          capture_output=True, timeout=TIMEOUT, check=False,
+                          stdin=subprocess.DEVNULL)
+    text = proc.stdout.decode("ascii", "replace")
+    if proc.returncode == 1 and "kvm" in proc.stderr.decode().lower():
+        pytest.skip(f"kvm: {proc.stderr.decode().strip().splitlines()[-1]}")
+    assert proc.returncode == 3, text + proc.stderr.decode()
+    con = parse_console(text)
+    assert con.cmdline == APPEND
+    assert con.virtio == MICROVM_ACPI
+    check_stages(con, text)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("variant", ["noboot", "pvh_gz"])
+def test_qemu_refuses_what_it_cannot_boot(test_kernels: TestKernels, variant: str) -> None:
+    """No PVH note nor multiboot header, or gzip-compressed: QEMU stops before the guest runs
+    (so a launcher should check first, and decompress)."""
+    status, text = boot("pc", getattr(test_kernels, variant), "smoltest.exit=1")
+    assert status == 1, text
+    assert "SMOLTEST" not in text

@@ -40,11 +40,24 @@ _CFLAGS = (
     "-ffreestanding", "-fno-pic", "-fno-pie", "-fno-stack-protector",
     "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", "-fno-ident", "-nostdinc",
 )
-#: (output name, entry assembly file, entry symbol)
-_KERNELS = (
-    ("smoltest-pvh.elf", "pvh.S", "pvh_start"),
-    ("smoltest-multiboot.elf", "multiboot.S", "multiboot_start"),
+
+
+@dataclass(frozen=True)
+class _Variant:
+    out: str
+    entry_src: str
+    entry: str
+    defines: tuple[str, ...] = ()
+    elf64: bool = False  # objcopy the linked ELF32 to ELF64 (the code stays 32-bit)
+
+
+_VARIANTS = (
+    _Variant("smoltest-pvh.elf", "pvh.S", "pvh_start"),
+    _Variant("smoltest-multiboot.elf", "multiboot.S", "multiboot_start"),
+    _Variant("smoltest-pvh64.elf", "pvh.S", "pvh_start", ("-DPVH_NOTE64",), elf64=True),
+    _Variant("smoltest-noboot.elf", "pvh.S", "pvh_start", ("-DNO_PVH_NOTE",)),
 )
+_GZIPPED = ("smoltest-pvh.elf", "smoltest-multiboot.elf")
 
 
 class ToolchainMissing(Exception):
@@ -61,10 +74,12 @@ class TestKernels:
 
     __test__ = False  # not a pytest test class
 
-    pvh: Path
-    multiboot: Path
-    pvh_gz: Path
-    multiboot_gz: Path
+    pvh: Path  # ELF32 with the Xen PVH entry note
+    multiboot: Path  # ELF32 with a multiboot (v1) header
+    pvh_gz: Path  # gzip of pvh (QEMU cannot load it as is)
+    multiboot_gz: Path  # gzip of multiboot
+    pvh64: Path  # ELF64 with the PVH note (8-byte value), like an amd64 NetBSD kernel
+    noboot: Path  # ELF32 with neither PVH note nor multiboot header: QEMU refuses it
 
 
 def _run(argv: list[str], cwd: Path) -> None:
@@ -81,7 +96,7 @@ def _run(argv: list[str], cwd: Path) -> None:
 
 
 def _check_toolchain(work: Path) -> None:
-    for tool in ("gcc", "ld"):
+    for tool in ("gcc", "ld", "objcopy"):
         if shutil.which(tool) is None:
             raise ToolchainMissing(f"{tool} not found (install gcc, binutils, gcc-multilib)")
     probe = work / "probe.c"
@@ -113,18 +128,23 @@ def build_test_kernels(outdir: Path) -> TestKernels:
             shutil.copyfile(SOURCE_DIR / name, work / name)
         _check_toolchain(work)
         _run(["gcc", *_CFLAGS, "-c", "smoltest.c", "-o", "smoltest.o"], work)
-        for out, entry_src, entry in _KERNELS:
-            obj = entry_src.replace(".S", ".o")
-            _run(["gcc", *_CFLAGS, "-c", entry_src, "-o", obj], work)
+        for v in _VARIANTS:
+            obj = v.out.replace(".elf", ".o")
+            _run(["gcc", *_CFLAGS, *v.defines, "-c", v.entry_src, "-o", obj], work)
             _run(["ld", "-m", "elf_i386", "-T", "kernel.ld", "-nostdlib", "--build-id=none",
-                  "-z", "noexecstack", "-e", entry, "-o", out, obj, "smoltest.o"], work)
-            (work / out).replace(outdir / out)
-            _gzip(outdir / out, outdir / (out + ".gz"))
+                  "-z", "noexecstack", "-e", v.entry, "-o", v.out, obj, "smoltest.o"], work)
+            if v.elf64:
+                _run(["objcopy", "-O", "elf64-x86-64", v.out, v.out], work)
+            (work / v.out).replace(outdir / v.out)
+        for name in _GZIPPED:
+            _gzip(outdir / name, outdir / (name + ".gz"))
     return TestKernels(
         pvh=outdir / "smoltest-pvh.elf",
         multiboot=outdir / "smoltest-multiboot.elf",
         pvh_gz=outdir / "smoltest-pvh.elf.gz",
         multiboot_gz=outdir / "smoltest-multiboot.elf.gz",
+        pvh64=outdir / "smoltest-pvh64.elf",
+        noboot=outdir / "smoltest-noboot.elf",
     )
 
 

@@ -6,8 +6,14 @@
  * paging off and flat segments, and %ebx holding the physical address of
  * struct hvm_start_info.
  */
+/*
+ * Built three ways: the PVH kernel (ELF32); with -DPVH_NOTE64, for conversion to
+ * ELF64, where loaders read the note's value as 8 bytes; with -DNO_PVH_NOTE, an
+ * ELF that no boot protocol can load (for the launcher's error path).
+ */
 #define XEN_ELFNOTE_PHYS32_ENTRY 18
 
+#ifndef NO_PVH_NOTE
 	.section .note.Xen, "a", @note
 	.balign 4
 	.long 2f - 1f		/* namesz */
@@ -15,8 +21,13 @@
 	.long XEN_ELFNOTE_PHYS32_ENTRY
 1:	.asciz "Xen"
 2:	.balign 4
+#ifdef PVH_NOTE64
+3:	.long pvh_start, 0	/* the entry point as a 64-bit value */
+#else
 3:	.long pvh_start		/* 32-bit physical entry point */
+#endif
 4:	.balign 4
+#endif
 
 	.text
 	.code32

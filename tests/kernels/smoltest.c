@@ -123,7 +123,7 @@ static void uart_init(void)
 	outb(COM1 + 4, 0x03);	/* MCR: DTR, RTS */
 }
 
-static void putc(char c)
+static void serial_putc(char c)
 {
 	/* Wait (boundedly) for the transmit holding register to empty. */
 	for (int i = 0; i < 100000 && !(inb(COM1 + 5) & 0x20); i++)
@@ -131,15 +131,15 @@ static void putc(char c)
 	outb(COM1, (uint8_t)c);
 }
 
-static void puts(const char *s)
+static void serial_puts(const char *s)
 {
 	while (*s)
-		putc(*s++);
+		serial_putc(*s++);
 }
 
 static void endl(void)
 {
-	puts("\r\n");
+	serial_puts("\r\n");
 }
 
 static void putdec(uint32_t v)
@@ -152,7 +152,7 @@ static void putdec(uint32_t v)
 		buf[--i] = (char)('0' + v % 10);
 		v /= 10;
 	} while (v);
-	puts(&buf[i]);
+	serial_puts(&buf[i]);
 }
 
 static void puthex(uint32_t v, int digits)
@@ -160,7 +160,7 @@ static void puthex(uint32_t v, int digits)
 	static const char hex[] = "0123456789abcdef";
 
 	while (digits--)
-		putc(hex[(v >> (digits * 4)) & 0xf]);
+		serial_putc(hex[(v >> (digits * 4)) & 0xf]);
 }
 
 /* Command line words. */
@@ -257,16 +257,16 @@ static int scan_pci(void)
 				nfn = 8;	/* multi-function device */
 			if ((id & 0xffff) != VIRTIO_PCI_VENDOR)
 				continue;
-			puts("SMOLTEST virtio pci 00:");
+			serial_puts("SMOLTEST virtio pci 00:");
 			puthex(slot, 2);
-			putc('.');
+			serial_putc('.');
 			puthex(fn, 1);
-			putc(' ');
+			serial_putc(' ');
 			puthex(id & 0xffff, 4);
-			putc(':');
+			serial_putc(':');
 			puthex(id >> 16, 4);
-			putc(' ');
-			puts(virtio_pci_name((uint16_t)(id >> 16)));
+			serial_putc(' ');
+			serial_puts(virtio_pci_name((uint16_t)(id >> 16)));
 			endl();
 		}
 	}
@@ -283,12 +283,12 @@ static void scan_mmio(void)
 		uint32_t id = mmio_read32(base + 8);
 		if (id == 0)
 			continue;	/* transport without a device */
-		puts("SMOLTEST virtio mmio 0x");
+		serial_puts("SMOLTEST virtio mmio 0x");
 		puthex(base, 8);
-		putc(' ');
+		serial_putc(' ');
 		putdec(id);
-		putc(' ');
-		puts(virtio_mmio_name(id));
+		serial_putc(' ');
+		serial_puts(virtio_mmio_name(id));
 		endl();
 	}
 }
@@ -313,9 +313,14 @@ static const char *spin_ms(uint32_t ms)
 	outb(0x40, 0x00);
 	outb(0x40, 0x00);	/* count 65536 */
 
+	/*
+	 * A PIT ticks every 838 ns; 2000 latched reads take far longer than that.
+	 * Without a PIT (microvm,pit=off) the reads return 0xffff forever.
+	 * (The bound matters under KVM, where each port access is an exit.)
+	 */
 	uint16_t last = pit_count();
 	int moved = 0;
-	for (int i = 0; i < 100000 && !moved; i++)
+	for (int i = 0; i < 2000 && !moved; i++)
 		moved = pit_count() != last;
 	if (moved) {
 		uint64_t want = (uint64_t)ms * (PIT_HZ / 1000) + ms * (PIT_HZ % 1000) / 1000;
@@ -353,42 +358,42 @@ static void __attribute__((noreturn)) triple_fault(void)
 
 static void run(const char *protocol, uint32_t mem_kib)
 {
-	puts("SMOLTEST boot ");
-	puts(protocol);
+	serial_puts("SMOLTEST boot ");
+	serial_puts(protocol);
 	endl();
-	puts("SMOLTEST cmdline ");
-	puts(cmdline);
+	serial_puts("SMOLTEST cmdline ");
+	serial_puts(cmdline);
 	endl();
 	if (mem_kib) {
-		puts("SMOLTEST mem ");
+		serial_puts("SMOLTEST mem ");
 		putdec(mem_kib);
 		endl();
 	}
 	if (!scan_pci())
 		scan_mmio();
 
-	puts("NetBSD 10.1 (SMOLTEST) #0: Mon Jan  1 00:00:00 UTC 2024\r\n");
+	serial_puts("NetBSD 10.1 (SMOLTEST) #0: Mon Jan  1 00:00:00 UTC 2024\r\n");
 	if (has_option("smoltest.panic")) {
-		puts("panic: smoltest\r\n");
+		serial_puts("panic: smoltest\r\n");
 		triple_fault();
 	}
-	puts("root file system type: ffs\r\n");
-	puts("Starting smoltest service.\r\n");
+	serial_puts("root file system type: ffs\r\n");
+	serial_puts("Starting smoltest service.\r\n");
 	int32_t spin = option_value("smoltest.spin");
 	if (spin >= 0) {
-		puts("SMOLTEST spin ");
+		serial_puts("SMOLTEST spin ");
 		putdec((uint32_t)spin);
-		putc(' ');
-		puts(spin_ms((uint32_t)spin));
+		serial_putc(' ');
+		serial_puts(spin_ms((uint32_t)spin));
 		endl();
 	}
 	if (!has_option("smoltest.noready"))
-		puts("SERVICE READY\r\n");
+		serial_puts("SERVICE READY\r\n");
 
 	int32_t code = option_value("smoltest.exit");
 	if (code >= 0 && !has_option("smoltest.noready")) {
 		outl(DEBUG_EXIT, (uint32_t)code);
-		puts("SMOLTEST exit failed: no isa-debug-exit at 0xf4\r\n");
+		serial_puts("SMOLTEST exit failed: no isa-debug-exit at 0xf4\r\n");
 	}
 	smoltest_halt();
 }
@@ -402,7 +407,7 @@ void smoltest_pvh(const struct hvm_start_info *si)
 
 	uart_init();
 	if (si->magic != HVM_START_MAGIC) {
-		puts("SMOLTEST bad hvm_start_info magic 0x");
+		serial_puts("SMOLTEST bad hvm_start_info magic 0x");
 		puthex(si->magic, 8);
 		endl();
 		smoltest_halt();
@@ -428,7 +433,7 @@ void smoltest_multiboot(uint32_t magic, const struct multiboot_info *mbi)
 
 	uart_init();
 	if (magic != MULTIBOOT_LOADER_MAGIC) {
-		puts("SMOLTEST bad multiboot magic 0x");
+		serial_puts("SMOLTEST bad multiboot magic 0x");
 		puthex(magic, 8);
 		endl();
 		smoltest_halt();
