@@ -122,6 +122,8 @@ class Kernels:
     pvh: Path
     multiboot: Path
     multiboot_gz: Path
+    pvh64: Path
+    noboot: Path
     mmio: Path  # the PVH kernel carrying the strings of NetBSD's virtio-mmio attachment
 
 
@@ -131,7 +133,7 @@ def kernels(tmp_path: Path, test_kernels: TestKernels) -> Kernels:
     d = tmp_path / "k"
     d.mkdir()
     out = {}
-    for name in ("pvh", "multiboot", "multiboot_gz"):
+    for name in ("pvh", "multiboot", "multiboot_gz", "pvh64", "noboot"):
         src = getattr(test_kernels, name)
         out[name] = d / src.name
         out[name].write_bytes(src.read_bytes())
@@ -163,13 +165,15 @@ CASES = [
      "console=com root=ld0a smoltest.exit=1"),
     ("multiboot", ["--machine", "microvm"], "microvm", "mmio",
      "console=com root=ld0a smoltest.exit=1"),
+    ("pvh64", ["--machine", "microvm"], "microvm", "mmio",
+     "console=com root=ld0a smoltest.exit=1"),
 ]
 
 
 @pytest.mark.qemu
 @pytest.mark.parametrize(("kernel", "extra", "machine", "transport", "cmdline"), CASES,
                          ids=["pvh-pc", "multiboot-gz-pc", "mmio-auto-microvm", "pvh-microvm",
-                              "multiboot-microvm"])
+                              "multiboot-microvm", "pvh64-microvm"])
 def test_guest_sees_cmdline_and_devices(vm: Vms, kernels: Kernels, disk: Path, kernel: str,
                                         extra: list[str], machine: str, transport: str,
                                         cmdline: str) -> None:
@@ -348,9 +352,7 @@ def test_image_locked_by_foreign_qemu(vm: Vms, kernels: Kernels, disk: Path) -> 
 def test_errors_before_qemu(vm: Vms, kernels: Kernels, tmp_path: Path) -> None:
     r = vm.run(str(tmp_path / "nope.elf"))
     assert r.returncode == 1 and "kernel not found" in r.stderr
-    junk = tmp_path / "junk"
-    junk.write_bytes(b"\x7fELF" + b"\0" * 200)
-    r = vm.run(str(junk))
+    r = vm.run(str(kernels.noboot))
     assert r.returncode == 1
     assert "PVH entry" in r.stderr and "multiboot header" in r.stderr
     r = vm.run(str(kernels.pvh), str(tmp_path / "missing.img"))

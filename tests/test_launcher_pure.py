@@ -270,6 +270,12 @@ def test_inspect_test_kernels(test_kernels, tmp_path: Path) -> None:  # type: ig
     assert pvh.netbsd_config == "SMOLTEST"
     mb = inspect_kernel(test_kernels.multiboot_gz, cache=tmp_path)
     assert mb.compressed and mb.multiboot_loadable and not mb.pvh
+    pvh64 = inspect_kernel(test_kernels.pvh64, cache=tmp_path)
+    assert pvh64.elf_class == 64 and pvh64.pvh_entry == pvh.pvh_entry
+    noboot = inspect_kernel(test_kernels.noboot, cache=tmp_path)
+    assert noboot.elf_class == 32 and not noboot.bootable
+    with pytest.raises(KernelError, match="not bootable by QEMU"):
+        require_bootable(noboot)
 
 
 # --- argv -----------------------------------------------------------------------------
