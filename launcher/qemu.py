@@ -18,9 +18,12 @@ from .config import LaunchConfig
 from .host import HostInfo, choose_accel
 from .kernel import KernelInfo
 
-MICROVM_PVH = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,isa-serial=on"
+#: ``acpi=off``: a MICROVM kernel has no ACPI; QEMU then names each virtio-mmio transport on
+#: the kernel command line (``virtio_mmio.device=512@0xfeb00e00:12``), where NetBSD's
+#: ``mmio_cmdline`` attachment finds them.
+MICROVM_PVH = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,acpi=off,isa-serial=on"
 #: QEMU's multiboot loader is an option ROM: microvm must keep them for multiboot kernels.
-MICROVM_MULTIBOOT = "microvm,rtc=off,pit=off,pic=off,isa-serial=on"
+MICROVM_MULTIBOOT = "microvm,rtc=off,pit=off,pic=off,acpi=off,isa-serial=on"
 BASE = ("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
 
 

@@ -29,7 +29,7 @@ from launcher.host import (
     probe_host,
 )
 from launcher.kernel import KernelInfo, inspect_kernel, require_bootable, scan
-from launcher.qemu import MICROVM_PVH, RunPaths, qemu_argv
+from launcher.qemu import RunPaths, qemu_argv
 from smolfs.errors import KernelError, LaunchError, UsageError
 
 # --- config ---------------------------------------------------------------------------
@@ -301,7 +301,9 @@ def test_argv_pvh_mmio_microvm() -> None:
                           append=("-v",))
     assert qemu_argv(config, TCG_HOST, kinfo()) == [
         "/usr/bin/qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none",
-        "-no-reboot", "-M", MICROVM_PVH, "-accel", "tcg", "-cpu", "qemu64",
+        "-no-reboot",
+        "-M", "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,acpi=off,isa-serial=on",
+        "-accel", "tcg", "-cpu", "qemu64",
         "-m", "256", "-smp", "1", "-kernel", "/k/netbsd",
         "-append", "console=com root=ld0a -v",
         "-drive", "if=none,id=hd0,format=raw,file=/i/root.img",
