@@ -73,10 +73,15 @@ def _boot_parser() -> Parser:
 
 
 def _looks_like_service(target: str) -> bool:
+    """A name (not an existing file) of a shipped service: ``services/<name>/``."""
     import os
     import re
 
-    return not os.path.exists(target) and re.fullmatch(r"[a-z][a-z0-9_-]*", target) is not None
+    if os.path.exists(target) or not re.fullmatch(r"[a-z][a-z0-9_-]*", target):
+        return False
+    from services import shipped_dir
+
+    return (shipped_dir() / target).is_dir()
 
 
 def _boot(argv: Sequence[str]) -> int:

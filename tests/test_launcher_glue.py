@@ -64,6 +64,10 @@ def test_service_name_builds_then_boots(tmp_path: Path, test_kernels: TestKernel
     monkeypatch.setitem(sys.modules, "smolfs.build", fake)
     monkeypatch.setenv("MKSMOLNB_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
+    import services
+
+    (tmp_path / "services" / "rescue").mkdir(parents=True)
+    monkeypatch.setattr(services, "shipped_dir", lambda: tmp_path / "services")
     from launcher.__main__ import main
 
     assert main(["rescue", "--print-cmd", "--accel", "tcg"]) == 0
@@ -75,3 +79,6 @@ def test_service_name_builds_then_boots(tmp_path: Path, test_kernels: TestKernel
     assert main(["-k", str(test_kernels.multiboot), "rescue", "--print-cmd"]) == 0
     argv = shlex.split(capsys.readouterr().out)
     assert argv[argv.index("-kernel") + 1] == str(test_kernels.multiboot)
+    # A name that is neither a file nor a service is a missing kernel.
+    assert main(["rescuee"]) == 1
+    assert "kernel not found: rescuee" in capsys.readouterr().err
