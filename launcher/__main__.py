@@ -131,11 +131,9 @@ def _boot(argv: Sequence[str]) -> int:
 
     prepared = prepare(config)
     if args.strip:
-        from dataclasses import replace
-
         from .glue import strip_kernel
 
-        config = replace(config, kernel=strip_kernel(prepared.kernel))
+        config = config._replace(kernel=strip_kernel(prepared.kernel))
         prepared = prepare(config)
     if prepared.accel_note and not args.print_cmd:
         print(f"startnb: {prepared.accel_note}", file=sys.stderr)

@@ -16,9 +16,8 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
 
 from smolfs.errors import InputError, LaunchError, ReadyTimeout
 
@@ -33,8 +32,7 @@ if TYPE_CHECKING:
     from .stages import StageDetector, TimingReport
 
 
-@dataclass
-class BootResult:
+class BootResult(NamedTuple):
     """What happened: the VM's name (detached), its pid, its exit status (attached)."""
 
     argv: list[str]
@@ -56,8 +54,7 @@ class BootResult:
                 "accel_note": self.accel_note}
 
 
-@dataclass(frozen=True)
-class Prepared:
+class Prepared(NamedTuple):
     host: HostInfo
     kernel: KernelInfo
     accel_note: str | None
@@ -200,7 +197,7 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
         return _boot(config, start, prep, name, timestamps, print_cmd, on_ready)
     except _CpuModelRejected:
         print("startnb: QEMU rejected -cpu host; using a named CPU model", file=sys.stderr)
-        prep = replace(prep, host=replace(prep.host, nested=True))
+        prep = prep._replace(host=prep.host._replace(nested=True))
         return _boot(config, start, prep, name, timestamps, print_cmd, on_ready)
 
 
@@ -222,7 +219,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
     else:
         paths = RunPaths()
     if not config.detach and config.console.kind == "stdio" and sys.stdin.isatty():
-        paths = replace(paths, interactive=True)
+        paths = paths._replace(interactive=True)
     argv = qemu_argv(config, prep.host, prep.kernel, paths)
     if print_cmd:
         from .stages import StageDetector, report
@@ -298,8 +295,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                     det.feed_line(t, line)
             if not vm.console_open:
                 vm.wait()
-        result.exit_status = vm.poll()
-        return result
+        return result._replace(exit_status=vm.poll())
     finally:
         if prober is not None:
             prober.stop.set()
@@ -363,6 +359,3 @@ def _manifest(vmdir: state.VmDir, vm: Vm, config: LaunchConfig, argv: list[str],
         "argv": argv, "timing": timing,
     }
 
-
-def with_image(config: LaunchConfig, image: Path) -> LaunchConfig:
-    return replace(config, image=image)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import errno
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
@@ -25,8 +25,7 @@ KVM_NESTED_PVM = "kvm_pvm"
 KVM_UNKNOWN = "unknown-module"
 
 
-@dataclass(frozen=True)
-class HostInfo:
+class HostInfo(NamedTuple):
     """What :func:`probe_host` found."""
 
     qemu: str | None  # absolute path of qemu-system-x86_64, None when not installed

@@ -19,8 +19,8 @@ import mmap
 import os
 import re
 import struct
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from smolfs.errors import KernelError
 
@@ -38,8 +38,7 @@ _MMIO_MARKERS = (b"virtio_mmio.device=", b"\0mmio_cmdline\0")
 _PCI_MARKERS = (b"\0virtio_pci\0",)
 
 
-@dataclass(frozen=True)
-class KernelInfo:
+class KernelInfo(NamedTuple):
     """Facts about one kernel; ``path`` is the file QEMU loads (decompressed if needed)."""
 
     path: Path
@@ -87,7 +86,7 @@ class KernelInfo:
                 + (f", {' and '.join(transports)}" if transports else ""))
 
     def to_json(self) -> dict[str, object]:
-        d = asdict(self)
+        d: dict[str, object] = self._asdict()
         d["path"], d["source"] = str(self.path), str(self.source)
         return d
 

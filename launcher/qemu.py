@@ -9,8 +9,8 @@ GENERIC kernel spends seconds probing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from smolfs.errors import KernelError, UsageError
 
@@ -27,8 +27,7 @@ MICROVM_MULTIBOOT = "microvm,rtc=off,pit=off,pic=off,acpi=off,isa-serial=on"
 BASE = ("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
 
 
-@dataclass(frozen=True)
-class RunPaths:
+class RunPaths(NamedTuple):
     """Files QEMU writes or serves: all optional (attached runs need none)."""
 
     pidfile: Path | None = None

@@ -9,7 +9,7 @@ readiness probe). :class:`StageDetector` is pure: feed it lines with their times
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 STAGES = ("exec", "first_byte", "banner", "root", "rc", "ready")
 LABELS = {
@@ -28,11 +28,11 @@ KERNEL_LINE = (r"^(\s*$|kern\.|clock: |WARNING: |warning: |entropy: |boot device
                r"|dump |swap|\[ |[a-z]+\d+( at |: )|mainbus|autoconfiguration)")
 
 
-@dataclass
 class StageDetector:
     """Records when each stage is first seen; times are whatever clock the caller uses."""
 
-    times: dict[str, float] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.times: dict[str, float] = {}
 
     def mark(self, stage: str, t: float) -> bool:
         """Record ``stage`` at ``t`` unless already seen; True when newly recorded."""
@@ -61,8 +61,7 @@ class StageDetector:
         return new
 
 
-@dataclass(frozen=True)
-class TimingReport:
+class TimingReport(NamedTuple):
     """Seconds: ``total`` from the command start to ready; stages from QEMU's exec."""
 
     total: float | None

@@ -11,8 +11,8 @@ import contextlib
 import os
 import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from smolfs.errors import LaunchError, UsageError
 
@@ -27,8 +27,7 @@ def state_root() -> Path:
     return Path.home() / ".local" / "state" / "mksmolnb"
 
 
-@dataclass(frozen=True)
-class VmDir:
+class VmDir(NamedTuple):
     """The files of one detached VM."""
 
     name: str

@@ -407,8 +407,6 @@ def test_cpu_host_rejected_falls_back(vm: Vms, kernels: Kernels, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A hardware-KVM host on which QEMU aborts with ``-cpu host`` (as nested hosts do):
     the launcher boots again with a named model. The stand-in QEMU runs TCG underneath."""
-    from dataclasses import replace
-
     from launcher.boot import boot, prepare
     from launcher.config import Console, LaunchConfig
     from launcher.host import KVM_HARDWARE
@@ -426,8 +424,8 @@ def test_cpu_host_rejected_falls_back(vm: Vms, kernels: Kernels, tmp_path: Path,
                           timeout=30, append=("smoltest.exit=1",),
                           qemu_args=tuple(a.split("=", 1)[1] for a in DEBUG_EXIT))
     prep = prepare(config)
-    host = replace(prep.host, qemu=str(fake), kvm=KVM_HARDWARE, nested=False)
-    result = boot(config, prepared=replace(prep, host=host))
+    host = prep.host._replace(qemu=str(fake), kvm=KVM_HARDWARE, nested=False)
+    result = boot(config, prepared=prep._replace(host=host))
     assert result.ready and result.exit_status == 3
     assert result.argv[result.argv.index("-cpu") + 1] == "qemu64"
     assert result.argv[result.argv.index("-accel") + 1] == "kvm"

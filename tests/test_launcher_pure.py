@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import os
 import struct
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -85,6 +84,11 @@ def test_config_validation() -> None:
         LaunchConfig(kernel=k, accel="hvf")
     c = LaunchConfig(kernel=k, append=("-v", "smoltest.exit=1"), root="NAME=root")
     assert c.kernel_args() == "console=com root=NAME=root -v smoltest.exit=1"
+    with pytest.raises(UsageError, match="-m"):
+        c._replace(memory_mb=1)  # a copy is validated too
+    assert c._replace(cpus=2).cpus == 2 and c.cpus == 1
+    with pytest.raises(AttributeError):
+        c.cpus = 4  # type: ignore[misc]
 
 
 # --- host -----------------------------------------------------------------------------
@@ -282,7 +286,7 @@ def test_inspect_test_kernels(test_kernels, tmp_path: Path) -> None:  # type: ig
 
 TCG_HOST = HostInfo(qemu="/usr/bin/qemu-system-x86_64", qemu_version=(7, 2, 0),
                     kvm=KVM_NESTED_PVM, kvm_detail="kvm_pvm", nested=True)
-KVM_HOST = replace(TCG_HOST, kvm=KVM_HARDWARE, kvm_detail="hardware KVM (kvm_intel)",
+KVM_HOST = TCG_HOST._replace(kvm=KVM_HARDWARE, kvm_detail="hardware KVM (kvm_intel)",
                    nested=False)
 
 
@@ -344,13 +348,13 @@ def test_argv_machine_rules() -> None:
     generic = kinfo(virtio_mmio=False, virtio_pci=True)
     assert qemu_argv(cfg, TCG_HOST, generic)[7] == "pc"
     # Forced microvm with a multiboot kernel keeps option ROMs (the multiboot loader).
-    forced = qemu_argv(replace(cfg, machine="microvm"), TCG_HOST, mb)
+    forced = qemu_argv(cfg._replace(machine="microvm"), TCG_HOST, mb)
     assert forced[7].startswith("microvm,") and "x-option-roms=off" not in forced[7]
     # kvm asked on a host where it is unusable: an error, not a silent TCG.
     with pytest.raises(LaunchError, match="--accel kvm"):
-        qemu_argv(replace(cfg, accel="kvm"), TCG_HOST, mb)
+        qemu_argv(cfg._replace(accel="kvm"), TCG_HOST, mb)
     # Never -cpu host on a nested host, even with hardware KVM.
-    nested = replace(KVM_HOST, nested=True)
+    nested = KVM_HOST._replace(nested=True)
     argv = qemu_argv(cfg, nested, mb)
     assert argv[argv.index("-accel") + 1] == "kvm" and argv[argv.index("-cpu") + 1] == "qemu64"
     with pytest.raises(KernelError):
