@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 from smolfs.errors import LaunchError, UsageError
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,39}$")
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}"
 
 
 def state_root() -> Path:
@@ -94,7 +94,7 @@ def is_qemu(pid: int) -> bool:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not re.fullmatch(_NAME, name):
         raise UsageError(f"bad VM name {name!r}: letters, digits, '.', '_' and '-', "
                          "at most 40 characters")
     return name
