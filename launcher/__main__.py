@@ -1,19 +1,170 @@
-"""``startnb``: boot a NetBSD kernel and image under QEMU."""
+"""``startnb``: boot a NetBSD kernel and image under QEMU, wait for the service, time it."""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Sequence
+import time
 
-from smolfs.cli import Parser, add_common, run_main
+_START = time.monotonic()
+
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from smolfs.cli import Parser, add_common, run_main  # noqa: E402
+
+USAGE = "startnb [options] [KERNEL | SERVICE] [IMAGE]\n       startnb ps | stop NAME | logs NAME"
+EPILOG = """\
+examples:
+  startnb netbsd root.img                      boot, console on the terminal
+  startnb -k netbsd -i root.img -p 8080:80 --ready http:8080/ --timeout 10
+  startnb -d --name web -k netbsd -i web.img --ro -p 8080:80 --ready http:8080
+  startnb ps; startnb logs web -f; startnb stop web
+  startnb --print-cmd netbsd root.img          show the QEMU command line only
+  startnb rescue -k netbsd                     build the 'rescue' service image, boot it
+
+readiness (--ready): console:REGEX (a console line matches), http:PORT[/PATH] (the guest
+answers an HTTP request on forwarded host PORT), tcp:PORT (the guest accepts or sends a
+banner). Default: console:SERVICE READY.
+"""
+VERBS = ("ps", "stop", "logs")
+
+
+def _boot_parser() -> Parser:
+    p = Parser(prog="startnb", usage=USAGE, description=__doc__, epilog=EPILOG)
+    add_common(p)
+    p.add_argument("target", nargs="?", metavar="KERNEL|SERVICE",
+                   help="kernel file, or the name of a service to build and boot")
+    p.add_argument("image_pos", nargs="?", metavar="IMAGE", help="root disk image")
+    p.add_argument("-k", "--kernel", help="kernel file (ELF with PVH entry or multiboot; .gz ok)")
+    p.add_argument("-i", "--image", help="root disk image (raw)")
+    p.add_argument("-m", "--memory", type=int, default=256, metavar="MB", help="RAM (256)")
+    p.add_argument("-c", "--cpus", type=int, default=1, help="virtual CPUs (1)")
+    p.add_argument("-p", "--port", action="append", default=[],
+                   metavar="[tcp|udp:][HOSTIP:]HPORT:GPORT",
+                   help="forward a host port (binds 127.0.0.1 unless told); repeatable")
+    p.add_argument("-N", "--no-network", action="store_true", help="no network card")
+    p.add_argument("--tap", metavar="IF", help="network on host tap interface IF")
+    p.add_argument("-a", "--append", action="append", default=[], metavar="ARGS",
+                   help="extra kernel arguments (e.g. -a smoltest.x or --append=-v)")
+    p.add_argument("-r", "--root", default="ld0a", metavar="ROOTDEV", help="root device (ld0a)")
+    p.add_argument("--ro", action="store_true",
+                   help="attach the image read-only (several VMs can share it)")
+    p.add_argument("--strip", action="store_true",
+                   help="disable the kernel drivers a VM does not need (kstrip; cached)")
+    p.add_argument("--console", default=None, metavar="stdio|file:PATH|none",
+                   help="where the serial console goes (stdio; none with -d or --json)")
+    p.add_argument("--timestamps", action="store_true",
+                   help="prefix console lines with seconds since QEMU started")
+    p.add_argument("--ready", metavar="SPEC", help="console:REGEX | http:PORT[/PATH] | tcp:PORT")
+    p.add_argument("--timeout", type=float, metavar="SECONDS",
+                   help="give up (and stop QEMU) when not ready in time (default: none; "
+                   "30 with -d)")
+    p.add_argument("-d", "--detach", action="store_true",
+                   help="leave the VM running once ready; see 'startnb ps'")
+    p.add_argument("--name", help="name of a detached VM (default: from the image)")
+    p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
+                   help="auto: hardware KVM when usable, else TCG")
+    p.add_argument("--machine", default="auto", choices=("auto", "microvm", "pc"),
+                   help="auto: microvm for PVH kernels with virtio-mmio, else pc")
+    p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
+                   help="extra QEMU argument, appended as is; repeatable")
+    p.add_argument("--print-cmd", action="store_true", help="print the QEMU command, run nothing")
+    p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
+    return p
+
+
+def _looks_like_service(target: str) -> bool:
+    """A name (not an existing file) of a shipped service: ``services/<name>/``."""
+    import os
+    import re
+
+    if os.path.exists(target) or not re.fullmatch(r"[a-z][a-z0-9_-]*", target):
+        return False
+    from services import shipped_dir
+
+    return (shipped_dir() / target).is_dir()
+
+
+def _boot(argv: Sequence[str]) -> int:
+    from pathlib import Path
+
+    from smolfs.errors import UsageError
+
+    from . import config as cfg
+
+    args = _boot_parser().parse_args(argv)
+    kernel, image, service = args.kernel, args.image, None
+    positionals = [a for a in (args.target, args.image_pos) if a is not None]
+    if kernel is None and positionals:
+        first = positionals.pop(0)
+        if _looks_like_service(first):
+            service = first
+        else:
+            kernel = first
+    elif positionals and _looks_like_service(positionals[0]) and image is None:
+        service = positionals.pop(0)
+    if positionals:
+        if image is not None:
+            raise UsageError("the image is given twice (positional and -i)")
+        image = positionals.pop(0)
+    if positionals:
+        raise UsageError(f"unexpected argument {positionals[0]!r}")
+    if service is not None:
+        from .glue import build_service
+
+        built_image, built_kernel = build_service(service, image)
+        image = str(built_image)
+        kernel = kernel or (str(built_kernel) if built_kernel else None)
+    if kernel is None:
+        raise UsageError("no kernel given", hint="startnb KERNEL [IMAGE], or -k KERNEL")
+    console = args.console or ("none" if (args.detach or args.json) else "stdio")
+    timeout = args.timeout if args.timeout is not None else (30.0 if args.detach else None)
+    network = "none" if args.no_network else ("tap" if args.tap else "user")
+    config = cfg.LaunchConfig(
+        kernel=Path(kernel), image=Path(image) if image else None, memory_mb=args.memory,
+        cpus=args.cpus, ports=tuple(cfg.parse_port(p) for p in args.port), network=network,
+        tap=args.tap, append=tuple(w for a in args.append for w in a.split()), root=args.root,
+        readonly=args.ro, console=cfg.parse_console(console), accel=args.accel,
+        machine=args.machine, ready=cfg.parse_ready(args.ready) if args.ready else None,
+        timeout=timeout, detach=args.detach, qemu_args=tuple(args.qemu_arg),
+    )
+    from .boot import boot, prepare
+
+    prepared = prepare(config)
+    if args.strip:
+        from .glue import strip_kernel
+
+        config = config._replace(kernel=strip_kernel(prepared.kernel))
+        prepared = prepare(config)
+    if prepared.accel_note and not args.print_cmd:
+        print(f"startnb: {prepared.accel_note}", file=sys.stderr)
+
+    def on_ready(result) -> None:  # type: ignore[no-untyped-def]
+        if args.json:
+            import json
+
+            print(json.dumps(result.to_json()), flush=True)
+        else:
+            print(result.report.human(), file=sys.stderr, flush=True)
+            if result.name:
+                print(f"startnb: VM {result.name!r} running (pid {result.pid}); "
+                      f"'startnb stop {result.name}' stops it", file=sys.stderr)
+
+    result = boot(config, command_start=_START, name=args.name, timestamps=args.timestamps,
+                  print_cmd=args.print_cmd, on_ready=on_ready, prepared=prepared)
+    if args.print_cmd or args.detach:
+        return 0
+    status = result.exit_status or 0
+    if status:
+        print(f"startnb: QEMU exited with status {status}", file=sys.stderr)
+    return status
 
 
 def _main(argv: Sequence[str]) -> int:
-    p = Parser(prog="startnb", description=__doc__)
-    add_common(p)
-    p.add_argument("kernel")
-    p.parse_args(argv)
-    return 1
+    if argv and argv[0] in VERBS:
+        from . import verbs
+
+        return verbs.run(argv[0], argv[1:])
+    return _boot(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

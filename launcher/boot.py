@@ -1,0 +1,361 @@
+"""Boot a kernel and image to readiness: the Python API behind ``startnb``.
+
+``boot(config)`` checks everything it can before QEMU starts (QEMU installed, kernel
+bootable, image present and not in use, host ports free), starts QEMU, pumps its serial
+console through :class:`~launcher.stages.StageDetector`, runs the readiness probe, and
+returns a :class:`BootResult` with the timing report. QEMU never outlives a failed boot.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+
+from smolfs.errors import InputError, LaunchError, ReadyTimeout
+
+from . import state
+from .config import LaunchConfig, Ready
+from .host import QEMU_BINARY, QEMU_PACKAGE, HostInfo, choose_accel, probe_host
+from .kernel import KernelInfo, cache_dir, inspect_kernel, require_bootable
+from .qemu import RunPaths, qemu_argv
+from .vm import Vm, check_host_port, image_locked
+
+if TYPE_CHECKING:
+    from .stages import StageDetector, TimingReport
+
+
+class BootResult(NamedTuple):
+    """What happened: the VM's name (detached), its pid, its exit status (attached)."""
+
+    argv: list[str]
+    pid: int | None
+    ready: bool
+    report: TimingReport
+    name: str | None = None
+    state_dir: Path | None = None
+    exit_status: int | None = None
+    kernel: KernelInfo | None = None
+    accel_note: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"name": self.name, "pid": self.pid, "ready": self.ready,
+                "exit_status": self.exit_status,
+                "state_dir": str(self.state_dir) if self.state_dir else None,
+                "timing": self.report.to_json(), "argv": self.argv,
+                "kernel": self.kernel.describe() if self.kernel else None,
+                "accel_note": self.accel_note}
+
+
+class Prepared(NamedTuple):
+    host: HostInfo
+    kernel: KernelInfo
+    accel_note: str | None
+
+
+def prepare(config: LaunchConfig, cache: Path | None = None) -> Prepared:
+    """All checks that can fail before QEMU starts."""
+    host = probe_host(want_version=False)
+    if host.qemu is None:
+        raise LaunchError(f"{QEMU_BINARY} not found",
+                          hint=f"install QEMU: apt-get install {QEMU_PACKAGE}")
+    kernel = inspect_kernel(config.kernel, cache=cache or cache_dir())
+    require_bootable(kernel)
+    _, note = choose_accel(config.accel, host)
+    if config.image is not None:
+        check_image(config.image, config.readonly)
+    for p in config.ports:
+        check_host_port(p.proto, p.host_ip, p.host_port)
+    return Prepared(host, kernel, note)
+
+
+def check_image(image: Path, readonly: bool) -> None:
+    if not image.exists():
+        raise InputError(f"image not found: {image}",
+                         hint="build one with 'smolfs build' or give its path with -i")
+    if not image.is_file() and not image.is_block_device():
+        raise InputError(f"image {image} is not a file")
+    users = state.images_in_use()
+    user = users.get(str(image.resolve()))
+    if user and (not readonly or not user[1]):
+        raise LaunchError(f"image {image} is in use by the running VM {user[0]!r}",
+                          hint=f"stop it ('startnb stop {user[0]}') or boot with --ro "
+                          "(every VM sharing the image read-only)")
+    if not readonly and image_locked(image):
+        raise LaunchError(f"image {image} is locked by a running QEMU",
+                          hint="stop that VM, or boot with --ro to share the image read-only")
+
+
+class _Console:
+    """Where console bytes go: stdout, a file or nowhere; optionally timestamped lines."""
+
+    def __init__(self, config: LaunchConfig, timestamps: bool, exec_time: float) -> None:
+        self.out: BinaryIO | None = None
+        self.own = False
+        if config.console.kind == "stdio":
+            self.out = sys.stdout.buffer
+        elif config.console.kind == "file" and config.console.path is not None:
+            self.out = open(config.console.path, "wb")  # noqa: SIM115
+            self.own = True
+        self.timestamps = timestamps
+        self.exec_time = exec_time
+        self._at_line_start = True
+
+    def write(self, t: float, data: bytes) -> None:
+        if self.out is None:
+            return
+        if self.timestamps:
+            stamp = f"[{t - self.exec_time:8.3f}] ".encode()
+            parts = data.split(b"\n")
+            chunks = []
+            for i, part in enumerate(parts):
+                if self._at_line_start and (part or i < len(parts) - 1):
+                    chunks.append(stamp)
+                    self._at_line_start = False
+                chunks.append(part)
+                if i < len(parts) - 1:
+                    chunks.append(b"\n")
+                    self._at_line_start = True
+            data = b"".join(chunks)
+        self.out.write(data)
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.own and self.out is not None:
+            self.out.close()
+
+
+class _Prober(threading.Thread):
+    """Retries an HTTP or TCP probe until it succeeds or is stopped."""
+
+    def __init__(self, ready: Ready, guest_port: int, qmp: Path | None, wake: int) -> None:
+        super().__init__(daemon=True)
+        self.ready = ready
+        self.guest_port = guest_port
+        self.qmp = qmp
+        self.wake = wake
+        self.stop = threading.Event()
+        self.at: float | None = None
+
+    def _confirm(self) -> bool:
+        from .ready import usernet_established
+        from .vm import Qmp
+
+        if self.qmp is None:
+            return True
+        try:
+            with Qmp(self.qmp) as q:
+                return usernet_established(q.hmp("info usernet"), self.ready.port,
+                                           self.guest_port)
+        except (OSError, ConnectionError, LaunchError, ValueError):
+            return False
+
+    def run(self) -> None:
+        from .ready import probe_http, probe_tcp
+
+        while not self.stop.is_set():
+            if self.ready.kind == "http":
+                ok = probe_http(self.ready.port, self.ready.path) is not None
+            else:
+                ok = probe_tcp(self.ready.port, confirm=self._confirm)
+            if ok:
+                self.at = time.monotonic()
+                os.write(self.wake, b"!")
+                return
+            self.stop.wait(0.02)
+
+
+def _raise_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+class _CpuModelRejected(Exception):
+    """QEMU refused ``-cpu host`` (seen on nested hosts: ``failed to set MSR``)."""
+
+
+def boot(config: LaunchConfig, *, command_start: float | None = None, name: str | None = None,
+         timestamps: bool = False, print_cmd: bool = False,
+         on_ready: Callable[[BootResult], None] | None = None,
+         prepared: Prepared | None = None) -> BootResult:
+    """Boot and wait for readiness; attached runs then wait for QEMU to exit.
+
+    ``config.ready`` None means the default console line ``SERVICE READY``, without a
+    timeout unless ``config.timeout`` is set. Raises :class:`ReadyTimeout` (QEMU stopped,
+    the last console lines in the message) or :class:`LaunchError`. When QEMU rejects
+    ``-cpu host`` before the guest printed anything, boots again with a named CPU model.
+    """
+    start = command_start if command_start is not None else time.monotonic()
+    prep = prepared or prepare(config)
+    try:
+        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready)
+    except _CpuModelRejected:
+        print("startnb: QEMU rejected -cpu host; using a named CPU model", file=sys.stderr)
+        prep = prep._replace(host=prep.host._replace(nested=True))
+        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready)
+
+
+def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
+          timestamps: bool, print_cmd: bool,
+          on_ready: Callable[[BootResult], None] | None) -> BootResult:
+    vmdir: state.VmDir | None = None
+    tmpdir: str | None = None
+    ready = config.ready or Ready("console", pattern="SERVICE READY")
+    if config.detach and not print_cmd:
+        stem = config.image.stem if config.image else config.kernel.stem
+        vmdir = state.create(name, stem)
+        paths = RunPaths(pidfile=vmdir.pidfile, qmp=vmdir.qmp, serial_log=vmdir.serial_log)
+    elif ready.kind == "tcp" and not print_cmd:
+        import tempfile
+
+        tmpdir = tempfile.mkdtemp(prefix="startnb-")
+        paths = RunPaths(qmp=Path(tmpdir) / "qmp.sock")
+    else:
+        paths = RunPaths()
+    if not config.detach and config.console.kind == "stdio" and sys.stdin.isatty():
+        paths = paths._replace(interactive=True)
+    argv = qemu_argv(config, prep.host, prep.kernel, paths)
+    if print_cmd:
+        from .stages import StageDetector, report
+
+        print(shlex.join(argv))
+        return BootResult(argv, None, False, report(start, StageDetector()),
+                          kernel=prep.kernel, accel_note=prep.accel_note)
+    vm = Vm(argv, serial_log=paths.serial_log, qmp=paths.qmp,
+            qemu_log=vmdir.qemu_log if vmdir else None, detach=config.detach,
+            interactive=paths.interactive)
+    console = None
+    prober = None
+    wake_r, wake_w = os.pipe()
+    is_ready = False
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            old_handlers[sig] = signal.signal(sig, _raise_on_signal)
+    try:
+        vm.start()
+        from .stages import StageDetector, report  # after the exec: not on QEMU's path
+
+        det = StageDetector()
+        det.mark("exec", vm.exec_time)
+        console = _Console(config, timestamps, vm.exec_time)
+        if vmdir is not None:
+            vmdir.write_manifest(_manifest(vmdir, vm, config, argv, ready=False))
+        pattern = re.compile(ready.pattern) if ready.kind == "console" else None
+        if ready.kind != "console":
+            guest = next(p.guest_port for p in config.ports
+                         if p.proto == "tcp" and p.host_port == ready.port)
+            prober = _Prober(ready, guest, paths.qmp, wake_w)
+            prober.start()
+        deadline = start + config.timeout if config.timeout else None
+        while not is_ready:
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                _timeout(vm, config, ready)
+            wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - now))
+            if prober is not None:
+                import select
+
+                r, _, _ = select.select([wake_r], [], [], 0)
+                if r or prober.at is not None:
+                    det.mark("ready", prober.at or time.monotonic())
+                    is_ready = True
+                    break
+            for t, chunk in vm.read_console(wait if prober is None else min(wait, 0.005)):
+                det.feed_bytes(t)
+                console.write(t, chunk)
+                for line in vm.split_lines(chunk):
+                    det.feed_line(t, line)
+                    if pattern is not None and pattern.search(line) and det.mark("ready", t):
+                        is_ready = True
+            if not is_ready and vm.poll() is not None:
+                _drain(vm, det, console)
+                _exited(vm, config, first_byte="first_byte" in det.times)
+        result = BootResult(argv, vm.pid, True, report(start, det),
+                            name=vmdir.name if vmdir else None,
+                            state_dir=vmdir.path if vmdir else None, kernel=prep.kernel,
+                            accel_note=prep.accel_note)
+        if vmdir is not None:
+            vmdir.write_manifest(_manifest(vmdir, vm, config, argv, ready=True,
+                                           timing=result.report.to_json()))
+        if on_ready is not None:
+            on_ready(result)
+        if config.detach:
+            return result
+        while vm.poll() is None or vm.console_open:
+            for t, chunk in vm.read_console(0.2):
+                console.write(t, chunk)
+                for line in vm.split_lines(chunk):
+                    det.feed_line(t, line)
+            if not vm.console_open:
+                vm.wait()
+        return result._replace(exit_status=vm.poll())
+    finally:
+        if prober is not None:
+            prober.stop.set()
+        if not (config.detach and is_ready):
+            vm.kill()
+            if vmdir is not None:
+                state.remove(vmdir)
+        if console is not None:
+            console.close()
+        os.close(wake_r)
+        os.close(wake_w)
+        if tmpdir is not None:
+            import shutil
+
+            shutil.rmtree(tmpdir, ignore_errors=True)
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
+
+
+def _drain(vm: Vm, det: StageDetector, console: _Console) -> None:
+    for t, chunk in vm.read_console(0.05):
+        console.write(t, chunk)
+        for line in vm.split_lines(chunk):
+            det.feed_line(t, line)
+
+
+def _tail_text(vm: Vm) -> str:
+    lines = vm.last_lines()
+    return "\n".join(f"  | {line}" for line in lines) if lines else "  (no console output)"
+
+
+def _timeout(vm: Vm, config: LaunchConfig, ready: Ready) -> None:
+    vm.kill()
+    print(f"startnb: last console lines:\n{_tail_text(vm)}", file=sys.stderr)
+    raise ReadyTimeout(f"not ready after {config.timeout:g} s (waiting for --ready {ready}); "
+                       "QEMU stopped",
+                       hint="raise --timeout, or check the service with --console stdio")
+
+
+def _exited(vm: Vm, config: LaunchConfig, first_byte: bool) -> None:
+    status = vm.poll()
+    err = vm.stderr_text().strip()
+    cpu = vm.argv[vm.argv.index("-cpu") + 1] if "-cpu" in vm.argv else None
+    if cpu == "host" and not first_byte and re.search(r"MSR|-cpu host|CPU model", err):
+        raise _CpuModelRejected(err)
+    if re.search(r'Failed to get ".*" lock', err) and config.image is not None:
+        raise LaunchError(f"image {config.image} is locked by another VM",
+                          hint="stop that VM, or boot with --ro to share the image read-only")
+    print(f"startnb: last console lines:\n{_tail_text(vm)}", file=sys.stderr)
+    last = err.splitlines()[-1] if err else "no message"
+    raise LaunchError(f"QEMU exited with status {status} before the service was ready: {last}")
+
+
+def _manifest(vmdir: state.VmDir, vm: Vm, config: LaunchConfig, argv: list[str], *,
+              ready: bool, timing: dict[str, object] | None = None) -> dict[str, object]:
+    return {
+        "name": vmdir.name, "pid": vm.pid, "started": vm.started, "ready": ready,
+        "kernel": str(config.kernel),
+        "image": str(config.image.resolve()) if config.image else None,
+        "readonly": config.readonly, "ports": [str(p) for p in config.ports],
+        "argv": argv, "timing": timing,
+    }
+

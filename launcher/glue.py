@@ -1,0 +1,47 @@
+"""Thin glue to the other components, imported only when asked for.
+
+- ``--strip``: :func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel
+  digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards.
+- ``startnb SERVICE``: :func:`build_service` calls ``smolfs.build.build(service=...)``,
+  which reuses the image when its inputs did not change (same inputs, same bytes).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from smolfs.errors import LaunchError
+
+from .kernel import KernelInfo, _sha256, cache_dir
+
+
+def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
+    """The stripped copy of ``kernel`` (decompressed path), built on first use."""
+    out = (cache or cache_dir()) / "stripped" / f"{_sha256(kernel.path)}.stripped"
+    if out.exists():
+        return out
+    try:
+        import kstrip
+    except ImportError as err:
+        raise LaunchError("--strip needs the kstrip package, which is not installed") from err
+    strip = getattr(kstrip, "strip", None)
+    if strip is None:
+        raise LaunchError("--strip: this kstrip has no strip() function",
+                          hint="update mksmolnb, or boot without --strip")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    strip(kernel.path, out=tmp)
+    tmp.replace(out)
+    return out
+
+
+def build_service(service: str, image: str | None) -> tuple[Path, Path | None]:
+    """Build (or reuse) the image of ``service``; (image, kernel named by the build or None)."""
+    try:
+        from smolfs.build import build
+    except ImportError as err:
+        raise LaunchError(f"cannot build service {service!r}: smolfs.build is not available",
+                          hint="give a kernel file and an image instead") from err
+    result = build(service=service, image=Path(image) if image else None)
+    kernel = result.manifest.get("kernel") if isinstance(result.manifest, dict) else None
+    return Path(result.image), Path(str(kernel)) if kernel else None

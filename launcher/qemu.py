@@ -1,0 +1,99 @@
+"""The QEMU command line: a pure function of the config, the host and the kernel.
+
+Machine choice (see the NetBSD notes): a PVH kernel with virtio over MMIO boots on
+``-M microvm`` (qboot, no PCI, no option ROMs, no legacy timers); everything else boots
+on ``-M pc`` with QEMU's default firmware (qboot on ``pc`` breaks legacy virtio-pci).
+``-nodefaults`` keeps QEMU from adding a CD-ROM, VGA, floppy and parallel port that a
+GENERIC kernel spends seconds probing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+from smolfs.errors import KernelError, UsageError
+
+from .config import LaunchConfig
+from .host import HostInfo, choose_accel
+from .kernel import KernelInfo
+
+#: ``acpi=off``: a MICROVM kernel has no ACPI; QEMU then names each virtio-mmio transport on
+#: the kernel command line (``virtio_mmio.device=512@0xfeb00e00:12``), where NetBSD's
+#: ``mmio_cmdline`` attachment finds them.
+MICROVM_PVH = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,acpi=off,isa-serial=on"
+#: QEMU's multiboot loader is an option ROM: microvm must keep them for multiboot kernels.
+MICROVM_MULTIBOOT = "microvm,rtc=off,pit=off,pic=off,acpi=off,isa-serial=on"
+BASE = ("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
+
+
+class RunPaths(NamedTuple):
+    """Files QEMU writes or serves: all optional (attached runs need none)."""
+
+    pidfile: Path | None = None
+    qmp: Path | None = None
+    serial_log: Path | None = None  # None: the serial console is QEMU's stdout
+    #: The terminal's keystrokes go to the guest (QEMU reads stdin); Ctrl-A X quits QEMU.
+    interactive: bool = False
+
+
+def choose_machine(config: LaunchConfig, kernel: KernelInfo) -> str:
+    """``microvm`` or ``pc``; raise if the user's choice cannot boot this kernel."""
+    if config.machine == "microvm":
+        return "microvm"
+    if config.machine == "pc":
+        return "pc"
+    return "microvm" if kernel.virtio_mmio and kernel.pvh else "pc"
+
+
+def machine_arg(machine: str, kernel: KernelInfo) -> str:
+    if machine == "pc":
+        return "pc"
+    return MICROVM_PVH if kernel.pvh else MICROVM_MULTIBOOT
+
+
+def qemu_argv(config: LaunchConfig, host: HostInfo, kernel: KernelInfo,
+              paths: RunPaths | None = None) -> list[str]:
+    """The full argv, ``argv[0]`` being the QEMU binary. Pure: reads no file, starts nothing."""
+    if not kernel.bootable:
+        raise KernelError(f"kernel {kernel.source} is not bootable by QEMU")
+    paths = paths or RunPaths()
+    accel, _reason = choose_accel(config.accel, host)
+    machine = choose_machine(config, kernel)
+    bus = "device" if machine == "microvm" else "pci"
+    argv = [host.qemu or "qemu-system-x86_64", *BASE,
+            "-M", machine_arg(machine, kernel),
+            "-accel", accel, "-cpu", host.cpu_model(accel),
+            "-m", str(config.memory_mb), "-smp", str(config.cpus),
+            "-kernel", str(kernel.path), "-append", config.kernel_args()]
+    if config.image is not None:
+        drive = f"if=none,id=hd0,format=raw,file={_escape(str(config.image))}"
+        if config.readonly:
+            drive += ",readonly=on"
+        argv += ["-drive", drive, "-device", f"virtio-blk-{bus},drive=hd0"]
+    if config.network == "user":
+        netdev = "user,id=n0" + "".join(f",hostfwd={p.hostfwd()}" for p in config.ports)
+        argv += ["-netdev", netdev, "-device", f"virtio-net-{bus},netdev=n0"]
+    elif config.network == "tap":
+        if not config.tap:
+            raise UsageError("--tap needs an interface name")
+        argv += ["-netdev", f"tap,id=n0,ifname={_escape(config.tap)},script=no,downscript=no",
+                 "-device", f"virtio-net-{bus},netdev=n0"]
+    if paths.serial_log is not None:
+        argv += ["-chardev", f"file,id=con0,path={_escape(str(paths.serial_log))}"]
+    elif paths.interactive:
+        argv += ["-chardev", "stdio,id=con0,mux=on,signal=off"]
+    else:
+        argv += ["-chardev", "stdio,id=con0,signal=off"]
+    argv += ["-serial", "chardev:con0"]
+    if paths.pidfile is not None:
+        argv += ["-pidfile", str(paths.pidfile)]
+    if paths.qmp is not None:
+        argv += ["-qmp", f"unix:{_escape(str(paths.qmp))},server=on,wait=off"]
+    argv += list(config.qemu_args)
+    return argv
+
+
+def _escape(value: str) -> str:
+    """QEMU option values escape a comma by doubling it."""
+    return value.replace(",", ",,")

@@ -1,0 +1,75 @@
+"""Readiness probes over a forwarded port that only the *guest* can satisfy.
+
+QEMU's user network accepts a host connection on a forwarded port before the guest
+listens (it then tries to reach the guest, and drops the connection when the guest
+refuses, or holds it silently while the guest does not answer at all). So:
+
+- HTTP: ready when a status line (``HTTP/x.y NNN``) comes back: only a server in the
+  guest writes one.
+- TCP: ready when the guest sends a banner, or when the connection stays open *and*
+  QEMU reports its guest side established (``confirm``: QMP ``info usernet``); a
+  connection QEMU closes (guest refused) is not ready.
+
+Each function makes one attempt and returns a bool; the caller retries until its deadline.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections.abc import Callable
+
+#: How long one attempt waits for an answer.
+ATTEMPT_TIMEOUT = 1.0
+#: How long a silent TCP connection must stay open before it is confirmed.
+TCP_HOLD = 0.15
+
+_STATUS = re.compile(rb"^HTTP/\d(\.\d)? \d{3}")
+
+
+def probe_http(port: int, path: str = "/", host: str = "127.0.0.1",
+               timeout: float = ATTEMPT_TIMEOUT) -> int | None:
+    """One GET; the HTTP status code if the server answered with a status line, else None."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(timeout)
+            s.sendall(f"GET {path} HTTP/1.0\r\nHost: {host}:{port}\r\n"
+                      "User-Agent: startnb\r\nConnection: close\r\n\r\n".encode())
+            buf = b""
+            deadline = time.monotonic() + timeout
+            while b"\n" not in buf and len(buf) < 256 and time.monotonic() < deadline:
+                chunk = s.recv(256)
+                if not chunk:
+                    break
+                buf += chunk
+    except OSError:
+        return None
+    m = _STATUS.match(buf)
+    return int(buf[m.end() - 3:m.end()]) if m else None
+
+
+def probe_tcp(port: int, host: str = "127.0.0.1", hold: float = TCP_HOLD,
+              confirm: Callable[[], bool] | None = None,
+              timeout: float = ATTEMPT_TIMEOUT) -> bool:
+    """One connection: a banner → True; closed or reset → False; silent and still open
+    after ``hold`` seconds → ``confirm()`` (True when no confirmation is possible)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as s:
+            s.settimeout(hold)
+            try:
+                data = s.recv(1)
+            except TimeoutError:
+                return confirm() if confirm else True
+            return bool(data)
+    except OSError:
+        return False
+
+
+_USERNET = re.compile(r"^\s*TCP\[(\w+)\]\s+\d+\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)", re.M)
+
+
+def usernet_established(info: str, host_port: int, guest_port: int) -> bool:
+    """Does QEMU's ``info usernet`` list a forwarded connection the guest accepted?"""
+    return any(state == "ESTABLISHED" and int(hp) == host_port and int(gp) == guest_port
+               for state, _ha, hp, _ga, gp in _USERNET.findall(info))

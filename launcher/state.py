@@ -1,0 +1,170 @@
+"""Where detached VMs live: one directory per VM with pidfile, serial log, QMP socket and
+a manifest (JSON).
+
+Root: ``$MKSMOLNB_STATE``, else ``$XDG_RUNTIME_DIR/mksmolnb``, else
+``~/.local/state/mksmolnb``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+from smolfs.errors import LaunchError, UsageError
+
+_NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}"
+
+
+def state_root() -> Path:
+    if os.environ.get("MKSMOLNB_STATE"):
+        return Path(os.environ["MKSMOLNB_STATE"])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "mksmolnb"
+    return Path.home() / ".local" / "state" / "mksmolnb"
+
+
+class VmDir(NamedTuple):
+    """The files of one detached VM."""
+
+    name: str
+    path: Path
+
+    @property
+    def pidfile(self) -> Path:
+        return self.path / "qemu.pid"
+
+    @property
+    def serial_log(self) -> Path:
+        return self.path / "serial.log"
+
+    @property
+    def qmp(self) -> Path:
+        return self.path / "qmp.sock"
+
+    @property
+    def qemu_log(self) -> Path:
+        return self.path / "qemu.log"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.json"
+
+    def manifest(self) -> dict[str, object]:
+        import json
+
+        try:
+            return dict(json.loads(self.manifest_path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    def write_manifest(self, data: dict[str, object]) -> None:
+        import json
+
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        tmp.replace(self.manifest_path)
+
+    def pid(self) -> int | None:
+        """The QEMU pid if that process is still a QEMU, else None."""
+        try:
+            pid = int(self.pidfile.read_text().strip())
+        except (OSError, ValueError):
+            pid = int(str(self.manifest().get("pid", 0)) or 0) or None
+        return pid if pid and is_qemu(pid) else None
+
+
+def is_qemu(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0", 1)[0]
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return b"qemu" in os.path.basename(argv0)
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(_NAME, name):
+        raise UsageError(f"bad VM name {name!r}: letters, digits, '.', '_' and '-', "
+                         "at most 40 characters")
+    return name
+
+
+def all_vms() -> list[VmDir]:
+    root = state_root()
+    try:
+        return sorted((VmDir(p.name, p) for p in root.iterdir() if p.is_dir()),
+                      key=lambda v: v.name)
+    except OSError:
+        return []
+
+
+def find(name: str) -> VmDir:
+    vm = VmDir(name, state_root() / check_name(name))
+    if not vm.path.is_dir():
+        names = ", ".join(v.name for v in all_vms()) or "none"
+        raise LaunchError(f"no VM named {name!r} (running: {names})",
+                          hint="list them with 'startnb ps'")
+    return vm
+
+
+def create(name: str | None, stem: str) -> VmDir:
+    """A fresh state directory; a stale one (its QEMU gone) of the same name is reused."""
+    root = state_root()
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if name is not None:
+        vm = VmDir(check_name(name), root / name)
+        if vm.path.exists():
+            if vm.pid() is not None:
+                raise LaunchError(f"a VM named {name!r} is already running (pid {vm.pid()})",
+                                  hint=f"stop it with 'startnb stop {name}' or pick another "
+                                  "--name")
+            remove(vm)
+        vm.path.mkdir(mode=0o700)
+        return vm
+    base = re.sub(r"[^A-Za-z0-9_.-]", "-", stem)[:30] or "vm"
+    for i in range(1, 1000):
+        candidate = base if i == 1 else f"{base}-{i}"
+        vm = VmDir(candidate, root / candidate)
+        if vm.path.exists() and vm.pid() is None and time.time() - _mtime(vm.path) > 5:
+            remove(vm)
+        try:
+            vm.path.mkdir(mode=0o700)
+            return vm
+        except FileExistsError:
+            continue
+    raise LaunchError(f"too many VMs named {base}-N in {root}")
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def remove(vm: VmDir) -> None:
+    for f in vm.path.iterdir() if vm.path.is_dir() else ():
+        f.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        vm.path.rmdir()
+
+
+def images_in_use() -> dict[str, tuple[str, bool]]:
+    """Resolved image path → (VM name, read-only) for every running detached VM."""
+    out = {}
+    for vm in all_vms():
+        m = vm.manifest()
+        if m.get("image") and vm.pid() is not None:
+            out[str(m["image"])] = (vm.name, bool(m.get("readonly")))
+    return out

@@ -1,0 +1,103 @@
+"""``startnb ps``, ``startnb stop NAME``, ``startnb logs NAME``: detached VMs."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+
+from smolfs.cli import Parser, add_common
+
+from . import state
+
+
+def _uptime(seconds: float) -> str:
+    s = int(seconds)
+    return f"{s // 3600}h{s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m{s % 60:02d}s"
+
+
+def ps(argv: Sequence[str]) -> int:
+    p = Parser(prog="startnb ps", description="List detached VMs.")
+    add_common(p)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    rows = []
+    for vm in state.all_vms():
+        pid = vm.pid()
+        m = vm.manifest()
+        if pid is None:
+            if time.time() - float(str(m.get("started", 0)) or 0) > 5:
+                state.remove(vm)  # QEMU is gone: forget the VM
+            continue
+        rows.append({"name": vm.name, "pid": pid,
+                     "uptime": time.time() - float(str(m.get("started", time.time()))),
+                     "ports": m.get("ports") or [], "image": m.get("image"),
+                     "ready": m.get("ready")})
+    if args.json:
+        import json
+
+        print(json.dumps(rows))
+        return 0
+    print(f"{'NAME':16} {'PID':>7} {'UPTIME':>8}  {'PORTS':24} IMAGE")
+    for r in rows:
+        ports = ",".join(str(x) for x in r["ports"]) or "-"  # type: ignore[attr-defined]
+        print(f"{r['name']:16} {r['pid']:>7} {_uptime(float(r['uptime'])):>8}  "  # type: ignore[arg-type]
+              f"{ports:24} {r['image'] or '-'}")
+    return 0
+
+
+def stop(argv: Sequence[str]) -> int:
+    from .vm import stop_pid
+
+    p = Parser(prog="startnb stop",
+               description="Stop a detached VM: ACPI power-down over QMP, then SIGTERM after "
+               "the grace period, then SIGKILL.")
+    add_common(p)
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="SIGKILL at once")
+    p.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
+                   help="wait this long after the power-down request (5)")
+    args = p.parse_args(argv)
+    vm = state.find(args.name)
+    pid = vm.pid()
+    if pid is None:
+        state.remove(vm)
+        print(f"startnb: {args.name} was not running", file=sys.stderr)
+        return 0
+    how = stop_pid(pid, vm.qmp, args.grace, args.force, state.is_qemu)
+    state.remove(vm)
+    print(f"startnb: stopped {args.name} (pid {pid}, {how})", file=sys.stderr)
+    return 0
+
+
+def logs(argv: Sequence[str]) -> int:
+    p = Parser(prog="startnb logs", description="Show the serial console of a detached VM.")
+    add_common(p)
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true",
+                   help="keep printing new output until the VM stops")
+    args = p.parse_args(argv)
+    vm = state.find(args.name)
+    out = sys.stdout.buffer
+    pos = 0
+    while True:
+        try:
+            with open(vm.serial_log, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        if data:
+            pos += len(data)
+            out.write(data)
+            out.flush()
+        if not args.follow:
+            return 0
+        if not data:
+            if vm.pid() is None:
+                return 0
+            time.sleep(0.1)
+
+
+def run(verb: str, argv: Sequence[str]) -> int:
+    return {"ps": ps, "stop": stop, "logs": logs}[verb](argv)

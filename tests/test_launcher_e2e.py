@@ -1,0 +1,466 @@
+"""The real launcher, end to end: ``python -m launcher`` and ``launcher.boot.boot`` booting
+the smoltest kernels under QEMU, checked from inside the guest (its console reports the
+command line and the virtio devices it found) and from the host (no QEMU left behind).
+
+Genuine NetBSD (marker ``netbsd``): ``$MKSMOLNB_NETBSD_DIR/netbsd`` (a kernel, or
+``netbsd.gz``) and ``$MKSMOLNB_NETBSD_DIR/root.img`` (a root image whose service prints
+``SERVICE READY`` on the console).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kernels import READY_LINE, TestKernels, parse_console
+
+from conftest import REPO
+
+DEBUG_EXIT = ["--qemu-arg=-device", "--qemu-arg=isa-debug-exit,iobase=0xf4,iosize=4"]
+MMIO_MARKERS = b"\0virtio_mmio.device=\0mmio_cmdline\0"
+
+
+def qemu_pids(needle: str) -> list[int]:
+    """Pids of QEMU processes whose command line mentions ``needle``."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+        except OSError:
+            continue
+        if not zombie and b"qemu" in argv[0] and any(needle.encode() in a for a in argv):
+            out.append(int(entry))
+    return out
+
+
+def wait_gone(needle: str, seconds: float = 3.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (pids := qemu_pids(needle)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return pids
+
+
+@dataclass
+class Vms:
+    """Runs the launcher; remembers every console and kills every QEMU it may have left."""
+
+    workdir: Path
+    env: dict[str, str]
+    needle: str  # a path only this test's QEMUs carry in their argv
+    logs: list[Path] = field(default_factory=list)
+    procs: list[subprocess.Popen[str]] = field(default_factory=list)
+
+    def argv(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "launcher", *args]
+
+    def run(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(self.argv(*args), cwd=REPO, env=self.env, capture_output=True,
+                              text=True, timeout=timeout, check=False)
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        p = subprocess.Popen(self.argv(*args), cwd=REPO, env=self.env, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self.procs.append(p)
+        return p
+
+    def console_file(self, name: str) -> Path:
+        path = self.workdir / f"{name}.console"
+        self.logs.append(path)
+        return path
+
+    def cleanup(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+            p.communicate()
+        for pid in qemu_pids(self.needle):
+            os.kill(pid, signal.SIGKILL)
+        for vm_dir in Path(self.env["MKSMOLNB_STATE"]).glob("*"):
+            self.logs.append(vm_dir / "serial.log")
+
+
+@pytest.fixture
+def vm(tmp_path: Path, test_kernels: TestKernels) -> Iterator[Vms]:
+    """Every QEMU this test started dies at teardown; consoles are printed (pytest shows
+    them for failing tests only)."""
+    state = Path(tempfile.mkdtemp(prefix="snb-", dir="/tmp"))  # short: unix socket paths
+    env = dict(os.environ, MKSMOLNB_STATE=str(state), MKSMOLNB_CACHE=str(tmp_path / "cache"))
+    v = Vms(tmp_path, env, str(tmp_path))
+    try:
+        yield v
+    finally:
+        v.cleanup()
+        for log in v.logs:
+            if log.exists():
+                print(f"--- {log}\n{log.read_text(errors='replace')}")
+        leftover = qemu_pids(str(tmp_path))
+        import shutil
+
+        shutil.rmtree(state, ignore_errors=True)
+        assert not leftover, f"QEMU left running: {leftover}"
+
+
+@dataclass(frozen=True)
+class Kernels:
+    pvh: Path
+    multiboot: Path
+    multiboot_gz: Path
+    pvh64: Path
+    noboot: Path
+    mmio: Path  # the PVH kernel carrying the strings of NetBSD's virtio-mmio attachment
+
+
+@pytest.fixture
+def kernels(tmp_path: Path, test_kernels: TestKernels) -> Kernels:
+    """Copies in this test's directory, so its QEMUs are recognisable by path."""
+    d = tmp_path / "k"
+    d.mkdir()
+    out = {}
+    for name in ("pvh", "multiboot", "multiboot_gz", "pvh64", "noboot"):
+        src = getattr(test_kernels, name)
+        out[name] = d / src.name
+        out[name].write_bytes(src.read_bytes())
+    out["mmio"] = d / "smoltest-mmio.elf"
+    out["mmio"].write_bytes(test_kernels.pvh.read_bytes() + MMIO_MARKERS)
+    return Kernels(**out)
+
+
+@pytest.fixture
+def disk(tmp_path: Path) -> Path:
+    image = tmp_path / "disk.img"
+    with image.open("wb") as f:
+        f.truncate(1 << 20)
+    return image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+CASES = [
+    # kernel, extra args, machine expected, transport, cmdline expected after the kernel path
+    ("pvh", [], "pc", "pci", "console=com root=ld0a smoltest.exit=1"),
+    ("multiboot_gz", ["-r", "ld0e"], "pc", "pci", "console=com root=ld0e smoltest.exit=1"),
+    ("mmio", ["--append=-v"], "microvm", "mmio", "console=com root=ld0a -v smoltest.exit=1"),
+    ("pvh", ["--machine", "microvm", "-m", "64"], "microvm", "mmio",
+     "console=com root=ld0a smoltest.exit=1"),
+    ("multiboot", ["--machine", "microvm"], "microvm", "mmio",
+     "console=com root=ld0a smoltest.exit=1"),
+    ("pvh64", ["--machine", "microvm"], "microvm", "mmio",
+     "console=com root=ld0a smoltest.exit=1"),
+]
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize(("kernel", "extra", "machine", "transport", "cmdline"), CASES,
+                         ids=["pvh-pc", "multiboot-gz-pc", "mmio-auto-microvm", "pvh-microvm",
+                              "multiboot-microvm", "pvh64-microvm"])
+def test_guest_sees_cmdline_and_devices(vm: Vms, kernels: Kernels, disk: Path, kernel: str,
+                                        extra: list[str], machine: str, transport: str,
+                                        cmdline: str) -> None:
+    console = vm.console_file(kernel)
+    kpath = getattr(kernels, kernel)
+    args = [*extra, "-a", "smoltest.exit=1", *DEBUG_EXIT]
+    cmd = vm.run("--print-cmd", str(kpath), str(disk), *args)
+    assert cmd.returncode == 0, cmd.stderr
+    argv = shlex.split(cmd.stdout)
+    assert argv[argv.index("-M") + 1].split(",")[0] == machine
+    r = vm.run(str(kpath), str(disk), *args, "--json", "--console", f"file:{console}",
+                "--timeout", "30")
+    assert r.returncode == 3, r.stderr  # isa-debug-exit (1 << 1) | 1
+    result = json.loads(r.stdout)
+    assert result["ready"] and result["argv"] == argv
+    stages = result["timing"]["stages"]
+    order = [stages[s] for s in ("first_byte", "banner", "root", "rc", "ready")]
+    assert all(t is not None for t in order) and order == sorted(order), stages
+    assert result["timing"]["total"] >= stages["ready"]
+    con = parse_console(console.read_text())
+    assert con.cmdline is not None
+    words = con.cmdline.split()
+    ours = [w for w in words if not w.startswith("virtio_mmio.device=")]
+    assert " ".join(ours).endswith(cmdline), con.cmdline
+    assert ours[0].startswith("console=" if kernel.startswith(("pvh", "mmio")) else "/")
+    kinds = sorted((d.transport, d.kind) for d in con.virtio)
+    assert kinds == [(transport, "blk"), (transport, "net")], con.virtio
+    if machine == "microvm" and not kernel.startswith("multiboot"):
+        # acpi=off: QEMU names each transport on the command line, where a MICROVM
+        # kernel (no ACPI) finds them.
+        named = sorted(w.split("@")[1].split(":")[0] for w in words if w not in ours)
+        assert named == sorted(d.location for d in con.virtio), con.cmdline
+    if "-m" in extra:
+        assert con.mem_kib is not None and con.mem_kib <= 64 * 1024
+
+
+@pytest.mark.qemu
+def test_no_network_and_readonly(vm: Vms, kernels: Kernels, disk: Path) -> None:
+    console = vm.console_file("ro")
+    r = vm.run(str(kernels.pvh), str(disk), "-N", "--ro", "-a", "smoltest.exit=1", *DEBUG_EXIT,
+                "--console", f"file:{console}", "--timestamps", "--timeout", "30")
+    assert r.returncode == 3, r.stderr
+    assert "ready in" in r.stderr and "kernel banner" in r.stderr
+    text = console.read_text()
+    assert text.startswith("[") and "] SERVICE READY" in text  # timestamped lines
+    con = parse_console("\n".join(line.split("] ", 1)[1] for line in text.splitlines()))
+    assert [(d.transport, d.kind) for d in con.virtio] == [("pci", "blk")]
+
+
+@pytest.mark.qemu
+def test_python_api(vm: Vms, kernels: Kernels, disk: Path, monkeypatch: pytest.MonkeyPatch
+                    ) -> None:
+    from launcher.boot import boot
+    from launcher.config import Console, LaunchConfig, parse_ready
+
+    monkeypatch.setenv("MKSMOLNB_CACHE", vm.env["MKSMOLNB_CACHE"])
+    config = LaunchConfig(kernel=kernels.mmio, image=disk, console=Console("none"),
+                          ready=parse_ready("console:^Starting smoltest"), timeout=30,
+                          append=("smoltest.exit=1",), accel="tcg",
+                          qemu_args=tuple(a.split("=", 1)[1] for a in DEBUG_EXIT))
+    result = boot(config)
+    assert result.ready and result.exit_status == 3
+    assert result.argv[result.argv.index("-M") + 1].startswith("microvm,x-option-roms=off")
+    st = result.report.stages
+    assert st["rc"] is not None and st["ready"] == st["rc"]  # readiness on the rc line
+    assert result.report.total is not None and result.report.startup < result.report.total
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("mode", ["http", "tcp"])
+def test_port_readiness_not_fooled_by_qemu_accept(vm: Vms, kernels: Kernels, mode: str
+                                                  ) -> None:
+    """The guest never listens; QEMU's user network still accepts on the host port."""
+    port = free_port()
+    start = time.monotonic()
+    r = vm.run(str(kernels.pvh), "-p", f"{port}:80", "--ready", f"{mode}:{port}",
+                "--timeout", "2.5")
+    assert r.returncode == 1, r.stderr
+    assert time.monotonic() - start >= 2.5
+    assert f"not ready after 2.5 s (waiting for --ready {mode}:{port}" in r.stderr
+    assert "QEMU stopped" in r.stderr and "| SERVICE READY" in r.stderr  # last console lines
+    assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_console_timeout_leaves_no_qemu(vm: Vms, kernels: Kernels) -> None:
+    r = vm.run(str(kernels.pvh), "-N", "-a", "smoltest.noready", "--timeout", "1.5")
+    assert r.returncode == 1
+    assert "not ready after 1.5 s" in r.stderr and "| Starting smoltest service." in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not wait_gone(vm.needle, 0.5)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM, signal.SIGKILL],
+                         ids=["sigint", "sigterm", "sigkill"])
+def test_launcher_death_takes_qemu_down(vm: Vms, kernels: Kernels, how: int) -> None:
+    """Ctrl-C, a kill, or even SIGKILL of the launcher: QEMU goes with it."""
+    p = vm.popen(str(kernels.pvh), "-N", "--console", "none")
+    assert p.stderr is not None
+    for line in p.stderr:
+        if "ready in" in line:
+            break
+    assert qemu_pids(vm.needle), "QEMU should be running"
+    p.send_signal(how)
+    p.wait(10)
+    assert p.returncode in (130, 128 + signal.SIGTERM, -signal.SIGKILL)
+    assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_detach_ps_logs_stop(vm: Vms, kernels: Kernels, disk: Path) -> None:
+    port = free_port()
+    r = vm.run("-d", "--name", "web", "-k", str(kernels.pvh), "-i", str(disk),
+                "-p", f"{port}:80", "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    pid = info["pid"]
+    assert info["name"] == "web" and qemu_pids(vm.needle) == [pid]
+    state = Path(info["state_dir"])
+    assert {p.name for p in state.iterdir()} >= {"qemu.pid", "serial.log", "qmp.sock",
+                                                  "manifest.json"}
+    ps = json.loads(vm.run("ps", "--json").stdout)
+    assert [(v["name"], v["pid"]) for v in ps] == [("web", pid)]
+    assert ps[0]["ports"] == [f"tcp:127.0.0.1:{port}->80"]
+    assert ps[0]["image"] == str(disk.resolve())
+    human = vm.run("ps").stdout
+    assert "web" in human and str(pid) in human
+    logs = vm.run("logs", "web")
+    assert READY_LINE in logs.stdout
+    # The image is in use: a second read-write boot is refused before QEMU starts.
+    again = vm.run(str(kernels.pvh), str(disk), "--timeout", "5")
+    assert again.returncode == 1 and "in use by the running VM 'web'" in again.stderr
+    # The host port is taken by the first VM's QEMU.
+    clash = vm.run(str(kernels.pvh), "-p", f"{port}:80", "--timeout", "5")
+    assert clash.returncode == 1 and f"host port tcp:127.0.0.1:{port} is not available" \
+        in clash.stderr
+    follow = vm.popen("logs", "web", "-f")
+    stop = vm.run("stop", "web", "--grace", "0.3")
+    assert stop.returncode == 0 and "stopped web" in stop.stderr, stop.stderr
+    assert not wait_gone(vm.needle)
+    out, _ = follow.communicate(timeout=5)  # -f ends when the VM stops
+    assert READY_LINE in out
+    assert json.loads(vm.run("ps", "--json").stdout) == []
+    assert not state.exists()
+    missing = vm.run("stop", "web")
+    assert missing.returncode == 1 and "no VM named 'web'" in missing.stderr
+
+
+@pytest.mark.qemu
+def test_read_only_image_is_shared(vm: Vms, kernels: Kernels, disk: Path) -> None:
+    for name in ("a", "b"):
+        r = vm.run("-d", "--name", name, "--ro", str(kernels.pvh), str(disk), "-N")
+        assert r.returncode == 0, r.stderr
+    assert len(qemu_pids(vm.needle)) == 2
+    r = vm.run("stop", "--force", "a")
+    assert r.returncode == 0 and "sigkill" in r.stderr
+    assert vm.run("stop", "b", "--grace", "0.1").returncode == 0
+    assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_image_locked_by_foreign_qemu(vm: Vms, kernels: Kernels, disk: Path) -> None:
+    """A QEMU the launcher did not start holds the image: refused, with the reason."""
+    qemu = subprocess.Popen(["qemu-system-x86_64", "-nodefaults", "-display", "none",
+                             "-M", "pc", "-accel", "tcg", "-S", "-drive",
+                             f"if=none,id=d,format=raw,file={disk}"],
+                            stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from launcher.vm import image_locked
+
+        deadline = time.monotonic() + 10
+        while not image_locked(disk) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        r = vm.run(str(kernels.pvh), str(disk))
+        assert r.returncode == 1 and "is locked by a running QEMU" in r.stderr, r.stderr
+    finally:
+        qemu.kill()
+        qemu.wait()
+    assert not image_locked(disk)
+
+
+@pytest.mark.qemu  # the checks run in order; QEMU's presence is the first
+def test_errors_before_qemu(vm: Vms, kernels: Kernels, tmp_path: Path) -> None:
+    r = vm.run(str(tmp_path / "nope.elf"))
+    assert r.returncode == 1 and "kernel not found" in r.stderr
+    r = vm.run(str(kernels.noboot))
+    assert r.returncode == 1
+    assert "PVH entry" in r.stderr and "multiboot header" in r.stderr
+    r = vm.run(str(kernels.pvh), str(tmp_path / "missing.img"))
+    assert r.returncode == 1 and "image not found" in r.stderr
+    r = subprocess.run([sys.executable, "-m", "launcher", str(kernels.pvh)], cwd=REPO,
+                       env=dict(vm.env, MKSMOLNB_QEMU="/nonexistent/qemu-system-x86_64"),
+                       capture_output=True, text=True, timeout=30, check=False)
+    assert r.returncode == 1 and "apt-get install qemu-system-x86" in r.stderr
+    r = vm.run(str(kernels.pvh), "--ready", "http:8080")
+    assert r.returncode == 2 and "no -p forwards" in r.stderr
+    for err in (r.stderr,):
+        assert "Traceback" not in err and len(err.strip().splitlines()) <= 2
+
+
+@pytest.mark.qemu
+@pytest.mark.kvm
+def test_boots_with_hardware_kvm(vm: Vms, kernels: Kernels, disk: Path) -> None:
+    r = vm.run(str(kernels.mmio), str(disk), "--accel", "kvm", "-a", "smoltest.exit=1",
+                *DEBUG_EXIT, "--json", "--timeout", "30")
+    assert r.returncode == 3, r.stderr
+    argv = json.loads(r.stdout)["argv"]
+    assert argv[argv.index("-accel") + 1] == "kvm"
+
+
+@pytest.mark.qemu
+@pytest.mark.netbsd
+def test_genuine_netbsd_to_ready(vm: Vms, netbsd_dir: Path) -> None:
+    kernel = next((netbsd_dir / n for n in ("netbsd", "netbsd.gz") if (netbsd_dir / n).exists()),
+                  None)
+    image = netbsd_dir / "root.img"
+    if kernel is None or not image.exists():
+        pytest.skip(f"netbsd: {netbsd_dir} needs netbsd (or netbsd.gz) and root.img")
+    console = vm.console_file("netbsd")
+    r = vm.run(str(kernel), str(image), "--ro", "--json", "--console", f"file:{console}",
+                "--timeout", "60")
+    assert r.returncode in (0, 1) and r.stdout, r.stderr
+    stages = json.loads(r.stdout.splitlines()[0])["timing"]["stages"]
+    assert stages["banner"] is not None and stages["root"] is not None, stages
+    assert stages["ready"] is not None and stages["ready"] >= stages["root"]
+
+
+@pytest.mark.qemu
+def test_cpu_host_rejected_falls_back(vm: Vms, kernels: Kernels, tmp_path: Path,
+                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A hardware-KVM host on which QEMU aborts with ``-cpu host`` (as nested hosts do):
+    the launcher boots again with a named model. The stand-in QEMU runs TCG underneath."""
+    from launcher.boot import boot, prepare
+    from launcher.config import Console, LaunchConfig
+    from launcher.host import KVM_HARDWARE
+
+    fake = tmp_path / "qemu-system-x86_64"
+    fake.write_text(
+        "#!/bin/sh\n"
+        'case " $* " in *" -cpu host "*) echo "qemu-system-x86_64: error: failed to set MSR '
+        '0x10a to 0x0" >&2; exit 1;; esac\n'
+        'for a in "$@"; do [ "$a" = kvm ] && a=tcg; set -- "$@" "$a"; shift; done\n'
+        'exec qemu-system-x86_64 "$@"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("MKSMOLNB_CACHE", vm.env["MKSMOLNB_CACHE"])
+    config = LaunchConfig(kernel=kernels.pvh, network="none", console=Console("none"),
+                          timeout=30, append=("smoltest.exit=1",),
+                          qemu_args=tuple(a.split("=", 1)[1] for a in DEBUG_EXIT))
+    prep = prepare(config)
+    host = prep.host._replace(qemu=str(fake), kvm=KVM_HARDWARE, nested=False)
+    result = boot(config, prepared=prep._replace(host=host))
+    assert result.ready and result.exit_status == 3
+    assert result.argv[result.argv.index("-cpu") + 1] == "qemu64"
+    assert result.argv[result.argv.index("-accel") + 1] == "kvm"
+
+
+@pytest.mark.qemu
+def test_interactive_console_on_a_terminal(vm: Vms, kernels: Kernels) -> None:
+    """On a terminal the console is interactive: keystrokes reach QEMU (Ctrl-A X quits)."""
+    import pty
+
+    pid, fd = pty.fork()
+    if pid == 0:  # child: the launcher on a pseudo-terminal
+        os.chdir(REPO)
+        os.execve(sys.executable, [sys.executable, "-m", "launcher", str(kernels.pvh), "-N"],
+                  vm.env)
+    buf = b""
+    try:
+        deadline = time.monotonic() + 30
+        while b"ready in" not in buf and time.monotonic() < deadline:
+            buf += os.read(fd, 4096)
+        assert b"SERVICE READY" in buf, buf
+        os.write(fd, b"\x01x")
+        while time.monotonic() < deadline:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:
+                break
+            if not chunk:
+                break
+            buf += chunk
+        _, status = os.waitpid(pid, 0)
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+    assert os.waitstatus_to_exitcode(status) == 0, buf
+    assert not wait_gone(vm.needle)
