@@ -32,7 +32,7 @@ VENV=${MKSMOLNB_VENV:-.venv}
 if [ ! -x "$VENV/bin/startnb" ]; then
   echo "quickstart: setting up $VENV" >&2
   [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e .
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e .
 fi
 
 exec "$VENV/bin/startnb" rescue "$@"

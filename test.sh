@@ -43,7 +43,7 @@ VENV=${MKSMOLNB_VENV:-.venv}
 if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check --config-settings editable_mode=compat -e '.[test]'
 
 export PATH="$PWD/$VENV/bin:$PATH:/usr/sbin:/sbin"
 echo "test.sh: ruff check" >&2
