@@ -7,9 +7,14 @@ import time
 _START = time.monotonic()
 
 import sys  # noqa: E402
-from collections.abc import Sequence  # noqa: E402
 
-from smolfs.cli import Parser, add_common, run_main  # noqa: E402
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from smolfs.cli import Parser
+
+    from .fastpath import Spawned
 
 USAGE = "startnb [options] [KERNEL | SERVICE] [IMAGE]\n       startnb ps | stop NAME | logs NAME"
 EPILOG = """\
@@ -29,6 +34,8 @@ VERBS = ("ps", "stop", "logs")
 
 
 def _boot_parser() -> Parser:
+    from smolfs.cli import Parser, add_common
+
     p = Parser(prog="startnb", usage=USAGE, description=__doc__, epilog=EPILOG)
     add_common(p)
     p.add_argument("target", nargs="?", metavar="KERNEL|SERVICE",
@@ -84,7 +91,8 @@ def _looks_like_service(target: str) -> bool:
     return (shipped_dir() / target).is_dir()
 
 
-def _boot(argv: Sequence[str]) -> int:
+def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
+          spawned: Spawned | None = None) -> int:
     from pathlib import Path
 
     from smolfs.errors import UsageError
@@ -129,7 +137,9 @@ def _boot(argv: Sequence[str]) -> int:
     )
     from .boot import boot, prepare
 
-    prepared = prepare(config)
+    if service is not None or args.strip or args.print_cmd:
+        plan_key = None  # the build and the stripping must run: no cached plan
+    prepared = prepare(config, checks=spawned is None)
     if args.strip:
         from .glue import strip_kernel
 
@@ -150,7 +160,8 @@ def _boot(argv: Sequence[str]) -> int:
                       f"'startnb stop {result.name}' stops it", file=sys.stderr)
 
     result = boot(config, command_start=_START, name=args.name, timestamps=args.timestamps,
-                  print_cmd=args.print_cmd, on_ready=on_ready, prepared=prepared)
+                  print_cmd=args.print_cmd, on_ready=on_ready, prepared=prepared,
+                  spawned=spawned, plan_key=plan_key)
     if args.print_cmd or args.detach:
         return 0
     status = result.exit_status or 0
@@ -159,16 +170,26 @@ def _boot(argv: Sequence[str]) -> int:
     return status
 
 
-def _main(argv: Sequence[str]) -> int:
-    if argv and argv[0] in VERBS:
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``startnb``. A boot first tries the fast path (:mod:`launcher.fastpath`): with a
+    valid cached plan, QEMU starts before anything else is imported."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in VERBS:
+        from smolfs.cli import run_main
+
         from . import verbs
 
-        return verbs.run(argv[0], argv[1:])
-    return _boot(argv)
+        return run_main("startnb", lambda a: verbs.run(a[0], a[1:]), args)
+    from .fastpath import try_fast
 
+    key, spawned = try_fast(args) if args else (None, None)
+    from smolfs.cli import run_main
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_main("startnb", _main, argv)
+    try:
+        return run_main("startnb", lambda a: _boot(a, key, spawned), args)
+    finally:
+        if spawned is not None and not spawned.adopted:
+            spawned.kill()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from smolfs.errors import InputError, LaunchError, ReadyTimeout
 
 from . import state
 from .config import LaunchConfig, Ready
+from .fastpath import Spawned
 from .host import QEMU_BINARY, QEMU_PACKAGE, HostInfo, choose_accel, probe_host
 from .kernel import KernelInfo, cache_dir, inspect_kernel, require_bootable
 from .qemu import RunPaths, qemu_argv
@@ -44,6 +45,8 @@ class BootResult(NamedTuple):
     exit_status: int | None = None
     kernel: KernelInfo | None = None
     accel_note: str | None = None
+    #: QEMU was started by the fast path from a cached plan (see :mod:`launcher.fastpath`).
+    fast_path: bool = False
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "pid": self.pid, "ready": self.ready,
@@ -51,7 +54,7 @@ class BootResult(NamedTuple):
                 "state_dir": str(self.state_dir) if self.state_dir else None,
                 "timing": self.report.to_json(), "argv": self.argv,
                 "kernel": self.kernel.describe() if self.kernel else None,
-                "accel_note": self.accel_note}
+                "accel_note": self.accel_note, "fast_path": self.fast_path}
 
 
 class Prepared(NamedTuple):
@@ -60,8 +63,10 @@ class Prepared(NamedTuple):
     accel_note: str | None
 
 
-def prepare(config: LaunchConfig, cache: Path | None = None) -> Prepared:
-    """All checks that can fail before QEMU starts."""
+def prepare(config: LaunchConfig, cache: Path | None = None, checks: bool = True) -> Prepared:
+    """All checks that can fail before QEMU starts. ``checks=False`` leaves out those a
+    running QEMU of this very config would fail (image lock, host ports): for a QEMU the
+    fast path already started."""
     host = probe_host(want_version=False)
     if host.qemu is None:
         raise LaunchError(f"{QEMU_BINARY} not found",
@@ -70,18 +75,20 @@ def prepare(config: LaunchConfig, cache: Path | None = None) -> Prepared:
     require_bootable(kernel)
     _, note = choose_accel(config.accel, host)
     if config.image is not None:
-        check_image(config.image, config.readonly)
-    for p in config.ports:
+        check_image(config.image, config.readonly, checks)
+    for p in config.ports if checks else ():
         check_host_port(p.proto, p.host_ip, p.host_port)
     return Prepared(host, kernel, note)
 
 
-def check_image(image: Path, readonly: bool) -> None:
+def check_image(image: Path, readonly: bool, in_use: bool = True) -> None:
     if not image.exists():
         raise InputError(f"image not found: {image}",
                          hint="build one with 'smolfs build' or give its path with -i")
     if not image.is_file() and not image.is_block_device():
         raise InputError(f"image {image} is not a file")
+    if not in_use:
+        return
     users = state.images_in_use()
     user = users.get(str(image.resolve()))
     if user and (not readonly or not user[1]):
@@ -183,27 +190,48 @@ class _CpuModelRejected(Exception):
 def boot(config: LaunchConfig, *, command_start: float | None = None, name: str | None = None,
          timestamps: bool = False, print_cmd: bool = False,
          on_ready: Callable[[BootResult], None] | None = None,
-         prepared: Prepared | None = None) -> BootResult:
+         prepared: Prepared | None = None, spawned: Spawned | None = None,
+         plan_key: tuple[object, ...] | None = None) -> BootResult:
     """Boot and wait for readiness; attached runs then wait for QEMU to exit.
 
     ``config.ready`` None means the default console line ``SERVICE READY``, without a
     timeout unless ``config.timeout`` is set. Raises :class:`ReadyTimeout` (QEMU stopped,
     the last console lines in the message) or :class:`LaunchError`. When QEMU rejects
     ``-cpu host`` before the guest printed anything, boots again with a named CPU model.
+
+    ``spawned``: a QEMU :func:`launcher.fastpath.try_fast` started; adopted when its argv
+    is the one computed here, else stopped and replaced. ``plan_key``: save the argv as a
+    plan under this key (see :mod:`launcher.fastpath`) for the next identical command.
     """
     start = command_start if command_start is not None else time.monotonic()
-    prep = prepared or prepare(config)
+    prep = prepared or prepare(config, checks=spawned is None)
     try:
-        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready)
+        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready, spawned,
+                     plan_key)
     except _CpuModelRejected:
         print("startnb: QEMU rejected -cpu host; using a named CPU model", file=sys.stderr)
         prep = prep._replace(host=prep.host._replace(nested=True))
-        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready)
+        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready, None, None)
+
+
+def _save_plan(key: tuple[object, ...], config: LaunchConfig, prep: Prepared,
+               argv: list[str], interactive: bool) -> None:
+    from .fastpath import make_plan, save_plan
+
+    files = [str(config.kernel), str(prep.kernel.path)]
+    image = None
+    if config.image is not None:
+        files.append(str(config.image))
+        image = str(config.image.resolve())
+    save_plan(key, make_plan(argv, argv[0], files,
+                             [(p.proto, p.host_ip, p.host_port) for p in config.ports],
+                             image, config.readonly, interactive))
 
 
 def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
           timestamps: bool, print_cmd: bool,
-          on_ready: Callable[[BootResult], None] | None) -> BootResult:
+          on_ready: Callable[[BootResult], None] | None, spawned: Spawned | None,
+          plan_key: tuple[object, ...] | None) -> BootResult:
     vmdir: state.VmDir | None = None
     tmpdir: str | None = None
     ready = config.ready or Ready("console", pattern="SERVICE READY")
@@ -239,7 +267,16 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         for sig in (signal.SIGTERM, signal.SIGHUP):
             old_handlers[sig] = signal.signal(sig, _raise_on_signal)
     try:
-        vm.start()
+        fast = spawned is not None and spawned.argv == argv
+        if fast:
+            assert spawned is not None
+            vm.adopt(spawned)
+        else:
+            if spawned is not None:
+                spawned.kill()
+            vm.start()
+            if plan_key is not None and not config.detach and ready.kind != "tcp":
+                _save_plan(plan_key, config, prep, argv, paths.interactive)
         from .stages import StageDetector, report  # after the exec: not on QEMU's path
 
         det = StageDetector()
@@ -280,13 +317,14 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         result = BootResult(argv, vm.pid, True, report(start, det),
                             name=vmdir.name if vmdir else None,
                             state_dir=vmdir.path if vmdir else None, kernel=prep.kernel,
-                            accel_note=prep.accel_note)
+                            accel_note=prep.accel_note, fast_path=fast)
         if vmdir is not None:
             vmdir.write_manifest(_manifest(vmdir, vm, config, argv, ready=True,
                                            timing=result.report.to_json()))
         if on_ready is not None:
             on_ready(result)
         if config.detach:
+            vm.detach()
             return result
         while vm.poll() is None or vm.console_open:
             for t, chunk in vm.read_console(0.2):
@@ -303,6 +341,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             vm.kill()
             if vmdir is not None:
                 state.remove(vmdir)
+        vm.close()
         if console is not None:
             console.close()
         os.close(wake_r)

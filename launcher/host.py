@@ -8,21 +8,27 @@ milliseconds, which the boot path cannot afford every time.
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 from pathlib import Path
 from typing import NamedTuple
 
+from .fastpath import (
+    KVM_DENIED,
+    KVM_HARDWARE,
+    KVM_MISSING,
+    KVM_NESTED_PVM,
+    KVM_UNKNOWN,
+    kvm_state,
+    which,
+)
+
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
 
-#: KVM states; only HARDWARE lets ``--accel auto`` pick KVM.
-KVM_HARDWARE = "hardware"
-KVM_MISSING = "missing"
-KVM_DENIED = "denied"
-KVM_NESTED_PVM = "kvm_pvm"
-KVM_UNKNOWN = "unknown-module"
+#: KVM states (from :mod:`launcher.fastpath`); only HARDWARE lets ``--accel auto`` pick KVM.
+__all__ = ["KVM_DENIED", "KVM_HARDWARE", "KVM_MISSING", "KVM_NESTED_PVM", "KVM_UNKNOWN",
+           "HostInfo", "choose_accel", "probe_host", "qemu_version", "which"]
 
 
 class HostInfo(NamedTuple):
@@ -49,23 +55,7 @@ class HostInfo(NamedTuple):
 
 
 def _kvm_state(dev_kvm: Path, sys_module: Path) -> tuple[str, str]:
-    try:
-        fd = os.open(dev_kvm, os.O_RDWR | os.O_CLOEXEC)
-    except OSError as err:
-        if err.errno == errno.ENOENT:
-            return KVM_MISSING, f"{dev_kvm} does not exist (no KVM on this host)"
-        if err.errno in (errno.EACCES, errno.EPERM):
-            return KVM_DENIED, (f"{dev_kvm} is not read-write for this user "
-                                "(add the user to group 'kvm')")
-        return KVM_MISSING, f"{dev_kvm} cannot be opened: {err.strerror}"
-    os.close(fd)
-    for module in ("kvm_intel", "kvm_amd"):
-        if (sys_module / module).exists():
-            return KVM_HARDWARE, f"hardware KVM ({module})"
-    if (sys_module / "kvm_pvm").exists():
-        return KVM_NESTED_PVM, ("KVM here is the nested software hypervisor kvm_pvm, "
-                                "on which NetBSD does not run")
-    return KVM_UNKNOWN, "KVM module is neither kvm_intel nor kvm_amd"
+    return kvm_state(str(dev_kvm), str(sys_module))
 
 
 def _nested(cpuinfo: Path) -> bool:
@@ -116,17 +106,6 @@ def qemu_version(qemu: str, cache_dir: Path | None = None) -> tuple[int, ...] | 
         except OSError:
             pass
     return version
-
-
-def which(name: str) -> str | None:
-    """``shutil.which`` without importing shutil (start-up time)."""
-    if "/" in name:
-        return os.path.abspath(name) if os.access(name, os.X_OK) else None
-    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
-        cand = os.path.join(d or ".", name)
-        if os.access(cand, os.X_OK) and not os.path.isdir(cand):
-            return cand
-    return None
 
 
 def probe_host(

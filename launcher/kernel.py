@@ -170,10 +170,9 @@ def scan(path: Path, data: bytes | mmap.mmap, source: Path | None = None,
 
 def cache_dir() -> Path:
     """``$MKSMOLNB_CACHE``, else ``$XDG_CACHE_HOME/mksmolnb``, else ``~/.cache/mksmolnb``."""
-    if os.environ.get("MKSMOLNB_CACHE"):
-        return Path(os.environ["MKSMOLNB_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "mksmolnb"
+    from .fastpath import cache_root
+
+    return Path(cache_root())
 
 
 def _sha256(path: Path) -> str:

@@ -16,15 +16,14 @@ from typing import NamedTuple
 
 from smolfs.errors import LaunchError, UsageError
 
+from . import fastpath
+from .fastpath import is_qemu
+
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}"
 
 
 def state_root() -> Path:
-    if os.environ.get("MKSMOLNB_STATE"):
-        return Path(os.environ["MKSMOLNB_STATE"])
-    if os.environ.get("XDG_RUNTIME_DIR"):
-        return Path(os.environ["XDG_RUNTIME_DIR"]) / "mksmolnb"
-    return Path.home() / ".local" / "state" / "mksmolnb"
+    return Path(fastpath.state_root())
 
 
 class VmDir(NamedTuple):
@@ -50,6 +49,11 @@ class VmDir(NamedTuple):
         return self.path / "qemu.log"
 
     @property
+    def image_file(self) -> Path:
+        """``rw`` or ``ro``, a newline, the resolved image path (read on the fast path)."""
+        return self.path / "image"
+
+    @property
     def manifest_path(self) -> Path:
         return self.path / "manifest.json"
 
@@ -67,6 +71,11 @@ class VmDir(NamedTuple):
         tmp = self.manifest_path.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
         tmp.replace(self.manifest_path)
+        if data.get("image"):
+            tmp = self.image_file.with_suffix(".tmp")
+            mode = b"ro" if data.get("readonly") else b"rw"
+            tmp.write_bytes(mode + b"\n" + os.fsencode(str(data["image"])) + b"\n")
+            tmp.replace(self.image_file)
 
     def pid(self) -> int | None:
         """The QEMU pid if that process is still a QEMU, else None."""
@@ -75,22 +84,6 @@ class VmDir(NamedTuple):
         except (OSError, ValueError):
             pid = int(str(self.manifest().get("pid", 0)) or 0) or None
         return pid if pid and is_qemu(pid) else None
-
-
-def is_qemu(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv0 = f.read().split(b"\0", 1)[0]
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return False
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-    return b"qemu" in os.path.basename(argv0)
 
 
 def check_name(name: str) -> str:
@@ -162,9 +155,4 @@ def remove(vm: VmDir) -> None:
 
 def images_in_use() -> dict[str, tuple[str, bool]]:
     """Resolved image path → (VM name, read-only) for every running detached VM."""
-    out = {}
-    for vm in all_vms():
-        m = vm.manifest()
-        if m.get("image") and vm.pid() is not None:
-            out[str(m["image"])] = (vm.name, bool(m.get("readonly")))
-    return out
+    return fastpath.image_users()

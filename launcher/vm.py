@@ -2,17 +2,18 @@
 
 Attached runs give QEMU ``PR_SET_PDEATHSIG`` (SIGKILL) so even a killed launcher takes QEMU
 down; Ctrl-C, SIGTERM, a timeout or an exception go through :meth:`Vm.kill` in a
-``finally``. Detached runs put QEMU in its own session and leave it running only once it
-is ready.
+``finally``. Detached runs start QEMU under a keeper process in its own session, which
+stops QEMU if the launcher goes away (killed, crashed) before the VM was ready and
+detached; so a detached QEMU outlives the launcher only once it is ready.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import select
 import signal
-import subprocess
 import sys
 import time
 from collections import deque
@@ -20,6 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from smolfs.errors import LaunchError
+
+from .fastpath import Spawned, is_qemu, port_error, spawn
+from .fastpath import image_locked as _image_locked
 
 #: Lines of console kept for error messages.
 TAIL_LINES = 15
@@ -81,17 +85,58 @@ class Qmp:
         self.close()
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGKILL QEMU when the launcher dies."""
-    import ctypes
+def _spawn_error(binary: str, err: OSError) -> LaunchError:
+    if err.errno == errno.ENOENT:
+        return LaunchError(f"{binary} not found",
+                           hint="install QEMU: apt-get install qemu-system-x86")
+    return LaunchError(f"cannot start {binary}: {err.strerror}")
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    if os.getppid() == 1:
-        os._exit(1)
+
+def _keep(argv: list[str], stdin: int, log: int, ctl: int, report: int) -> None:
+    """The keeper of a detached QEMU (runs in a forked child; never returns to the caller's
+    code). Reports ``pid N``, then ``exit S`` when QEMU ends, on ``report``."""
+    os.setsid()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+    try:
+        pid = spawn(argv, stdin, log, log, die_with_parent=False, new_session=False)
+    except OSError as err:
+        os.write(report, f"error {err.errno}\n".encode())
+        return
+    os.write(report, f"pid {pid}\n".encode())
+
+    def reaped(block: bool) -> bool:
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        if done:
+            os.write(report, f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
+        return bool(done)
+
+    while True:
+        if select.select([ctl], [], [], 0.02)[0]:
+            if os.read(ctl, 1) == b"d":
+                return  # detached: QEMU lives on
+            os.kill(pid, signal.SIGTERM)  # the launcher is gone before QEMU was ready
+            deadline = time.monotonic() + 1.0
+            while not reaped(False):
+                if time.monotonic() > deadline:
+                    os.kill(pid, signal.SIGKILL)
+                    reaped(True)
+                    return
+                time.sleep(0.01)
+            return
+        if reaped(False):
+            return
 
 
 class Vm:
-    """One QEMU process and its console stream."""
+    """One QEMU process and its console stream.
+
+    Attached: QEMU is our child, with ``PR_SET_PDEATHSIG``. Detached (``detach=True``):
+    QEMU is the child of a small keeper process (a fork of the launcher, in its own
+    session) that holds a pipe from the launcher. Until :meth:`detach` is called, the
+    pipe's end of file (the launcher exited, was killed, crashed) makes the keeper stop
+    QEMU; :meth:`detach` tells it to leave QEMU running and exit.
+    """
 
     def __init__(self, argv: list[str], *, serial_log: Path | None = None,
                  qmp: Path | None = None, qemu_log: Path | None = None,
@@ -101,65 +146,165 @@ class Vm:
         self.serial_log = serial_log
         self.qmp_path = qmp
         self.qemu_log = qemu_log
-        self.detach = detach
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.detach_mode = detach
+        self._pid: int | None = None
+        self._status: int | None = None
         self.exec_time = 0.0
         self.started = 0.0
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)
         self._partial = b""
         self._stderr = b""
         self._console_fd: int | None = None
+        self._stderr_fd: int | None = None
         self._serial_pos = 0
+        self._keeper: int | None = None
+        self._keeper_ctl: int | None = None
+        self._keeper_status: int | None = None
+        self._keeper_buf = b""
 
     # -- lifetime ----------------------------------------------------------------------
 
-    def start(self) -> None:
-        stderr: int | object = subprocess.PIPE
-        log = None
-        if self.qemu_log is not None:
-            log = open(self.qemu_log, "wb")  # noqa: SIM115
-            stderr = log
-        preexec = None
-        if self.detach:
-            stdout: int | object = log if log is not None else subprocess.DEVNULL
-        else:
-            stdout = subprocess.PIPE
-            if sys.platform.startswith("linux"):  # elsewhere: the finally blocks only
-                import ctypes  # noqa: F401  (loaded before fork: the child only calls prctl)
-
-                preexec = _die_with_parent
+    def _log_argv(self) -> None:
         from smolfs import cli
 
         if cli.DEBUG:
             import shlex
 
             print("+ " + shlex.join(self.argv), file=sys.stderr, flush=True)
+
+    def start(self) -> None:
+        self._log_argv()
+        if self.detach_mode:
+            self._start_kept()
+            return
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        stdin = 0 if self.interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         self.exec_time = time.monotonic()
         self.started = time.time()
         try:
-            stdin = None if self.interactive else subprocess.DEVNULL
-            self.proc = subprocess.Popen(self.argv, stdin=stdin, stdout=stdout,
-                                         stderr=stderr, start_new_session=True,
-                                         preexec_fn=preexec, close_fds=True)
-        except FileNotFoundError as err:
-            raise LaunchError(f"{self.argv[0]} not found",
-                              hint="install QEMU: apt-get install qemu-system-x86") from err
+            self._pid = spawn(self.argv, stdin, out_w, err_w, die_with_parent=True)
+        except OSError as err:
+            os.close(out_r)
+            os.close(err_r)
+            raise _spawn_error(self.argv[0], err) from err
         finally:
-            if log is not None:
-                log.close()
-        if self.proc.stdout is not None:
-            self._console_fd = self.proc.stdout.fileno()
+            os.close(out_w)
+            os.close(err_w)
+            if stdin != 0:
+                os.close(stdin)
+        self._console_fd, self._stderr_fd = out_r, err_r
+
+    def adopt(self, spawned: Spawned) -> None:
+        """Take over a QEMU the fast path already started with this argv."""
+        assert spawned.argv == self.argv and not self.detach_mode
+        spawned.adopted = True
+        self._log_argv()
+        self._pid = spawned.pid
+        self.exec_time, self.started = spawned.exec_time, spawned.started
+        self._console_fd, self._stderr_fd = spawned.stdout, spawned.stderr
+
+    def _start_kept(self) -> None:
+        log = os.open(self.qemu_log or os.devnull,
+                      os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        ctl_r, ctl_w = os.pipe()
+        st_r, st_w = os.pipe()
+        self.exec_time = time.monotonic()
+        self.started = time.time()
+        keeper = os.fork()
+        if keeper == 0:
+            try:
+                os.close(ctl_w)
+                os.close(st_r)
+                _keep(self.argv, null, log, ctl_r, st_w)
+            finally:
+                os._exit(0)
+        os.close(ctl_r)
+        os.close(st_w)
+        os.close(log)
+        os.close(null)
+        self._keeper, self._keeper_ctl, self._keeper_status = keeper, ctl_w, st_r
+        while self._pid is None and self._status is None:
+            if not self._read_keeper(None):
+                break
+        if self._pid is None:
+            self._reap_keeper()
+            errno_ = self._status if self._status is not None else 0
+            raise _spawn_error(self.argv[0], OSError(errno_, os.strerror(errno_)))
+
+    def _read_keeper(self, timeout: float | None) -> bool:
+        """Read the keeper's reports (``pid N``, ``exit S``, ``error E``); False at EOF."""
+        fd = self._keeper_status
+        if fd is None:
+            return False
+        if timeout is not None and not select.select([fd], [], [], timeout)[0]:
+            return True
+        data = os.read(fd, 256)
+        if not data:
+            os.close(fd)
+            self._keeper_status = None
+            if self._status is None and self._pid is not None and not is_qemu(self._pid):
+                self._status = -signal.SIGKILL  # the keeper died without a report
+            return False
+        self._keeper_buf += data
+        *lines, self._keeper_buf = self._keeper_buf.split(b"\n")
+        for line in lines:
+            word, _, value = line.decode().partition(" ")
+            if word == "pid":
+                self._pid = int(value)
+            elif word in ("exit", "error"):
+                self._status = int(value)
+        return True
+
+    def _reap_keeper(self) -> None:
+        if self._keeper_ctl is not None:
+            os.close(self._keeper_ctl)
+            self._keeper_ctl = None
+        if self._keeper is not None:
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self._keeper, 0)
+            self._keeper = None
+        while self._read_keeper(None):
+            pass
+
+    def detach(self) -> None:
+        """Leave QEMU running after this process exits (detached mode, once ready)."""
+        if self._keeper_ctl is not None:
+            os.write(self._keeper_ctl, b"d")
+        self._reap_keeper()
 
     @property
     def pid(self) -> int:
-        assert self.proc is not None
-        return self.proc.pid
+        assert self._pid is not None
+        return self._pid
 
     def poll(self) -> int | None:
-        return self.proc.poll() if self.proc else None
+        """QEMU's exit status (negative: killed by that signal), None while it runs."""
+        if self._status is not None or self._pid is None:
+            return self._status
+        if self._keeper is not None:
+            while self._keeper_status is not None and self._status is None:
+                if not select.select([self._keeper_status], [], [], 0)[0]:
+                    break
+                self._read_keeper(None)
+            return self._status
+        pid, status = os.waitpid(self._pid, os.WNOHANG)
+        if pid:
+            self._status = os.waitstatus_to_exitcode(status)
+        return self._status
 
-    def wait(self) -> int | None:
-        return self.proc.wait() if self.proc else None
+    def wait(self, timeout: float | None = None) -> int | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            if self._keeper is None and deadline is None:
+                _, status = os.waitpid(self.pid, 0)
+                self._status = os.waitstatus_to_exitcode(status)
+                break
+            time.sleep(0.01)
+        return self._status
 
     @property
     def console_open(self) -> bool:
@@ -168,16 +313,22 @@ class Vm:
 
     def kill(self, grace: float = 1.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; wait for the process."""
-        if self.proc is None or self.proc.poll() is not None:
-            return self.proc.returncode if self.proc else None
-        with contextlib.suppress(ProcessLookupError):
-            self.proc.terminate()
-        try:
-            return self.proc.wait(grace)
-        except subprocess.TimeoutExpired:
+        if self._pid is not None and self.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
-            return self.proc.wait()
+                os.kill(self._pid, signal.SIGTERM)
+            if self.wait(grace) is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self._pid, signal.SIGKILL)
+                self.wait(5.0)
+        self._reap_keeper()
+        return self._status
+
+    def close(self) -> None:
+        """Close the pipes from QEMU (after it exited or was detached)."""
+        for fd in (self._console_fd, self._stderr_fd):
+            if fd is not None:
+                os.close(fd)
+        self._console_fd = self._stderr_fd = None
 
     def stderr_text(self) -> str:
         if self.qemu_log is not None:
@@ -189,12 +340,9 @@ class Vm:
 
     def read_console(self, timeout: float) -> list[tuple[float, bytes]]:
         """Wait up to ``timeout`` for console output; (arrival time, chunk) pairs."""
-        assert self.proc is not None
         if self.serial_log is not None:
             return self._read_serial_file(timeout)
-        fds = [fd for fd in (self._console_fd,
-                             self.proc.stderr.fileno() if self.proc.stderr else None)
-               if fd is not None]
+        fds = [fd for fd in (self._console_fd, self._stderr_fd) if fd is not None]
         if not fds:
             time.sleep(timeout)
             return []
@@ -207,13 +355,13 @@ class Vm:
                 if data:
                     out.append((now, data))
                 else:
+                    os.close(fd)
                     self._console_fd = None
             elif data:
                 self._stderr = (self._stderr + data)[-8192:]
             else:
-                assert self.proc.stderr is not None
-                self.proc.stderr.close()
-                self.proc.stderr = None
+                os.close(fd)
+                self._stderr_fd = None
         return out
 
     def _read_serial_file(self, timeout: float) -> list[tuple[float, bytes]]:
@@ -230,7 +378,7 @@ class Vm:
                 self._serial_pos += len(data)
                 return [(time.monotonic(), data)]
             left = deadline - time.monotonic()
-            if left <= 0 or self.proc is None or self.proc.poll() is not None:
+            if left <= 0 or self.poll() is not None:
                 return []
             time.sleep(min(0.002, left))
 
@@ -293,41 +441,14 @@ def stop_pid(pid: int, qmp_path: Path | None, grace: float, force: bool,
 
 def check_host_port(proto: str, host_ip: str, port: int) -> None:
     """Raise :class:`LaunchError` if the host port cannot be bound (as QEMU would)."""
-    import socket
-
-    kind = socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM
-    with socket.socket(socket.AF_INET, kind) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((host_ip, port))
-        except OSError as err:
-            raise LaunchError(
-                f"host port {proto}:{host_ip}:{port} is not available: {err.strerror}",
-                hint="pick another host port with -p HOSTPORT:GUESTPORT "
-                "(see who holds it: ss -ltnp)") from err
+    err = port_error(proto, host_ip, port)
+    if err is not None:
+        raise LaunchError(
+            f"host port {proto}:{host_ip}:{port} is not available: {err}",
+            hint="pick another host port with -p HOSTPORT:GUESTPORT "
+            "(see who holds it: ss -ltnp)")
 
 
 def image_locked(image: Path) -> bool:
-    """Does another process (a QEMU) hold a lock on ``image``?
-
-    QEMU takes open-file-description locks on bytes 100-355 of every image it opens; any
-    conflicting lock there means another VM uses the image.
-    """
-    import fcntl
-    import struct
-
-    getlk = getattr(fcntl, "F_OFD_GETLK", None)
-    if getlk is None:
-        return False
-    try:
-        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
-        return False
-    try:
-        req = struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 100, 256, 0)
-        res = fcntl.fcntl(fd, getlk, req)
-        return struct.unpack("hhqqi4x", res)[0] != fcntl.F_UNLCK
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+    """Does another process (a QEMU) hold a lock on ``image``?"""
+    return _image_locked(str(image))

@@ -1,0 +1,396 @@
+"""The path to QEMU's exec, kept to built-in modules, and the plan cache that makes it short.
+
+Python spends about 6 ms importing ``re``, 9 ms ``argparse``, 10 ms ``typing`` on this
+kind of host; a NetBSD service is ready 400 ms after QEMU starts. So a boot is split:
+
+1. :func:`try_fast` looks the raw command line up in the plan cache
+   (``<cache>/plans.marshal``). A plan is the QEMU argv an earlier run computed for the same
+   arguments, working directory, environment and terminal, with what it was computed
+   from: the stat of the kernel, the loaded (decompressed) kernel, the image and the QEMU
+   binary, QEMU's place on ``$PATH``, the state of ``/dev/kvm`` and the boot id. When every
+   one of those still matches and the checks that cannot be cached pass (host ports free,
+   image not locked by a QEMU nor used by a detached VM), QEMU is spawned at once.
+2. Everything else (argument parsing, readiness, stage detection, the report) runs while
+   QEMU boots. A cold run, a changed input or any failed check takes the ordinary path,
+   which computes the argv (and the error messages) from scratch and saves the plan.
+
+Only ``os``, ``sys``, ``marshal`` and C modules (``_socket``, ``fcntl``, ``_struct``,
+``_ctypes``) are imported here. The helpers the rest of the launcher shares (``which``,
+:func:`kvm_state`, :func:`is_qemu`, :func:`image_locked`, :func:`port_error`,
+:func:`spawn`) live here so the fast path and the ordinary one cannot disagree.
+"""
+
+from __future__ import annotations
+
+import errno
+import marshal
+import os
+import sys
+import time
+
+#: Bump when the plan format or what the argv depends on changes.
+PLAN_VERSION = 1
+#: Plans kept (most recently written first).
+MAX_PLANS = 32
+#: Environment variables the QEMU argv (or the files it names) depends on.
+ENV_KEYS = ("MKSMOLNB_QEMU", "PATH", "MKSMOLNB_CACHE", "XDG_CACHE_HOME", "HOME",
+            "MKSMOLNB_STATE", "XDG_RUNTIME_DIR")
+
+KVM_HARDWARE = "hardware"
+KVM_MISSING = "missing"
+KVM_DENIED = "denied"
+KVM_NESTED_PVM = "kvm_pvm"
+KVM_UNKNOWN = "unknown-module"
+
+# -- shared host helpers (os only) -----------------------------------------------------------
+
+
+def which(name: str) -> str | None:
+    """``shutil.which`` without importing shutil."""
+    if "/" in name:
+        return os.path.abspath(name) if os.access(name, os.X_OK) else None
+    for d in os.environ.get("PATH", os.defpath).split(os.pathsep):
+        cand = os.path.join(d or ".", name)
+        if os.access(cand, os.X_OK) and not os.path.isdir(cand):
+            return cand
+    return None
+
+
+def kvm_state(dev_kvm: str = "/dev/kvm", sys_module: str = "/sys/module") -> tuple[str, str]:
+    """(KVM_* state, one line saying why): opens ``dev_kvm`` read-write, then asks which
+    KVM module is loaded."""
+    try:
+        fd = os.open(dev_kvm, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as err:
+        if err.errno == errno.ENOENT:
+            return KVM_MISSING, f"{dev_kvm} does not exist (no KVM on this host)"
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return KVM_DENIED, (f"{dev_kvm} is not read-write for this user "
+                                "(add the user to group 'kvm')")
+        return KVM_MISSING, f"{dev_kvm} cannot be opened: {err.strerror}"
+    os.close(fd)
+    for module in ("kvm_intel", "kvm_amd"):
+        if os.path.exists(os.path.join(sys_module, module)):
+            return KVM_HARDWARE, f"hardware KVM ({module})"
+    if os.path.exists(os.path.join(sys_module, "kvm_pvm")):
+        return KVM_NESTED_PVM, ("KVM here is the nested software hypervisor kvm_pvm, "
+                                "on which NetBSD does not run")
+    return KVM_UNKNOWN, "KVM module is neither kvm_intel nor kvm_amd"
+
+
+def is_qemu(pid: int) -> bool:
+    """Is ``pid`` a live (not zombie) QEMU process? Without ``/proc``: is it alive?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv0 = f.read().split(b"\0", 1)[0]
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                return False
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
+    return b"qemu" in os.path.basename(argv0)
+
+
+def image_locked(image: str) -> bool:
+    """Does another process (a QEMU) hold a lock on ``image``?
+
+    QEMU takes open-file-description locks on bytes 100-355 of every image it opens; any
+    conflicting lock there means another VM uses the image.
+    """
+    import _struct
+    import fcntl
+
+    getlk = getattr(fcntl, "F_OFD_GETLK", None)
+    if getlk is None:
+        return False
+    try:
+        fd = os.open(image, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        req = _struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 100, 256, 0)
+        res = fcntl.fcntl(fd, getlk, req)
+        return bool(_struct.unpack("hhqqi4x", res)[0] != fcntl.F_UNLCK)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def port_error(proto: str, host_ip: str, port: int) -> str | None:
+    """Why the host port cannot be bound (as QEMU would bind it), or None when it can."""
+    import _socket
+
+    kind = _socket.SOCK_STREAM if proto == "tcp" else _socket.SOCK_DGRAM
+    s = _socket.socket(_socket.AF_INET, kind)
+    try:
+        s.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+        s.bind((host_ip, port))
+    except OSError as err:
+        return err.strerror or str(err)
+    finally:
+        s.close()
+    return None
+
+
+def state_root() -> str:
+    """``$MKSMOLNB_STATE``, else ``$XDG_RUNTIME_DIR/mksmolnb``, else
+    ``~/.local/state/mksmolnb``: where detached VMs keep their files."""
+    if os.environ.get("MKSMOLNB_STATE"):
+        return os.environ["MKSMOLNB_STATE"]
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return os.path.join(os.environ["XDG_RUNTIME_DIR"], "mksmolnb")
+    return os.path.join(os.path.expanduser("~"), ".local", "state", "mksmolnb")
+
+
+def cache_root() -> str:
+    """``$MKSMOLNB_CACHE``, else ``$XDG_CACHE_HOME/mksmolnb``, else ``~/.cache/mksmolnb``."""
+    if os.environ.get("MKSMOLNB_CACHE"):
+        return os.environ["MKSMOLNB_CACHE"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return os.path.join(base, "mksmolnb")
+
+
+def image_users() -> dict[str, tuple[str, bool]]:
+    """Resolved image path → (VM name, read-only) for every running detached VM.
+
+    Read from each VM directory's ``image`` file (``rw`` or ``ro``, a newline, the path).
+    """
+    root = state_root()
+    try:
+        names = sorted(os.listdir(root))
+    except OSError:
+        return {}
+    out = {}
+    for name in names:
+        d = os.path.join(root, name)
+        try:
+            with open(os.path.join(d, "image"), "rb") as f:
+                mode, _, path = f.read().partition(b"\n")
+            with open(os.path.join(d, "qemu.pid"), "rb") as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            continue
+        if path and pid and is_qemu(pid):
+            out[os.fsdecode(path.rstrip(b"\n"))] = (name, mode == b"ro")
+    return out
+
+
+# -- spawning --------------------------------------------------------------------------------
+
+
+def _set_pdeathsig() -> None:
+    """In the child: SIGKILL it when its parent dies (Linux ``PR_SET_PDEATHSIG``).
+
+    Called through ``_ctypes`` directly: the ``ctypes`` package costs milliseconds.
+    """
+    import _ctypes
+
+    prctl = _ctypes.dlsym(_ctypes.dlopen(None, 2), "prctl")
+    _ctypes.call_function(prctl, (1, 9, 0, 0, 0))  # PR_SET_PDEATHSIG, SIGKILL
+
+
+def spawn(argv: list[str], stdin: int, stdout: int, stderr: int, *,
+          die_with_parent: bool, new_session: bool = True) -> int:
+    """fork + exec ``argv`` with the given descriptors as 0, 1, 2; return the pid.
+
+    ``die_with_parent``: SIGKILL the child when this process dies, however it dies (Linux;
+    elsewhere the caller's ``finally`` blocks are all there is). Raises ``OSError`` from
+    the child's ``execv`` (``FileNotFoundError`` when the binary is missing).
+    """
+    if die_with_parent and sys.platform.startswith("linux"):
+        import _ctypes  # noqa: F401  (loaded before the fork: the child only calls it)
+    else:
+        die_with_parent = False
+    parent = os.getpid()
+    err_r, err_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child: no Python clean-up may run here
+        try:
+            os.close(err_r)
+            if new_session:
+                os.setsid()
+            if die_with_parent:
+                _set_pdeathsig()
+                if os.getppid() != parent:
+                    os._exit(1)
+            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
+                if fd != target:
+                    os.dup2(fd, target)
+            os.execv(argv[0], argv)
+        except OSError as err:
+            os.write(err_w, str(err.errno).encode())
+        finally:
+            os._exit(127)
+    os.close(err_w)
+    try:
+        failure = os.read(err_r, 32)
+    finally:
+        os.close(err_r)
+    if failure:
+        os.waitpid(pid, 0)
+        code = int(failure)
+        raise OSError(code, os.strerror(code), argv[0])
+    return pid
+
+
+# -- the plan cache --------------------------------------------------------------------------
+
+
+def fingerprint(path: str) -> tuple[int, int, int, int] | None:
+    """What changes when a file is replaced or modified: inode, size, mtime, ctime."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _boot_id() -> bytes:
+    try:
+        with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return b""
+
+
+def host_key(qemu: str | None) -> tuple[object, ...]:
+    """What the host contributes to the argv, cheap to recompute: QEMU's path on ``$PATH``
+    and its stat, the KVM state, the boot (CPU flags do not change within one)."""
+    return (qemu, fingerprint(qemu) if qemu else None, kvm_state()[0], _boot_id())
+
+
+def plan_key(argv: list[str]) -> tuple[object, ...]:
+    """The raw inputs of a boot: arguments, directory, environment, terminal on stdin."""
+    try:
+        tty = os.isatty(0)
+    except OSError:
+        tty = False
+    return (PLAN_VERSION, tuple(argv), os.getcwd(),
+            tuple(os.environ.get(k) for k in ENV_KEYS), tty)
+
+
+def plans_path() -> str:
+    return os.path.join(cache_root(), "plans.marshal")
+
+
+def _load() -> list[tuple[tuple[object, ...], dict[str, object]]]:
+    try:
+        with open(plans_path(), "rb") as f:
+            plans = marshal.load(f)
+    except (OSError, EOFError, ValueError, TypeError):
+        return []
+    return plans if isinstance(plans, list) else []
+
+
+def save_plan(key: tuple[object, ...], plan: dict[str, object]) -> None:
+    """Remember ``plan`` under ``key`` (atomically; a failure to write is ignored)."""
+    plans = [(k, p) for k, p in _load() if k != key]
+    plans.insert(0, (key, plan))
+    path = plans_path()
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(tmp, "wb") as f:
+            marshal.dump(plans[:MAX_PLANS], f)
+        os.replace(tmp, path)
+    except OSError:
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
+              ports: list[tuple[str, str, int]], image: str | None, readonly: bool,
+              interactive: bool) -> dict[str, object]:
+    """A plan: the argv and what must still hold for it to be the argv of the same boot."""
+    return {"argv": list(qemu_argv), "host": host_key(qemu),
+            "files": [(f, fingerprint(f)) for f in files], "ports": list(ports),
+            "image": image, "readonly": readonly, "interactive": interactive}
+
+
+def _usable(plan: dict[str, object]) -> bool:
+    argv = plan["argv"]
+    assert isinstance(argv, list)
+    qemu = which(os.environ.get("MKSMOLNB_QEMU") or "qemu-system-x86_64")
+    if qemu != argv[0] or host_key(qemu) != plan["host"]:
+        return False
+    for path, fp in plan["files"]:  # type: ignore[attr-defined]
+        if fp is None or fingerprint(path) != fp:
+            return False
+    for proto, ip, port in plan["ports"]:  # type: ignore[attr-defined]
+        if port_error(proto, ip, port) is not None:
+            return False
+    image = plan["image"]
+    if isinstance(image, str):
+        user = image_users().get(image)
+        if user and (not plan["readonly"] or not user[1]):
+            return False
+        if not plan["readonly"] and image_locked(image):
+            return False
+    return True
+
+
+class Spawned:
+    """A QEMU started by :func:`try_fast`, handed to the ordinary path to adopt."""
+
+    def __init__(self, pid: int, argv: list[str], exec_time: float, started: float,
+                 stdout: int, stderr: int, interactive: bool) -> None:
+        self.pid = pid
+        self.argv = argv
+        self.exec_time = exec_time
+        self.started = started
+        self.stdout = stdout
+        self.stderr = stderr
+        self.interactive = interactive
+        self.adopted = False
+
+    def kill(self) -> None:
+        """Stop and reap this QEMU and close its pipes (it was not adopted)."""
+        import contextlib
+
+        with contextlib.suppress(OSError):
+            os.kill(self.pid, 9)
+        with contextlib.suppress(OSError):
+            os.waitpid(self.pid, 0)
+        for fd in (self.stdout, self.stderr):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.adopted = True  # nothing left to clean up
+
+
+def try_fast(argv: list[str]) -> tuple[tuple[object, ...], Spawned | None]:
+    """Spawn QEMU from a still-valid plan for this command line; (plan key, the QEMU or
+    None). Never raises for a bad plan: the ordinary path decides and explains."""
+    key = plan_key(argv)
+    plan = next((p for k, p in _load() if k == key), None)
+    if plan is None:
+        return key, None
+    try:
+        if not _usable(plan):
+            return key, None
+        qemu_argv = list(plan["argv"])  # type: ignore[call-overload]
+        interactive = bool(plan["interactive"])
+    except (OSError, KeyError, TypeError, ValueError, AssertionError):
+        return key, None
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    stdin = 0 if interactive else os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    exec_time, started = time.monotonic(), time.time()
+    try:
+        pid = spawn(qemu_argv, stdin, out_w, err_w, die_with_parent=True)
+    except OSError:
+        os.close(out_r)
+        os.close(err_r)
+        return key, None
+    finally:
+        os.close(out_w)
+        os.close(err_w)
+        if stdin != 0:
+            os.close(stdin)
+    return key, Spawned(pid, qemu_argv, exec_time, started, out_r, err_r, interactive)
