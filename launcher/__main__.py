@@ -41,7 +41,9 @@ def _boot_parser() -> Parser:
     p.add_argument("target", nargs="?", metavar="KERNEL|SERVICE",
                    help="kernel file, or the name of a service to build and boot")
     p.add_argument("image_pos", nargs="?", metavar="IMAGE", help="root disk image")
-    p.add_argument("-k", "--kernel", help="kernel file (ELF with PVH entry or multiboot; .gz ok)")
+    p.add_argument("-k", "--kernel",
+                   help="kernel file (ELF with PVH entry or multiboot; .gz ok); with SERVICE "
+                   "also a kernel name of the release to fetch (GENERIC, the default)")
     p.add_argument("-i", "--image", help="root disk image (raw)")
     p.add_argument("-m", "--memory", type=int, default=256, metavar="MB", help="RAM (256)")
     p.add_argument("-c", "--cpus", type=int, default=1, help="virtual CPUs (1)")
@@ -72,6 +74,15 @@ def _boot_parser() -> Parser:
                    help="auto: hardware KVM when usable, else TCG")
     p.add_argument("--machine", default="auto", choices=("auto", "microvm", "pc"),
                    help="auto: microvm for PVH kernels with virtio-mmio, else pc")
+    build = p.add_argument_group("building a SERVICE (smolfs build)")
+    build.add_argument("--arch", default="amd64", choices=("amd64", "i386"),
+                       help="NetBSD architecture of the sets and kernel (amd64)")
+    build.add_argument("--release", metavar="R",
+                       help="NetBSD release (default: the newest supported)")
+    build.add_argument("--services-dir", metavar="DIR",
+                       help="directory of service definitions (default: the shipped ones)")
+    build.add_argument("--offline", action="store_true",
+                       help="never download: use only the cache")
     p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
                    help="extra QEMU argument, appended as is; repeatable")
     p.add_argument("--print-cmd", action="store_true", help="print the QEMU command, run nothing")
@@ -79,16 +90,18 @@ def _boot_parser() -> Parser:
     return p
 
 
-def _looks_like_service(target: str) -> bool:
-    """A name (not an existing file) of a shipped service: ``services/<name>/``."""
+def _looks_like_service(target: str, services_dir: str | None) -> bool:
+    """A name (not an existing file) of a service: ``<services dir>/<name>/``."""
     import os
     import re
 
     if os.path.exists(target) or not re.fullmatch(r"[a-z][a-z0-9_-]*", target):
         return False
-    from services import shipped_dir
+    if services_dir is None:
+        from services import shipped_dir
 
-    return (shipped_dir() / target).is_dir()
+        services_dir = str(shipped_dir())
+    return os.path.isdir(os.path.join(services_dir, target))
 
 
 def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
@@ -104,11 +117,12 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     positionals = [a for a in (args.target, args.image_pos) if a is not None]
     if kernel is None and positionals:
         first = positionals.pop(0)
-        if _looks_like_service(first):
+        if _looks_like_service(first, args.services_dir):
             service = first
         else:
             kernel = first
-    elif positionals and _looks_like_service(positionals[0]) and image is None:
+    elif positionals and _looks_like_service(positionals[0], args.services_dir) \
+            and image is None:
         service = positionals.pop(0)
     if positionals:
         if image is not None:
@@ -117,11 +131,18 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     if positionals:
         raise UsageError(f"unexpected argument {positionals[0]!r}")
     if service is not None:
+        import os
+
         from .glue import build_service
 
-        built_image, built_kernel = build_service(service, image)
+        # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
+        own = kernel if kernel is not None and os.path.isfile(kernel) else None
+        built_image, built_kernel = build_service(
+            service, image, arch=args.arch, release=args.release,
+            kernel=None if own else (kernel or "GENERIC"), services_dir=args.services_dir,
+            offline=args.offline)
         image = str(built_image)
-        kernel = kernel or (str(built_kernel) if built_kernel else None)
+        kernel = own or (str(built_kernel) if built_kernel else None)
     if kernel is None:
         raise UsageError("no kernel given", hint="startnb KERNEL [IMAGE], or -k KERNEL")
     console = args.console or ("none" if (args.detach or args.json) else "stdio")

@@ -2,8 +2,9 @@
 
 - ``--strip``: :func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel
   digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards.
-- ``startnb SERVICE``: :func:`build_service` calls ``smolfs.build.build(service=...)``,
-  which reuses the image when its inputs did not change (same inputs, same bytes).
+- ``startnb SERVICE``: :func:`build_service` calls ``smolfs.build.build(service=...)``
+  with the architecture, release and kernel name; it fetches what is missing and reuses
+  the image when its inputs (sets, service files, options, kernel) did not change.
 """
 
 from __future__ import annotations
@@ -35,13 +36,22 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
     return out
 
 
-def build_service(service: str, image: str | None) -> tuple[Path, Path | None]:
-    """Build (or reuse) the image of ``service``; (image, kernel named by the build or None)."""
+def build_service(service: str, image: str | None, *, arch: str = "amd64",
+                  release: str | None = None, kernel: str | None = "GENERIC",
+                  services_dir: str | None = None, offline: bool = False
+                  ) -> tuple[Path, Path | None]:
+    """Build (or reuse) the image of ``service``; (image, kernel named by the build or None).
+
+    ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
+    sets for ``arch`` and ``release``; None when the caller boots a kernel file of its own.
+    """
     try:
         from smolfs.build import build
     except ImportError as err:
         raise LaunchError(f"cannot build service {service!r}: smolfs.build is not available",
                           hint="give a kernel file and an image instead") from err
-    result = build(service=service, image=Path(image) if image else None)
-    kernel = result.manifest.get("kernel") if isinstance(result.manifest, dict) else None
-    return Path(result.image), Path(str(kernel)) if kernel else None
+    result = build(service=service, image=Path(image) if image else None, arch=arch,
+                   release=release, kernel=kernel, services_dir=services_dir,
+                   offline=offline)
+    built = result.manifest.get("kernel") if isinstance(result.manifest, dict) else None
+    return Path(result.image), Path(str(built)) if built else None

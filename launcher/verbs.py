@@ -64,9 +64,9 @@ def stop(argv: Sequence[str]) -> int:
         state.remove(vm)
         print(f"startnb: {args.name} was not running", file=sys.stderr)
         return 0
-    how = stop_pid(pid, vm.qmp, args.grace, args.force, state.is_qemu)
+    how, why = stop_pid(pid, vm.qmp, args.grace, args.force, state.is_qemu)
     state.remove(vm)
-    print(f"startnb: stopped {args.name} (pid {pid}, {how})", file=sys.stderr)
+    print(f"startnb: stopped {args.name} (pid {pid}, {how}): {why}", file=sys.stderr)
     return 0
 
 

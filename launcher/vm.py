@@ -405,11 +405,12 @@ class Vm:
 
 
 def stop_pid(pid: int, qmp_path: Path | None, grace: float, force: bool,
-             alive: Callable[[int], bool]) -> str:
+             alive: Callable[[int], bool]) -> tuple[str, str]:
     """Stop a QEMU we did not start: ACPI power-down over QMP, SIGTERM, then SIGKILL.
 
-    Returns how it ended: "powerdown", "sigterm" or "sigkill".
+    Returns how it ended ("powerdown", "sigterm" or "sigkill") and one line saying why.
     """
+    start = time.monotonic()
 
     def wait(seconds: float) -> bool:
         deadline = time.monotonic() + seconds
@@ -419,24 +420,30 @@ def stop_pid(pid: int, qmp_path: Path | None, grace: float, force: bool,
             time.sleep(0.02)
         return not alive(pid)
 
-    if not force:
+    if force:
+        why = "--force"
+    else:
+        why = "no QMP socket"
         if qmp_path is not None and qmp_path.exists():
             try:
                 with Qmp(qmp_path) as q:
                     q.execute("system_powerdown")
-            except (OSError, ConnectionError, LaunchError, ValueError):
-                pass
+            except (OSError, ConnectionError, LaunchError, ValueError) as err:
+                why = f"QMP power-down failed ({err})"
             else:
                 if wait(grace):
-                    return "powerdown"
+                    return "powerdown", (f"the guest powered off (ACPI) in "
+                                         f"{time.monotonic() - start:.2f} s")
+                why = f"the guest ignored the ACPI power button for {grace:g} s"
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
         if wait(2.0):
-            return "sigterm"
+            return "sigterm", f"{why}; QEMU ended on SIGTERM"
+        why += "; QEMU ignored SIGTERM for 2 s"
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
     wait(2.0)
-    return "sigkill"
+    return "sigkill", f"{why}; killed (SIGKILL)"
 
 
 def check_host_port(proto: str, host_ip: str, port: int) -> None:

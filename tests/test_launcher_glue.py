@@ -1,22 +1,35 @@
-"""The thin glue to kstrip (``--strip``) and smolfs.build (``startnb SERVICE``).
+"""The glue to kstrip (``--strip``) and smolfs.build (``startnb SERVICE``).
 
-Both components are exercised through stand-ins honouring their agreed signatures, so
-this checks the launcher's side of the contract: call shape, caching by digest, errors.
+``--strip`` goes through a stand-in honouring kstrip's agreed signature (the launcher's
+side of the contract: call shape, caching by digest, errors). ``startnb SERVICE`` runs
+the real ``smolfs.build`` against a real HTTP mirror on 127.0.0.1 publishing synthetic
+sets and the smoltest kernels as ``netbsd-SMOLTEST.gz`` of several releases and
+architectures, then boots the result under QEMU: the guest tells which kernel came.
 """
 
 from __future__ import annotations
 
-import shlex
+import gzip
+import json
+import os
+import shutil
+import subprocess
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kernels import TestKernels
+import setsynth
+from fakemirror import FakeMirror, release_tree, write_sha512
+from kernels import TestKernels, parse_console
 
 from launcher.glue import strip_kernel
 from launcher.kernel import inspect_kernel
+from services import shipped_dir
 from smolfs.errors import LaunchError
+
+DEBUG_EXIT = ["--qemu-arg=-device", "--qemu-arg=isa-debug-exit,iobase=0xf4,iosize=4"]
 
 
 def test_strip_is_cached_by_digest(tmp_path: Path, test_kernels: TestKernels,
@@ -46,39 +59,118 @@ def test_strip_missing_function(tmp_path: Path, test_kernels: TestKernels,
         strip_kernel(info, cache=tmp_path)
 
 
-@pytest.mark.qemu  # --print-cmd still checks that QEMU is installed
-def test_service_name_builds_then_boots(tmp_path: Path, test_kernels: TestKernels,
-                                        monkeypatch: pytest.MonkeyPatch,
-                                        capsys: pytest.CaptureFixture[str]) -> None:
-    image = tmp_path / "rescue.img"
-    image.write_bytes(b"\0" * 4096)
-    asked: list[dict[str, object]] = []
+# -- startnb SERVICE: the real build, a real mirror, a real boot ------------------------------
 
-    def build(service: str = "rescue", image: Path | None = None, **kw: object) -> object:
-        asked.append({"service": service, "image": image})
-        return types.SimpleNamespace(image=tmp_path / "rescue.img",
-                                     manifest={"kernel": str(test_kernels.pvh)})
+#: (release, arch) → the smoltest kernel published there as netbsd-SMOLTEST.gz
+PUBLISHED = {("10.1", "amd64"): "pvh", ("9.3", "amd64"): "pvh64", ("10.1", "i386"): "multiboot"}
 
-    fake = types.ModuleType("smolfs.build")
-    fake.build = build  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "smolfs.build", fake)
-    monkeypatch.setenv("MKSMOLNB_CACHE", str(tmp_path / "cache"))
-    monkeypatch.chdir(tmp_path)
-    import services
 
-    (tmp_path / "services" / "rescue").mkdir(parents=True)
-    monkeypatch.setattr(services, "shipped_dir", lambda: tmp_path / "services")
-    from launcher.__main__ import main
+@pytest.fixture(scope="module")
+def mirror(tmp_path_factory: pytest.TempPathFactory, test_kernels: TestKernels
+           ) -> Iterator[FakeMirror]:
+    root = tmp_path_factory.mktemp("mirror")
+    for (release, arch), kernel in PUBLISHED.items():
+        top = root / release_tree(release, arch)
+        sets = top / "binary" / "sets"
+        sets.mkdir(parents=True)
+        new_amd64 = arch == "amd64" and release.startswith("10")
+        setsynth.make_set(sets / ("rescue.tar.xz" if new_amd64 else "rescue.tgz"), "rescue",
+                          "xz" if new_amd64 else "gz")
+        write_sha512(sets)
+        kdir = top / "binary" / "kernel"
+        kdir.mkdir(parents=True)
+        body = getattr(test_kernels, kernel).read_bytes()
+        (kdir / "netbsd-SMOLTEST.gz").write_bytes(gzip.compress(body, mtime=0))
+        write_sha512(kdir)
+    with FakeMirror(root) as m:
+        yield m
 
-    assert main(["rescue", "--print-cmd", "--accel", "tcg"]) == 0
-    argv = shlex.split(capsys.readouterr().out)
-    assert asked == [{"service": "rescue", "image": None}]
-    assert argv[argv.index("-kernel") + 1] == str(test_kernels.pvh)
-    assert f"file={image}" in argv[argv.index("-drive") + 1]
-    # An explicit -k wins over the kernel the build names.
-    assert main(["-k", str(test_kernels.multiboot), "rescue", "--print-cmd"]) == 0
-    argv = shlex.split(capsys.readouterr().out)
-    assert argv[argv.index("-kernel") + 1] == str(test_kernels.multiboot)
-    # A name that is neither a file nor a service is a missing kernel.
-    assert main(["rescuee"]) == 1
-    assert "kernel not found: rescuee" in capsys.readouterr().err
+
+@pytest.fixture
+def services(tmp_path: Path) -> Path:
+    """A private copy of the shipped services, free to edit."""
+    d = tmp_path / "services"
+    shutil.copytree(shipped_dir(), d, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    return d
+
+
+def startnb(cwd: Path, mirror: FakeMirror, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(cwd / "cache"),
+               MKSMOLNB_STATE=str(cwd / "state"))
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+def boot_service(cwd: Path, mirror: FakeMirror, services: Path, *args: str
+                 ) -> tuple[subprocess.CompletedProcess[str], dict[str, object], str]:
+    console = cwd / "console.txt"
+    r = startnb(cwd, mirror, "rescue", "--services-dir", str(services), "-k", "SMOLTEST",
+                "-N", "--json", "--console", f"file:{console}", "--timeout", "30",
+                "-a", "smoltest.exit=1", *DEBUG_EXIT, *args)
+    assert r.returncode == 3, r.stderr  # the guest exited through isa-debug-exit
+    return r, json.loads(r.stdout.splitlines()[0]), console.read_text()
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_service_build_is_reused_until_its_inputs_change(tmp_path: Path, mirror: FakeMirror,
+                                                         services: Path) -> None:
+    r, result, console = boot_service(tmp_path, mirror, services)
+    image = tmp_path / "rescue-amd64.img"
+    assert image.is_file() and "up to date" not in r.stderr
+    assert parse_console(console).boot == "pvh"  # the 10.1 amd64 kernel
+    argv = result["argv"]
+    assert isinstance(argv, list)
+    assert argv[argv.index("-drive") + 1].endswith("file=rescue-amd64.img")
+    manifest = json.loads((tmp_path / "rescue-amd64.img.json").read_text())
+    assert "/10.1/amd64/" in manifest["kernel"] and manifest["kernel"].endswith("SMOLTEST.gz")
+    built = image.stat()
+
+    r, _, _ = boot_service(tmp_path, mirror, services)  # same inputs: reused as it is
+    assert "up to date" in r.stderr
+    again = image.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (built.st_ino, built.st_mtime_ns)
+
+    rc = services / "rescue" / "etc" / "rc"
+    rc.write_text(rc.read_text() + "# edited: rebuild me\n")
+    r, _, _ = boot_service(tmp_path, mirror, services)  # a service file changed: rebuilt
+    assert "up to date" not in r.stderr
+    assert image.stat().st_mtime_ns != built.st_mtime_ns
+    assert b"# edited: rebuild me" in image.read_bytes()
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "img", "boot", "elf"), [
+    (["--release", "9.3"], "rescue-amd64.img", "pvh", "ELF64"),
+    (["--arch", "i386", "--release", "10.1"], "rescue-i386.img", "multiboot", "ELF32"),
+], ids=["release", "arch"])
+def test_service_fetches_the_kernel_of_its_arch_and_release(
+        tmp_path: Path, mirror: FakeMirror, services: Path, args: list[str], img: str,
+        boot: str, elf: str) -> None:
+    _, result, console = boot_service(tmp_path, mirror, services, *args)
+    assert parse_console(console).boot == boot
+    assert elf in str(result["kernel"])
+    assert (tmp_path / img).is_file()
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_service_with_a_kernel_file_fetches_no_kernel(tmp_path: Path, mirror: FakeMirror,
+                                                      services: Path,
+                                                      test_kernels: TestKernels) -> None:
+    seen = len(mirror.seen)
+    _, result, console = boot_service(tmp_path, mirror, services, "-k",
+                                      str(test_kernels.multiboot))
+    assert parse_console(console).boot == "multiboot"
+    argv = result["argv"]
+    assert isinstance(argv, list) and argv[argv.index("-kernel") + 1] == \
+        str(test_kernels.multiboot)
+    assert "kernel" not in json.loads((tmp_path / "rescue-amd64.img.json").read_text())
+    assert not any("kernel/" in s.path for s in mirror.seen[seen:])
+
+
+@pytest.mark.qemu
+def test_unknown_name_is_a_missing_kernel(tmp_path: Path, mirror: FakeMirror) -> None:
+    r = startnb(tmp_path, mirror, "rescuee")
+    assert r.returncode == 1 and "kernel not found: rescuee" in r.stderr

@@ -91,6 +91,18 @@ static inline uint8_t inb(uint16_t port)
 	return v;
 }
 
+static inline void outw(uint16_t port, uint16_t v)
+{
+	__asm__ volatile("outw %0, %1" : : "a"(v), "Nd"(port));
+}
+
+static inline uint16_t inw(uint16_t port)
+{
+	uint16_t v;
+	__asm__ volatile("inw %1, %0" : "=a"(v) : "Nd"(port));
+	return v;
+}
+
 static inline uint32_t inl(uint16_t port)
 {
 	uint32_t v;
@@ -339,9 +351,55 @@ static const char *spin_ms(uint32_t ms)
 	return "tsc";
 }
 
+/*
+ * ACPI power button on the PIIX4 power-management function of QEMU's pc machine
+ * (PCI 8086:7113). Its I/O base (PMBA, config register 0x40) is where the firmware put
+ * it; PM1 status at +0, enable at +2, control at +4. The guest enables the power
+ * button event, polls its status bit and then asks for soft-off: SLP_TYP 0 (what
+ * QEMU's PM1 control register takes as S5) with SLP_EN.
+ */
+void smoltest_halt(void) __attribute__((noreturn));
+
+#define PIIX4_PM_ID		0x71138086u
+#define PM1_PWRBTN		(1u << 8)
+#define PM1_SLP_EN		(1u << 13)
+
+static uint16_t acpi_pm_base(void)
+{
+	for (uint32_t slot = 0; slot < 32; slot++)
+		for (uint32_t fn = 0; fn < 8; fn++)
+			if (pci_read(0, slot, fn, 0) == PIIX4_PM_ID) {
+				uint32_t misc = pci_read(0, slot, fn, 0x80);
+				if (!(misc & 1))
+					return 0;	/* PM I/O space not enabled */
+				return (uint16_t)(pci_read(0, slot, fn, 0x40) & 0xffc0);
+			}
+	return 0;
+}
+
+static void __attribute__((noreturn)) acpi_wait_power_button(void)
+{
+	uint16_t base = acpi_pm_base();
+
+	if (!base) {
+		serial_puts("SMOLTEST acpi none\r\n");
+		smoltest_halt();
+	}
+	outw(base, PM1_PWRBTN);			/* clear a stale status (write 1) */
+	outw(base + 2, inw(base + 2) | PM1_PWRBTN);
+	serial_puts("SMOLTEST acpi pm 0x");
+	puthex(base, 4);
+	endl();
+	while (!(inw(base) & PM1_PWRBTN))
+		__asm__ volatile("pause");
+	serial_puts("SMOLTEST acpi power button\r\n");
+	outw(base + 4, (uint16_t)(inw(base + 4) & ~0x1c00u) | PM1_SLP_EN);
+	serial_puts("SMOLTEST acpi soft-off failed\r\n");
+	smoltest_halt();
+}
+
 /* The end of a run. */
 
-void smoltest_halt(void) __attribute__((noreturn));
 void smoltest_halt(void)
 {
 	for (;;)
@@ -395,6 +453,8 @@ static void run(const char *protocol, uint32_t mem_kib)
 		outl(DEBUG_EXIT, (uint32_t)code);
 		serial_puts("SMOLTEST exit failed: no isa-debug-exit at 0xf4\r\n");
 	}
+	if (has_option("smoltest.acpi"))
+		acpi_wait_power_button();
 	smoltest_halt();
 }
 
