@@ -261,7 +261,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
     console = None
     prober = None
     wake_r, wake_w = os.pipe()
-    is_ready = False
+    is_ready = detached = False
     old_handlers = {}
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -325,6 +325,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             on_ready(result)
         if config.detach:
             vm.detach()
+            detached = True
             return result
         while vm.poll() is None or vm.console_open:
             for t, chunk in vm.read_console(0.2):
@@ -337,7 +338,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
     finally:
         if prober is not None:
             prober.stop.set()
-        if not (config.detach and is_ready):
+        if not detached:  # a failure, a timeout, Ctrl-C, or an attached run ending
             vm.kill()
             if vmdir is not None:
                 state.remove(vmdir)

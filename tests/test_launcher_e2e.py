@@ -464,3 +464,160 @@ def test_interactive_console_on_a_terminal(vm: Vms, kernels: Kernels) -> None:
         os.close(fd)
     assert os.waitstatus_to_exitcode(status) == 0, buf
     assert not wait_gone(vm.needle)
+
+
+# -- detached VMs that fail before ready, the launcher crashing, stop ---------------------
+
+
+def wait_for_file_text(path: Path, text: str, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if text in path.read_text(errors="replace"):
+                return
+        time.sleep(0.02)
+    raise AssertionError(f"{text!r} never appeared in {path}")
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("how", ["timeout", "sigint", "sigterm", "sigkill"])
+def test_detach_failing_before_ready_leaves_no_qemu(vm: Vms, kernels: Kernels, how: str
+                                                    ) -> None:
+    """``-d`` leaves QEMU running only once ready: a timeout, Ctrl-C, a kill, even SIGKILL
+    of the launcher before that take QEMU down (the keeper stops it)."""
+    state = Path(vm.env["MKSMOLNB_STATE"])
+    args = ["-d", "--name", "early", str(kernels.pvh), "-N", "-a", "smoltest.noready"]
+    if how == "timeout":
+        r = vm.run(*args, "--timeout", "1.5")
+        assert r.returncode == 1 and "not ready after 1.5 s" in r.stderr, r.stderr
+        assert "| Starting smoltest service." in r.stderr and "Traceback" not in r.stderr
+    else:
+        p = vm.popen(*args, "--timeout", "60")
+        wait_for_file_text(state / "early" / "serial.log", "Starting smoltest service.")
+        assert qemu_pids(vm.needle), "QEMU should be running"
+        p.send_signal({"sigint": signal.SIGINT, "sigterm": signal.SIGTERM,
+                       "sigkill": signal.SIGKILL}[how])
+        p.wait(10)
+    assert not wait_gone(vm.needle), "QEMU outlived a detached launcher that never got ready"
+    if how != "sigkill":  # a SIGKILLed launcher cannot clean up; ps forgets the VM
+        assert not (state / "early").exists()
+    assert json.loads(vm.run("ps", "--json").stdout) == []
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("detach", [False, True], ids=["attached", "detached"])
+def test_launcher_crash_takes_qemu_down(vm: Vms, kernels: Kernels,
+                                        monkeypatch: pytest.MonkeyPatch, detach: bool) -> None:
+    """An exception inside the launcher (here: in the ready callback, the last step before
+    a detached VM is left running) stops QEMU and removes the VM's state."""
+    from launcher.boot import boot
+    from launcher.config import Console, LaunchConfig
+
+    for key in ("MKSMOLNB_CACHE", "MKSMOLNB_STATE"):
+        monkeypatch.setenv(key, vm.env[key])
+
+    def crash(_result: object) -> None:
+        assert qemu_pids(vm.needle)
+        raise RuntimeError("launcher bug")
+
+    config = LaunchConfig(kernel=kernels.pvh, network="none", console=Console("none"),
+                          timeout=30, detach=detach)
+    with pytest.raises(RuntimeError, match="launcher bug"):
+        boot(config, name="crash", on_ready=crash)
+    assert not wait_gone(vm.needle)
+    assert not (Path(vm.env["MKSMOLNB_STATE"]) / "crash").exists()
+
+
+@pytest.mark.qemu
+def test_stop_guest_honours_acpi_power_button(vm: Vms, kernels: Kernels) -> None:
+    r = vm.run("-d", "--name", "acpi", str(kernels.pvh), "-N", "-a", "smoltest.acpi")
+    assert r.returncode == 0, r.stderr
+    wait_for_file_text(Path(vm.env["MKSMOLNB_STATE"]) / "acpi" / "serial.log",
+                       "SMOLTEST acpi pm 0x")  # the guest armed the power button
+    start = time.monotonic()
+    stop = vm.run("stop", "acpi", "--grace", "20")
+    assert stop.returncode == 0, stop.stderr
+    assert "(pid" in stop.stderr and "powerdown): the guest powered off (ACPI)" in stop.stderr
+    assert time.monotonic() - start < 10
+    assert not wait_gone(vm.needle, 0.5)
+
+
+@pytest.mark.qemu
+def test_stop_guest_ignoring_power_button_gets_sigterm(vm: Vms, kernels: Kernels) -> None:
+    r = vm.run("-d", "--name", "deaf", str(kernels.pvh), "-N")
+    assert r.returncode == 0, r.stderr
+    start = time.monotonic()
+    stop = vm.run("stop", "deaf", "--grace", "0.5")
+    assert stop.returncode == 0, stop.stderr
+    assert "sigterm): the guest ignored the ACPI power button for 0.5 s; QEMU ended on " \
+        "SIGTERM" in stop.stderr, stop.stderr
+    assert time.monotonic() - start >= 0.5
+    assert not wait_gone(vm.needle, 0.5)
+
+
+# -- the fast path: a cached plan, and everything that must invalidate it -------------------
+
+
+def boot_json(vm: Vms, *args: str) -> tuple[dict[str, object], str]:
+    console = vm.console_file("fast")
+    r = vm.run(*args, "-a", "smoltest.exit=1", *DEBUG_EXIT, "--json",
+                "--console", f"file:{console}", "--timeout", "30")
+    assert r.returncode == 3, r.stderr
+    return json.loads(r.stdout.splitlines()[0]), console.read_text()
+
+
+@pytest.mark.qemu
+def test_fast_path_reuses_a_plan_until_the_kernel_changes(vm: Vms, kernels: Kernels,
+                                                          disk: Path) -> None:
+    kernel = kernels.mmio
+    first, con1 = boot_json(vm, str(kernel), str(disk))
+    second, con2 = boot_json(vm, str(kernel), str(disk))
+    assert (first["fast_path"], second["fast_path"]) == (False, True)
+    assert second["argv"] == first["argv"]
+    assert parse_console(con2).cmdline == parse_console(con1).cmdline
+    assert sorted((d.transport, d.kind) for d in parse_console(con2).virtio) == \
+        [("mmio", "blk"), ("mmio", "net")]
+    # The same path, now a multiboot kernel: the plan is stale, the argv computed again.
+    kernel.write_bytes(kernels.multiboot.read_bytes())
+    third, con3 = boot_json(vm, str(kernel), str(disk))
+    assert third["fast_path"] is False
+    argv = third["argv"]
+    assert isinstance(argv, list) and argv[argv.index("-M") + 1] == "pc"
+    assert parse_console(con3).boot == "multiboot"
+    assert boot_json(vm, str(kernel), str(disk))[0]["fast_path"] is True
+
+
+@pytest.mark.qemu
+def test_fast_path_still_checks_ports_and_images(vm: Vms, kernels: Kernels, disk: Path
+                                                 ) -> None:
+    port = free_port()
+    args = [str(kernels.pvh), str(disk), "-p", f"{port}:80"]
+    assert boot_json(vm, *args)[0]["fast_path"] is False
+    assert boot_json(vm, *args)[0]["fast_path"] is True
+    with socket.socket() as s:  # someone else takes the host port
+        s.bind(("127.0.0.1", port))
+        s.listen()
+        r = vm.run(*args, "-a", "smoltest.exit=1", *DEBUG_EXIT, "--timeout", "30")
+        assert r.returncode == 1
+        assert f"host port tcp:127.0.0.1:{port} is not available" in r.stderr, r.stderr
+    # A detached VM now uses the image read-write.
+    d = vm.run("-d", "--name", "holder", str(kernels.pvh), str(disk), "-N")
+    assert d.returncode == 0, d.stderr
+    r = vm.run(*args, "-a", "smoltest.exit=1", *DEBUG_EXIT, "--timeout", "30")
+    assert r.returncode == 1 and "in use by the running VM 'holder'" in r.stderr, r.stderr
+    assert vm.run("stop", "holder", "--force").returncode == 0
+    assert boot_json(vm, *args)[0]["fast_path"] is True
+
+
+@pytest.mark.qemu
+def test_fast_path_qemu_dies_with_the_launcher(vm: Vms, kernels: Kernels) -> None:
+    args = [str(kernels.pvh), "-N", "--console", "none", "--json"]
+    for expect_fast in (False, True):
+        p = vm.popen(*args)
+        assert p.stdout is not None
+        result = json.loads(p.stdout.readline())
+        assert result["fast_path"] is expect_fast
+        assert qemu_pids(vm.needle) == [result["pid"]]
+        p.send_signal(signal.SIGKILL if expect_fast else signal.SIGTERM)
+        p.wait(10)
+        assert not wait_gone(vm.needle)
