@@ -204,6 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .fastpath import try_fast
 
     key, spawned = try_fast(args) if args else (None, None)
+    if spawned is not None and spawned.relay is not None:
+        from .relay import relay_until_ready
+
+        try:
+            relay_until_ready(spawned, spawned.relay, _START)
+        except KeyboardInterrupt:
+            spawned.kill()
+            print("startnb: interrupted", file=sys.stderr)
+            return 130
     from smolfs.cli import run_main
 
     try:

@@ -17,7 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from smolfs.errors import InputError, LaunchError, ReadyTimeout
 
@@ -27,6 +27,7 @@ from .fastpath import Spawned
 from .host import QEMU_BINARY, QEMU_PACKAGE, HostInfo, choose_accel, probe_host
 from .kernel import KernelInfo, cache_dir, inspect_kernel, require_bootable
 from .qemu import RunPaths, qemu_argv
+from .relay import ConsoleOut
 from .vm import Vm, check_host_port, image_locked
 
 if TYPE_CHECKING:
@@ -98,45 +99,6 @@ def check_image(image: Path, readonly: bool, in_use: bool = True) -> None:
     if not readonly and image_locked(image):
         raise LaunchError(f"image {image} is locked by a running QEMU",
                           hint="stop that VM, or boot with --ro to share the image read-only")
-
-
-class _Console:
-    """Where console bytes go: stdout, a file or nowhere; optionally timestamped lines."""
-
-    def __init__(self, config: LaunchConfig, timestamps: bool, exec_time: float) -> None:
-        self.out: BinaryIO | None = None
-        self.own = False
-        if config.console.kind == "stdio":
-            self.out = sys.stdout.buffer
-        elif config.console.kind == "file" and config.console.path is not None:
-            self.out = open(config.console.path, "wb")  # noqa: SIM115
-            self.own = True
-        self.timestamps = timestamps
-        self.exec_time = exec_time
-        self._at_line_start = True
-
-    def write(self, t: float, data: bytes) -> None:
-        if self.out is None:
-            return
-        if self.timestamps:
-            stamp = f"[{t - self.exec_time:8.3f}] ".encode()
-            parts = data.split(b"\n")
-            chunks = []
-            for i, part in enumerate(parts):
-                if self._at_line_start and (part or i < len(parts) - 1):
-                    chunks.append(stamp)
-                    self._at_line_start = False
-                chunks.append(part)
-                if i < len(parts) - 1:
-                    chunks.append(b"\n")
-                    self._at_line_start = True
-            data = b"".join(chunks)
-        self.out.write(data)
-        self.out.flush()
-
-    def close(self) -> None:
-        if self.own and self.out is not None:
-            self.out.close()
 
 
 class _Prober(threading.Thread):
@@ -215,17 +177,23 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
 
 
 def _save_plan(key: tuple[object, ...], config: LaunchConfig, prep: Prepared,
-               argv: list[str], interactive: bool) -> None:
+               argv: list[str], interactive: bool, ready: Ready, timestamps: bool) -> None:
     from .fastpath import make_plan, save_plan
 
     files = [str(config.kernel), str(prep.kernel.path)]
+    relay: dict[str, object] | None = None
+    if ready.kind == "console":
+        path = config.console.path
+        relay = {"console": config.console.kind, "path": str(path) if path else None,
+                 "timestamps": timestamps, "pattern": ready.pattern,
+                 "timeout": config.timeout}
     image = None
     if config.image is not None:
         files.append(str(config.image))
         image = str(config.image.resolve())
     save_plan(key, make_plan(argv, argv[0], files,
                              [(p.proto, p.host_ip, p.host_port) for p in config.ports],
-                             image, config.readonly, interactive))
+                             image, config.readonly, interactive, relay))
 
 
 def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
@@ -276,15 +244,27 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                 spawned.kill()
             vm.start()
             if plan_key is not None and not config.detach and ready.kind != "tcp":
-                _save_plan(plan_key, config, prep, argv, paths.interactive)
+                _save_plan(plan_key, config, prep, argv, paths.interactive, ready,
+                           timestamps)
         from .stages import StageDetector, report  # after the exec: not on QEMU's path
 
         det = StageDetector()
         det.mark("exec", vm.exec_time)
-        console = _Console(config, timestamps, vm.exec_time)
+        if spawned is not None and fast and spawned.console is not None:
+            console = spawned.console
+        else:
+            path = config.console.path
+            console = ConsoleOut(config.console.kind, str(path) if path else None, timestamps,
+                                 vm.exec_time)
         if vmdir is not None:
             vmdir.write_manifest(_manifest(vmdir, vm, config, argv, ready=False))
         pattern = re.compile(ready.pattern) if ready.kind == "console" else None
+        for t, chunk in spawned.prelude if spawned is not None and fast else ():
+            det.feed_bytes(t)  # relayed already by launcher.relay: detect stages only
+            for line in vm.split_lines(chunk):
+                det.feed_line(t, line)
+                if pattern is not None and pattern.search(line) and det.mark("ready", t):
+                    is_ready = True
         if ready.kind != "console":
             guest = next(p.guest_port for p in config.ports
                          if p.proto == "tcp" and p.host_port == ready.port)
@@ -355,7 +335,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             signal.signal(sig, handler)
 
 
-def _drain(vm: Vm, det: StageDetector, console: _Console) -> None:
+def _drain(vm: Vm, det: StageDetector, console: ConsoleOut) -> None:
     for t, chunk in vm.read_console(0.05):
         console.write(t, chunk)
         for line in vm.split_lines(chunk):

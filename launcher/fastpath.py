@@ -28,6 +28,10 @@ import os
 import sys
 import time
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
+if TYPE_CHECKING:
+    from .relay import ConsoleOut
+
 #: Bump when the plan format or what the argv depends on changes.
 PLAN_VERSION = 1
 #: Plans kept (most recently written first).
@@ -307,11 +311,16 @@ def save_plan(key: tuple[object, ...], plan: dict[str, object]) -> None:
 
 def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
               ports: list[tuple[str, str, int]], image: str | None, readonly: bool,
-              interactive: bool) -> dict[str, object]:
-    """A plan: the argv and what must still hold for it to be the argv of the same boot."""
+              interactive: bool, relay: dict[str, object] | None = None) -> dict[str, object]:
+    """A plan: the argv and what must still hold for it to be the argv of the same boot.
+
+    ``relay``: what :func:`launcher.relay.relay_until_ready` needs (console, timestamps,
+    ready pattern, timeout) when readiness is a console line; None otherwise.
+    """
     return {"argv": list(qemu_argv), "host": host_key(qemu),
             "files": [(f, fingerprint(f)) for f in files], "ports": list(ports),
-            "image": image, "readonly": readonly, "interactive": interactive}
+            "image": image, "readonly": readonly, "interactive": interactive,
+            "relay": relay}
 
 
 def _usable(plan: dict[str, object]) -> bool:
@@ -340,7 +349,8 @@ class Spawned:
     """A QEMU started by :func:`try_fast`, handed to the ordinary path to adopt."""
 
     def __init__(self, pid: int, argv: list[str], exec_time: float, started: float,
-                 stdout: int, stderr: int, interactive: bool) -> None:
+                 stdout: int, stderr: int, interactive: bool,
+                 relay: dict[str, object] | None = None) -> None:
         self.pid = pid
         self.argv = argv
         self.exec_time = exec_time
@@ -349,6 +359,12 @@ class Spawned:
         self.stderr = stderr
         self.interactive = interactive
         self.adopted = False
+        #: Filled by :func:`launcher.relay.relay_until_ready` when the plan has ``relay``.
+        self.relay = relay
+        self.console: ConsoleOut | None = None  # the console output already written to
+        self.prelude: list[tuple[float, bytes]] = []  # console chunks relayed, with times
+        self.stderr_data = b""
+        self.ready_at: float | None = None
 
     def kill(self) -> None:
         """Stop and reap this QEMU and close its pipes (it was not adopted)."""
@@ -376,6 +392,7 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...], Spawned | None]:
             return key, None
         qemu_argv = list(plan["argv"])  # type: ignore[call-overload]
         interactive = bool(plan["interactive"])
+        relay = plan.get("relay")
     except (OSError, KeyError, TypeError, ValueError, AssertionError):
         return key, None
     out_r, out_w = os.pipe()
@@ -393,4 +410,5 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...], Spawned | None]:
         os.close(err_w)
         if stdin != 0:
             os.close(stdin)
-    return key, Spawned(pid, qemu_argv, exec_time, started, out_r, err_r, interactive)
+    return key, Spawned(pid, qemu_argv, exec_time, started, out_r, err_r, interactive,
+                        relay if isinstance(relay, dict) else None)

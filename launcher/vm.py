@@ -164,13 +164,13 @@ class Vm:
 
     # -- lifetime ----------------------------------------------------------------------
 
-    def _log_argv(self) -> None:
+    def _log_argv(self, how: str = "") -> None:
         from smolfs import cli
 
         if cli.DEBUG:
             import shlex
 
-            print("+ " + shlex.join(self.argv), file=sys.stderr, flush=True)
+            print(f"+ {shlex.join(self.argv)}{how}", file=sys.stderr, flush=True)
 
     def start(self) -> None:
         self._log_argv()
@@ -199,10 +199,11 @@ class Vm:
         """Take over a QEMU the fast path already started with this argv."""
         assert spawned.argv == self.argv and not self.detach_mode
         spawned.adopted = True
-        self._log_argv()
+        self._log_argv("   (started from a cached plan)")
         self._pid = spawned.pid
         self.exec_time, self.started = spawned.exec_time, spawned.started
         self._console_fd, self._stderr_fd = spawned.stdout, spawned.stderr
+        self._stderr = spawned.stderr_data[-8192:]
 
     def _start_kept(self) -> None:
         log = os.open(self.qemu_log or os.devnull,

@@ -621,3 +621,26 @@ def test_fast_path_qemu_dies_with_the_launcher(vm: Vms, kernels: Kernels) -> Non
         p.send_signal(signal.SIGKILL if expect_fast else signal.SIGTERM)
         p.wait(10)
         assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_fast_path_timeout_and_early_exit_are_reported_alike(vm: Vms, kernels: Kernels
+                                                             ) -> None:
+    """The relay that runs before readiness on the fast path hands over timeouts and a
+    QEMU that exits early exactly as the ordinary path reports them."""
+    for fast in (False, True):
+        r = vm.run(str(kernels.pvh), "-N", "-a", "smoltest.noready", "--timeout", "1",
+                   "--debug")
+        assert r.returncode == 1 and "not ready after 1 s" in r.stderr, r.stderr
+        assert ("(started from a cached plan)" in r.stderr) is fast
+        assert "| Starting smoltest service." in r.stderr
+        assert not wait_gone(vm.needle, 0.5)
+    for fast in (False, True):
+        r = vm.run(str(kernels.pvh), "-N", "-a", "smoltest.panic", "--timeout", "30",
+                   "--debug")
+        assert r.returncode == 1, r.stderr
+        assert ("(started from a cached plan)" in r.stderr) is fast
+        assert "QEMU exited with status 0 before the service was ready" in r.stderr
+        assert "| panic: smoltest" in r.stderr
+    plans = Path(vm.env["MKSMOLNB_CACHE"]) / "plans.marshal"
+    assert plans.exists()

@@ -1,0 +1,114 @@
+"""The guest's console on its way to the user, and the relay that runs before readiness.
+
+:class:`ConsoleOut` writes console bytes to stdout, a file or nowhere, optionally with a
+timestamp at the start of each line; every chunk is flushed as it arrives.
+
+:func:`relay_until_ready` is what a QEMU started by the fast path gets first: relaying its
+console and watching for the ready line needs only ``os``, ``select`` and ``re``, so the
+launcher's other imports (argument parsing, the timing report: tens of milliseconds of
+CPU) wait until the service is ready instead of competing with QEMU's boot for the CPU.
+What it saw is handed to :func:`launcher.boot.boot`, which replays it through the stage
+detector and carries on (the report, an attached run's console, errors and timeouts).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import sys
+import time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import BinaryIO
+
+    from .fastpath import Spawned
+
+
+class ConsoleOut:
+    """Where console bytes go: ``stdio``, ``file`` (``path``) or ``none``."""
+
+    def __init__(self, kind: str, path: str | None, timestamps: bool,
+                 exec_time: float) -> None:
+        self.out: BinaryIO | None = None
+        self.own = False
+        if kind == "stdio":
+            self.out = sys.stdout.buffer
+        elif kind == "file" and path is not None:
+            self.out = open(path, "wb")  # noqa: SIM115
+            self.own = True
+        self.timestamps = timestamps
+        self.exec_time = exec_time
+        self._at_line_start = True
+
+    def write(self, t: float, data: bytes) -> None:
+        if self.out is None:
+            return
+        if self.timestamps:
+            stamp = f"[{t - self.exec_time:8.3f}] ".encode()
+            parts = data.split(b"\n")
+            chunks = []
+            for i, part in enumerate(parts):
+                if self._at_line_start and (part or i < len(parts) - 1):
+                    chunks.append(stamp)
+                    self._at_line_start = False
+                chunks.append(part)
+                if i < len(parts) - 1:
+                    chunks.append(b"\n")
+                    self._at_line_start = True
+            data = b"".join(chunks)
+        self.out.write(data)
+        self.out.flush()
+
+    def close(self) -> None:
+        if self.own and self.out is not None:
+            self.out.close()
+
+
+def console_line(raw: bytes) -> str:
+    """A console line as the stage detector and the ready pattern see it."""
+    return raw.decode("utf-8", "replace").strip("\r")
+
+
+def relay_until_ready(spawned: Spawned, relay: dict[str, object],
+                      command_start: float) -> None:
+    """Relay the console of ``spawned`` until its ready line, QEMU's exit, or the timeout.
+
+    ``relay``: ``console`` (kind), ``path``, ``timestamps``, ``pattern`` (the ready regex),
+    ``timeout`` (seconds from ``command_start``, or None). Fills ``spawned.console``,
+    ``.prelude`` ((time, chunk) pairs relayed), ``.stderr_data`` and ``.ready_at``.
+    """
+    import re
+
+    path = relay["path"]
+    out = ConsoleOut(str(relay["console"]), path if isinstance(path, str) else None,
+                     bool(relay["timestamps"]), spawned.exec_time)
+    spawned.console = out
+    ready = re.compile(str(relay["pattern"]))
+    timeout = relay["timeout"]
+    deadline = command_start + timeout if isinstance(timeout, (int, float)) else None
+    fds = [spawned.stdout, spawned.stderr]
+    partial = b""
+    while fds:
+        wait = 0.5
+        if deadline is not None:
+            wait = min(wait, deadline - time.monotonic())
+            if wait <= 0:
+                return
+        for fd in select.select(fds, [], [], wait)[0]:
+            data = os.read(fd, 65536)
+            t = time.monotonic()
+            if fd == spawned.stderr:
+                if data:
+                    spawned.stderr_data += data
+                else:
+                    fds.remove(fd)
+                continue
+            if not data:
+                return  # QEMU closed its console: it is exiting
+            out.write(t, data)
+            spawned.prelude.append((t, data))
+            *lines, partial = (partial + data).split(b"\n")
+            if any(ready.search(console_line(line)) for line in lines):
+                spawned.ready_at = t
+                return
