@@ -188,9 +188,8 @@ def _save_plan(key: tuple[object, ...], config: LaunchConfig, prep: Prepared,
                  "timestamps": timestamps, "pattern": ready.pattern,
                  "timeout": config.timeout}
     image = None
-    if config.image is not None:
-        files.append(str(config.image))
-        image = str(config.image.resolve())
+    if config.image is not None:  # its content may change (a read-write root): not stat'ed
+        image = (str(config.image), str(config.image.resolve()))
     save_plan(key, make_plan(argv, argv[0], files,
                              [(p.proto, p.host_ip, p.host_port) for p in config.ports],
                              image, config.readonly, interactive, relay))

@@ -310,9 +310,12 @@ def save_plan(key: tuple[object, ...], plan: dict[str, object]) -> None:
 
 
 def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
-              ports: list[tuple[str, str, int]], image: str | None, readonly: bool,
+              ports: list[tuple[str, str, int]], image: tuple[str, str] | None, readonly: bool,
               interactive: bool, relay: dict[str, object] | None = None) -> dict[str, object]:
     """A plan: the argv and what must still hold for it to be the argv of the same boot.
+
+    ``files`` must be unchanged (kernels, by stat); ``image`` (the path as given, and
+    resolved) must still be a file or a block device and not in use.
 
     ``relay``: what :func:`launcher.relay.relay_until_ready` needs (console, timestamps,
     ready pattern, timeout) when readiness is a console line; None otherwise.
@@ -336,11 +339,18 @@ def _usable(plan: dict[str, object]) -> bool:
         if port_error(proto, ip, port) is not None:
             return False
     image = plan["image"]
-    if isinstance(image, str):
-        user = image_users().get(image)
+    if image is not None:
+        given, resolved = image  # type: ignore[misc]
+        try:
+            mode = os.stat(given).st_mode
+        except OSError:
+            return False
+        if mode & 0o170000 not in (0o100000, 0o060000):  # S_IFREG, S_IFBLK
+            return False
+        user = image_users().get(resolved)
         if user and (not plan["readonly"] or not user[1]):
             return False
-        if not plan["readonly"] and image_locked(image):
+        if not plan["readonly"] and image_locked(given):
             return False
     return True
 

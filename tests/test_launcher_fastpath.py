@@ -147,3 +147,21 @@ def test_spawned_child_dies_with_its_parent() -> None:
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the spawned child outlived its SIGKILLed parent")
+
+
+def test_image_may_change_but_must_still_exist(cache: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """A read-write root changes at every boot: that keeps the plan; a missing image, or a
+    directory in its place, does not."""
+    monkeypatch.setenv("MKSMOLNB_QEMU", "true")
+    image = tmp_path / "root.img"
+    image.write_bytes(b"\0" * 4096)
+    plan, _ = _plan(tmp_path, image=(str(image), str(image.resolve())))
+    assert fastpath._usable(plan)
+    with image.open("r+b") as f:  # the guest wrote to its disk
+        f.write(b"written by the guest")
+    assert fastpath._usable(plan)
+    image.unlink()
+    assert not fastpath._usable(plan)
+    image.mkdir()
+    assert not fastpath._usable(plan)
