@@ -33,10 +33,24 @@ banner). Default: console:SERVICE READY.
 VERBS = ("ps", "stop", "logs")
 
 
+def _formatter(prog: str) -> object:
+    """argparse's help layout at the terminal's width, found without importing shutil
+    (argparse builds a formatter for every option it declares: milliseconds of start-up)."""
+    import argparse
+    import os
+
+    try:
+        width = int(os.environ.get("COLUMNS", "")) or os.get_terminal_size(1).columns
+    except (ValueError, OSError):
+        width = 80
+    return argparse.RawDescriptionHelpFormatter(prog, width=max(width, 40) - 2)
+
+
 def _boot_parser() -> Parser:
     from smolfs.cli import Parser, add_common
 
-    p = Parser(prog="startnb", usage=USAGE, description=__doc__, epilog=EPILOG)
+    p = Parser(prog="startnb", usage=USAGE, description=__doc__, epilog=EPILOG,
+               formatter_class=_formatter)
     add_common(p)
     p.add_argument("target", nargs="?", metavar="KERNEL|SERVICE",
                    help="kernel file, or the name of a service to build and boot")

@@ -13,7 +13,6 @@ import re
 import shlex
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -101,17 +100,22 @@ def check_image(image: Path, readonly: bool, in_use: bool = True) -> None:
                           hint="stop that VM, or boot with --ro to share the image read-only")
 
 
-class _Prober(threading.Thread):
-    """Retries an HTTP or TCP probe until it succeeds or is stopped."""
+class _Prober:
+    """Retries an HTTP or TCP probe in a thread until it succeeds or is stopped."""
 
     def __init__(self, ready: Ready, guest_port: int, qmp: Path | None, wake: int) -> None:
-        super().__init__(daemon=True)
+        import threading  # only port readiness needs a thread
+
         self.ready = ready
         self.guest_port = guest_port
         self.qmp = qmp
         self.wake = wake
         self.stop = threading.Event()
         self.at: float | None = None
+        self._thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
 
     def _confirm(self) -> bool:
         from .ready import usernet_established
@@ -139,6 +143,11 @@ class _Prober(threading.Thread):
                 os.write(self.wake, b"!")
                 return
             self.stop.wait(0.02)
+
+
+def _in_main_thread() -> bool:
+    threading = sys.modules.get("threading")  # not imported: there is one thread
+    return threading is None or threading.current_thread() is threading.main_thread()
 
 
 def _raise_on_signal(signum: int, _frame: object) -> None:
@@ -230,7 +239,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
     wake_r, wake_w = os.pipe()
     is_ready = detached = False
     old_handlers = {}
-    if threading.current_thread() is threading.main_thread():
+    if _in_main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
             old_handlers[sig] = signal.signal(sig, _raise_on_signal)
     try:
