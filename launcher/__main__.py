@@ -218,6 +218,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .fastpath import try_fast
 
     key, spawned = try_fast(args) if args else (None, None)
+    if spawned is not None and "--debug" in args:
+        import shlex
+
+        print(f"+ {shlex.join(spawned.argv)}   (started from a cached plan)", file=sys.stderr,
+              flush=True)
     if spawned is not None and spawned.relay is not None:
         from .relay import relay_until_ready
 

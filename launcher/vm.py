@@ -164,13 +164,13 @@ class Vm:
 
     # -- lifetime ----------------------------------------------------------------------
 
-    def _log_argv(self, how: str = "") -> None:
+    def _log_argv(self) -> None:
         from smolfs import cli
 
         if cli.DEBUG:
             import shlex
 
-            print(f"+ {shlex.join(self.argv)}{how}", file=sys.stderr, flush=True)
+            print(f"+ {shlex.join(self.argv)}", file=sys.stderr, flush=True)
 
     def start(self) -> None:
         self._log_argv()
@@ -198,8 +198,7 @@ class Vm:
     def adopt(self, spawned: Spawned) -> None:
         """Take over a QEMU the fast path already started with this argv."""
         assert spawned.argv == self.argv and not self.detach_mode
-        spawned.adopted = True
-        self._log_argv("   (started from a cached plan)")
+        spawned.adopted = True  # (logged under --debug when it was started)
         self._pid = spawned.pid
         self.exec_time, self.started = spawned.exec_time, spawned.started
         self._console_fd, self._stderr_fd = spawned.stdout, spawned.stderr

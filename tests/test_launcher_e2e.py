@@ -644,3 +644,20 @@ def test_fast_path_timeout_and_early_exit_are_reported_alike(vm: Vms, kernels: K
         assert "| panic: smoltest" in r.stderr
     plans = Path(vm.env["MKSMOLNB_CACHE"]) / "plans.marshal"
     assert plans.exists()
+
+
+@pytest.mark.qemu
+def test_fast_path_ctrl_c_before_ready(vm: Vms, kernels: Kernels) -> None:
+    """Ctrl-C while the fast path's relay waits for the ready line: QEMU stopped, exit 130."""
+    console = vm.console_file("noready")
+    args = [str(kernels.pvh), "-N", "-a", "smoltest.noready", "--console", f"file:{console}",
+            "--debug"]
+    for fast in (False, True):
+        console.unlink(missing_ok=True)
+        p = vm.popen(*args)
+        wait_for_file_text(console, "Starting smoltest service.")
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=10)
+        assert p.returncode == 130 and "interrupted" in err, err
+        assert ("(started from a cached plan)" in err) is fast
+        assert not wait_gone(vm.needle)
