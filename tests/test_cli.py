@@ -74,3 +74,19 @@ def test_entry_points_import_little() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        check=True)
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("script", "usage"), [("mkimg.sh", "usage: smolfs build"),
+                                               ("kstrip.sh", "usage: kstrip"),
+                                               ("startnb.sh", "usage: startnb")])
+def test_old_command_lines_still_work(script: str, usage: str) -> None:
+    r = subprocess.run([str(REPO / script), "--help"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(usage)
+
+
+def test_compat_script_under_its_own_name_refuses() -> None:
+    r = subprocess.run([str(REPO / "compat.sh"), "--help"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and "mkimg.sh, kstrip.sh or startnb.sh" in r.stderr
