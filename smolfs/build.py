@@ -46,7 +46,8 @@ from smolfs import manifest as _manifest
 from smolfs.cli import VERSION
 from smolfs.devices import Arch, device_nodes
 from smolfs.errors import ImageTooSmall, InputError, UsageError
-from smolfs.log import info, step
+from smolfs.fastsets import DamagedCopy, discard
+from smolfs.log import info, step, warn
 from smolfs.service import FILESYSTEMS, Service, load, split_list
 from smolfs.tree import BytesData, FileData, Kind, Node, Tree, source_date_epoch
 
@@ -78,6 +79,7 @@ class BuildResult:
 class SetSource:
     name: str  # "base"
     path: Path
+    digest: str | None = None  # SHA512 of the archive when known (verified by fetch)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def build(
     offline: bool = False,
     kernel: str | None = None,
     force: bool = False,
+    fast_copies: bool = True,
 ) -> BuildResult:
     """Build the root image of *service*; return its path and manifest.
 
@@ -121,6 +124,8 @@ def build(
     path in the manifest (``"kernel"``), for a launcher to boot.
     An image whose inputs (options, sets, service files, kernel) did not change since it
     was built, and which was not modified since, is kept as it is unless ``force``.
+    ``fast_copies``: read each set from a zstd copy kept in the cache, made the first
+    time the set is read (see :mod:`smolfs.fastsets`); False reads the archives only.
     Raises :class:`~smolfs.errors.SmolError` subclasses; nothing is left at the
     destination on failure.
     """
@@ -136,12 +141,37 @@ def build(
             info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
             return BuildResult(image=p.image, manifest=old)
 
+    avoid: set[str] = set()
+    while True:
+        try:
+            size, digests = _make_image(p, sources, fast_copies, avoid)
+            break
+        except DamagedCopy as err:  # removed; this set is read from its archive instead
+            warn(f"{err.message}; removed it, reading the set itself")
+            discard(err.path)
+            avoid.add(err.digest)
+
+    data = manifest_for(p, sources, digests, size)
+    if kernel_path is not None:
+        data["kernel"] = str(kernel_path)
+    data["inputs"] = key
+    _manifest.write(p.image, data)
+    info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
+         f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
+         f"sets {', '.join(s.name for s in sources)}")
+    return BuildResult(image=p.image, manifest=data)
+
+
+def _make_image(p: Plan, sources: Sequence[SetSource], fast: bool, avoid: set[str]
+                ) -> tuple[int, list[str]]:
+    """Assemble the tree, run the postinst scripts, write the image; its size and the
+    digests of the sets."""
     from smolfs.mkfs import write_image
     from smolfs.sources import Spool
 
     workdir = p.image.resolve().parent
     with Spool(dir=str(workdir)) as spool, contextlib.ExitStack() as stack:
-        tree, digests = assemble(p, sources, spool)
+        tree, digests = assemble(p, sources, spool, fast, avoid)
         if p.service.postinst:
             from smolfs.postinst import run_scripts
 
@@ -163,16 +193,7 @@ def build(
                     minimum=err.minimum,
                     hint=f"use -m {need} or more, or leave -m out for an automatic size",
                 ) from None
-
-    data = manifest_for(p, sources, digests, size)
-    if kernel_path is not None:
-        data["kernel"] = str(kernel_path)
-    data["inputs"] = key
-    _manifest.write(p.image, data)
-    info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
-         f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
-         f"sets {', '.join(s.name for s in sources)}")
-    return BuildResult(image=p.image, manifest=data)
+    return size, digests
 
 
 def plan(
@@ -214,18 +235,17 @@ def plan(
     )
 
 
-def assemble(p: Plan, sources: Sequence[SetSource], spool: Any) -> tuple[Tree, list[str]]:
+def assemble(p: Plan, sources: Sequence[SetSource], spool: Any, fast: bool = False,
+             avoid: set[str] | frozenset[str] = frozenset()) -> tuple[Tree, list[str]]:
     """The image tree: the sets, then fstab, the service, devices and rescue links.
 
-    Returns the tree and the SHA512 digest of each set archive as it was read.
+    Returns the tree and the SHA512 digest of each set archive. With *fast*, sets are
+    read from their fast copies in the cache when there are some (except those whose
+    digest is in *avoid*), and copies are made of the others (:mod:`smolfs.fastsets`).
+    Raises :class:`~smolfs.fastsets.DamagedCopy` when a copy cannot be read back.
     """
-    from smolfs.sources import add_archive
-
     tree = Tree(mtime=p.now)
-    digests: list[str] = []
-    for src in sources:
-        with step(f"stream {src.path.name}"):
-            digests.append(add_archive(tree, src.path, spool).sha512)
+    digests = [add_set(tree, src, spool, fast, avoid) for src in sources]
     with step(f"add service {p.service.name}"):
         # generated over the sets' fstab, under the service's own if it has one
         tree.add("etc/fstab", _file(fstab(p.fs, p.ro), p.now, 0o644))
@@ -233,6 +253,49 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any) -> tuple[Tree, l
         add_devices(tree, p.arch, p.now)
         add_rescue_links(tree, p.now)
     return tree, digests
+
+
+def add_set(tree: Tree, src: SetSource, spool: Any, fast: bool,
+            avoid: set[str] | frozenset[str] = frozenset()) -> str:
+    """Stream one set into *tree* (from its fast copy when *fast* and there is one);
+    the SHA512 of the set archive."""
+    from smolfs.sources import add_archive
+
+    if not fast:
+        with step(f"stream {src.path.name}"):
+            return add_archive(tree, src.path, spool).sha512
+    from smolfs import fastsets
+
+    digest = src.digest or _file_digest(src.path)
+    copy = fastsets.find(digest) if digest not in avoid else None
+    if copy is not None:
+        with step(f"stream {src.path.name} (fast copy)"):
+            try:
+                add_archive(tree, copy, spool, checksum=False)
+            except InputError as err:
+                reason = err.message.removeprefix(f"{copy}: ")
+                raise DamagedCopy(copy, digest, reason) from err
+        return digest
+    writer = fastsets.Writer.start(digest)
+    with step(f"stream {src.path.name}" + (" (keeping a fast copy)" if writer else "")):
+        try:
+            info = add_archive(tree, src.path, spool, tee=writer)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+    if writer is not None:
+        writer.commit(info.sha512)
+    return info.sha512
+
+
+def _file_digest(path: Path) -> str:
+    from smolfs.cache import hash_file
+
+    try:
+        return hash_file(path)
+    except OSError as err:
+        raise InputError(f"set archive {path}: {err.strerror}") from None
 
 
 def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
@@ -299,6 +362,7 @@ def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", n):
             raise UsageError(f"{n!r} is neither a set name nor an archive file")
     fetched: dict[str, Path] = {}
+    known: dict[str, str | None] = {}
     kernel_path: Path | None = None
     if names or kernel:
         from smolfs.fetch import DEFAULT_RELEASE, fetch
@@ -309,11 +373,12 @@ def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror:
             res = fetch(names, release=release, arch=arch, kernel=kernel, mirror=mirror,
                         offline=offline)
         fetched = {n: Path(res.sets[n]) for n in names}
+        known = {n: res.digests.get(n) for n in names}
         kernel_path = Path(res.kernel).resolve() if res.kernel else None
     out: list[SetSource] = []
     for t in tokens:
         if t in fetched:
-            out.append(SetSource(t, fetched[t]))
+            out.append(SetSource(t, fetched[t], known.get(t)))
             continue
         path = Path(t)
         try:
