@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
 import hashlib
 import math
 import os
@@ -141,15 +140,16 @@ def build(
             info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
             return BuildResult(image=p.image, manifest=old)
 
-    avoid: set[str] = set()
+    fast = FastCopies.start(sources) if fast_copies else None
     while True:
         try:
-            size, digests = _make_image(p, sources, fast_copies, avoid)
+            size, digests = _make_image(p, sources, fast)
             break
         except DamagedCopy as err:  # removed; this set is read from its archive instead
             warn(f"{err.message}; removed it, reading the set itself")
             discard(err.path)
-            avoid.add(err.digest)
+            assert fast is not None
+            fast.avoid.add(err.digest)
 
     data = manifest_for(p, sources, digests, size)
     if kernel_path is not None:
@@ -162,7 +162,7 @@ def build(
     return BuildResult(image=p.image, manifest=data)
 
 
-def _make_image(p: Plan, sources: Sequence[SetSource], fast: bool, avoid: set[str]
+def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None
                 ) -> tuple[int, list[str]]:
     """Assemble the tree, run the postinst scripts, write the image; its size and the
     digests of the sets."""
@@ -171,7 +171,7 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: bool, avoid: set[st
 
     workdir = p.image.resolve().parent
     with Spool(dir=str(workdir)) as spool, contextlib.ExitStack() as stack:
-        tree, digests = assemble(p, sources, spool, fast, avoid)
+        tree, digests = assemble(p, sources, spool, fast)
         if p.service.postinst:
             from smolfs.postinst import run_scripts
 
@@ -235,17 +235,17 @@ def plan(
     )
 
 
-def assemble(p: Plan, sources: Sequence[SetSource], spool: Any, fast: bool = False,
-             avoid: set[str] | frozenset[str] = frozenset()) -> tuple[Tree, list[str]]:
+def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
+             fast: FastCopies | None = None) -> tuple[Tree, list[str]]:
     """The image tree: the sets, then fstab, the service, devices and rescue links.
 
     Returns the tree and the SHA512 digest of each set archive. With *fast*, sets are
-    read from their fast copies in the cache when there are some (except those whose
-    digest is in *avoid*), and copies are made of the others (:mod:`smolfs.fastsets`).
-    Raises :class:`~smolfs.fastsets.DamagedCopy` when a copy cannot be read back.
+    read from their fast copies in the cache when there are some, and copies are made
+    of the others (:mod:`smolfs.fastsets`). Raises
+    :class:`~smolfs.fastsets.DamagedCopy` when a copy cannot be read back.
     """
     tree = Tree(mtime=p.now)
-    digests = [add_set(tree, src, spool, fast, avoid) for src in sources]
+    digests = [add_set(tree, src, spool, fast) for src in sources]
     with step(f"add service {p.service.name}"):
         # generated over the sets' fstab, under the service's own if it has one
         tree.add("etc/fstab", _file(fstab(p.fs, p.ro), p.now, 0o644))
@@ -255,19 +255,59 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any, fast: bool = Fal
     return tree, digests
 
 
-def add_set(tree: Tree, src: SetSource, spool: Any, fast: bool,
-            avoid: set[str] | frozenset[str] = frozenset()) -> str:
+class FastCopies:
+    """Sets are read from (and kept as) fast copies, except those whose digest is in
+    ``avoid`` (copies found damaged).
+
+    The digests of sets given as files are computed from the start, on another thread
+    (hashlib releases the GIL): they are ready by the time the build, done importing
+    and setting up, looks for the copies.
+    """
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        import threading
+
+        self.avoid: set[str] = set()
+        self._digests: dict[Path, str | OSError] = {}
+        self._thread = threading.Thread(target=self._hash, args=(list(paths),), daemon=True,
+                                        name="set-digests")
+        self._thread.start()
+
+    @classmethod
+    def start(cls, sources: Sequence[SetSource]) -> FastCopies:
+        return cls([s.path for s in sources if s.digest is None])
+
+    def _hash(self, paths: list[Path]) -> None:
+        for path in paths:
+            try:
+                with open(path, "rb") as f:
+                    self._digests[path] = hashlib.file_digest(f, "sha512").hexdigest()
+            except OSError as err:
+                self._digests[path] = err
+
+    def digest(self, src: SetSource) -> str:
+        """The SHA512 of *src*'s archive: verified by fetch, else computed here."""
+        if src.digest is not None:
+            return src.digest
+        self._thread.join()
+        found = self._digests[src.path]
+        if isinstance(found, OSError):
+            raise InputError(f"set archive {src.path}: {found.strerror}")
+        return found
+
+
+def add_set(tree: Tree, src: SetSource, spool: Any, fast: FastCopies | None = None) -> str:
     """Stream one set into *tree* (from its fast copy when *fast* and there is one);
     the SHA512 of the set archive."""
     from smolfs.sources import add_archive
 
-    if not fast:
+    if fast is None:
         with step(f"stream {src.path.name}"):
             return add_archive(tree, src.path, spool).sha512
     from smolfs import fastsets
 
-    digest = src.digest or _file_digest(src.path)
-    copy = fastsets.find(digest) if digest not in avoid else None
+    digest = fast.digest(src)
+    copy = fastsets.find(digest) if digest not in fast.avoid else None
     if copy is not None:
         with step(f"stream {src.path.name} (fast copy)"):
             try:
@@ -289,15 +329,6 @@ def add_set(tree: Tree, src: SetSource, spool: Any, fast: bool,
     return info.sha512
 
 
-def _file_digest(path: Path) -> str:
-    from smolfs.cache import hash_file
-
-    try:
-        return hash_file(path)
-    except OSError as err:
-        raise InputError(f"set archive {path}: {err.strerror}") from None
-
-
 def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
                  size: int) -> dict[str, Any]:
     return {
@@ -314,7 +345,7 @@ def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
         "sets": [{"name": s.name, "file": s.path.name, "sha512": d}
                  for s, d in zip(sources, digests, strict=True)],
         "postinst": [s.name for s in p.service.postinst],
-        "built": _dt.datetime.fromtimestamp(p.now, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.now)),
         "built_epoch": p.now,
     }
 
