@@ -36,6 +36,12 @@ SLEUTH_FS = {"ffs": "ufs", "ext2": "ext2"}
 # helpers
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds keep fast copies of sets in the cache: in a directory of each test's own."""
+    monkeypatch.setenv("MKSMOLNB_CACHE", str(tmp_path / "own-cache"))
+
+
 @pytest.fixture(scope="session")
 def sets_dir() -> Iterator[Path]:
     """Synthetic sets in every compression, in a directory any user can read."""
