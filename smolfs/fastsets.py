@@ -160,19 +160,24 @@ class Writer:
             self.abort()
 
     def abort(self) -> None:
-        """Drop the temporary file (if still there) and the lock."""
+        """Drop the temporary file (if still there) and the lock file."""
         with contextlib.suppress(OSError):
             self._out.close()
         with contextlib.suppress(OSError):
             os.unlink(self._tmp)
         if self._lock_fd >= 0:
+            # Removed while held: a process that opens the name afterwards locks a new
+            # file, finds the copy in place (or the temporary file gone) and at worst
+            # writes the same copy again. Nothing is left behind.
+            with contextlib.suppress(OSError):
+                os.unlink(self.final.parent / f".{self.digest}.lock")
             os.close(self._lock_fd)
             self._lock_fd = -1
 
 
 def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -> list[Path]:
-    """Remove copies (and their lock files) unused for *keep_days*, and temporary files
-    a killed build left (older than a day). Returns what was removed."""
+    """Remove copies unused for *keep_days*, and the temporary and lock files of builds
+    killed while writing a copy (older than a day). Returns what was removed."""
     now = time.time() if now is None else now
     removed: list[Path] = []
     try:
@@ -182,7 +187,7 @@ def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -
     for e in entries:
         if e.name.endswith(SUFFIX):
             limit = keep_days * 86400
-        elif e.name.startswith(".") and e.name.endswith(".tmp"):
+        elif e.name.startswith(".") and e.name.endswith((".tmp", ".lock")):
             limit = 86400
         else:
             continue
@@ -190,9 +195,6 @@ def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -
             if now - e.stat(follow_symlinks=False).st_mtime > limit:
                 os.unlink(e.path)
                 removed.append(Path(e.path))
-                if e.name.endswith(SUFFIX):
-                    with contextlib.suppress(OSError):
-                        os.unlink(os.path.join(where, f".{e.name.removesuffix(SUFFIX)}.lock"))
         except OSError:
             continue
     return removed
