@@ -31,7 +31,7 @@ An image is kept as it is when its inputs (options, sets, service files) did not
 and it was not written to since its build: run it again, it costs a few milliseconds.
 
 The first build that reads a set keeps a zstd copy of it in the cache ("fast/", about
-1.3 times the size of an xz set); later builds read that copy, several times faster
+1.4 times the size of an xz set); later builds read that copy, several times faster
 than xz. --no-fast-copy does without; deleting the directory is always safe.
 
 Sets not in the cache are downloaded from the NetBSD mirror ($MKSMOLNB_MIRROR or
