@@ -139,8 +139,8 @@ class Writer:
         if self._failed is None:
             try:
                 self._out.write(self._z.compress(piece))
-            except OSError as err:
-                self._failed = err
+            except (OSError, ValueError) as err:  # ValueError: closed by abort()
+                self._failed = err if isinstance(err, OSError) else OSError(str(err))
 
     def commit(self, digest: str) -> Path | None:
         """Put the copy in place if the set read had the expected *digest*; its path."""
