@@ -140,7 +140,7 @@ def build(
             info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
             return BuildResult(image=p.image, manifest=old)
 
-    fast = FastCopies.start(sources) if fast_copies else None
+    fast = FastCopies(sources) if fast_copies else None
     while True:
         try:
             size, digests = _make_image(p, sources, fast)
@@ -257,38 +257,44 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
 
 class FastCopies:
     """Sets are read from (and kept as) fast copies, except those whose digest is in
-    ``avoid`` (copies found damaged).
+    ``avoid`` (copies found damaged) and those already quick to read (zstd, plain tar).
 
     The digests of sets given as files are computed from the start, on another thread
     (hashlib releases the GIL): they are ready by the time the build, done importing
     and setting up, looks for the copies.
     """
 
-    def __init__(self, paths: Sequence[Path]) -> None:
+    #: Set formats worth a fast copy: those that decompress slowly.
+    SLOW = ("xz", "gz", "bz2")
+
+    def __init__(self, sources: Sequence[SetSource]) -> None:
         import threading
 
         self.avoid: set[str] = set()
-        self._digests: dict[Path, str | OSError] = {}
-        self._thread = threading.Thread(target=self._hash, args=(list(paths),), daemon=True,
+        self._digests: dict[Path, str | OSError | None] = {}
+        self._thread = threading.Thread(target=self._hash, args=(list(sources),), daemon=True,
                                         name="set-digests")
         self._thread.start()
 
-    @classmethod
-    def start(cls, sources: Sequence[SetSource]) -> FastCopies:
-        return cls([s.path for s in sources if s.digest is None])
+    def _hash(self, sources: list[SetSource]) -> None:
+        from smolfs.sources import detect_format
 
-    def _hash(self, paths: list[Path]) -> None:
-        for path in paths:
+        for src in sources:
             try:
-                with open(path, "rb") as f:
-                    self._digests[path] = hashlib.file_digest(f, "sha512").hexdigest()
+                with open(src.path, "rb") as f:
+                    if detect_format(f.read(512)) not in self.SLOW:
+                        self._digests[src.path] = None
+                    elif src.digest is not None:
+                        self._digests[src.path] = src.digest
+                    else:
+                        f.seek(0)
+                        self._digests[src.path] = hashlib.file_digest(f, "sha512").hexdigest()
             except OSError as err:
-                self._digests[path] = err
+                self._digests[src.path] = err
 
-    def digest(self, src: SetSource) -> str:
-        """The SHA512 of *src*'s archive: verified by fetch, else computed here."""
-        if src.digest is not None:
-            return src.digest
+    def digest(self, src: SetSource) -> str | None:
+        """The SHA512 of *src*'s archive (verified by fetch, else computed here), or None
+        when the set is not worth a copy."""
         self._thread.join()
         found = self._digests[src.path]
         if isinstance(found, OSError):
@@ -301,12 +307,12 @@ def add_set(tree: Tree, src: SetSource, spool: Any, fast: FastCopies | None = No
     the SHA512 of the set archive."""
     from smolfs.sources import add_archive
 
-    if fast is None:
+    digest = fast.digest(src) if fast is not None else None
+    if fast is None or digest is None:
         with step(f"stream {src.path.name}"):
             return add_archive(tree, src.path, spool).sha512
     from smolfs import fastsets
 
-    digest = fast.digest(src)
     copy = fastsets.find(digest) if digest not in fast.avoid else None
     if copy is not None:
         with step(f"stream {src.path.name} (fast copy)"):

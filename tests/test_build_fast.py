@@ -4,6 +4,7 @@ sleuthkit, as in ``test_build``."""
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import lzma
@@ -95,24 +96,27 @@ def test_first_build_keeps_a_copy_later_builds_read_it(cache: Path, rescue: Path
 
 def test_changed_set_is_never_read_from_the_old_copy(cache: Path, tmp_path: Path,
                                                      read_from: list[Path]) -> None:
-    """Same path, same size, same mtime, other content: another digest, another copy."""
-    archive = setsynth.make_set(tmp_path / "rescue.tar", "rescue", "none")
+    """Same path, inode, size and mtime, other content: another digest, another copy."""
+    crunched = next(e for e in setsynth.entries("rescue") if e.type == "file")
+    tar = bytearray(setsynth.tar_bytes(setsynth.entries("rescue")))
+    archive = tmp_path / "rescue.tgz"  # gzip without compression: a byte changed in the
+    archive.write_bytes(gzip.compress(tar, compresslevel=0, mtime=0))  # tar, same size
     build("rescue", image=tmp_path / "a.img", sets=[archive])
     st = archive.stat()
-    crunched = next(e for e in setsynth.entries("rescue") if e.type == "file")
-    raw = bytearray(archive.read_bytes())
-    at = raw.index(crunched.data[:64]) + 100
-    raw[at] ^= 0xFF
+    tar[tar.index(crunched.data[:64]) + 100] ^= 0xFF
     with archive.open("r+b") as f:  # in place: same inode
-        f.write(raw)
+        f.write(gzip.compress(tar, compresslevel=0, mtime=0))
     os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns))
-    assert archive.stat().st_size == st.st_size
+    assert (archive.stat().st_size, archive.stat().st_ino) == (st.st_size, st.st_ino)
     build("rescue", image=tmp_path / "b.img", sets=[archive])
     assert read_from == [archive, archive]  # no copy of the new content yet
     changed = bytearray(crunched.data)
     changed[100] ^= 0xFF
     assert Image(tmp_path / "b.img", "ffs").read(crunched.path[2:]) == bytes(changed)
     assert len(copies(cache)) == 2
+    build("rescue", image=tmp_path / "c.img", sets=[archive])
+    assert read_from[-1].parent == cache / "fast"
+    assert (tmp_path / "b.img").read_bytes() == (tmp_path / "c.img").read_bytes()
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
@@ -226,3 +230,14 @@ def test_using_a_copy_keeps_it_from_being_pruned(cache: Path, rescue: Path,
     build("rescue", image=tmp_path / "b.img", sets=[rescue])
     assert time.time() - copy.stat().st_mtime < 60
     assert json.loads((tmp_path / "b.img.json").read_text())["sets"][0]["file"] == rescue.name
+
+
+@pytest.mark.parametrize("compression", ["zst", "none"])
+def test_no_copy_of_a_set_already_quick_to_read(cache: Path, tmp_path: Path,
+                                                read_from: list[Path], compression: str) -> None:
+    archive = setsynth.make_set(tmp_path, "rescue", compression)
+    build("rescue", image=tmp_path / "a.img", sets=[archive])
+    build("rescue", image=tmp_path / "b.img", sets=[archive])
+    assert read_from == [archive, archive]
+    assert not (cache / "fast").exists()
+    check_rescue_image(tmp_path / "b.img")
