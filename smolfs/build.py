@@ -4,7 +4,9 @@ The image is assembled as a :class:`~smolfs.tree.Tree` and written by a
 filesystem writer, without root and without extracting anything on the host:
 
 1. the sets are streamed from their archives into the tree (file data goes to a
-   spool file and is copied from there into the image);
+   spool file and is copied from there into the image); a set compressed with xz,
+   gzip or bzip2 is read, from its second build on, from a zstd copy kept in the
+   cache, which the first build wrote on the side (:mod:`smolfs.fastsets`);
 2. ``<service>/etc/*`` is laid over ``/etc``, ``common/*`` goes to ``/etc/include``;
 3. ``/etc/fstab`` is generated (unless the service ships one), the device nodes a
    kernel needs before ``MAKEDEV`` exists are added, and when the sets have a
