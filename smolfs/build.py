@@ -41,7 +41,7 @@ import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from smolfs import manifest as _manifest
 from smolfs.cli import VERSION
@@ -263,7 +263,8 @@ class FastCopies:
 
     The digests of sets given as files are computed from the start, on another thread
     (hashlib releases the GIL): they are ready by the time the build, done importing
-    and setting up, looks for the copies.
+    and setting up, looks for the copies. A file's digest is remembered for its next
+    builds (:func:`smolfs.fastsets.remember_digest`).
     """
 
     #: Set formats worth a fast copy: those that decompress slowly.
@@ -289,10 +290,22 @@ class FastCopies:
                     elif src.digest is not None:
                         self._digests[src.path] = src.digest
                     else:
-                        f.seek(0)
-                        self._digests[src.path] = hashlib.file_digest(f, "sha512").hexdigest()
+                        self._digests[src.path] = self._file_digest(src.path, f)
             except OSError as err:
                 self._digests[src.path] = err
+
+    @staticmethod
+    def _file_digest(path: Path, f: BinaryIO) -> str:
+        from smolfs import fastsets
+
+        st = os.fstat(f.fileno())
+        digest = fastsets.recall_digest(path, st)
+        if digest is None:
+            started = time.time()
+            f.seek(0)
+            digest = hashlib.file_digest(f, "sha512").hexdigest()
+            fastsets.remember_digest(path, st, digest, started)
+        return digest
 
     def digest(self, src: SetSource) -> str | None:
         """The SHA512 of *src*'s archive (verified by fetch, else computed here), or None

@@ -8,7 +8,9 @@ read the copy, which decompresses about ten times faster.
 
 - Never stale: a copy is named after the SHA512 of the set file as stored (the
   digest fetch verified, or the file's own digest when the set is given as a path);
-  a set whose content changes has another name.
+  a set whose content changes has another name. The digest of a set file is
+  remembered by its path, device, inode, size, mtime and ctime (:func:`remember_digest`
+  says when that is safe), so that later builds need not hash it again.
 - Never trusted blindly: the zstd frame carries a checksum of everything in it,
   checked at the end of every read, and a truncated frame is an error. A copy that
   fails to read is a :class:`DamagedCopy`: the build removes it and reads the set
@@ -48,6 +50,10 @@ LEVEL = 1
 #: Copies unused for this many days are removed when a new copy is written.
 KEEP_DAYS = 30
 SUFFIX = ".tar.zst"
+#: Remembered digests: ``<sha256 of path and stat>.sha512`` (see :func:`remember_digest`).
+MEMO_SUFFIX = ".sha512"
+#: A digest is remembered only for a file unchanged for this long before it was hashed.
+RACY_SECONDS = 2.0
 
 _DIGEST = re.compile(r"[0-9a-f]{128}")
 
@@ -177,8 +183,9 @@ class Writer:
 
 
 def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -> list[Path]:
-    """Remove copies unused for *keep_days*, and the temporary and lock files of builds
-    killed while writing a copy (older than a day). Returns what was removed."""
+    """Remove copies and remembered digests unused for *keep_days*, and the temporary
+    and lock files of builds killed while writing (older than a day). Returns what was
+    removed."""
     now = time.time() if now is None else now
     removed: list[Path] = []
     try:
@@ -186,7 +193,7 @@ def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -
     except OSError:
         return removed
     for e in entries:
-        if e.name.endswith(SUFFIX):
+        if e.name.endswith((SUFFIX, MEMO_SUFFIX)) and not e.name.startswith("."):
             limit = keep_days * 86400
         elif e.name.startswith(".") and e.name.endswith((".tmp", ".lock")):
             limit = 86400
@@ -199,6 +206,61 @@ def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -
         except OSError:
             continue
     return removed
+
+
+# ---------------------------------------------------------------------------
+# remembered digests of set files
+
+
+def _stat_key(st: os.stat_result) -> tuple[int, ...]:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _memo_path(path: Path, st: os.stat_result, cache_dir: str | os.PathLike[str] | None
+               ) -> Path:
+    import hashlib
+
+    key = repr((os.fsencode(os.path.realpath(path)), *_stat_key(st))).encode()
+    return directory(cache_dir) / f"{hashlib.sha256(key).hexdigest()}{MEMO_SUFFIX}"
+
+
+def recall_digest(path: Path, st: os.stat_result,
+                  cache_dir: str | os.PathLike[str] | None = None) -> str | None:
+    """The SHA512 remembered for the set file *path* in the state *st* (its ``stat``)."""
+    memo = _memo_path(path, st, cache_dir)
+    try:
+        text = memo.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    if not _DIGEST.fullmatch(text):
+        return None
+    with contextlib.suppress(OSError):
+        os.utime(memo)
+    return text
+
+
+def remember_digest(path: Path, st: os.stat_result, digest: str, started: float,
+                    cache_dir: str | os.PathLike[str] | None = None) -> bool:
+    """Remember *digest* for *path* as it was when ``stat`` gave *st*, if that is safe.
+
+    It is when the file is still in that state, and its last change (ctime, which no
+    user can set back) is more than :data:`RACY_SECONDS` older than *started*, the
+    moment hashing began: any later change then gets another ctime, hence another key,
+    even on filesystems with coarse timestamps. Returns whether it was remembered.
+    """
+    if started - max(st.st_mtime, st.st_ctime) < RACY_SECONDS:
+        return False
+    try:
+        if _stat_key(os.stat(path)) != _stat_key(st):
+            return False
+        memo = _memo_path(path, st, cache_dir)
+        memo.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
+        tmp.write_text(digest + "\n")
+        os.replace(tmp, memo)
+    except OSError:
+        return False
+    return True
 
 
 _warned: set[str] = set()

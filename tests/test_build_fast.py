@@ -64,7 +64,26 @@ def unzstd(path: Path) -> bytes:
 
 
 def copies(cache: Path) -> list[str]:
-    return sorted(p.name for p in (cache / "fast").iterdir())
+    """What is in the cache's fast directory, remembered digests aside."""
+    return sorted(p.name for p in (cache / "fast").iterdir() if not p.name.endswith(".sha512"))
+
+
+def memos(cache: Path) -> list[Path]:
+    return sorted((cache / "fast").glob("*.sha512"))
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many files builds hash to find their copies."""
+    calls: list[int] = []
+    real = hashlib.file_digest
+
+    def spy(f, digest):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(f, digest)
+
+    monkeypatch.setattr(hashlib, "file_digest", spy)
+    return calls
 
 
 def check_rescue_image(img: Path) -> None:
@@ -94,14 +113,20 @@ def test_first_build_keeps_a_copy_later_builds_read_it(cache: Path, rescue: Path
     check_rescue_image(tmp_path / "b.img")
 
 
+@pytest.mark.parametrize("remembered", [False, True])
 def test_changed_set_is_never_read_from_the_old_copy(cache: Path, tmp_path: Path,
-                                                     read_from: list[Path]) -> None:
-    """Same path, inode, size and mtime, other content: another digest, another copy."""
+                                                     read_from: list[Path], remembered: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same path, inode, size and mtime, other content: another digest, another copy,
+    whether or not the digest of the old content was remembered."""
+    if remembered:  # as if the set had not changed for a while before the first build
+        monkeypatch.setattr(fastsets, "RACY_SECONDS", -60.0)
     crunched = next(e for e in setsynth.entries("rescue") if e.type == "file")
     tar = bytearray(setsynth.tar_bytes(setsynth.entries("rescue")))
     archive = tmp_path / "rescue.tgz"  # gzip without compression: a byte changed in the
     archive.write_bytes(gzip.compress(tar, compresslevel=0, mtime=0))  # tar, same size
     build("rescue", image=tmp_path / "a.img", sets=[archive])
+    assert len(memos(cache)) == remembered
     st = archive.stat()
     tar[tar.index(crunched.data[:64]) + 100] ^= 0xFF
     with archive.open("r+b") as f:  # in place: same inode
@@ -117,6 +142,26 @@ def test_changed_set_is_never_read_from_the_old_copy(cache: Path, tmp_path: Path
     build("rescue", image=tmp_path / "c.img", sets=[archive])
     assert read_from[-1].parent == cache / "fast"
     assert (tmp_path / "b.img").read_bytes() == (tmp_path / "c.img").read_bytes()
+
+
+def test_digest_of_an_unchanged_set_file_is_remembered(cache: Path, rescue: Path,
+                                                        tmp_path: Path, hashed: list[int],
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert memos(cache) == []  # just written: changed too recently to be remembered
+    assert len(hashed) == 1
+    monkeypatch.setattr(fastsets, "RACY_SECONDS", -60.0)  # as if it were old
+    build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    assert len(hashed) == 2 and len(memos(cache)) == 1
+    assert memos(cache)[0].read_text().strip() == sha512(rescue)
+    res = build("rescue", image=tmp_path / "c.img", sets=[rescue])
+    assert len(hashed) == 2  # neither hashed nor decompressed from the xz set
+    assert res.manifest["sets"][0]["sha512"] == sha512(rescue)
+    os.utime(rescue)  # touched: another key, hashed again
+    build("rescue", image=tmp_path / "d.img", sets=[rescue])
+    assert len(hashed) == 3
+    check_rescue_image(tmp_path / "d.img")
 
 
 @pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
@@ -212,14 +257,16 @@ def test_prune_removes_unused_copies_and_stale_temporaries(tmp_path: Path) -> No
     for name, age_days in ((f"{old}.tar.zst", 40), (f".{old}.lock", 2),
                            (f"{fresh}.tar.zst", 3), (f".{fresh}.lock", 0.1),
                            (f".{old}.123.tmp", 2), (f".{fresh}.456.tmp", 0.1),
+                           ("c" * 64 + ".sha512", 31), ("d" * 64 + ".sha512", 29),
                            ("unrelated", 400)):
         (tmp_path / name).write_bytes(b"")
         os.utime(tmp_path / name, (now - age_days * 86400,) * 2)
     removed = fastsets.prune(tmp_path, now=now)
     assert sorted(p.name for p in removed) == sorted(
-        [f"{old}.tar.zst", f".{old}.lock", f".{old}.123.tmp"])
+        [f"{old}.tar.zst", f".{old}.lock", f".{old}.123.tmp", "c" * 64 + ".sha512"])
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        [f"{fresh}.tar.zst", f".{fresh}.lock", f".{fresh}.456.tmp", "unrelated"])
+        [f"{fresh}.tar.zst", f".{fresh}.lock", f".{fresh}.456.tmp", "d" * 64 + ".sha512",
+         "unrelated"])
 
 
 def test_using_a_copy_keeps_it_from_being_pruned(cache: Path, rescue: Path,
