@@ -131,7 +131,9 @@ class Writer:
             if final.exists():
                 raise FileExistsError(final)
             tmp = str(final.parent / f".{digest}.{os.getpid()}.tmp")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)  # left by a killed process that had our pid: we hold the lock
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
             return cls(digest, final, lock_fd, tmp, os.fdopen(fd, "wb", buffering=1 << 20))
         except (BlockingIOError, FileExistsError):
             pass  # another build is writing it, or just wrote it

@@ -4,6 +4,7 @@ sleuthkit, as in ``test_build``."""
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import json
@@ -288,3 +289,33 @@ def test_no_copy_of_a_set_already_quick_to_read(cache: Path, tmp_path: Path,
     assert read_from == [archive, archive]
     assert not (cache / "fast").exists()
     check_rescue_image(tmp_path / "b.img")
+
+
+def test_full_disk_while_keeping_a_copy_only_costs_speed(cache: Path, rescue: Path,
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    class Full:
+        """A file on a full disk: every write fails with ENOSPC."""
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self) -> None:
+            pass
+
+    real_start = fastsets.Writer.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls, digest, cache_dir=None):  # type: ignore[no-untyped-def]
+        writer = real_start(cls, digest, cache_dir)
+        writer._out.close()
+        writer._out = Full()
+        return writer
+
+    monkeypatch.setattr(fastsets.Writer, "start", classmethod(start))
+    monkeypatch.setattr(fastsets, "_warned", set())
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert "no space left" in capsys.readouterr().err
+    assert copies(cache) == []  # neither the copy nor its temporary file
+    check_rescue_image(tmp_path / "a.img")
