@@ -7,8 +7,9 @@ machine load:
 - **smolfs cold**: ``python -m smolfs build -s SERVICE -x SET -i out.img`` (FFS UFS1,
   automatic size) with an empty smolfs cache: the set (xz) is streamed into the image
   and, on the side, transcoded into the zstd copy that smolfs keeps in its cache;
-- **smolfs warm**: the same command again, now reading that zstd copy, as every build
-  after the first one of a set does;
+- **smolfs warm**: the same command again, now reading that zstd copy (found by the
+  set's digest, remembered from the cold build since the set file did not change), as
+  every build after the first one of a set does;
 - **classic**: ``tar -xpf`` of the set into a temporary directory, the service's files,
   fstab and rescue links copied in, then ``makefs -t ffs -o version=1 -F spec``, where the
   mtree spec (owners, modes, the device nodes) was generated from the archive headers
