@@ -289,7 +289,7 @@ def main() -> int:
             if ratio <= TARGET:
                 meets.append(which)
             verdict = "meets the target" if ratio <= TARGET else f"above the {TARGET} target"
-            print(f"{service:8} ratio {which:7} {ratio:7.2f}   smolfs {which} / classic, "
+            print(f"{service:8} ratio {which:7} {ratio:7.3f}   smolfs {which} / classic, "
                   f"medians ({verdict})")
         print(f"{service:8} target {TARGET} met by: {', '.join(meets) or 'neither'}")
     return 0
