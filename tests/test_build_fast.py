@@ -60,8 +60,7 @@ def sha512(path: Path) -> str:
 
 
 def unzstd(path: Path) -> bytes:
-    out = zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
-    return out
+    return zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
 
 
 def copies(cache: Path) -> list[str]:
