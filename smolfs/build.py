@@ -34,15 +34,14 @@ import math
 import os
 import re
 import stat
-import sys
 import tempfile
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from smolfs import callable_module
 from smolfs import manifest as _manifest
 from smolfs.cli import VERSION
 from smolfs.devices import Arch, device_nodes
@@ -568,15 +567,4 @@ def add_rescue_links(tree: Tree, mtime: int) -> None:
             tree.add(link, Node(Kind.SYMLINK, mode=0o755, mtime=mtime, target=target.encode()))
 
 
-# ---------------------------------------------------------------------------
-# ``smolfs.build(...)``: once this module is imported, the package attribute
-# ``smolfs.build`` is the module itself (the import system sets it), which would
-# hide the function the package exports lazily. Calling the module calls build().
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> BuildResult:
-        return build(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, "build")  # smolfs.build(...) once this module is imported
