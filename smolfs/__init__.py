@@ -26,6 +26,26 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
+def callable_module(module_name: str, function_name: str) -> None:
+    """Make module *module_name* callable as its function *function_name*.
+
+    ``smolfs.build``, ``smolfs.mkfs`` and ``smolfs.fetch`` name both a module and the
+    function the package exports; once the module is imported, the import system makes
+    the package attribute the module. Calling such a module calls the function, so
+    ``smolfs.build(...)`` works whatever was imported first. Each of those modules calls
+    this last thing."""
+    import sys
+    import types
+
+    module = sys.modules[module_name]
+
+    class _Callable(types.ModuleType):
+        def __call__(self, *args: Any, **kwargs: Any) -> Any:
+            return getattr(self, function_name)(*args, **kwargs)
+
+    module.__class__ = _Callable
+
+
 def __getattr__(name: str) -> Any:
     try:
         module_name, attr = _LAZY[name]

@@ -4,7 +4,9 @@ The image is assembled as a :class:`~smolfs.tree.Tree` and written by a
 filesystem writer, without root and without extracting anything on the host:
 
 1. the sets are streamed from their archives into the tree (file data goes to a
-   spool file and is copied from there into the image);
+   spool file and is copied from there into the image); a set compressed with xz,
+   gzip or bzip2 is read, from its second build on, from a zstd copy kept in the
+   cache, which the first build wrote on the side (:mod:`smolfs.fastsets`);
 2. ``<service>/etc/*`` is laid over ``/etc``, ``common/*`` goes to ``/etc/include``;
 3. ``/etc/fstab`` is generated (unless the service ships one), the device nodes a
    kernel needs before ``MAKEDEV`` exists are added, and when the sets have a
@@ -27,26 +29,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import datetime as _dt
 import hashlib
 import math
 import os
 import re
 import stat
-import sys
 import tempfile
 import time
-import types
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from smolfs import callable_module
 from smolfs import manifest as _manifest
 from smolfs.cli import VERSION
 from smolfs.devices import Arch, device_nodes
 from smolfs.errors import ImageTooSmall, InputError, UsageError
-from smolfs.log import info, step
+from smolfs.fastsets import DamagedCopy, discard
+from smolfs.log import info, step, warn
 from smolfs.service import FILESYSTEMS, Service, load, split_list
 from smolfs.tree import BytesData, FileData, Kind, Node, Tree, source_date_epoch
 
@@ -78,6 +79,7 @@ class BuildResult:
 class SetSource:
     name: str  # "base"
     path: Path
+    digest: str | None = None  # SHA512 of the archive when known (verified by fetch)
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,7 @@ def build(
     offline: bool = False,
     kernel: str | None = None,
     force: bool = False,
+    fast_copies: bool = True,
 ) -> BuildResult:
     """Build the root image of *service*; return its path and manifest.
 
@@ -121,6 +124,8 @@ def build(
     path in the manifest (``"kernel"``), for a launcher to boot.
     An image whose inputs (options, sets, service files, kernel) did not change since it
     was built, and which was not modified since, is kept as it is unless ``force``.
+    ``fast_copies``: read each set from a zstd copy kept in the cache, made the first
+    time the set is read (see :mod:`smolfs.fastsets`); False reads the archives only.
     Raises :class:`~smolfs.errors.SmolError` subclasses; nothing is left at the
     destination on failure.
     """
@@ -136,12 +141,38 @@ def build(
             info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
             return BuildResult(image=p.image, manifest=old)
 
+    fast = FastCopies(sources) if fast_copies else None
+    while True:
+        try:
+            size, digests = _make_image(p, sources, fast)
+            break
+        except DamagedCopy as err:  # removed; this set is read from its archive instead
+            warn(f"{err.message}; removed it, reading the set itself")
+            discard(err.path)
+            assert fast is not None
+            fast.avoid.add(err.digest)
+
+    data = manifest_for(p, sources, digests, size)
+    if kernel_path is not None:
+        data["kernel"] = str(kernel_path)
+    data["inputs"] = key
+    _manifest.write(p.image, data)
+    info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
+         f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
+         f"sets {', '.join(s.name for s in sources)}")
+    return BuildResult(image=p.image, manifest=data)
+
+
+def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None
+                ) -> tuple[int, list[str]]:
+    """Assemble the tree, run the postinst scripts, write the image; its size and the
+    digests of the sets."""
     from smolfs.mkfs import write_image
     from smolfs.sources import Spool
 
     workdir = p.image.resolve().parent
     with Spool(dir=str(workdir)) as spool, contextlib.ExitStack() as stack:
-        tree, digests = assemble(p, sources, spool)
+        tree, digests = assemble(p, sources, spool, fast)
         if p.service.postinst:
             from smolfs.postinst import run_scripts
 
@@ -163,16 +194,7 @@ def build(
                     minimum=err.minimum,
                     hint=f"use -m {need} or more, or leave -m out for an automatic size",
                 ) from None
-
-    data = manifest_for(p, sources, digests, size)
-    if kernel_path is not None:
-        data["kernel"] = str(kernel_path)
-    data["inputs"] = key
-    _manifest.write(p.image, data)
-    info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
-         f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
-         f"sets {', '.join(s.name for s in sources)}")
-    return BuildResult(image=p.image, manifest=data)
+    return size, digests
 
 
 def plan(
@@ -214,18 +236,17 @@ def plan(
     )
 
 
-def assemble(p: Plan, sources: Sequence[SetSource], spool: Any) -> tuple[Tree, list[str]]:
+def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
+             fast: FastCopies | None = None) -> tuple[Tree, list[str]]:
     """The image tree: the sets, then fstab, the service, devices and rescue links.
 
-    Returns the tree and the SHA512 digest of each set archive as it was read.
+    Returns the tree and the SHA512 digest of each set archive. With *fast*, sets are
+    read from their fast copies in the cache when there are some, and copies are made
+    of the others (:mod:`smolfs.fastsets`). Raises
+    :class:`~smolfs.fastsets.DamagedCopy` when a copy cannot be read back.
     """
-    from smolfs.sources import add_archive
-
     tree = Tree(mtime=p.now)
-    digests: list[str] = []
-    for src in sources:
-        with step(f"stream {src.path.name}"):
-            digests.append(add_archive(tree, src.path, spool).sha512)
+    digests = [add_set(tree, src, spool, fast) for src in sources]
     with step(f"add service {p.service.name}"):
         # generated over the sets' fstab, under the service's own if it has one
         tree.add("etc/fstab", _file(fstab(p.fs, p.ro), p.now, 0o644))
@@ -233,6 +254,99 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any) -> tuple[Tree, l
         add_devices(tree, p.arch, p.now)
         add_rescue_links(tree, p.now)
     return tree, digests
+
+
+class FastCopies:
+    """Sets are read from (and kept as) fast copies, except those whose digest is in
+    ``avoid`` (copies found damaged) and those already quick to read (zstd, plain tar).
+
+    The digests of sets given as files are computed from the start, on another thread
+    (hashlib releases the GIL): they are ready by the time the build, done importing
+    and setting up, looks for the copies. A file's digest is remembered for its next
+    builds (:func:`smolfs.fastsets.remember_digest`).
+    """
+
+    #: Set formats worth a fast copy: those that decompress slowly.
+    SLOW = ("xz", "gz", "bz2")
+
+    def __init__(self, sources: Sequence[SetSource]) -> None:
+        import threading
+
+        self.avoid: set[str] = set()
+        self._digests: dict[Path, str | OSError | None] = {}
+        self._thread = threading.Thread(target=self._hash, args=(list(sources),), daemon=True,
+                                        name="set-digests")
+        self._thread.start()
+
+    def _hash(self, sources: list[SetSource]) -> None:
+        from smolfs.sources import detect_format
+
+        for src in sources:
+            try:
+                with open(src.path, "rb") as f:
+                    if detect_format(f.read(512)) not in self.SLOW:
+                        self._digests[src.path] = None
+                    elif src.digest is not None:
+                        self._digests[src.path] = src.digest
+                    else:
+                        self._digests[src.path] = self._file_digest(src.path, f)
+            except OSError as err:
+                self._digests[src.path] = err
+
+    @staticmethod
+    def _file_digest(path: Path, f: BinaryIO) -> str:
+        from smolfs import fastsets
+
+        st = os.fstat(f.fileno())
+        digest = fastsets.recall_digest(path, st)
+        if digest is None:
+            started = time.time()
+            f.seek(0)
+            digest = hashlib.file_digest(f, "sha512").hexdigest()
+            fastsets.remember_digest(path, st, digest, started)
+        return digest
+
+    def digest(self, src: SetSource) -> str | None:
+        """The SHA512 of *src*'s archive (verified by fetch, else computed here), or None
+        when the set is not worth a copy."""
+        self._thread.join()
+        found = self._digests[src.path]
+        if isinstance(found, OSError):
+            raise InputError(f"set archive {src.path}: {found.strerror}")
+        return found
+
+
+def add_set(tree: Tree, src: SetSource, spool: Any, fast: FastCopies | None = None) -> str:
+    """Stream one set into *tree* (from its fast copy when *fast* and there is one);
+    the SHA512 of the set archive."""
+    from smolfs.sources import add_archive
+
+    digest = fast.digest(src) if fast is not None else None
+    if fast is None or digest is None:
+        with step(f"stream {src.path.name}"):
+            return add_archive(tree, src.path, spool).sha512
+    from smolfs import fastsets
+
+    copy = fastsets.find(digest) if digest not in fast.avoid else None
+    if copy is not None:
+        with step(f"stream {src.path.name} (fast copy)"):
+            try:
+                add_archive(tree, copy, spool, checksum=False)
+            except InputError as err:
+                reason = err.message.removeprefix(f"{copy}: ")
+                raise DamagedCopy(copy, digest, reason) from err
+        return digest
+    writer = fastsets.Writer.start(digest)
+    with step(f"stream {src.path.name}" + (" (keeping a fast copy)" if writer else "")):
+        try:
+            info = add_archive(tree, src.path, spool, tee=writer)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+    if writer is not None:
+        writer.commit(info.sha512)
+    return info.sha512
 
 
 def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
@@ -251,7 +365,7 @@ def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
         "sets": [{"name": s.name, "file": s.path.name, "sha512": d}
                  for s, d in zip(sources, digests, strict=True)],
         "postinst": [s.name for s in p.service.postinst],
-        "built": _dt.datetime.fromtimestamp(p.now, _dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.now)),
         "built_epoch": p.now,
     }
 
@@ -299,6 +413,7 @@ def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror:
         if not re.fullmatch(r"[a-z][a-z0-9_-]*", n):
             raise UsageError(f"{n!r} is neither a set name nor an archive file")
     fetched: dict[str, Path] = {}
+    known: dict[str, str | None] = {}
     kernel_path: Path | None = None
     if names or kernel:
         from smolfs.fetch import DEFAULT_RELEASE, fetch
@@ -309,11 +424,12 @@ def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror:
             res = fetch(names, release=release, arch=arch, kernel=kernel, mirror=mirror,
                         offline=offline)
         fetched = {n: Path(res.sets[n]) for n in names}
+        known = {n: res.digests.get(n) for n in names}
         kernel_path = Path(res.kernel).resolve() if res.kernel else None
     out: list[SetSource] = []
     for t in tokens:
         if t in fetched:
-            out.append(SetSource(t, fetched[t]))
+            out.append(SetSource(t, fetched[t], known.get(t)))
             continue
         path = Path(t)
         try:
@@ -451,15 +567,4 @@ def add_rescue_links(tree: Tree, mtime: int) -> None:
             tree.add(link, Node(Kind.SYMLINK, mode=0o755, mtime=mtime, target=target.encode()))
 
 
-# ---------------------------------------------------------------------------
-# ``smolfs.build(...)``: once this module is imported, the package attribute
-# ``smolfs.build`` is the module itself (the import system sets it), which would
-# hide the function the package exports lazily. Calling the module calls build().
-
-
-class _CallableModule(types.ModuleType):
-    def __call__(self, *args: Any, **kwargs: Any) -> BuildResult:
-        return build(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, "build")  # smolfs.build(...) once this module is imported

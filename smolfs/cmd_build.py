@@ -30,6 +30,10 @@ examples:
 An image is kept as it is when its inputs (options, sets, service files) did not change
 and it was not written to since its build: run it again, it costs a few milliseconds.
 
+The first build that reads a set keeps a zstd copy of it in the cache ("fast/", about
+1.4 times the size of an xz set); later builds read that copy, several times faster
+than xz. --no-fast-copy does without; deleting the directory is always safe.
+
 Sets not in the cache are downloaded from the NetBSD mirror ($MKSMOLNB_MIRROR or
 --mirror; cache in $MKSMOLNB_CACHE or $XDG_CACHE_HOME/mksmolnb). Nothing here
 needs root: no mount, no loop device, no host mkfs."""
@@ -69,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "it in the manifest, for startnb")
     parser.add_argument("-f", "--force", action="store_true",
                         help="rebuild even when the image is up to date")
+    parser.add_argument("--no-fast-copy", action="store_false", dest="fast_copies",
+                        help="read the set archives themselves: neither use nor keep the "
+                             "zstd copies of sets that make later builds faster")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -88,5 +95,6 @@ def run(args: argparse.Namespace) -> int:
         offline=args.offline,
         kernel=args.kernel,
         force=args.force,
+        fast_copies=args.fast_copies,
     )
     return 0

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from smolfs import log
+from smolfs import callable_module, log
 from smolfs.cache import (
     CACHE_ENV,
     NoSpace,
@@ -529,3 +529,6 @@ def _digest_for(name: str, text: str, source: str, algo: str) -> str | None:
 
 def _version_key(release: str) -> tuple[int, ...]:
     return tuple(int(x) for x in re.findall(r"\d+", release))
+
+
+callable_module(__name__, "fetch")  # smolfs.fetch(...) once this module is imported

@@ -18,7 +18,6 @@ import dataclasses
 import importlib
 import os
 import stat
-import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from smolfs import log
+from smolfs import callable_module, log
 from smolfs.errors import ImageTooSmall, InputError, SmolError, UsageError
 from smolfs.sizes import format_size, mib_ceil, parse_size
 from smolfs.sources import ArchiveInfo, Spool, add_archive, add_directory
@@ -296,14 +295,4 @@ def mkfs(
                       time.monotonic() - start)
 
 
-class _CallableModule(ModuleType):
-    """``smolfs.mkfs`` names both this module and its :func:`mkfs` function; once the
-    module is imported, ``smolfs.mkfs`` is the module. Calling it calls the function,
-    so ``smolfs.mkfs(...)`` and ``from smolfs import mkfs`` work whatever was imported
-    first."""
-
-    def __call__(self, *args: Any, **kwargs: Any) -> MkfsResult:
-        return mkfs(*args, **kwargs)
-
-
-sys.modules[__name__].__class__ = _CallableModule
+callable_module(__name__, "mkfs")  # smolfs.mkfs(...) once this module is imported

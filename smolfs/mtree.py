@@ -350,18 +350,14 @@ def _set_attributes(node: Node, kw: dict[str, str], where: str) -> None:
                 node.uid = int(value)
             elif key == "gid":
                 node.gid = int(value)
-            elif key == "uname":
-                if value not in USERS:
-                    raise InputError(f"{where}: unknown user {value!r}",
-                                     hint="use uid=NUMBER for users outside NetBSD's "
+            elif key in ("uname", "gname"):
+                names, what, field = ((USERS, "user", "uid") if key == "uname"
+                                      else (GROUPS, "group", "gid"))
+                if value not in names:
+                    raise InputError(f"{where}: unknown {what} {value!r}",
+                                     hint=f"use {field}=NUMBER for {what}s outside NetBSD's "
                                           "standard ones")
-                node.uid = USERS[value]
-            elif key == "gname":
-                if value not in GROUPS:
-                    raise InputError(f"{where}: unknown group {value!r}",
-                                     hint="use gid=NUMBER for groups outside NetBSD's "
-                                          "standard ones")
-                node.gid = GROUPS[value]
+                setattr(node, field, names[value])
             elif key == "time":
                 node.mtime = int(value.split(".")[0])
                 node.atime = node.ctime = None

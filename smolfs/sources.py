@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -228,10 +228,14 @@ class Spool:
             raise ValueError("spool is closed")
         return self.fd
 
-    def append(self, src: BinaryIO, size: int) -> int:
+    def append(self, src: BinaryIO | _Stream, size: int) -> int:
         """Copy exactly *size* bytes from *src* to the end; return where they start."""
         fd = self.fileno()
         start = self.size
+        if isinstance(src, _Stream):
+            src.pwrite_to(fd, start, size)
+            self.size += size
+            return start
         view = memoryview(self._buf)
         left = size
         while left:
@@ -335,12 +339,12 @@ class _Decoder:
                     return
                 d = self.d = self._new()
             if self.fmt == "zst":  # no output bound in this API: feed small pieces
-                rest, data = data, b""
-                while rest:
-                    piece, rest = rest[: 1 << 16], rest[1 << 16 :]
-                    yield d.decompress(piece)
+                view, data, at = memoryview(data), b"", 0
+                while at < len(view):
+                    yield d.decompress(view[at : at + (1 << 16)])
+                    at += 1 << 16
                     if d.eof:
-                        data = d.unused_data + rest
+                        data = d.unused_data + bytes(view[at:])
                         break
                 continue
             if self.fmt == "gz":
@@ -358,21 +362,68 @@ class _Decoder:
             raise EOFError("the compressed data ends before the end of its stream")
 
 
+class _Worker:
+    """A thread that hands the pieces put to it, in order, to *consume*.
+
+    :meth:`finish` waits until every piece was consumed and re-raises what *consume*
+    raised; :meth:`stop` ends the thread without waiting for the rest.
+    """
+
+    def __init__(self, consume: Callable[[bytes], object], name: str) -> None:
+        import queue
+        import threading
+
+        self._consume = consume
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, daemon=True, name=name)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while (piece := self._queue.get()) is not None:
+            if self._error is None:
+                try:
+                    self._consume(piece)
+                except BaseException as err:  # re-raised by put() and finish()
+                    self._error = err
+
+    def put(self, piece: bytes) -> None:
+        if self._error is not None:
+            raise self._error
+        self._queue.put(piece)
+
+    def finish(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def stop(self) -> None:
+        import queue
+
+        if self._thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=1)
+
+
 class _Stream:
     """The decompressed contents of an archive, produced by a background thread.
 
-    The thread reads the file in large pieces, hashes them (SHA-512 of the file as
-    stored) and decompresses them — work that releases the GIL — while the caller
-    parses tar headers and copies member data: both cores are used. Reading is
-    forward only; :meth:`seek` skips ahead, which is all ``tarfile`` needs.
+    The thread reads the file in large pieces and decompresses them; the SHA-512 of
+    the file as stored (unless *checksum* is false) and the *tee*, if any, get
+    threads of their own. That work releases the GIL, while the caller parses tar
+    headers and copies member data: both cores are used. Reading is forward only;
+    :meth:`seek` skips ahead, which is all ``tarfile`` needs.
     """
 
-    def __init__(self, f: BinaryIO, fmt: str, head: bytes = b"") -> None:
+    def __init__(self, f: BinaryIO, fmt: str, head: bytes = b"", checksum: bool = True,
+                 tee: Callable[[bytes], object] | None = None) -> None:
         import hashlib
         import queue
         import threading
 
-        self.hash = hashlib.sha512()
+        self.hash = hashlib.sha512() if checksum else None
+        self.tee = tee
         self.count = 0
         self._pos = 0
         self._piece = b""
@@ -396,18 +447,8 @@ class _Stream:
         return False
 
     def _produce(self, f: BinaryIO, fmt: str, head: bytes) -> None:
-        import queue
-        import threading
-
-        # Hashing gets a thread of its own: the digest costs nothing on a second core.
-        hash_queue: queue.Queue[bytes | None] = queue.Queue(maxsize=16)
-
-        def hash_all() -> None:
-            while (chunk := hash_queue.get()) is not None:
-                self.hash.update(chunk)
-
-        hasher = threading.Thread(target=hash_all, daemon=True, name="archive-hash")
-        hasher.start()
+        hasher = _Worker(self.hash.update, "archive-hash") if self.hash is not None else None
+        tee = _Worker(self.tee, "archive-tee") if self.tee is not None else None
         try:
             decoder = _Decoder(fmt)
             chunk = head
@@ -415,21 +456,28 @@ class _Stream:
                 chunk = chunk or f.read(_CHUNK)
                 if not chunk:
                     break
-                hash_queue.put(chunk)
+                if hasher is not None:
+                    hasher.put(chunk)
                 self.count += len(chunk)
                 for out in decoder.feed(chunk):
-                    if out and not self._put(out):
+                    if not out:
+                        continue
+                    if tee is not None:
+                        tee.put(out)
+                    if not self._put(out):
                         return
                 chunk = b""
             decoder.check_end()
-            hash_queue.put(None)
-            hasher.join()
+            for worker in (hasher, tee):
+                if worker is not None:
+                    worker.finish()
             self._put(None)
         except BaseException as err:  # handed to the reading thread
             self._put(err)
         finally:
-            with contextlib.suppress(queue.Full):
-                hash_queue.put(None, timeout=1)
+            for worker in (hasher, tee):
+                if worker is not None:
+                    worker.stop()
 
     def _next_piece(self) -> bool:
         if self._eof:
@@ -462,6 +510,25 @@ class _Stream:
         out = parts[0] if len(parts) == 1 else b"".join(parts)
         self._pos += len(out)
         return out
+
+    def pwrite_to(self, fd: int, offset: int, size: int) -> None:
+        """Write the next *size* bytes into *fd* at *offset*, without copying them."""
+        left = size
+        while left:
+            avail = len(self._piece) - self._off
+            if not avail:
+                if not self._next_piece():
+                    raise EOFError("unexpected end of data")
+                continue
+            take = min(avail, left)
+            view = memoryview(self._piece)[self._off : self._off + take]
+            done = 0
+            while done < take:
+                done += os.pwrite(fd, view[done:], offset + done)
+            self._off += take
+            self._pos += take
+            offset += take
+            left -= take
 
     def readable(self) -> bool:
         return True
@@ -529,7 +596,8 @@ def _member_path(archive: str, name: str) -> bytes:
 
 
 def add_archive(
-    tree: Tree, path: str | os.PathLike[str], spool: Spool, prefix: str | bytes = ""
+    tree: Tree, path: str | os.PathLike[str], spool: Spool, prefix: str | bytes = "",
+    checksum: bool = True, tee: Callable[[bytes], object] | None = None,
 ) -> ArchiveInfo:
     """Add every member of tar archive *path* under *prefix* in *tree*.
 
@@ -539,6 +607,12 @@ def add_archive(
     become the same node under several names. A member with an absolute path or a
     ``..`` component, a corrupt or truncated archive, or an unknown format raises
     :class:`InputError`.
+
+    ``checksum=False`` skips the SHA-512 of the file (``ArchiveInfo.sha512`` is then
+    empty). *tee*, when given, is called from another thread with the decompressed
+    archive, piece by piece, in order, to the very end: the whole uncompressed tar
+    once the call returns (a partial one if it raises); an exception *tee* raises
+    ends the read.
     """
     import lzma
     import tarfile
@@ -561,7 +635,7 @@ def add_archive(
                 f"{name}: not a tar archive in a format smolfs reads",
                 hint=f"supported: {SUPPORTED} (recognised by content, not by name)",
             )
-        stream = _Stream(f, fmt, head)  # the file may be a pipe: no seeking back
+        stream = _Stream(f, fmt, head, checksum, tee)  # the file may be a pipe: no seeking back
         entries = data_bytes = 0
         try:
             with tarfile.open(fileobj=stream, mode="r:",  # type: ignore[call-overload]
@@ -589,7 +663,8 @@ def add_archive(
             stream.close()
         if entries == 0:
             raise InputError(f"{name}: the archive holds no members")
-    return ArchiveInfo(name, stream.hash.hexdigest(), entries, stream.count, data_bytes, fmt)
+    digest = stream.hash.hexdigest() if stream.hash is not None else ""
+    return ArchiveInfo(name, digest, entries, stream.count, data_bytes, fmt)
 
 
 def _reason(err: BaseException) -> str:
@@ -607,9 +682,14 @@ def _add_member(tree: Tree, tf: tarfile.TarFile, m: tarfile.TarInfo, archive: st
         return 0
     if m.isreg():
         node = Node(Kind.FILE, mode=mode, uid=m.uid, gid=m.gid, mtime=mtime)
-        fobj = tf.extractfile(m)
-        assert fobj is not None
-        offset = spool.append(fobj, m.size) if m.size else spool.size
+        src: BinaryIO | _Stream | None
+        if isinstance(tf.fileobj, _Stream) and not m.issparse():
+            src = tf.fileobj  # the data follows the header: straight from the stream
+            src.seek(m.offset_data)
+        else:
+            src = tf.extractfile(m)
+        assert src is not None
+        offset = spool.append(src, m.size) if m.size else spool.size
         node.data = spool.data(offset, m.size)
         tree.add(dest, node)
         return m.size

@@ -7,8 +7,10 @@ test kernel; ``slow`` takes more than a few seconds.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,13 @@ from kernels import test_kernels  # noqa: F401  (session fixture: the smoltest k
 
 REPO = Path(__file__).resolve().parent.parent
 NETBSD_DIR_VAR = "MKSMOLNB_NETBSD_DIR"
+
+# The suite never reads or writes the user's cache or VM state: one private directory
+# each for the whole run (tests that need their own still set them).
+_PRIVATE = Path(tempfile.mkdtemp(prefix="mksmolnb-tests-"))
+os.environ["MKSMOLNB_CACHE"] = str(_PRIVATE / "cache")
+os.environ["MKSMOLNB_STATE"] = str(_PRIVATE / "state")
+atexit.register(shutil.rmtree, _PRIVATE, ignore_errors=True)
 
 
 def hardware_kvm() -> str | None:

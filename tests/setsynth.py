@@ -16,8 +16,9 @@ Kinds, shaped after NetBSD's sets (paths start with ``./``, numeric owners, usta
 - ``rescue``: ``./rescue`` holding one crunched binary under ~150 hard-linked names
   (``sh``, ``init``, ``mount_ffs``...), as the real rescue set does;
 - ``base``: ``bin``, ``sbin``, ``usr/bin``, ``usr/sbin``, ``usr/lib`` (a shared library
-  and its version symlinks), ``usr/libexec/httpd``, setuid programs (``su``,
-  ``passwd``, ``ping``), ``sbin/shutdown`` owned by group operator;
+  and its version symlinks), ``usr/libexec/httpd`` (the web server, a file as in
+  NetBSD), setuid programs (``su``, ``passwd``, ``ping``), ``sbin/shutdown`` owned by
+  group operator;
 - ``etc``: ``etc/rc``, ``etc/rc.conf``, ``etc/rc.d/*``, ``etc/master.passwd`` (0600),
   ``etc/group``, ``dev/MAKEDEV``, ``var/run``, ``tmp`` (sticky);
 - ``dev``: device nodes and a fifo as a rescue image needs them (``dev/console``,
@@ -109,7 +110,7 @@ def _rescue(rng: random.Random) -> list[Entry]:
 
 def _base(rng: random.Random) -> list[Entry]:
     out = _dirs(["./bin", "./sbin", "./usr", "./usr/bin", "./usr/sbin", "./usr/lib",
-                 "./usr/libexec", "./usr/libexec/httpd", "./usr/share", "./usr/share/misc",
+                 "./usr/libexec", "./usr/share", "./usr/share/misc",
                  "./libexec", "./lib"])
     for d, names in (("./bin", _words("sh ls cat cp mv rm ln mkdir echo test date ps kill")),
                      ("./sbin", _words("init mount mount_ffs mount_ext2fs fsck ifconfig reboot")),
@@ -122,7 +123,8 @@ def _base(rng: random.Random) -> list[Entry]:
             Entry("./usr/bin/passwd", "file", 0o4555, data=_blob(rng, 30_000)),
             Entry("./sbin/ping", "file", 0o4555, data=_blob(rng, 40_000)),
             Entry("./sbin/shutdown", "file", 0o4554, gid=5, data=_blob(rng, 25_000)),
-            Entry("./usr/libexec/httpd/bozohttpd", "file", 0o555, data=_blob(rng, 150_000)),
+            # the bozohttpd binary, named httpd, as in NetBSD's base set
+            Entry("./usr/libexec/httpd", "file", 0o555, data=_blob(rng, 150_000)),
             Entry("./libexec/ld.elf_so", "file", 0o555, data=_blob(rng, 90_000)),
             Entry("./usr/libexec/ld.elf_so", "symlink", 0o755, target="/libexec/ld.elf_so"),
             Entry("./lib/libc.so.12.220", "file", 0o444, data=_blob(rng, 1_500_000)),

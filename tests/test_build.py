@@ -36,6 +36,12 @@ SLEUTH_FS = {"ffs": "ufs", "ext2": "ext2"}
 # helpers
 
 
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Builds keep fast copies of sets in the cache: in a directory of each test's own."""
+    monkeypatch.setenv("MKSMOLNB_CACHE", str(tmp_path / "own-cache"))
+
+
 @pytest.fixture(scope="session")
 def sets_dir() -> Iterator[Path]:
     """Synthetic sets in every compression, in a directory any user can read."""
@@ -199,7 +205,9 @@ def test_base_service_with_postinst(sets_dir: Path, tmp_path: Path) -> None:
     page = img.read("var/www/index.html").decode()
     assert "Hello from NetBSD" in page and "bozohttpd image for amd64" in page
     assert img.owner_mode("var/www/index.html") == (0, 0, "rw-r--r--")
-    assert "usr/libexec/httpd" in img.entries
+    httpd = next(e for e in setsynth.entries("base") if e.path == "./usr/libexec/httpd")
+    assert img.entries["usr/libexec/httpd"].kind == "r"
+    assert img.read("usr/libexec/httpd") == httpd.data
     assert img.read("etc/fstab").decode().splitlines()[-1] == "/dev/ld0a / ext2fs rw 1 1"
     # setuid programs and group owners from the archive survive the staging round trip
     su = next(e for e in setsynth.entries("base") if e.path.endswith("/su"))

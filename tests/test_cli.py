@@ -74,3 +74,43 @@ def test_entry_points_import_little() -> None:
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True,
                        check=True)
     assert r.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize(("script", "usage"), [("mkimg.sh", "usage: smolfs build"),
+                                               ("kstrip.sh", "usage: kstrip"),
+                                               ("startnb.sh", "usage: startnb")])
+def test_old_command_lines_still_work(script: str, usage: str) -> None:
+    r = subprocess.run([str(REPO / script), "--help"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith(usage)
+
+
+def test_compat_script_under_its_own_name_refuses() -> None:
+    r = subprocess.run([str(REPO / "compat.sh"), "--help"], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 2 and "mkimg.sh, kstrip.sh or startnb.sh" in r.stderr
+
+
+@pytest.mark.parametrize("name", ["build", "mkfs", "fetch"])
+@pytest.mark.parametrize("module_first", [False, True])
+def test_package_functions_callable_whatever_was_imported_first(name: str,
+                                                                module_first: bool) -> None:
+    """``smolfs.X(...)`` calls the function X both before and after ``import smolfs.X``
+    (which makes the package attribute the module); a fresh interpreter for each order."""
+    code = "\n".join([
+        "import importlib, smolfs",
+        f"importlib.import_module('smolfs.{name}')" if module_first else "",
+        f"api = smolfs.{name}",
+        f"importlib.import_module('smolfs.{name}')",
+        "try:",
+        "    api(no_such_argument=1)",
+        "except TypeError as err:",
+        f"    assert '{name}() got an unexpected keyword' in str(err), err",
+        "else:",
+        "    raise AssertionError('no TypeError')",
+        f"smolfs.{name}(no_such_argument=1)",
+    ])
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 1 and f"{name}() got an unexpected keyword" in r.stderr, r.stderr

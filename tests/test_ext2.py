@@ -19,11 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from fsimage import SparseData, write_image
 
+from smolfs import ext2
 from smolfs.errors import FilesystemLimitError, ImageTooSmall, UsageError
 from smolfs.ext2 import Ext2Options, minimum_size, write
 from smolfs.ext2 import structs as S
 from smolfs.ext2.layout import has_super, rdev_encode
+from smolfs.sources import add_directory
 from smolfs.tree import BytesData, Data, FileData, Kind, Node, Tree
 
 pytestmark = pytest.mark.skipif(
@@ -38,35 +41,8 @@ T0 = 1_600_000_000
 # Helpers
 
 
-class HoleyData(Data):
-    """File contents with holes: *chunks* of bytes at offsets, zeros elsewhere."""
-
-    def __init__(self, size: int, chunks: list[tuple[int, bytes]]) -> None:
-        self.size = size
-        self.chunks = sorted((o, b) for o, b in chunks if b)
-
-    def read(self, offset: int, length: int) -> bytes:
-        end = min(self.size, offset + length)
-        out = bytearray(max(0, end - offset))
-        for o, b in self.chunks:
-            a, z = max(o, offset), min(o + len(b), end)
-            if a < z:
-                out[a - offset : z - offset] = b[a - o : z - o]
-        return bytes(out)
-
-    def extents(self) -> list[tuple[int, int]]:
-        return [(o, len(b)) for o, b in self.chunks]
-
-
 def make_image(tree: Tree, path: Path, opts: Ext2Options, size: int | None = None) -> int:
-    size = minimum_size(tree, opts) if size is None else size
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write(tree, fd, size, opts)
-    finally:
-        os.close(fd)
-    assert path.stat().st_size == size
-    return size
+    return write_image(ext2, tree, path, opts, size)
 
 
 FSCK_OK = re.compile(r"^(e2fsck .*|Pass \d\w?: .*|\S+: \d+/\d+ files .*|)$")
@@ -253,9 +229,9 @@ def sample_tree() -> Tree:
         add(f"many/{'x' * 40}{i:03d}", Node(Kind.FILE, mode=0o644, mtime=T0,
                                               data=BytesData(b"%d\n" % i)))
     add("holes", Node(Kind.FILE, mode=0o644, mtime=T0,
-                      data=HoleyData(300_000, [(0, b"head"), (150_000, b"middle" * 500),
-                                               (299_990, b"tail")])))
-    add("allhole", Node(Kind.FILE, mode=0o644, mtime=T0, data=HoleyData(50_000, [])))
+                      data=SparseData(300_000, {0: b"head", 150_000: b"middle" * 500,
+                                                299_990: b"tail"})))
+    add("allhole", Node(Kind.FILE, mode=0o644, mtime=T0, data=SparseData(50_000, {})))
     return t
 
 
@@ -389,9 +365,9 @@ def test_indirect_levels_with_1k_blocks(tmp_path: Path) -> None:
     rnd = os.urandom(double_start + 50_000)
     tree.add("dense-single", Node(Kind.FILE, mode=0o644, mtime=T0, data=BytesData(rnd[:200_000])))
     tree.add("dense-double", Node(Kind.FILE, mode=0o644, mtime=T0, data=BytesData(rnd)))
-    tree.add("sparse-triple", Node(Kind.FILE, mode=0o644, mtime=T0, data=HoleyData(
-        triple_start + 5000, [(0, b"a" * 3000), (double_start + 7, b"b" * 5000),
-                              (triple_start - 10, b"c" * 5010)])))
+    tree.add("sparse-triple", Node(Kind.FILE, mode=0o644, mtime=T0, data=SparseData(
+        triple_start + 5000, {0: b"a" * 3000, double_start + 7: b"b" * 5000,
+                              triple_start - 10: b"c" * 5010})))
     tree.add("edge", Node(Kind.FILE, mode=0o644, mtime=T0, data=BytesData(rnd[:12 * 1024])))
     img = tmp_path / "fs.img"
     make_image(tree, img, Ext2Options(bsize=1024, timestamp=T0))
@@ -408,7 +384,7 @@ def test_large_file_feature(tmp_path: Path) -> None:
     tree = Tree(mtime=T0)
     size = (2 << 30) + 4096
     tree.add("huge", Node(Kind.FILE, mode=0o644, mtime=T0,
-                          data=HoleyData(size, [(size - 4096, b"z" * 4096)])))
+                          data=SparseData(size, {size - 4096: b"z" * 4096})))
     img = tmp_path / "fs.img"
     make_image(tree, img, Ext2Options(bsize=4096, timestamp=T0))
     fsck(img)
@@ -566,7 +542,7 @@ def test_bad_names(name: bytes) -> None:
 
 def test_file_too_large() -> None:
     tree = Tree()
-    tree.add("f", Node(Kind.FILE, data=HoleyData(17 << 30, [])))
+    tree.add("f", Node(Kind.FILE, data=SparseData(17 << 30, {})))
     with pytest.raises(FilesystemLimitError, match=r"^/f is .* limit"):
         minimum_size(tree, Ext2Options(bsize=1024))
     assert minimum_size(tree, Ext2Options(bsize=4096)) < 1 << 20  # all holes
@@ -607,34 +583,6 @@ def test_directory_through_double_indirect(tmp_path: Path) -> None:
     assert got[b"big"].size > (12 + 256) * 1024
 
 
-def _tree_from_directory(root: Path) -> Tree:
-    """A Tree of a host directory (regular files, directories, symlinks, hard links)."""
-    tree = Tree()
-    st = root.stat()
-    tree.root.mode, tree.root.uid, tree.root.gid = st.st_mode & 0o7777, st.st_uid, st.st_gid
-    tree.root.mtime = int(st.st_mtime)
-    seen: dict[tuple[int, int], bytes] = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(dirnames + filenames):
-            path = Path(dirpath) / name
-            rel = os.fsencode(path.relative_to(root))
-            st = path.lstat()
-            key = (st.st_dev, st.st_ino)
-            if key in seen and not path.is_dir():
-                tree.link(rel, seen[key])
-                continue
-            seen[key] = rel
-            kind = Kind(st.st_mode & 0o170000)
-            node = Node(kind, mode=st.st_mode & 0o7777, uid=st.st_uid, gid=st.st_gid,
-                        mtime=int(st.st_mtime))
-            if kind == Kind.FILE:
-                node.data = FileData(path)
-            elif kind == Kind.SYMLINK:
-                node.target = os.fsencode(os.readlink(path))
-            tree.add(rel, node)
-    return tree
-
-
 def test_agrees_with_mke2fs(tmp_path: Path) -> None:
     """The same host directory through mke2fs -d and through the writer reads back alike."""
     src = tmp_path / "src"
@@ -651,7 +599,8 @@ def test_agrees_with_mke2fs(tmp_path: Path) -> None:
     os.symlink("../etc/motd", src / "usr/motd")
     os.symlink("x" * 200, src / "usr/long")
     os.chmod(src / "etc/motd", 0o640)
-    tree = _tree_from_directory(src)
+    tree = Tree()
+    add_directory(tree, src)
     ours, theirs = tmp_path / "ours.img", tmp_path / "theirs.img"
     size = make_image(tree, ours, Ext2Options(bsize=1024))
     theirs.write_bytes(b"")

@@ -14,9 +14,10 @@ import random
 import tempfile
 from pathlib import Path
 
+from fsimage import SparseData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_ext2 import T0, HoleyData, compare, fsck, make_image, pytestmark  # noqa: F401
+from test_ext2 import T0, compare, fsck, make_image, pytestmark  # noqa: F401
 
 from smolfs.ext2 import Ext2Options, minimum_size
 from smolfs.tree import BytesData, Kind, Node, Tree
@@ -36,7 +37,7 @@ times = st.integers(0, T0)
 
 
 @st.composite
-def file_data(draw: st.DrawFn) -> BytesData | HoleyData:
+def file_data(draw: st.DrawFn) -> BytesData | SparseData:
     size = draw(st.one_of(st.integers(0, 3000), st.integers(0, 70_000),
                           st.integers(DOUBLE_INDIRECT_1K - 2048, DOUBLE_INDIRECT_1K + 40_000)))
     seed = draw(st.integers(0, 2**16))
@@ -51,7 +52,7 @@ def file_data(draw: st.DrawFn) -> BytesData | HoleyData:
             if merged and off < merged[-1][0] + len(merged[-1][1]):
                 continue
             merged.append((off, b))
-        return HoleyData(size, merged)
+        return SparseData(size, dict(merged))
     return BytesData(rnd.randbytes(size))
 
 

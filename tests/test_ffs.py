@@ -13,38 +13,17 @@ from pathlib import Path
 
 import ffsread
 import pytest
+from fsimage import SparseData, write_image
 
+from smolfs import ffs
 from smolfs.errors import FilesystemLimitError, ImageTooSmall, InputError, UsageError
 from smolfs.ffs import FfsOptions, minimum_size, write
 from smolfs.ffs.writer import makedev
-from smolfs.tree import BytesData, Data, FileData, Kind, Node, Tree
+from smolfs.tree import BytesData, FileData, Kind, Node, Tree
 
 T0 = 1_700_000_000
 needs_tsk = pytest.mark.skipif(shutil.which("fls") is None, reason="sleuthkit not installed")
 needs_makefs = pytest.mark.skipif(shutil.which("makefs") is None, reason="makefs not installed")
-
-
-class SparseData(Data):
-    """File contents with explicit data regions; everything else is a hole."""
-
-    def __init__(self, size: int, chunks: dict[int, bytes]) -> None:
-        self.size = size
-        self.chunks = chunks
-
-    def read(self, offset: int, length: int) -> bytes:
-        length = max(0, min(length, self.size - offset))
-        out = bytearray(length)
-        for off, data in self.chunks.items():
-            a, b = max(off, offset), min(off + len(data), offset + length)
-            if a < b:
-                out[a - offset:b - offset] = data[a - off:b - off]
-        return bytes(out)
-
-    def extents(self) -> list[tuple[int, int]]:
-        return sorted((off, len(data)) for off, data in self.chunks.items())
-
-    def content(self) -> bytes:
-        return self.read(0, self.size)
 
 
 def sample_tree(tmp_path: Path) -> Tree:
@@ -83,14 +62,7 @@ def sample_tree(tmp_path: Path) -> Tree:
 
 
 def build(tree: Tree, path: Path, opts: FfsOptions, size: int | None = None) -> int:
-    size = size if size is not None else minimum_size(tree, opts)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        write(tree, fd, size, opts)
-    finally:
-        os.close(fd)
-    assert path.stat().st_size == size
-    return size
+    return write_image(ffs, tree, path, opts, size)
 
 
 def tsk(*argv: str) -> str:

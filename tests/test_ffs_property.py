@@ -10,9 +10,10 @@ import subprocess
 import tempfile
 
 import ffsread
+from fsimage import SparseData
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
-from test_ffs import SparseData, check_with_reader
+from test_ffs import check_with_reader
 
 from smolfs.ffs import FfsOptions, minimum_size, write
 from smolfs.tree import BytesData, Kind, Node, Tree

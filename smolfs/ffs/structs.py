@@ -1,19 +1,21 @@
-"""On-disk structures of FFS (UFS1 and UFS2), declared with ``construct``.
+"""On-disk structures of FFS (UFS1 and UFS2), declared as ``construct`` declares them.
 
 The declarations follow NetBSD's ``sys/ufs/ffs/fs.h`` (superblock, cylinder
 group, summary), ``sys/ufs/ufs/dinode.h`` (inodes) and ``sys/ufs/ufs/dir.h``
 (directory entries), little-endian. Every structure here is flat (integers,
-arrays of integers, byte strings, padding), so each one is also compiled into a
-:class:`struct.Struct` by :class:`Packed`: the writer's hot paths pack thousands
-of inodes and directory entries without going through ``construct`` per field.
+arrays of integers, byte strings, padding): they are written with the
+construct-like names of :mod:`smolfs.ffs.fields`, which do not need ``construct``
+at run time (``fields.to_construct`` gives the construct equivalent), and each one
+is compiled into a :class:`struct.Struct` by :class:`Packed`: the writer packs
+thousands of inodes and directory entries with no per-field work.
 """
 
 from __future__ import annotations
 
 import struct
-from typing import Any, ClassVar
+from typing import Any
 
-from construct import (
+from smolfs.ffs.fields import (
     Array,
     Bytes,
     Int8ul,
@@ -242,44 +244,22 @@ DirectHeader = Struct(
 
 
 class Packed:
-    """A flat ``construct`` struct compiled to :class:`struct.Struct`.
+    """A flat structure declaration compiled to :class:`struct.Struct`.
 
     Fields keep their declared names; array fields take and give lists. Values
     not given to :meth:`pack` are zero (or empty bytes).
     """
 
-    _CODES: ClassVar[dict[str, str]] = {
-        "<b": "b", "<B": "B", "<h": "h", "<H": "H", "<l": "i", "<L": "I",
-        "<i": "i", "<I": "I", "<q": "q", "<Q": "Q"}
-
     def __init__(self, decl: Struct) -> None:
-        fmt = ["<"]
         self.fields: list[tuple[str, int, Any]] = []  # name, count (0 = scalar), zero
         self.offsets: dict[str, int] = {}
         offset = 0
-        for sub in decl.subcons:
-            inner = sub.subcon if type(sub).__name__ == "Renamed" else sub
-            kind = type(inner).__name__
-            if kind == "FormatField":
-                code = self._CODES[inner.fmtstr]
-                fmt.append(code)
-                self.fields.append((sub.name, 0, 0))
-            elif kind == "Array":
-                code = self._CODES[inner.subcon.fmtstr]
-                fmt.append(f"{inner.count}{code}")
-                self.fields.append((sub.name, inner.count, 0))
-            elif kind == "Bytes":
-                fmt.append(f"{inner.length}s")
-                self.fields.append((sub.name, 0, b""))
-            elif kind == "Padded":
-                fmt.append(f"{inner.length}x")
-                offset += inner.length
-                continue
-            else:  # pragma: no cover - declarations above use only these
-                raise TypeError(f"unsupported field {sub!r}")
-            self.offsets[sub.name] = offset
-            offset += inner.sizeof()
-        self.struct = struct.Struct("".join(fmt))
+        for f in decl.fields:
+            if f.name is not None:
+                self.fields.append((f.name, f.count, b"" if f.code.endswith("s") else 0))
+                self.offsets[f.name] = offset
+            offset += f.size
+        self.struct = struct.Struct("<" + "".join(f.code for f in decl.fields))
         self.size = self.struct.size
         if self.size != decl.sizeof():  # pragma: no cover - guards the compiler
             raise AssertionError(f"compiled size {self.size} != declared {decl.sizeof()}")

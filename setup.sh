@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Prepare this checkout on a Debian 12 / Ubuntu machine:
+#   1. system packages, with apt-get and only when something is missing (sudo when you are
+#      not root): QEMU, bubblewrap and python3-venv to run; with --test, also what the test
+#      suite judges images with (sleuthkit, makefs, e2fsprogs, xz, zstd) and builds its test
+#      kernels with (gcc, gcc-multilib, binutils);
+#   2. a virtualenv ($MKSMOLNB_VENV, default .venv) with mksmolnb installed from this
+#      checkout (plus its test extras with --test).
+# Everything after step 1 runs as you. Usage: ./setup.sh [--test]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+tests=0
+[ "${1:-}" = --test ] && tests=1
+
+SUDO=""
+[ "$(id -u)" = 0 ] || SUDO="sudo"
+
+# program → Debian package
+declare -A NEED=([qemu-system-x86_64]=qemu-system-x86 [bwrap]=bubblewrap)
+if [ $tests = 1 ]; then
+  NEED+=([fls]=sleuthkit [makefs]=makefs [e2fsck]=e2fsprogs [debugfs]=e2fsprogs [gcc]=gcc
+         [ld]=binutils [xz]=xz-utils [zstd]=zstd [setpriv]=util-linux)
+fi
+missing=()
+for prog in "${!NEED[@]}"; do
+  PATH="$PATH:/usr/sbin:/sbin" command -v "$prog" >/dev/null 2>&1 || missing+=("${NEED[$prog]}")
+done
+# 32-bit test kernels and fixtures need gcc's multilib support.
+if [ $tests = 1 ] && ! echo 'int main(void){return 0;}' \
+    | gcc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
+  missing+=(gcc-multilib)
+fi
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ ${#missing[@]} -gt 0 ]; then
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  echo "setup.sh: installing ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >/dev/null
+fi
+
+VENV=${MKSMOLNB_VENV:-.venv}
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
+target=.
+[ $tests = 1 ] && target='.[test]'
+# compat: the checkout on sys.path through a .pth line, no import hook at each start.
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check \
+  --config-settings editable_mode=compat -e "$target"

@@ -1,0 +1,320 @@
+"""Fast copies of sets (``smolfs.fastsets``): made once, read by later builds, never stale,
+never trusted when damaged, safe under concurrent builds. Images are read back with
+sleuthkit, as in ``test_build``."""
+
+from __future__ import annotations
+
+import errno
+import gzip
+import hashlib
+import json
+import lzma
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import zstandard
+from test_build import EPOCH, Image, ok
+from test_build import smolfs as cli
+
+from conftest import REPO
+from smolfs import fastsets
+from smolfs import sources as smolfs_sources
+from smolfs.build import build
+
+setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    d = tmp_path / "cache"
+    monkeypatch.setenv("MKSMOLNB_CACHE", str(d))
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", EPOCH)
+    return d
+
+
+@pytest.fixture
+def rescue(tmp_path: Path) -> Path:
+    return setsynth.make_set(tmp_path / "rescue.tar.xz", "rescue", "xz")
+
+
+@pytest.fixture
+def read_from(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The archive files the build streams, in order."""
+    seen: list[Path] = []
+    real = smolfs_sources.add_archive
+
+    def spy(tree, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(Path(path))
+        return real(tree, path, *args, **kwargs)
+
+    monkeypatch.setattr(smolfs_sources, "add_archive", spy)
+    return seen
+
+
+def sha512(path: Path) -> str:
+    return hashlib.sha512(path.read_bytes()).hexdigest()
+
+
+def unzstd(path: Path) -> bytes:
+    return zstandard.ZstdDecompressor().decompressobj().decompress(path.read_bytes())
+
+
+def copies(cache: Path) -> list[str]:
+    """What is in the cache's fast directory, remembered digests aside."""
+    return sorted(p.name for p in (cache / "fast").iterdir() if not p.name.endswith(".sha512"))
+
+
+def memos(cache: Path) -> list[Path]:
+    return sorted((cache / "fast").glob("*.sha512"))
+
+
+@pytest.fixture
+def hashed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many files builds hash to find their copies."""
+    calls: list[int] = []
+    real = hashlib.file_digest
+
+    def spy(f, digest):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return real(f, digest)
+
+    monkeypatch.setattr(hashlib, "file_digest", spy)
+    return calls
+
+
+def check_rescue_image(img: Path) -> None:
+    image = Image(img, "ffs")
+    crunched = next(e for e in setsynth.entries("rescue") if e.type == "file")
+    assert image.read(crunched.path.removeprefix("./")) == crunched.data
+    inodes = {image.entries[f"rescue/{p}"].inode for p in setsynth.RESCUE_PROGRAMS}
+    assert len(inodes) == 1
+    assert image.symlink("sbin/init") == "/rescue/init"
+
+
+def test_first_build_keeps_a_copy_later_builds_read_it(cache: Path, rescue: Path,
+                                                        tmp_path: Path,
+                                                        read_from: list[Path]) -> None:
+    digest = sha512(rescue)
+    first = build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    copy = cache / "fast" / f"{digest}.tar.zst"
+    assert copies(cache) == [copy.name]  # no temporary or lock file left
+    assert unzstd(copy) == lzma.decompress(rescue.read_bytes())  # the very same tar
+    second = build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    assert read_from == [rescue, copy]
+    # the copy gives the same image; the manifest names the set, not the copy
+    assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
+    for res in (first, second):
+        assert res.manifest["sets"] == [{"name": "rescue", "file": "rescue.tar.xz",
+                                         "sha512": digest}]
+    check_rescue_image(tmp_path / "b.img")
+
+
+@pytest.mark.parametrize("remembered", [False, True])
+def test_changed_set_is_never_read_from_the_old_copy(cache: Path, tmp_path: Path,
+                                                     read_from: list[Path], remembered: bool,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Same path, inode, size and mtime, other content: another digest, another copy,
+    whether or not the digest of the old content was remembered."""
+    if remembered:  # as if the set had not changed for a while before the first build
+        monkeypatch.setattr(fastsets, "RACY_SECONDS", -60.0)
+    crunched = next(e for e in setsynth.entries("rescue") if e.type == "file")
+    tar = bytearray(setsynth.tar_bytes(setsynth.entries("rescue")))
+    archive = tmp_path / "rescue.tgz"  # gzip without compression: a byte changed in the
+    archive.write_bytes(gzip.compress(tar, compresslevel=0, mtime=0))  # tar, same size
+    build("rescue", image=tmp_path / "a.img", sets=[archive])
+    assert len(memos(cache)) == remembered
+    st = archive.stat()
+    tar[tar.index(crunched.data[:64]) + 100] ^= 0xFF
+    with archive.open("r+b") as f:  # in place: same inode
+        f.write(gzip.compress(tar, compresslevel=0, mtime=0))
+    os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (archive.stat().st_size, archive.stat().st_ino) == (st.st_size, st.st_ino)
+    build("rescue", image=tmp_path / "b.img", sets=[archive])
+    assert read_from == [archive, archive]  # no copy of the new content yet
+    changed = bytearray(crunched.data)
+    changed[100] ^= 0xFF
+    assert Image(tmp_path / "b.img", "ffs").read(crunched.path[2:]) == bytes(changed)
+    assert len(copies(cache)) == 2
+    build("rescue", image=tmp_path / "c.img", sets=[archive])
+    assert read_from[-1].parent == cache / "fast"
+    assert (tmp_path / "b.img").read_bytes() == (tmp_path / "c.img").read_bytes()
+
+
+def test_digest_of_an_unchanged_set_file_is_remembered(cache: Path, rescue: Path,
+                                                        tmp_path: Path, hashed: list[int],
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert memos(cache) == []  # just written: changed too recently to be remembered
+    assert len(hashed) == 1
+    monkeypatch.setattr(fastsets, "RACY_SECONDS", -60.0)  # as if it were old
+    build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    assert len(hashed) == 2 and len(memos(cache)) == 1
+    assert memos(cache)[0].read_text().strip() == sha512(rescue)
+    res = build("rescue", image=tmp_path / "c.img", sets=[rescue])
+    assert len(hashed) == 2  # neither hashed nor decompressed from the xz set
+    assert res.manifest["sets"][0]["sha512"] == sha512(rescue)
+    os.utime(rescue)  # touched: another key, hashed again
+    build("rescue", image=tmp_path / "d.img", sets=[rescue])
+    assert len(hashed) == 3
+    check_rescue_image(tmp_path / "d.img")
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty"])
+def test_damaged_copy_is_detected_and_rebuilt(cache: Path, rescue: Path, tmp_path: Path,
+                                              read_from: list[Path], damage: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    copy = cache / "fast" / f"{sha512(rescue)}.tar.zst"
+    good = copy.read_bytes()
+    raw = bytearray(good)
+    if damage == "flip":  # inside the compressed data: caught by zstd's checksum at the end
+        raw[len(raw) // 2] ^= 0x10
+    elif damage == "truncate":
+        del raw[len(raw) - 1000:]
+    else:
+        raw.clear()
+    copy.write_bytes(raw)
+    res = build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    assert "is damaged" in capsys.readouterr().err
+    assert read_from == [rescue, copy, rescue]  # tried the copy, then the set itself
+    assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
+    assert res.manifest["sets"][0]["sha512"] == sha512(rescue)
+    assert copy.read_bytes() == good  # written again, whole
+
+
+def test_concurrent_builds_share_one_copy(cache: Path, rescue: Path, tmp_path: Path) -> None:
+    env = {"MKSMOLNB_CACHE": str(cache), "SOURCE_DATE_EPOCH": EPOCH}
+
+    def start(name: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "smolfs", "build", "-x", str(rescue), "-i", name],
+            cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
+            stderr=subprocess.PIPE, text=True)
+
+    for round_ in ("cold", "warm"):
+        procs = [start(f"{round_}{i}.img") for i in range(3)]
+        for p in procs:
+            _, err = p.communicate(timeout=120)
+            assert p.returncode == 0, err
+        assert copies(cache) == [f"{sha512(rescue)}.tar.zst"]
+    images = {(tmp_path / f"{r}{i}.img").read_bytes() for r in ("cold", "warm") for i in range(3)}
+    assert len(images) == 1
+    check_rescue_image(tmp_path / "warm0.img")
+
+
+def test_no_fast_copy_option(cache: Path, rescue: Path, tmp_path: Path) -> None:
+    ok(cli("build", "--no-fast-copy", "-x", rescue, "-i", "a.img", cwd=tmp_path))
+    assert not (cache / "fast").exists()
+    check_rescue_image(tmp_path / "a.img")
+
+
+def test_cache_that_cannot_be_written_only_costs_speed(rescue: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # mkdir below it fails, even as root
+    r = ok(cli("build", "-x", rescue, "-i", "a.img", cwd=tmp_path,
+                  env={"MKSMOLNB_CACHE": str(blocker)}))
+    assert "cannot keep a fast copy" in r.stderr
+    check_rescue_image(tmp_path / "a.img")
+
+
+def test_no_copy_of_a_set_that_fails_to_read(cache: Path, rescue: Path, tmp_path: Path) -> None:
+    cut = tmp_path / "cut.tar.xz"
+    cut.write_bytes(rescue.read_bytes()[: rescue.stat().st_size // 2])
+    r = cli("build", "-x", cut, "-i", "a.img", cwd=tmp_path)
+    assert r.returncode == 1 and "corrupt or truncated" in r.stderr
+    assert copies(cache) == []
+    assert not (tmp_path / "a.img").exists()
+
+
+def test_fetched_set_copy_is_named_by_the_published_digest(cache: Path, rescue: Path,
+                                                           tmp_path: Path,
+                                                           read_from: list[Path]) -> None:
+    from smolfs.fetch import DEFAULT_RELEASE, set_filename
+
+    name = set_filename("rescue", DEFAULT_RELEASE, "amd64")
+    sets = tmp_path / "mirror/pub/NetBSD" / f"NetBSD-{DEFAULT_RELEASE}" / "amd64/binary/sets"
+    sets.mkdir(parents=True)
+    data = (rescue.read_bytes() if name.endswith(".tar.xz")
+            else setsynth.make_set(tmp_path / "r.tgz", "rescue", "gz").read_bytes())
+    (sets / name).write_bytes(data)
+    digest = hashlib.sha512(data).hexdigest()
+    (sets / "SHA512").write_text(f"SHA512 ({name}) = {digest}\n")
+    mirror = f"file://{tmp_path / 'mirror'}"
+    build("rescue", image=tmp_path / "a.img", sets="rescue", mirror=mirror)
+    build("rescue", image=tmp_path / "b.img", sets="rescue", offline=True)
+    assert read_from[1] == cache / "fast" / f"{digest}.tar.zst"
+    assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
+
+
+def test_prune_removes_unused_copies_and_stale_temporaries(tmp_path: Path) -> None:
+    now = time.time()
+    old, fresh = "a" * 128, "b" * 128
+    for name, age_days in ((f"{old}.tar.zst", 40), (f".{old}.lock", 2),
+                           (f"{fresh}.tar.zst", 3), (f".{fresh}.lock", 0.1),
+                           (f".{old}.123.tmp", 2), (f".{fresh}.456.tmp", 0.1),
+                           ("c" * 64 + ".sha512", 31), ("d" * 64 + ".sha512", 29),
+                           ("unrelated", 400)):
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (now - age_days * 86400,) * 2)
+    removed = fastsets.prune(tmp_path, now=now)
+    assert sorted(p.name for p in removed) == sorted(
+        [f"{old}.tar.zst", f".{old}.lock", f".{old}.123.tmp", "c" * 64 + ".sha512"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        [f"{fresh}.tar.zst", f".{fresh}.lock", f".{fresh}.456.tmp", "d" * 64 + ".sha512",
+         "unrelated"])
+
+
+def test_using_a_copy_keeps_it_from_being_pruned(cache: Path, rescue: Path,
+                                                 tmp_path: Path) -> None:
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    copy = cache / "fast" / f"{sha512(rescue)}.tar.zst"
+    os.utime(copy, (1, 1))
+    build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    assert time.time() - copy.stat().st_mtime < 60
+    assert json.loads((tmp_path / "b.img.json").read_text())["sets"][0]["file"] == rescue.name
+
+
+@pytest.mark.parametrize("compression", ["zst", "none"])
+def test_no_copy_of_a_set_already_quick_to_read(cache: Path, tmp_path: Path,
+                                                read_from: list[Path], compression: str) -> None:
+    archive = setsynth.make_set(tmp_path, "rescue", compression)
+    build("rescue", image=tmp_path / "a.img", sets=[archive])
+    build("rescue", image=tmp_path / "b.img", sets=[archive])
+    assert read_from == [archive, archive]
+    assert not (cache / "fast").exists()
+    check_rescue_image(tmp_path / "b.img")
+
+
+def test_full_disk_while_keeping_a_copy_only_costs_speed(cache: Path, rescue: Path,
+                                                         tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]
+                                                         ) -> None:
+    class Full:
+        """A file on a full disk: every write fails with ENOSPC."""
+
+        def write(self, data: bytes) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def close(self) -> None:
+            pass
+
+    real_start = fastsets.Writer.start.__func__  # type: ignore[attr-defined]
+
+    def start(cls, digest, cache_dir=None):  # type: ignore[no-untyped-def]
+        writer = real_start(cls, digest, cache_dir)
+        writer._out.close()
+        writer._out = Full()
+        return writer
+
+    monkeypatch.setattr(fastsets.Writer, "start", classmethod(start))
+    monkeypatch.setattr(fastsets, "_warned", set())
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert "no space left" in capsys.readouterr().err
+    assert copies(cache) == []  # neither the copy nor its temporary file
+    check_rescue_image(tmp_path / "a.img")

@@ -1,0 +1,153 @@
+"""Genuine NetBSD end to end, as a user runs it: ``smolfs build`` makes images from
+NetBSD's own sets, ``startnb`` boots them with NetBSD's own kernel until the service is
+ready, ``startnb stop`` powers them off over ACPI, and a ``kstrip``-ed kernel boots too.
+
+Reads ``$MKSMOLNB_NETBSD_DIR`` (skipped without it; each test names the file it lacks):
+
+- ``netbsd`` or ``netbsd.gz``: an amd64 kernel QEMU boots (MICROVM, or GENERIC);
+- ``netbsd-GENERIC`` or ``netbsd-GENERIC.gz``: for the kstrip boot;
+- ``sets/``: the release's sets as published (``rescue.tgz`` or ``rescue.tar.xz``;
+  ``base`` and ``etc`` for the web server).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.netbsd, pytest.mark.qemu, pytest.mark.slow]
+
+BOOT_TIMEOUT = "180"  # TCG on a loaded CI machine; a boot here takes about a second
+
+
+def first(directory: Path, *names: str) -> Path:
+    for name in names:
+        if (directory / name).is_file():
+            return directory / name
+    pytest.skip(f"netbsd: {directory} has none of {', '.join(names)}")
+
+
+def set_file(netbsd_dir: Path, name: str) -> Path:
+    return first(netbsd_dir / "sets", f"{name}.tgz", f"{name}.tar.xz")
+
+
+class Session:
+    """Runs the commands with private cache and state; kills any QEMU left behind."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.state = Path(tempfile.mkdtemp(prefix="snb-", dir="/tmp"))  # short socket paths
+        self.env = dict(os.environ, MKSMOLNB_STATE=str(self.state),
+                        MKSMOLNB_CACHE=str(workdir / "cache"))
+
+    def run(self, module: str, *args: str, timeout: float = 300) -> dict | None:
+        r = subprocess.run([sys.executable, "-m", module, *args], cwd=self.workdir,
+                           env=self.env, capture_output=True, text=True, timeout=timeout,
+                           check=False)
+        assert r.returncode == 0, f"{module} {' '.join(args)}: exit {r.returncode}\n{r.stderr}"
+        out = r.stdout.strip()
+        if not out.startswith("{"):
+            return None
+        try:
+            return json.loads(out)
+        except json.JSONDecodeError:  # a report line, then more output
+            return json.loads(out.splitlines()[0])
+
+    def qemu_left(self) -> list[int]:
+        pids = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    cmdline = (proc / "cmdline").read_bytes()
+                except OSError:
+                    continue
+                if b"qemu-system" in cmdline and str(self.workdir).encode() in cmdline:
+                    pids.append(int(proc.name))
+        return pids
+
+    def close(self) -> None:
+        left = self.qemu_left()
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+        for log in self.state.glob("*/serial.log"):
+            print(f"--- {log}\n{log.read_text(errors='replace')}")
+        assert not left, f"QEMU left running: {left}"
+
+
+@pytest.fixture
+def session(tmp_path: Path) -> Iterator[Session]:
+    s = Session(tmp_path)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def boot_detached(session: Session, name: str, kernel: Path, image: Path,
+                  *args: str) -> dict:
+    report = session.run("launcher", "-d", "--name", name, "-k", str(kernel), "-i", str(image),
+                         "--json", "--timeout", BOOT_TIMEOUT, *args)
+    assert report is not None
+    stages = report["timing"]["stages"]
+    assert stages["banner"] is not None and stages["root"] is not None, stages
+    assert stages["ready"] >= stages["root"], stages
+    return report
+
+
+def stop(session: Session, name: str) -> None:
+    session.run("launcher", "stop", name)
+    assert not session.qemu_left()
+
+
+def test_rescue_from_genuine_set_boots_to_its_shell(session: Session, netbsd_dir: Path) -> None:
+    kernel = first(netbsd_dir, "netbsd", "netbsd.gz")
+    rescue = set_file(netbsd_dir, "rescue")
+    image = session.workdir / "rescue.img"
+    session.run("smolfs", "build", "-s", "rescue", "-x", str(rescue), "-i", str(image),
+                "--offline")
+    info = session.run("smolfs", "info", "--json", str(image))
+    assert info is not None and info["service"] == "rescue"
+    boot_detached(session, "rescue", kernel, image, "--ro", "-N",
+                  "--ready", "console:rescue: ready")
+    stop(session, "rescue")
+
+
+def test_web_server_from_genuine_sets_answers_http(session: Session, netbsd_dir: Path) -> None:
+    kernel = first(netbsd_dir, "netbsd", "netbsd.gz")
+    sets = ",".join(str(set_file(netbsd_dir, name)) for name in ("base", "etc"))
+    image = session.workdir / "web.img"
+    session.run("smolfs", "build", "-s", "bozohttpd", "-x", sets, "-i", str(image),
+                "--offline")
+    port = free_port()
+    boot_detached(session, "web", kernel, image, "-p", f"{port}:80", "--ready", f"http:{port}/")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as answer:
+        assert answer.status == 200
+    stop(session, "web")
+
+
+def test_stripped_generic_kernel_boots_rescue(session: Session, netbsd_dir: Path) -> None:
+    generic = first(netbsd_dir, "netbsd-GENERIC", "netbsd-GENERIC.gz")
+    rescue = set_file(netbsd_dir, "rescue")
+    stripped = session.workdir / "netbsd-vm"
+    session.run("kstrip", str(generic), "-o", str(stripped))
+    image = session.workdir / "rescue.img"
+    session.run("smolfs", "build", "-x", str(rescue), "-i", str(image), "--offline")
+    boot_detached(session, "stripped", stripped, image, "--ro", "-N",
+                  "--ready", "console:rescue: ready")
+    stop(session, "stripped")
