@@ -661,3 +661,24 @@ def test_fast_path_ctrl_c_before_ready(vm: Vms, kernels: Kernels) -> None:
         assert p.returncode == 130 and "interrupted" in err, err
         assert ("(started from a cached plan)" in err) is fast
         assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_fast_path_argv_mismatch_is_replaced(vm: Vms, kernels: Kernels) -> None:
+    """Should a plan's argv ever differ from the one computed after the spawn, that QEMU is
+    stopped and the right one started (here: a plan edited to boot with 64 MB)."""
+    import marshal
+
+    args = [str(kernels.pvh), "-N"]
+    first, _ = boot_json(vm, *args)
+    plans_file = Path(vm.env["MKSMOLNB_CACHE"]) / "plans.marshal"
+    plans = marshal.loads(plans_file.read_bytes())
+    assert len(plans) == 1
+    argv = plans[0][1]["argv"]
+    argv[argv.index("-m") + 1] = "64"
+    plans_file.write_bytes(marshal.dumps(plans))
+    second, console = boot_json(vm, *args)
+    assert second["fast_path"] is False and second["argv"] == first["argv"]
+    mem = parse_console(console).mem_kib
+    assert mem is not None and mem > 64 * 1024  # the computed -m 256, not the plan's 64
+    assert not wait_gone(vm.needle)
