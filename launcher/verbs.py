@@ -64,7 +64,10 @@ def stop(argv: Sequence[str]) -> int:
         state.remove(vm)
         print(f"startnb: {args.name} was not running", file=sys.stderr)
         return 0
-    how, why = stop_pid(pid, vm.qmp, args.grace, args.force, state.is_qemu)
+    argv = vm.manifest().get("argv")
+    machine = argv[argv.index("-M") + 1] if isinstance(argv, list) and "-M" in argv else ""
+    how, why = stop_pid(pid, vm.qmp, args.grace, args.force, state.is_qemu,
+                        acpi="acpi=off" not in str(machine).split(","))
     state.remove(vm)
     print(f"startnb: stopped {args.name} (pid {pid}, {how}): {why}", file=sys.stderr)
     return 0

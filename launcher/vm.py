@@ -405,10 +405,12 @@ class Vm:
 
 
 def stop_pid(pid: int, qmp_path: Path | None, grace: float, force: bool,
-             alive: Callable[[int], bool]) -> tuple[str, str]:
+             alive: Callable[[int], bool], acpi: bool = True) -> tuple[str, str]:
     """Stop a QEMU we did not start: ACPI power-down over QMP, SIGTERM, then SIGKILL.
 
-    Returns how it ended ("powerdown", "sigterm" or "sigkill") and one line saying why.
+    ``acpi=False`` (a machine without ACPI, such as ``microvm,acpi=off``): no power button
+    to press, SIGTERM at once. Returns how it ended ("powerdown", "sigterm" or "sigkill")
+    and one line saying why.
     """
     start = time.monotonic()
 
@@ -423,8 +425,8 @@ def stop_pid(pid: int, qmp_path: Path | None, grace: float, force: bool,
     if force:
         why = "--force"
     else:
-        why = "no QMP socket"
-        if qmp_path is not None and qmp_path.exists():
+        why = "no QMP socket" if acpi else "the machine has no ACPI power button"
+        if acpi and qmp_path is not None and qmp_path.exists():
             try:
                 with Qmp(qmp_path) as q:
                     q.execute("system_powerdown")

@@ -682,3 +682,17 @@ def test_fast_path_argv_mismatch_is_replaced(vm: Vms, kernels: Kernels) -> None:
     mem = parse_console(console).mem_kib
     assert mem is not None and mem > 64 * 1024  # the computed -m 256, not the plan's 64
     assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_stop_microvm_without_acpi_sends_sigterm_at_once(vm: Vms, kernels: Kernels) -> None:
+    """``microvm,acpi=off`` has no power button: no grace period is spent waiting on it."""
+    r = vm.run("-d", "--name", "micro", str(kernels.mmio), "-N")
+    assert r.returncode == 0, r.stderr
+    start = time.monotonic()
+    stop = vm.run("stop", "micro")  # default grace: 5 s
+    assert stop.returncode == 0, stop.stderr
+    assert "sigterm): the machine has no ACPI power button; QEMU ended on SIGTERM" \
+        in stop.stderr, stop.stderr
+    assert time.monotonic() - start < 4
+    assert not wait_gone(vm.needle, 0.5)
