@@ -28,7 +28,8 @@ examples:
 
 readiness (--ready): console:REGEX (a console line matches), http:PORT[/PATH] (the guest
 answers an HTTP request on forwarded host PORT), tcp:PORT (the guest accepts or sends a
-banner). Default: console:SERVICE READY.
+banner). Default: the service's READY line (service.conf) for SERVICE, else
+console:SERVICE READY.
 """
 VERBS = ("ps", "stop", "logs")
 
@@ -151,12 +152,14 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
 
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
-        built_image, built_kernel = build_service(
+        built_image, built_kernel, service_ready = build_service(
             service, image, arch=args.arch, release=args.release,
             kernel=None if own else (kernel or "GENERIC"), services_dir=args.services_dir,
             offline=args.offline)
         image = str(built_image)
         kernel = own or (str(built_kernel) if built_kernel else None)
+        if args.ready is None and service_ready:
+            args.ready = f"console:{service_ready}"  # what the service says it prints
     if kernel is None:
         raise UsageError("no kernel given", hint="startnb KERNEL [IMAGE], or -k KERNEL")
     console = args.console or ("none" if (args.detach or args.json) else "stdio")

@@ -39,8 +39,9 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
 def build_service(service: str, image: str | None, *, arch: str = "amd64",
                   release: str | None = None, kernel: str | None = "GENERIC",
                   services_dir: str | None = None, offline: bool = False
-                  ) -> tuple[Path, Path | None]:
-    """Build (or reuse) the image of ``service``; (image, kernel named by the build or None).
+                  ) -> tuple[Path, Path | None, str | None]:
+    """Build (or reuse) the image of ``service``: (image, kernel named by the build or
+    None, the console regular expression the service declares as ready or None).
 
     ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
     sets for ``arch`` and ``release``; None when the caller boots a kernel file of its own.
@@ -53,5 +54,6 @@ def build_service(service: str, image: str | None, *, arch: str = "amd64",
     result = build(service=service, image=Path(image) if image else None, arch=arch,
                    release=release, kernel=kernel, services_dir=services_dir,
                    offline=offline)
-    built = result.manifest.get("kernel") if isinstance(result.manifest, dict) else None
-    return Path(result.image), Path(str(built)) if built else None
+    manifest = result.manifest if isinstance(result.manifest, dict) else {}
+    built, ready = manifest.get("kernel"), manifest.get("ready")
+    return Path(result.image), Path(str(built)) if built else None, ready or None

@@ -365,6 +365,7 @@ def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
         "sets": [{"name": s.name, "file": s.path.name, "sha512": d}
                  for s, d in zip(sources, digests, strict=True)],
         "postinst": [s.name for s in p.service.postinst],
+        "ready": p.service.ready,
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.now)),
         "built_epoch": p.now,
     }

@@ -83,6 +83,8 @@ def format_text(m: dict[str, Any]) -> str:
         lines.append(f"  {s.get('name', '?'):<8} {s.get('file', '?')}  sha512:{digest[:16]}…")
     if m.get("kernel"):
         lines.append(f"kernel:    {m['kernel']}")
+    if m.get("ready"):
+        lines.append(f"ready:     console line matching {m['ready']!r}")
     scripts = m.get("postinst") or []
     if scripts:
         lines.append(f"postinst:  {', '.join(scripts)}")

@@ -54,6 +54,16 @@ def _fs(value: str) -> str:
     return value
 
 
+def _regex(value: str) -> str:
+    if not value:
+        raise ValueError("expected a regular expression, e.g. READY=^web: listening")
+    try:
+        re.compile(value)
+    except re.error as err:
+        raise ValueError(f"not a regular expression: {err}") from None
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -68,6 +78,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SIZE_MB", "size_mb", _size, "default image size in MiB (else: automatic)"),
     Setting("RO", "ro", _bool, "yes: read-only root filesystem by default"),
     Setting("FS", "fs", _fs, "default filesystem: ffs or ext2"),
+    Setting("READY", "ready", _regex,
+            "console line (regular expression) the service prints once it is ready: "
+            "what `startnb SERVICE` waits for unless given --ready"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
@@ -87,6 +100,7 @@ class Service:
     size_mb: int | None = None
     ro: bool | None = None
     fs: str | None = None
+    ready: str | None = None
 
     @property
     def etc(self) -> Path:

@@ -91,6 +91,8 @@ def services(tmp_path: Path) -> Path:
     """A private copy of the shipped services, free to edit."""
     d = tmp_path / "services"
     shutil.copytree(shipped_dir(), d, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    conf = d / "rescue" / "service.conf"  # what the test kernel prints once "ready"
+    conf.write_text(conf.read_text().replace("READY=^rescue: ready", "READY=^SERVICE READY$"))
     return d
 
 
@@ -174,3 +176,22 @@ def test_service_with_a_kernel_file_fetches_no_kernel(tmp_path: Path, mirror: Fa
 def test_unknown_name_is_a_missing_kernel(tmp_path: Path, mirror: FakeMirror) -> None:
     r = startnb(tmp_path, mirror, "rescuee")
     assert r.returncode == 1 and "kernel not found: rescuee" in r.stderr
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_service_ready_line_is_the_default_readiness(tmp_path: Path, mirror: FakeMirror,
+                                                     services: Path) -> None:
+    """``READY`` in service.conf is what ``startnb SERVICE`` waits for; ``--ready`` wins."""
+    conf = services / "rescue" / "service.conf"
+    conf.write_text(conf.read_text().replace("READY=^SERVICE READY$", "READY=^never printed"))
+    r = startnb(tmp_path, mirror, "rescue", "--services-dir", str(services), "-k", "SMOLTEST",
+                "-N", "--console", "none", "--timeout", "3")
+    assert r.returncode != 0 and "not ready" in r.stderr.lower(), r.stderr
+    assert "never printed" in json.loads((tmp_path / "rescue-amd64.img.json").read_text()
+                                         )["ready"]
+    r = startnb(tmp_path, mirror, "rescue", "--services-dir", str(services), "-k", "SMOLTEST",
+                "-N", "--json", "--console", "none", "--timeout", "30",
+                "--ready", "console:^SERVICE READY$", "-a", "smoltest.exit=1", *DEBUG_EXIT)
+    assert r.returncode == 3, r.stderr
+    assert json.loads(r.stdout.splitlines()[0])["ready"] is True

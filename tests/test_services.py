@@ -29,6 +29,12 @@ def test_shipped_services_are_complete() -> None:
     assert service.available(base) == ["base", "bozohttpd", "rescue"]
     rescue = service.load("rescue")
     assert rescue.sets == ("rescue",) and rescue.ro is True and rescue.fs is None
+    # each shipped service's READY matches the line its etc/rc prints
+    import re
+    for name in service.available(base):
+        svc = service.load(name)
+        echoed = re.findall(r'^echo "([^"]*)"', (svc.etc / "rc").read_text(), re.M)
+        assert svc.ready and any(re.search(svc.ready, line) for line in echoed), name
     assert service.load("base").sets == ("base", "etc")
     web = service.load("bozohttpd")
     assert [p.name for p in web.postinst] == ["10-www.sh"]
@@ -61,7 +67,10 @@ def test_conf_parsing(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("conf", "needle"), [
-    ("SETS=base\nPORT=80\n", "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS)"),
+    ("SETS=base\nPORT=80\n",
+     "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS, READY)"),
+    ("READY=\n", "service.conf:1: READY='': expected a regular expression"),
+    ("READY=(unclosed\n", "service.conf:1: READY='(unclosed': not a regular expression"),
     ("SIZE_MB=big\n", "service.conf:1: SIZE_MB='big': expected a whole number"),
     ("RO=maybe\n", "service.conf:1: RO='maybe': expected yes or no"),
     ("FS=zfs\n", "service.conf:1: FS='zfs': expected one of ffs, ext2"),
