@@ -79,16 +79,33 @@ def hash_file(path: Path, algo: str = "sha512") -> str:
     return h.hexdigest()
 
 
-def check_cached(path: Path, expected: str, discard: bool, algo: str = "sha512") -> bool:
+def check_cached(path: Path, expected: str, discard: bool, algo: str = "sha512",
+                 memo: Path | None = None) -> bool:
     """True when ``path`` exists and matches ``expected``.
 
-    A cached file that does not match is removed; that is reported as a
-    :class:`ChecksumMismatch` unless ``discard`` (we are about to download it again).
+    With *memo* (a cache directory), a SHA512 computed earlier for the file in exactly
+    its present state (path, device, inode, size, mtime, ctime:
+    :func:`smolfs.fastsets.recall_digest`) stands for hashing it again; a file changed
+    in any way has another ctime, hence is hashed. A cached file that does not match is
+    removed; that is reported as a :class:`ChecksumMismatch` unless ``discard`` (we are
+    about to download it again).
     """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return False
     if not path.is_file():
         return False
+    if memo is not None and algo == "sha512":
+        from smolfs import fastsets
+
+        if fastsets.recall_digest(path, st, memo) == expected:
+            return True
+    started = time.time()
     actual = hash_file(path, algo)
     if actual == expected:
+        if memo is not None and algo == "sha512":
+            fastsets.remember_digest(path, st, actual, started, memo)
         return True
     path.unlink()
     if discard:

@@ -7,7 +7,8 @@ import argparse
 DESCRIPTION = """\
 Download NetBSD sets (and a kernel) from a mirror into the cache, each checked
 against the SHA512 list the release publishes. Files already cached are checked
-again and reused; interrupted downloads resume. Prints the path of each file.
+again (unless unchanged since their last check: same inode, size and times) and
+reused; interrupted downloads resume. Prints the path of each file.
 
 With no SET and no --kernel, fetches the rescue set (what 'smolfs build' needs)."""
 

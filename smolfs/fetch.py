@@ -15,7 +15,8 @@ Releases are spelled like ``10.1`` or ``9.4`` (the tree ``pub/NetBSD/NetBSD-10.1
 Every file is checked against the SHA512 list the release publishes beside it
 before its path is returned. Files are cached by a mirror-independent path,
 ``<cache>/<release>/<arch>/{sets,kernel}/<file>``, with the SHA512 lists beside them;
-``offline=True`` uses only the cache (and still verifies). A release's SHA512 list
+``offline=True`` uses only the cache (and still verifies; a file unchanged since
+its last check, by inode, size, mtime and ctime, is not hashed again). A release's SHA512 list
 is fetched once; a daily build's is fetched again on each online run, since
 ``latest`` moves.
 
@@ -378,7 +379,7 @@ class _Fetcher:
         """The verified cached file of the release, downloaded first if needed."""
         return obtain(
             self.mirror, self.remote(sub, file), self.dir / sub / file, digest,
-            what=f"{file} of {self.what()}",
+            what=f"{file} of {self.what()}", memo=self.cache,
         )
 
     def kernel_from_url(self, url: str) -> tuple[Path, str]:
@@ -404,7 +405,8 @@ class _Fetcher:
                 where.mkdir(parents=True, exist_ok=True)
                 with atomic_output(sums_path) as out:
                     out.write(data)
-            path = obtain(source, name, where / name, digest, algo=algo, what=url)
+            path = obtain(source, name, where / name, digest, algo=algo, what=url,
+                          memo=self.cache)
             return path, digest if algo == "sha512" else f"{algo}:{digest}"
         if source is None:
             raise NotCached(
@@ -485,11 +487,13 @@ class _Fetcher:
 
 def obtain(
     source: Mirror | None, rel: str, dest: Path, digest: str, *, what: str,
-    algo: str = "sha512",
+    algo: str = "sha512", memo: Path | None = None,
 ) -> Path:
-    """``dest``, verified, downloaded from ``source`` first if needed (``None``: offline)."""
+    """``dest``, verified, downloaded from ``source`` first if needed (``None``: offline).
+    *memo*: the cache directory whose remembered digests spare hashing an unchanged file
+    (:func:`smolfs.cache.check_cached`)."""
     if source is None:
-        if check_cached(dest, digest, discard=False, algo=algo):
+        if check_cached(dest, digest, discard=False, algo=algo, memo=memo):
             log.info(f"using cached {dest.name}")
             return dest
         raise NotCached(
@@ -497,7 +501,7 @@ def obtain(
             hint="run the same command without --offline to download it",
         )
     with locked(dest):
-        if check_cached(dest, digest, discard=True, algo=algo):
+        if check_cached(dest, digest, discard=True, algo=algo, memo=memo):
             log.info(f"using cached {dest.name}")
             return dest
         try:

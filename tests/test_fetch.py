@@ -239,6 +239,36 @@ def test_damaged_cache_entry(server: FakeMirror, cache: Path) -> None:
     assert sha512(r.sets["etc"]) == r.digests["etc"]
 
 
+def test_unchanged_cached_file_is_not_hashed_again(server: FakeMirror, cache: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A digest checked once is remembered for the file in its exact state; any change to
+    the file (a new ctime) makes the next use hash it, and a damaged file is caught."""
+    from smolfs import cache as cache_mod
+    from smolfs import fastsets
+
+    monkeypatch.setattr(fastsets, "RACY_SECONDS", 0.0)  # the file is seconds old, not minutes
+    hashed: list[str] = []
+    real = cache_mod.hash_file
+
+    def counting(path: Path, algo: str = "sha512") -> str:
+        hashed.append(Path(path).name)
+        return real(path, algo)
+
+    monkeypatch.setattr(cache_mod, "hash_file", counting)
+    path = fetch(["etc"], mirror=server.url, cache_dir=cache).sets["etc"]
+    fetch(["etc"], offline=True, cache_dir=cache)  # checked by hashing, and remembered
+    hashed.clear()
+    fetch(["etc"], offline=True, cache_dir=cache)
+    assert hashed == []
+    assert any((cache / "fast").glob("*.sha512"))  # remembered in this cache, not the default
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 1  # same size, one bit flipped: another ctime
+    path.write_bytes(bytes(data))
+    with pytest.raises(ChecksumMismatch, match=r"cached etc\.tar\.xz is damaged"):
+        fetch(["etc"], offline=True, cache_dir=cache)
+    assert hashed == ["etc.tar.xz"]
+
+
 # --- what is valid ---------------------------------------------------------------------------
 
 
