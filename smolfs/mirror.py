@@ -105,9 +105,8 @@ def resolve_mirror(url: str | None = None) -> Mirror:
         )
     url = re.sub(r"/+(pub/+NetBSD/*)?$", "", url)
     if scheme == "file":
-        from urllib.request import url2pathname
-
-        path = url2pathname(urllib.parse.urlsplit(url).path)
+        # What urllib.request.url2pathname does on POSIX, without its 17 ms import.
+        path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
         return FileMirror(Path(path or "/"))
     return HttpMirror(url)
 
