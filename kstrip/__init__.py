@@ -12,11 +12,12 @@ that ``kstrip --help`` stays fast.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from kstrip.defaults import DEFAULT_KEEP
 
+TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds of every start
 if TYPE_CHECKING:
+    from typing import Any
+
     from kstrip.api import Entry, StripResult, default_output, list_entries, strip
     from kstrip.cfdata import Action, FState, Layout, Release
 

@@ -11,7 +11,9 @@ The public API is imported lazily so that ``import smolfs`` stays cheap:
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds of every start
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 
