@@ -306,8 +306,8 @@ def test_full_disk_while_keeping_a_copy_only_costs_speed(cache: Path, rescue: Pa
 
     real_start = fastsets.Writer.start.__func__  # type: ignore[attr-defined]
 
-    def start(cls, digest, cache_dir=None):  # type: ignore[no-untyped-def]
-        writer = real_start(cls, digest, cache_dir)
+    def start(cls, digest, cache_dir=None, size=0):  # type: ignore[no-untyped-def]
+        writer = real_start(cls, digest, cache_dir, size)
         writer._out.close()
         writer._out = Full()
         return writer
