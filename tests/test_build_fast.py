@@ -536,3 +536,23 @@ def test_failed_build_leaves_no_thread_hashing(cache: Path, rescue: Path, tmp_pa
     assert _digest_threads() == []
     time.sleep(0.7)
     assert memos(cache) == []  # stopped, not finished in the background
+
+
+def test_image_over_the_file_size_limit_names_the_image(cache: Path, rescue: Path,
+                                                        tmp_path: Path) -> None:
+    """The spool fits under the limit, the image does not: the error says so."""
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    data = sum(len(e.data) for e in setsynth.entries("rescue") if e.type == "file")
+    limit = data + (64 << 10)
+    assert (tmp_path / "a.img").stat().st_size > limit
+    out = tmp_path / "out"
+    out.mkdir()
+    r = subprocess.run(
+        [sys.executable, "-m", "smolfs", "build", "-x", str(rescue), "-i", "b.img"],
+        cwd=out, env={**os.environ, "PYTHONPATH": str(REPO), "MKSMOLNB_CACHE": str(cache),
+                      "SOURCE_DATE_EPOCH": EPOCH},
+        capture_output=True, text=True, timeout=120, preexec_fn=_limited(limit))
+    line = one_line_error(r)
+    assert f"file too large: the image b.img in {out} " in line, line
+    assert list(out.iterdir()) == []
+    assert copies(cache) == [f"{sha512(rescue)}.tar.zst"]
