@@ -21,7 +21,9 @@ read the copy, which decompresses 7 to 15 times faster (measured here).
   ``flock``); another that finds it busy just reads the set. A copy never changes
   once in place, so readers need no lock.
 - Best effort: a cache that cannot be written (read-only, full) costs the speed-up
-  only, with one warning.
+  only, with one warning. The build comes first: no copy is started when the cache's
+  filesystem has less free space than twice the set plus :data:`ROOM_MARGIN`, and a
+  copy whose write fails is deleted at once, while the build goes on.
 - Disk: about 1.4 times the size of an xz set (programs), a copy per distinct set.
   Copies not used for :data:`KEEP_DAYS` days are removed when a new one is written;
   ``smolfs build --no-fast-copy`` neither reads nor writes them, and deleting the
@@ -132,7 +134,7 @@ class Writer:
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             free = free_space(final.parent)
-            if free < room_needed(size):
+            if free is not None and free < room_needed(size):
                 log.debug(f"no fast copy of a set of {size} bytes: {free} bytes free in "
                           f"{final.parent}")
                 return None
@@ -195,9 +197,12 @@ class Writer:
             self._lock_fd = -1
 
 
-def free_space(where: Path) -> int:
-    """Bytes an ordinary user may still write on the filesystem of *where*."""
-    st = os.statvfs(where)
+def free_space(where: Path) -> int | None:
+    """Bytes an ordinary user may still write on the filesystem of *where* (None: unknown)."""
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return None
     return st.f_bavail * st.f_frsize
 
 
