@@ -11,8 +11,6 @@ import hashlib
 import json
 import lzma
 import os
-import resource
-import signal
 import subprocess
 import sys
 import tarfile
@@ -367,11 +365,20 @@ def test_tree_conflict_in_a_later_set_keeps_the_copy(cache: Path, rescue: Path,
     assert not (tmp_path / "b.img").exists()
 
 
-def _limited(nbytes: int):  # type: ignore[no-untyped-def]
-    def limit() -> None:  # in the child: files larger than nbytes cannot be written
-        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-        resource.setrlimit(resource.RLIMIT_FSIZE, (nbytes, resource.RLIM_INFINITY))
-    return limit
+def build_limited(nbytes: int, cache: Path, cwd: Path, *args: str | Path
+                  ) -> subprocess.CompletedProcess[str]:
+    """``smolfs build ARGS`` in a process that cannot write files larger than *nbytes*:
+    a disk that fills up, for every file at once, without root."""
+    limited = ("import os, resource, signal, sys\n"
+               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+               "n = int(sys.argv[1])\n"
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))\n"
+               "os.execv(sys.executable, [sys.executable, '-m', 'smolfs', *sys.argv[2:]])\n")
+    return subprocess.run(
+        [sys.executable, "-c", limited, str(nbytes), "build", *map(str, args)],
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), "MKSMOLNB_CACHE": str(cache),
+                      "SOURCE_DATE_EPOCH": EPOCH},
+        capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.parametrize("warm", [True, False])
@@ -387,11 +394,7 @@ def test_disk_full_for_the_build_too_keeps_the_copy(cache: Path, rescue: Path, t
     assert tar_size > 256 << 10
     out = tmp_path / "out"
     out.mkdir()
-    r = subprocess.run(
-        [sys.executable, "-m", "smolfs", "build", "-x", str(rescue), "-i", "b.img"],
-        cwd=out, env={**os.environ, "PYTHONPATH": str(REPO), "MKSMOLNB_CACHE": str(cache),
-                      "SOURCE_DATE_EPOCH": EPOCH},
-        capture_output=True, text=True, timeout=120, preexec_fn=_limited(256 << 10))
+    r = build_limited(256 << 10, cache, out, "-x", rescue, "-i", "b.img")
     line = one_line_error(r)
     assert f"file too large: the spool file of archive data in {out} " in line, line
     assert "corrupt" not in r.stderr and "damaged" not in r.stderr
@@ -547,11 +550,7 @@ def test_image_over_the_file_size_limit_names_the_image(cache: Path, rescue: Pat
     assert (tmp_path / "a.img").stat().st_size > limit
     out = tmp_path / "out"
     out.mkdir()
-    r = subprocess.run(
-        [sys.executable, "-m", "smolfs", "build", "-x", str(rescue), "-i", "b.img"],
-        cwd=out, env={**os.environ, "PYTHONPATH": str(REPO), "MKSMOLNB_CACHE": str(cache),
-                      "SOURCE_DATE_EPOCH": EPOCH},
-        capture_output=True, text=True, timeout=120, preexec_fn=_limited(limit))
+    r = build_limited(limit, cache, out, "-x", rescue, "-i", "b.img")
     line = one_line_error(r)
     assert f"file too large: the image b.img in {out} " in line, line
     assert list(out.iterdir()) == []
