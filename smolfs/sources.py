@@ -647,9 +647,10 @@ def add_archive(
     uid/gid, modification time, symlink target and device numbers; hard links
     become the same node under several names. A member with an absolute path or a
     ``..`` component, a member the tree cannot take (a file where the tree has a
-    directory...) or an unknown format raise :class:`InputError`; a corrupt or
-    truncated archive :class:`ArchiveCorrupt` (a subclass), and only that; a failure to
-    write the spool :class:`WriteError`.
+    directory...) or a file that cannot be read raise :class:`InputError`; an archive
+    that is corrupt, truncated or in no format smolfs reads, :class:`ArchiveCorrupt`
+    (a subclass), and nothing else does; a failure to write the spool,
+    :class:`WriteError`.
 
     ``checksum=False`` skips the SHA-512 of the file (``ArchiveInfo.sha512`` is then
     empty). *tee*, when given, is called from another thread with the decompressed
