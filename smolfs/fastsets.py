@@ -21,7 +21,9 @@ read the copy, which decompresses 7 to 15 times faster (measured here).
   ``flock``); another that finds it busy just reads the set. A copy never changes
   once in place, so readers need no lock.
 - Best effort: a cache that cannot be written (read-only, full) costs the speed-up
-  only, with one warning.
+  only, with one warning. The build comes first: no copy is started when the cache's
+  filesystem has less free space than twice the set plus :data:`ROOM_MARGIN`, and a
+  copy whose write fails is deleted at once, while the build goes on.
 - Disk: about 1.4 times the size of an xz set (programs), a copy per distinct set.
   Copies not used for :data:`KEEP_DAYS` days are removed when a new one is written;
   ``smolfs build --no-fast-copy`` neither reads nor writes them, and deleting the
@@ -50,6 +52,8 @@ LEVEL = 1
 #: Copies unused for this many days are removed when a new copy is written.
 KEEP_DAYS = 30
 SUFFIX = ".tar.zst"
+#: Free space left beyond twice a set's size, or no copy of it is started.
+ROOM_MARGIN = 64 << 20
 #: Remembered digests: ``<sha256 of path and stat>.sha512`` (see :func:`remember_digest`).
 MEMO_SUFFIX = ".sha512"
 #: A digest is remembered only for a file unchanged for this long before it was hashed.
@@ -117,23 +121,28 @@ class Writer:
         self.digest, self.final, self._lock_fd, self._tmp, self._out = (
             digest, final, lock_fd, tmp, out)
         self._z = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True).compressobj()
-        self._failed: OSError | None = None
+        self._failed: OSError | None = None  # the first failure to write the copy
 
     @classmethod
-    def start(cls, digest: str, cache_dir: str | os.PathLike[str] | None = None
-              ) -> Writer | None:
+    def start(cls, digest: str, cache_dir: str | os.PathLike[str] | None = None,
+              size: int = 0) -> Writer | None:
+        """A writer for the copy of the set whose SHA512 is *digest* and whose file has
+        *size* bytes, or None. No copy is started when the cache's filesystem has less
+        free space than :func:`room_needed` for it: the build needs that disk more."""
         final = path_for(digest, cache_dir)
         lock_fd = -1
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
+            free = free_space(final.parent)
+            if free is not None and free < room_needed(size):
+                log.debug(f"no fast copy of a set of {size} bytes: {free} bytes free in "
+                          f"{final.parent}")
+                return None
             lock_fd = os.open(final.parent / f".{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if final.exists():
                 raise FileExistsError(final)
-            tmp = str(final.parent / f".{digest}.{os.getpid()}.tmp")
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)  # left by a killed process that had our pid: we hold the lock
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+            fd, tmp = _create_temporary(final.parent, f".{digest}.")
             return cls(digest, final, lock_fd, tmp, os.fdopen(fd, "wb", buffering=1 << 20))
         except (BlockingIOError, FileExistsError):
             pass  # another build is writing it, or just wrote it
@@ -147,8 +156,15 @@ class Writer:
         if self._failed is None:
             try:
                 self._out.write(self._z.compress(piece))
-            except (OSError, ValueError) as err:  # ValueError: closed by abort()
+            except Exception as err:  # a copy never fails a build
                 self._failed = err if isinstance(err, OSError) else OSError(str(err))
+                self._drop_temporary()  # at once: the build may need that space
+
+    def _drop_temporary(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
+            self._out.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
 
     def commit(self, digest: str) -> Path | None:
         """Put the copy in place if the set read had the expected *digest*; its path."""
@@ -170,10 +186,7 @@ class Writer:
 
     def abort(self) -> None:
         """Drop the temporary file (if still there) and the lock file."""
-        with contextlib.suppress(OSError):
-            self._out.close()
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+        self._drop_temporary()
         if self._lock_fd >= 0:
             # Removed while held: a process that opens the name afterwards locks a new
             # file, finds the copy in place (or the temporary file gone) and at worst
@@ -182,6 +195,34 @@ class Writer:
                 os.unlink(self.final.parent / f".{self.digest}.lock")
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+def free_space(where: Path) -> int | None:
+    """Bytes an ordinary user may still write on the filesystem of *where* (None: unknown)."""
+    try:
+        st = os.statvfs(where)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def room_needed(size: int) -> int:
+    """Free space below which no copy of a set file of *size* bytes is started: the copy
+    takes about 1.4 times the set, and the build's spool and image come first."""
+    return 2 * size + ROOM_MARGIN
+
+
+def _create_temporary(where: Path, prefix: str) -> tuple[int, str]:
+    """A new file ``<prefix><random>.tmp`` in *where*, created exclusively (never through
+    a symlink, never one another process is writing): its descriptor and path."""
+    import secrets
+
+    while True:
+        tmp = str(where / f"{prefix}{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), tmp
+        except FileExistsError:
+            continue
 
 
 def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -> list[Path]:
@@ -257,9 +298,15 @@ def remember_digest(path: Path, st: os.stat_result, digest: str, started: float,
             return False
         memo = _memo_path(path, st, cache_dir)
         memo.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo.with_name(f".{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(digest + "\n")
-        os.replace(tmp, memo)
+        fd, tmp = _create_temporary(memo.parent, f".{memo.name}.")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(digest + "\n")
+            os.replace(tmp, memo)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     except OSError:
         return False
     return True

@@ -28,7 +28,7 @@ from typing import Any
 from smolfs import callable_module, log
 from smolfs.errors import ImageTooSmall, InputError, SmolError, UsageError
 from smolfs.sizes import format_size, mib_ceil, parse_size
-from smolfs.sources import ArchiveInfo, Spool, add_archive, add_directory
+from smolfs.sources import ArchiveInfo, Spool, add_archive, add_directory, write_error
 from smolfs.tree import Tree, source_date_epoch
 
 #: Filesystem type → module holding its writer (``Options``, ``minimum_size``, ``write``).
@@ -179,7 +179,8 @@ def write_image(
             if os.fstat(fd).st_size < nbytes:
                 os.ftruncate(fd, nbytes)
     except OSError as err:
-        raise SmolError(f"cannot write {dest}: {err.strerror or err}") from err
+        raise write_error(err, f"the image {os.path.basename(dest)}",
+                          os.path.dirname(os.path.abspath(dest))) from err
     return nbytes
 
 

@@ -16,13 +16,14 @@ user database never leaks into an image.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from smolfs.errors import InputError
+from smolfs.errors import InputError, SmolError
 from smolfs.tree import FileData, Kind, Node, Tree, check_name
 
 if TYPE_CHECKING:
@@ -35,6 +36,33 @@ if TYPE_CHECKING:
 SUPPORTED = ".tar, .tgz/.tar.gz, .tar.xz/.txz, .tar.zst/.tzst, .tar.bz2"
 
 _CHUNK = 1 << 20  # copy and decompression buffer
+
+
+class ArchiveCorrupt(InputError):
+    """The archive itself is bad: it does not decompress, its tar headers do not parse,
+    or it ends too early. Raised only for what was read, never for a failure to write
+    (:class:`WriteError`) or a member the tree cannot take (a plain :class:`InputError`)."""
+
+
+class WriteError(SmolError):
+    """Writing the spool or an image failed: a full disk, a file size limit..."""
+
+
+def write_error(err: OSError, what: str, where: str | os.PathLike[str]) -> WriteError:
+    """One line for a failure to write *what* (``"the image x.img"``) in directory *where*."""
+    where = os.fspath(where)
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return WriteError(f"no space left on device in {where} (writing {what})",
+                          hint=f"free some space in {where}, or write the image elsewhere")
+    if err.errno == errno.EFBIG:
+        return WriteError(f"file too large: {what} in {where} reached the size limit for a file",
+                          hint="raise the file size limit (ulimit -f), or write the image on a "
+                               "filesystem that holds larger files")
+    return WriteError(f"cannot write {what} in {where}: {err.strerror or err}")
+
+
+class _Corrupt(Exception):
+    """Raised by :class:`_Decoder` for data that does not decompress (its reason)."""
 
 
 # ---------------------------------------------------------------------------
@@ -219,6 +247,7 @@ class Spool:
             where = os.fspath(dir) if dir is not None else tempfile.gettempdir()
             raise InputError(f"cannot create a spool file in {where}: {err.strerror}") from err
         os.unlink(self.path)
+        self.dir = os.path.dirname(self.path)
         self.fd: int | None = fd
         self.size = 0
         self._buf = bytearray(_CHUNK)
@@ -229,12 +258,14 @@ class Spool:
         return self.fd
 
     def append(self, src: BinaryIO | _Stream, size: int) -> int:
-        """Copy exactly *size* bytes from *src* to the end; return where they start."""
-        fd = self.fileno()
+        """Copy exactly *size* bytes from *src* to the end; return where they start.
+
+        A failure to write raises :class:`WriteError` (naming the spool's directory);
+        *src* ending early, ``EOFError``."""
         start = self.size
         if isinstance(src, _Stream):
-            src.pwrite_to(fd, start, size)
-            self.size += size
+            for view in src.pieces(size):
+                self._pwrite(view)
             return start
         view = memoryview(self._buf)
         left = size
@@ -242,12 +273,19 @@ class Spool:
             n = src.readinto(view[: min(left, _CHUNK)])  # type: ignore[attr-defined]
             if not n:
                 raise EOFError("unexpected end of data")
-            done = 0
-            while done < n:
-                done += os.pwrite(fd, view[done:n], self.size + done)
-            self.size += n
+            self._pwrite(view[:n])
             left -= n
         return start
+
+    def _pwrite(self, view: memoryview) -> None:
+        fd = self.fileno()
+        done = 0
+        try:
+            while done < len(view):
+                done += os.pwrite(fd, view[done:], self.size + done)
+        except OSError as err:
+            raise write_error(err, "the spool file of archive data", self.dir) from err
+        self.size += done
 
     def data(self, offset: int, size: int) -> SpoolData:
         return SpoolData(self, offset, size)
@@ -329,10 +367,17 @@ class _Decoder:
         return None
 
     def feed(self, data: bytes) -> Iterator[bytes]:
-        d = self.d
-        if d is None:
+        """The decompressed pieces of *data*; :class:`_Corrupt` when it does not decompress."""
+        if self.d is None:
             yield data
             return
+        try:
+            yield from self._feed(data)
+        except Exception as err:  # lzma, zlib, bz2 (OSError), zstd: all mean bad data
+            raise _Corrupt(_reason(err)) from err
+
+    def _feed(self, data: bytes) -> Iterator[bytes]:
+        d = self.d
         while data:
             if d.eof:  # a stream ended: another one follows, or only zero padding
                 if not data.strip(b"\0"):
@@ -359,7 +404,7 @@ class _Decoder:
 
     def check_end(self) -> None:
         if self.d is not None and not self.d.eof:
-            raise EOFError("the compressed data ends before the end of its stream")
+            raise _Corrupt("the compressed data ends before the end of its stream")
 
 
 class _Worker:
@@ -511,8 +556,8 @@ class _Stream:
         self._pos += len(out)
         return out
 
-    def pwrite_to(self, fd: int, offset: int, size: int) -> None:
-        """Write the next *size* bytes into *fd* at *offset*, without copying them."""
+    def pieces(self, size: int) -> Iterator[memoryview]:
+        """The next *size* bytes, as views of the decompressed pieces (no copy)."""
         left = size
         while left:
             avail = len(self._piece) - self._off
@@ -521,13 +566,9 @@ class _Stream:
                     raise EOFError("unexpected end of data")
                 continue
             take = min(avail, left)
-            view = memoryview(self._piece)[self._off : self._off + take]
-            done = 0
-            while done < take:
-                done += os.pwrite(fd, view[done:], offset + done)
+            yield memoryview(self._piece)[self._off : self._off + take]
             self._off += take
             self._pos += take
-            offset += take
             left -= take
 
     def readable(self) -> bool:
@@ -605,8 +646,11 @@ def add_archive(
     *spool*. Members keep their mode (setuid and sticky bits included), numeric
     uid/gid, modification time, symlink target and device numbers; hard links
     become the same node under several names. A member with an absolute path or a
-    ``..`` component, a corrupt or truncated archive, or an unknown format raises
-    :class:`InputError`.
+    ``..`` component, a member the tree cannot take (a file where the tree has a
+    directory...) or a file that cannot be read raise :class:`InputError`; an archive
+    that is corrupt, truncated or in no format smolfs reads, :class:`ArchiveCorrupt`
+    (a subclass), and nothing else does; a failure to write the spool,
+    :class:`WriteError`.
 
     ``checksum=False`` skips the SHA-512 of the file (``ArchiveInfo.sha512`` is then
     empty). *tee*, when given, is called from another thread with the decompressed
@@ -614,9 +658,7 @@ def add_archive(
     once the call returns (a partial one if it raises); an exception *tee* raises
     ends the read.
     """
-    import lzma
     import tarfile
-    import zlib
 
     name = os.fspath(path)
     pre = os.fsencode(prefix) if isinstance(prefix, str) else prefix
@@ -631,7 +673,7 @@ def add_archive(
             head += more  # a pipe may deliver less than asked
         fmt = detect_format(head)
         if fmt is None:
-            raise InputError(
+            raise ArchiveCorrupt(
                 f"{name}: not a tar archive in a format smolfs reads",
                 hint=f"supported: {SUPPORTED} (recognised by content, not by name)",
             )
@@ -650,19 +692,17 @@ def add_archive(
                         raise InputError(f"{name}: {err.message}", err.hint) from err
                 tf.members = []
             stream.finish()
-        except InputError:
+        except SmolError:  # a bad member, a failure to write the spool: as they are
             raise
-        except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error,
-                ValueError) as err:
-            raise InputError(f"{name}: corrupt or truncated archive ({_reason(err)})") from err
-        except Exception as err:
-            if type(err).__module__.startswith("zstandard"):
-                raise InputError(f"{name}: corrupt or truncated archive ({err})") from err
-            raise
+        except (_Corrupt, tarfile.TarError, EOFError, ValueError) as err:
+            raise ArchiveCorrupt(f"{name}: corrupt or truncated archive ({_reason(err)})") \
+                from err
+        except OSError as err:  # reading the file itself
+            raise InputError(f"cannot read {name}: {err.strerror or err}") from err
         finally:
             stream.close()
         if entries == 0:
-            raise InputError(f"{name}: the archive holds no members")
+            raise ArchiveCorrupt(f"{name}: the archive holds no members")
     digest = stream.hash.hexdigest() if stream.hash is not None else ""
     return ArchiveInfo(name, digest, entries, stream.count, data_bytes, fmt)
 

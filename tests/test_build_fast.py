@@ -5,6 +5,7 @@ sleuthkit, as in ``test_build``."""
 from __future__ import annotations
 
 import errno
+import fcntl
 import gzip
 import hashlib
 import json
@@ -12,18 +13,22 @@ import lzma
 import os
 import subprocess
 import sys
+import tarfile
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import zstandard
-from test_build import EPOCH, Image, ok
+from test_build import EPOCH, Image, ok, one_line_error
 from test_build import smolfs as cli
 
 from conftest import REPO
 from smolfs import fastsets
 from smolfs import sources as smolfs_sources
-from smolfs.build import build
+from smolfs.build import FastCopies, build
+from smolfs.errors import InputError
+from smolfs.sources import ArchiveCorrupt, WriteError
 
 setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
 
@@ -196,13 +201,28 @@ def test_concurrent_builds_share_one_copy(cache: Path, rescue: Path, tmp_path: P
             cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(REPO), **env},
             stderr=subprocess.PIPE, text=True)
 
-    for round_ in ("cold", "warm"):
-        procs = [start(f"{round_}{i}.img") for i in range(3)]
+    def run_all(names: list[str]) -> None:
+        procs = [start(n) for n in names]
         for p in procs:
             _, err = p.communicate(timeout=120)
             assert p.returncode == 0, err
+
+    # While another writer holds the copy's lock, builds neither wait nor write a copy.
+    fast = cache / "fast"
+    fast.mkdir(parents=True)
+    lock = os.open(fast / f".{sha512(rescue)}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        run_all(["held0.img", "held1.img"])
+        assert copies(cache) == [f".{sha512(rescue)}.lock"]  # ours: nothing written
+    finally:
+        os.close(lock)
+    os.unlink(fast / f".{sha512(rescue)}.lock")
+    for round_ in ("cold", "warm"):
+        run_all([f"{round_}{i}.img" for i in range(3)])
         assert copies(cache) == [f"{sha512(rescue)}.tar.zst"]
-    images = {(tmp_path / f"{r}{i}.img").read_bytes() for r in ("cold", "warm") for i in range(3)}
+    names = ("held0", "held1", *(f"{r}{i}" for r in ("cold", "warm") for i in range(3)))
+    images = {(tmp_path / f"{n}.img").read_bytes() for n in names}
     assert len(images) == 1
     check_rescue_image(tmp_path / "warm0.img")
 
@@ -306,8 +326,8 @@ def test_full_disk_while_keeping_a_copy_only_costs_speed(cache: Path, rescue: Pa
 
     real_start = fastsets.Writer.start.__func__  # type: ignore[attr-defined]
 
-    def start(cls, digest, cache_dir=None):  # type: ignore[no-untyped-def]
-        writer = real_start(cls, digest, cache_dir)
+    def start(cls, digest, cache_dir=None, size=0):  # type: ignore[no-untyped-def]
+        writer = real_start(cls, digest, cache_dir, size)
         writer._out.close()
         writer._out = Full()
         return writer
@@ -318,3 +338,220 @@ def test_full_disk_while_keeping_a_copy_only_costs_speed(cache: Path, rescue: Pa
     assert "no space left" in capsys.readouterr().err
     assert copies(cache) == []  # neither the copy nor its temporary file
     check_rescue_image(tmp_path / "a.img")
+
+
+def test_tree_conflict_in_a_later_set_keeps_the_copy(cache: Path, rescue: Path,
+                                                     tmp_path: Path, read_from: list[Path],
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    """An earlier set has a directory where the set read from its copy has a file: the
+    build fails naming the conflict and the set (not the copy); the copy is not damaged."""
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    copy = cache / "fast" / f"{sha512(rescue)}.tar.zst"
+    good = copy.read_bytes()
+    link = next(e for e in setsynth.entries("rescue") if e.type == "hardlink")
+    conflict = tmp_path / "conflict.tar"
+    with tarfile.open(conflict, "w") as tf:
+        ti = tarfile.TarInfo(link.path)
+        ti.type, ti.mode = tarfile.DIRTYPE, 0o755
+        tf.addfile(ti)
+    capsys.readouterr()
+    with pytest.raises(InputError) as caught:
+        build("rescue", image=tmp_path / "b.img", sets=[conflict, rescue])
+    assert not isinstance(caught.value, ArchiveCorrupt)
+    assert str(caught.value) == f"{rescue}: {link.path} is a directory"
+    assert "damaged" not in capsys.readouterr().err
+    assert read_from[-2:] == [conflict, copy]  # the set was not read again
+    assert copy.read_bytes() == good
+    assert not (tmp_path / "b.img").exists()
+
+
+def build_limited(nbytes: int, cache: Path, cwd: Path, *args: str | Path
+                  ) -> subprocess.CompletedProcess[str]:
+    """``smolfs build ARGS`` in a process that cannot write files larger than *nbytes*:
+    a disk that fills up, for every file at once, without root."""
+    limited = ("import os, resource, signal, sys\n"
+               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+               "n = int(sys.argv[1])\n"
+               "resource.setrlimit(resource.RLIMIT_FSIZE, (n, n))\n"
+               "os.execv(sys.executable, [sys.executable, '-m', 'smolfs', *sys.argv[2:]])\n")
+    return subprocess.run(
+        [sys.executable, "-c", limited, str(nbytes), "build", *map(str, args)],
+        cwd=cwd, env={**os.environ, "PYTHONPATH": str(REPO), "MKSMOLNB_CACHE": str(cache),
+                      "SOURCE_DATE_EPOCH": EPOCH},
+        capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_disk_full_for_the_build_too_keeps_the_copy(cache: Path, rescue: Path, tmp_path: Path,
+                                                    warm: bool) -> None:
+    """The cache and the image share a filesystem that cannot take another large file
+    (here: a file size limit). The build fails naming the directory and the cause, not
+    the set; a copy already made stays, a copy being made leaves nothing behind."""
+    if warm:
+        build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    before = sorted((cache / "fast").iterdir()) if warm else []
+    tar_size = len(lzma.decompress(rescue.read_bytes()))
+    assert tar_size > 256 << 10
+    out = tmp_path / "out"
+    out.mkdir()
+    r = build_limited(256 << 10, cache, out, "-x", rescue, "-i", "b.img")
+    line = one_line_error(r)
+    assert f"file too large: the spool file of archive data in {out} " in line, line
+    assert "corrupt" not in r.stderr and "damaged" not in r.stderr
+    assert sorted((cache / "fast").iterdir()) == before  # no copy lost, no temporary left
+    assert list(out.iterdir()) == []
+
+
+def test_no_space_for_the_spool_keeps_the_copy(cache: Path, rescue: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               read_from: list[Path]) -> None:
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    copy = cache / "fast" / f"{sha512(rescue)}.tar.zst"
+    good = copy.read_bytes()
+
+    def full(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "pwrite", full)
+    with pytest.raises(WriteError) as caught:
+        build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    assert str(caught.value).startswith(f"no space left on device in {tmp_path} ")
+    assert read_from == [rescue, copy]
+    assert copy.read_bytes() == good
+
+
+def test_no_copy_started_on_a_nearly_full_disk(cache: Path, rescue: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    real = os.statvfs
+    asked: list[str] = []
+
+    class Almost:
+        f_frsize = 4096
+        f_bavail = (fastsets.ROOM_MARGIN + 2 * rescue.stat().st_size) // 4096 - 1
+
+    def statvfs(path):  # type: ignore[no-untyped-def]
+        if Path(path) == cache / "fast":
+            asked.append(str(path))
+            return Almost()
+        return real(path)
+
+    monkeypatch.setattr(os, "statvfs", statvfs)
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert asked and copies(cache) == []
+    assert "warning" not in capsys.readouterr().err  # quietly: only the speed-up is lost
+    Almost.f_bavail += 1
+    build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    assert copies(cache) == [f"{sha512(rescue)}.tar.zst"]
+
+
+def test_failed_copy_frees_its_space_at_once(cache: Path, rescue: Path, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The temporary copy is gone as soon as a write to it fails, not at the set's end."""
+    seen: list[bool] = []
+    real_call = fastsets.Writer.__call__
+
+    def call(self, piece):  # type: ignore[no-untyped-def]
+        if not seen:
+            self._out.write = lambda data: (_ for _ in ()).throw(
+                OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))
+        real_call(self, piece)
+        seen.append(os.path.exists(self._tmp))
+
+    monkeypatch.setattr(fastsets.Writer, "__call__", call)
+    monkeypatch.setattr(fastsets, "_warned", set())
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert seen and not any(seen)
+    assert copies(cache) == []
+    check_rescue_image(tmp_path / "a.img")
+
+
+def test_temporary_copy_of_another_writer_with_our_pid_is_left_alone(
+        cache: Path, rescue: Path, tmp_path: Path) -> None:
+    """A writer in another PID namespace may have our pid: its temporary file is its own."""
+    fast = cache / "fast"
+    fast.mkdir(parents=True)
+    theirs = fast / f".{sha512(rescue)}.{os.getpid()}.tmp"
+    theirs.write_bytes(b"being written")
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert theirs.read_bytes() == b"being written"
+    assert copies(cache) == sorted([theirs.name, f"{sha512(rescue)}.tar.zst"])
+
+
+def test_error_while_hashing_a_set_is_one_line(cache: Path, rescue: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    def boom(*args: object) -> str:
+        raise RuntimeError("no hash today")
+
+    monkeypatch.setattr(FastCopies, "_file_digest", boom)
+    with pytest.raises(InputError, match=f"set archive {rescue}: .*no hash today"):
+        build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert not (tmp_path / "a.img").exists()
+
+
+def _digest_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("set-digest") and t.is_alive()]
+
+
+def test_first_set_does_not_wait_for_the_others_digests(cache: Path, rescue: Path,
+                                                        tmp_path: Path, read_from: list[Path],
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    base = setsynth.make_set(tmp_path, "base", "xz")
+    released = threading.Event()
+    waited: list[bool] = []
+    real_recall = fastsets.recall_digest
+
+    def recall(path, st, cache_dir=None):  # type: ignore[no-untyped-def]
+        if Path(path) == base:  # hashed only once the first set is being streamed
+            waited.append(released.wait(10))
+        return real_recall(path, st, cache_dir)
+
+    real_add = smolfs_sources.add_archive
+
+    def add(tree, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if Path(path) == rescue:
+            released.set()
+        return real_add(tree, path, *args, **kwargs)
+
+    monkeypatch.setattr(fastsets, "recall_digest", recall)
+    monkeypatch.setattr(smolfs_sources, "add_archive", add)
+    build("rescue", image=tmp_path / "a.img", sets=[rescue, base])
+    assert waited == [True]
+
+
+def test_failed_build_leaves_no_thread_hashing(cache: Path, rescue: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fastsets, "RACY_SECONDS", -60.0)  # digests would be remembered
+    real_recall = fastsets.recall_digest
+
+    def slow(path, st, cache_dir=None):  # type: ignore[no-untyped-def]
+        time.sleep(0.5)
+        return real_recall(path, st, cache_dir)
+
+    def no_spool(*args: object, **kwargs: object) -> None:
+        raise InputError("cannot create a spool file")
+
+    monkeypatch.setattr(fastsets, "recall_digest", slow)
+    monkeypatch.setattr(smolfs_sources, "Spool", no_spool)
+    with pytest.raises(InputError, match="spool"):
+        build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    assert _digest_threads() == []
+    time.sleep(0.7)
+    assert memos(cache) == []  # stopped, not finished in the background
+
+
+def test_image_over_the_file_size_limit_names_the_image(cache: Path, rescue: Path,
+                                                        tmp_path: Path) -> None:
+    """The spool fits under the limit, the image does not: the error says so."""
+    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    data = sum(len(e.data) for e in setsynth.entries("rescue") if e.type == "file")
+    limit = data + (64 << 10)
+    assert (tmp_path / "a.img").stat().st_size > limit
+    out = tmp_path / "out"
+    out.mkdir()
+    r = build_limited(limit, cache, out, "-x", rescue, "-i", "b.img")
+    line = one_line_error(r)
+    assert f"file too large: the image b.img in {out} " in line, line
+    assert list(out.iterdir()) == []
+    assert copies(cache) == [f"{sha512(rescue)}.tar.zst"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -14,7 +15,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smolfs.errors import InputError
-from smolfs.sources import Spool, add_archive, add_directory, detect_format
+from smolfs.sources import (
+    ArchiveCorrupt,
+    Spool,
+    WriteError,
+    add_archive,
+    add_directory,
+    detect_format,
+)
 from smolfs.tree import Kind, Tree
 
 TYPES = {"file": Kind.FILE, "dir": Kind.DIR, "symlink": Kind.SYMLINK, "char": Kind.CHR,
@@ -223,7 +231,7 @@ def test_archive_truncated(tmp_path, compression):
     blob = setsynth.compress(setsynth.tar_bytes(setsynth.entries("base")), compression)
     path = tmp_path / "base.tar.xz"
     path.write_bytes(blob[: len(blob) // 2])
-    with Spool(dir=tmp_path) as spool, pytest.raises(InputError) as err:
+    with Spool(dir=tmp_path) as spool, pytest.raises(ArchiveCorrupt) as err:
         add_archive(Tree(), path, spool)
     assert str(path) in err.value.message
     assert "corrupt or truncated" in err.value.message
@@ -235,7 +243,7 @@ def test_archive_cut_at_the_end_of_the_stream(tmp_path, compression):
     blob = setsynth.compress(setsynth.tar_bytes(setsynth.entries("etc")), compression)
     path = tmp_path / "etc.set"
     path.write_bytes(blob[:-4])
-    with Spool(dir=tmp_path) as spool, pytest.raises(InputError, match="truncated"):
+    with Spool(dir=tmp_path) as spool, pytest.raises(ArchiveCorrupt, match="truncated"):
         add_archive(Tree(), path, spool)
 
 
@@ -247,8 +255,43 @@ def test_archive_corrupted(tmp_path, compression):
         blob[i] ^= 0x5A
     path = tmp_path / "base.tgz"
     path.write_bytes(bytes(blob))
-    with Spool(dir=tmp_path) as spool, pytest.raises(InputError, match=r"base\.tgz: corrupt"):
+    with Spool(dir=tmp_path) as spool, pytest.raises(ArchiveCorrupt, match=r"base\.tgz: corrupt"):
         add_archive(Tree(), path, spool)
+
+
+def test_archive_member_the_tree_cannot_take_is_not_corruption(tmp_path):
+    path = tmp_path / "clash.tar"
+    path.write_bytes(_tar([("./ok", tarfile.REGTYPE, b"fine"), ("./x", tarfile.DIRTYPE, b""),
+                           ("./x", tarfile.LNKTYPE, b"./ok")]))
+    with Spool(dir=tmp_path) as spool, pytest.raises(InputError) as err:
+        add_archive(Tree(), path, spool)
+    assert not isinstance(err.value, ArchiveCorrupt)
+    assert err.value.message == f"{path}: ./x is a directory"
+
+
+@pytest.mark.parametrize(("code", "message"), [
+    (errno.ENOSPC, "no space left on device in {dir} (writing the spool file"),
+    (errno.EDQUOT, "no space left on device in {dir} (writing the spool file"),
+    (errno.EFBIG, "file too large: the spool file of archive data in {dir} "),
+    (errno.EIO, "cannot write the spool file of archive data in {dir}: "),
+])
+@pytest.mark.parametrize("compression", ["xz", "none"])
+def test_spool_write_failure_is_not_corruption(tmp_path, monkeypatch, code, message,
+                                               compression):
+    path = setsynth.make_set(tmp_path, "etc", compression)
+    spool_dir = tmp_path / "spool"
+    spool_dir.mkdir()
+
+    def failing(fd: int, data: bytes, offset: int) -> int:
+        raise OSError(code, os.strerror(code))
+
+    with Spool(dir=spool_dir) as spool:
+        monkeypatch.setattr(os, "pwrite", failing)
+        with pytest.raises(WriteError) as err:
+            add_archive(Tree(), path, spool)
+    assert not isinstance(err.value, InputError)
+    assert err.value.message.startswith(message.format(dir=spool_dir)), err.value.message
+    assert "\n" not in err.value.message
 
 
 def test_archive_unknown_format_and_unreadable(tmp_path):
