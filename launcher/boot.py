@@ -279,7 +279,8 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             if spawned is not None:
                 spawned.kill()  # (and closes the console output its relay opened)
             vm.start()
-        # Saved once QEMU is seen alive (its first console byte, or ready), not before.
+        # Saved once QEMU is seen alive (its first console byte, or ready), not before: a
+        # QEMU that rejects its argv leaves no plan behind.
         save_key = plan_key if not (fast or config.detach or ready.kind == "tcp") else None
         from .stages import StageDetector, report  # after the exec: not on QEMU's path
 
@@ -318,14 +319,15 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                     break
             for t, chunk in vm.read_console(wait if prober is None else min(wait, 0.005)):
                 det.feed_bytes(t)
+                if save_key is not None:  # QEMU is alive: its first console byte
+                    _save_plan(save_key, config, prep, argv, paths.interactive, ready,
+                               timestamps)
+                    save_key = None
                 console.write(t, chunk)
                 for line in vm.split_lines(chunk):
                     det.feed_line(t, line)
                     if pattern is not None and pattern.search(line) and det.mark("ready", t):
                         is_ready = True
-            if save_key is not None and "first_byte" in det.times:
-                _save_plan(save_key, config, prep, argv, paths.interactive, ready, timestamps)
-                save_key = None
             if not is_ready and vm.poll() is not None:
                 _drain(vm, det, console)
                 _exited(vm, config, first_byte="first_byte" in det.times)
