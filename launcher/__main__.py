@@ -282,7 +282,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             if spawned is not None and spawned.relay is not None:
                 from .relay import relay_until_ready
 
-                relay_until_ready(spawned, spawned.relay, _START)
+                try:
+                    relay_until_ready(spawned, spawned.relay, _START)
+                except OSError:
+                    if spawned.console is not None:
+                        raise
+                    spawned.kill()  # the console output cannot be opened: the ordinary
+                    spawned = None  # path checks it and says why
         except (Exception, KeyboardInterrupt) as err:
             pending = err
         from smolfs.cli import run_main

@@ -819,3 +819,21 @@ def test_no_plan_saved_for_a_qemu_that_never_ran(vm: Vms, kernels: Kernels) -> N
         assert r.returncode == 1 and "QEMU exited with status 1" in r.stderr, r.stderr
         assert "(started from a cached plan)" not in r.stderr
         assert not (Path(vm.env["MKSMOLNB_CACHE"]) / "plans.marshal").exists()
+
+
+@pytest.mark.qemu
+def test_fast_path_console_file_that_cannot_be_opened(vm: Vms, kernels: Kernels,
+                                                      tmp_path: Path) -> None:
+    """The plan's console file became a directory: the QEMU the fast path started is
+    stopped and the ordinary path says what is wrong, in one line."""
+    console = tmp_path / "serial.log"
+    args = [str(kernels.pvh), "-N", "-a", "smoltest.exit=1", *DEBUG_EXIT, "--timeout", "30",
+            "--console", f"file:{console}", "--debug"]
+    assert vm.run(*args).returncode == 3
+    console.unlink()
+    console.mkdir()
+    r = vm.run(*args)
+    assert "(started from a cached plan)" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"console file {console} is a directory" in r.stderr
+    assert "IsADirectoryError" not in r.stderr, r.stderr  # (--debug shows the InputError's)
+    assert not wait_gone(vm.needle)

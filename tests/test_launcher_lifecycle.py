@@ -121,6 +121,22 @@ def test_spawned_kill_sends_sigterm_before_sigkill() -> None:
             os.waitpid(pid, os.WNOHANG)  # reaped
 
 
+def test_spawned_kill_closes_the_console_its_relay_opened(tmp_path: Path) -> None:
+    from launcher.relay import ConsoleOut
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = fastpath.spawn(["/bin/sleep", "30"], 0, out_w, err_w, die_with_parent=True)
+    os.close(out_w)
+    os.close(err_w)
+    spawned = fastpath.Spawned(pid, ["sleep"], time.monotonic(), time.time(), out_r, err_r,
+                               interactive=False)
+    console = ConsoleOut("file", str(tmp_path / "serial.log"), False, 0.0)
+    spawned.console = console
+    spawned.kill()
+    assert console.out is not None and console.out.closed
+
+
 # -- the keeper of a detached QEMU ----------------------------------------------------------
 
 
