@@ -231,8 +231,10 @@ def spawn(argv: list[str], stdin: int, stdout: int, stderr: int, *,
     elsewhere the caller's ``finally`` blocks are all there is). Raises ``OSError`` from
     the child's ``execv`` (``FileNotFoundError`` when the binary is missing).
     """
+    import _signal  # noqa: F401  (loaded before the fork: the child only uses it)
+
     if die_with_parent and sys.platform.startswith("linux"):
-        import _ctypes  # noqa: F401  (loaded before the fork: the child only calls it)
+        import _ctypes  # noqa: F401  (likewise)
     else:
         die_with_parent = False
     parent = os.getpid()

@@ -584,6 +584,9 @@ def test_fast_path_reuses_a_plan_until_the_kernel_changes(vm: Vms, kernels: Kern
     second, con2 = boot_json(vm, str(kernel), str(disk))
     assert (first["fast_path"], second["fast_path"]) == (False, True)
     assert second["argv"] == first["argv"]
+    stages = second["timing"]["stages"]  # type: ignore[index]
+    order = [stages[s] for s in ("first_byte", "banner", "root", "rc", "ready")]
+    assert all(t is not None for t in order) and order == sorted(order), stages
     assert parse_console(con2).cmdline == parse_console(con1).cmdline
     assert sorted((d.transport, d.kind) for d in parse_console(con2).virtio) == \
         [("mmio", "blk"), ("mmio", "net")]
