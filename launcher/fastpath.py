@@ -4,19 +4,23 @@ Python spends about 6 ms importing ``re``, 9 ms ``argparse``, 10 ms ``typing`` o
 kind of host; a NetBSD service is ready 400 ms after QEMU starts. So a boot is split:
 
 1. :func:`try_fast` looks the raw command line up in the plan cache
-   (``<cache>/plans.marshal``). A plan is the QEMU argv an earlier run computed for the same
-   arguments, working directory, environment and terminal, with what it was computed
-   from: the stat of the kernel, the loaded (decompressed) kernel, the image and the QEMU
-   binary, QEMU's place on ``$PATH``, the state of ``/dev/kvm`` and the boot id. When every
-   one of those still matches and the checks that cannot be cached pass (host ports free,
-   image not locked by a QEMU nor used by a detached VM), QEMU is spawned at once.
-2. Everything else (argument parsing, readiness, stage detection, the report) runs while
-   QEMU boots. A cold run, a changed input or any failed check takes the ordinary path,
-   which computes the argv (and the error messages) from scratch and saves the plan.
+   (``<cache>/plans.marshal``). A plan is the QEMU argv an earlier run computed for the
+   same arguments, working directory, environment, terminal and launcher code (version,
+   and the stat of the modules computing the argv), with what it was computed from: the
+   stat of the kernel, the loaded (decompressed) kernel and the QEMU binary, QEMU's place
+   on ``$PATH``, the state of ``/dev/kvm`` and the boot id. When every one of those still
+   matches and the checks that cannot be cached pass (host ports free, image present and
+   neither locked by a QEMU nor used by a detached VM, console file's directory present),
+   QEMU is spawned at once.
+2. Until the ready line only :func:`launcher.relay.relay_until_ready` runs (the console
+   relay and stage detection); argument parsing, the report and everything else follow.
+   A cold run, a changed input, an unreadable plan file or any failed check takes the
+   ordinary path, which computes the argv (and the error messages) from scratch and saves
+   the plan once QEMU is seen alive.
 
 Only ``os``, ``sys``, ``marshal`` and C modules (``_socket``, ``fcntl``, ``_struct``,
-``_ctypes``) are imported here. The helpers the rest of the launcher shares (``which``,
-:func:`kvm_state`, :func:`is_qemu`, :func:`image_locked`, :func:`port_error`,
+``_ctypes``, ``_signal``) are imported here. The helpers the rest of the launcher shares
+(``which``, :func:`kvm_state`, :func:`is_qemu`, :func:`image_locked`, :func:`port_error`,
 :func:`spawn`) live here so the fast path and the ordinary one cannot disagree.
 """
 

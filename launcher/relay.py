@@ -7,8 +7,10 @@ timestamp at the start of each line; every chunk is flushed as it arrives.
 console and watching for the ready line needs only ``os``, ``select`` and ``re``, so the
 launcher's other imports (argument parsing, the timing report: tens of milliseconds of
 CPU) wait until the service is ready instead of competing with QEMU's boot for the CPU.
-What it saw is handed to :func:`launcher.boot.boot`, which replays it through the stage
-detector and carries on (the report, an attached run's console, errors and timeouts).
+It detects the boot stages as it goes and keeps only those times and the last lines
+(:class:`ConsoleSeen`: bounded, however long the guest talks without the ready line),
+which :func:`launcher.boot.boot` takes over to carry on (the report, an attached run's
+console, errors and timeouts).
 """
 
 from __future__ import annotations
