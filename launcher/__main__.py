@@ -120,7 +120,9 @@ def _looks_like_service(target: str, services_dir: str | None) -> bool:
 
 
 def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
-          spawned: Spawned | None = None) -> int:
+          spawned: Spawned | None = None, pending: BaseException | None = None) -> int:
+    if pending is not None:  # raised by the fast path's relay: reported like any error
+        raise pending
     from pathlib import Path
 
     from smolfs.errors import UsageError
@@ -208,9 +210,46 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     return status
 
 
+def _raise_exit(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _save_tty() -> list[object] | None:
+    """The terminal's settings when stdin is one (QEMU's interactive console makes it raw;
+    a QEMU that could not restore them, killed, must not leave them so)."""
+    import os
+
+    if not os.isatty(0):
+        return None
+    import termios
+
+    try:
+        return list(termios.tcgetattr(0))
+    except termios.error:
+        return None
+
+
+def _restore_tty(saved: list[object] | None) -> None:
+    if saved is None:
+        return
+    import termios
+
+    try:
+        if termios.tcgetattr(0) != saved:
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+    except (termios.error, OSError):
+        pass  # the terminal is gone (a hang-up): nothing to restore
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``startnb``. A boot first tries the fast path (:mod:`launcher.fastpath`): with a
-    valid cached plan, QEMU starts before anything else is imported."""
+    valid cached plan, QEMU starts before anything else is imported.
+
+    SIGTERM and SIGHUP end the command as an exception (exit 128+N) from the start, so the
+    ``finally`` blocks stop QEMU (SIGTERM first: it restores the terminal) whichever path
+    started it; the terminal's settings are put back too. An error of the fast path's relay
+    is handed to the ordinary path's error reporting.
+    """
     args = list(sys.argv[1:] if argv is None else argv)
     if args and args[0] in VERBS:
         from smolfs.cli import run_main
@@ -218,30 +257,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         from . import verbs
 
         return run_main("startnb", lambda a: verbs.run(a[0], a[1:]), args)
-    from .fastpath import try_fast
+    import _signal  # the C module: the signal package imports enum (milliseconds)
 
-    key, spawned = try_fast(args) if args else (None, None)
-    if spawned is not None and "--debug" in args:
-        import shlex
-
-        print(f"+ {shlex.join(spawned.argv)}   (started from a cached plan)", file=sys.stderr,
-              flush=True)
-    if spawned is not None and spawned.relay is not None:
-        from .relay import relay_until_ready
-
+    old_handlers = {}
+    for sig in (_signal.SIGTERM, _signal.SIGHUP):
         try:
-            relay_until_ready(spawned, spawned.relay, _START)
-        except KeyboardInterrupt:
-            spawned.kill()
-            print("startnb: interrupted", file=sys.stderr)
-            return 130
-    from smolfs.cli import run_main
-
+            old_handlers[sig] = _signal.signal(sig, _raise_exit)
+        except ValueError:  # not the main thread: the caller handles signals
+            break
+    tty = _save_tty()
+    spawned: Spawned | None = None
     try:
-        return run_main("startnb", lambda a: _boot(a, key, spawned), args)
+        key: tuple[object, ...] | None = None
+        pending: BaseException | None = None
+        try:
+            from .fastpath import try_fast
+
+            key, spawned = try_fast(args) if args else (None, None)
+            if spawned is not None and "--debug" in args:
+                import shlex
+
+                print(f"+ {shlex.join(spawned.argv)}   (started from a cached plan)",
+                      file=sys.stderr, flush=True)
+            if spawned is not None and spawned.relay is not None:
+                from .relay import relay_until_ready
+
+                try:
+                    relay_until_ready(spawned, spawned.relay, _START)
+                except OSError:
+                    if spawned.console is not None:
+                        raise
+                    spawned.kill()  # the console output cannot be opened: the ordinary
+                    spawned = None  # path checks it and says why
+        except (Exception, KeyboardInterrupt) as err:
+            pending = err
+        from smolfs.cli import run_main
+
+        return run_main("startnb", lambda a: _boot(a, key, spawned, pending), args)
     finally:
         if spawned is not None and not spawned.adopted:
             spawned.kill()
+        _restore_tty(tty)
+        for sig, handler in old_handlers.items():
+            _signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -76,9 +76,33 @@ def prepare(config: LaunchConfig, cache: Path | None = None, checks: bool = True
     _, note = choose_accel(config.accel, host)
     if config.image is not None:
         check_image(config.image, config.readonly, checks)
+    check_console(config)
     for p in config.ports if checks else ():
         check_host_port(p.proto, p.host_ip, p.host_port)
     return Prepared(host, kernel, note)
+
+
+def check_console(config: LaunchConfig) -> None:
+    """``--console file:PATH`` must name a file in an existing directory."""
+    path = config.console.path
+    if config.console.kind != "file" or path is None:
+        return
+    if path.is_dir():
+        raise InputError(f"console file {path} is a directory",
+                         hint="give a file name: --console file:DIR/serial.log")
+    if not path.parent.is_dir():
+        raise InputError(f"directory of the console file not found: {path.parent}",
+                         hint=f"create it (mkdir -p {shlex.quote(str(path.parent))}) or "
+                         "give another --console file:PATH")
+
+
+def open_console(config: LaunchConfig, timestamps: bool, exec_time: float) -> ConsoleOut:
+    path = config.console.path
+    try:
+        return ConsoleOut(config.console.kind, str(path) if path else None, timestamps,
+                          exec_time)
+    except OSError as err:
+        raise InputError(f"cannot write the console file {path}: {err.strerror}") from err
 
 
 def check_image(image: Path, readonly: bool, in_use: bool = True) -> None:
@@ -176,13 +200,16 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
     """
     start = command_start if command_start is not None else time.monotonic()
     prep = prepared or prepare(config, checks=spawned is None)
+    if spawned is not None and spawned.nested:  # a plan saved after the fallback below
+        prep = prep._replace(host=prep.host._replace(nested=True))
     try:
         return _boot(config, start, prep, name, timestamps, print_cmd, on_ready, spawned,
                      plan_key)
     except _CpuModelRejected:
         print("startnb: QEMU rejected -cpu host; using a named CPU model", file=sys.stderr)
         prep = prep._replace(host=prep.host._replace(nested=True))
-        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready, None, None)
+        return _boot(config, start, prep, name, timestamps, print_cmd, on_ready, None,
+                     plan_key)
 
 
 def _save_plan(key: tuple[object, ...], config: LaunchConfig, prep: Prepared,
@@ -201,7 +228,8 @@ def _save_plan(key: tuple[object, ...], config: LaunchConfig, prep: Prepared,
         image = (str(config.image), str(config.image.resolve()))
     save_plan(key, make_plan(argv, argv[0], files,
                              [(p.proto, p.host_ip, p.host_port) for p in config.ports],
-                             image, config.readonly, interactive, relay))
+                             image, config.readonly, interactive, relay,
+                             nested=prep.host.nested))
 
 
 def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
@@ -249,30 +277,27 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             vm.adopt(spawned)
         else:
             if spawned is not None:
-                spawned.kill()
+                spawned.kill()  # (and closes the console output its relay opened)
             vm.start()
-            if plan_key is not None and not config.detach and ready.kind != "tcp":
-                _save_plan(plan_key, config, prep, argv, paths.interactive, ready,
-                           timestamps)
+        # Saved once QEMU is seen alive (its first console byte, or ready), not before: a
+        # QEMU that rejects its argv leaves no plan behind.
+        save_key = plan_key if not (fast or config.detach or ready.kind == "tcp") else None
         from .stages import StageDetector, report  # after the exec: not on QEMU's path
 
         det = StageDetector()
+        if fast and spawned is not None and spawned.seen is not None:
+            det = spawned.seen.detector  # what the relay saw (already relayed)
+            vm.continue_lines(spawned.seen.tail, spawned.seen.partial)
+            if spawned.ready_at is not None and det.mark("ready", spawned.ready_at):
+                is_ready = True
         det.mark("exec", vm.exec_time)
         if spawned is not None and fast and spawned.console is not None:
             console = spawned.console
         else:
-            path = config.console.path
-            console = ConsoleOut(config.console.kind, str(path) if path else None, timestamps,
-                                 vm.exec_time)
+            console = open_console(config, timestamps, vm.exec_time)
         if vmdir is not None:
             vmdir.write_manifest(_manifest(vmdir, vm, config, argv, ready=False))
         pattern = re.compile(ready.pattern) if ready.kind == "console" else None
-        for t, chunk in spawned.prelude if spawned is not None and fast else ():
-            det.feed_bytes(t)  # relayed already by launcher.relay: detect stages only
-            for line in vm.split_lines(chunk):
-                det.feed_line(t, line)
-                if pattern is not None and pattern.search(line) and det.mark("ready", t):
-                    is_ready = True
         if ready.kind != "console":
             guest = next(p.guest_port for p in config.ports
                          if p.proto == "tcp" and p.host_port == ready.port)
@@ -294,6 +319,10 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                     break
             for t, chunk in vm.read_console(wait if prober is None else min(wait, 0.005)):
                 det.feed_bytes(t)
+                if save_key is not None:  # QEMU is alive: its first console byte
+                    _save_plan(save_key, config, prep, argv, paths.interactive, ready,
+                               timestamps)
+                    save_key = None
                 console.write(t, chunk)
                 for line in vm.split_lines(chunk):
                     det.feed_line(t, line)
@@ -302,6 +331,8 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             if not is_ready and vm.poll() is not None:
                 _drain(vm, det, console)
                 _exited(vm, config, first_byte="first_byte" in det.times)
+        if save_key is not None:  # ready without a console byte (a port answered)
+            _save_plan(save_key, config, prep, argv, paths.interactive, ready, timestamps)
         result = BootResult(argv, vm.pid, True, report(start, det),
                             name=vmdir.name if vmdir else None,
                             state_dir=vmdir.path if vmdir else None, kernel=prep.kernel,

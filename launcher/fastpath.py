@@ -4,19 +4,23 @@ Python spends about 6 ms importing ``re``, 9 ms ``argparse``, 10 ms ``typing`` o
 kind of host; a NetBSD service is ready 400 ms after QEMU starts. So a boot is split:
 
 1. :func:`try_fast` looks the raw command line up in the plan cache
-   (``<cache>/plans.marshal``). A plan is the QEMU argv an earlier run computed for the same
-   arguments, working directory, environment and terminal, with what it was computed
-   from: the stat of the kernel, the loaded (decompressed) kernel, the image and the QEMU
-   binary, QEMU's place on ``$PATH``, the state of ``/dev/kvm`` and the boot id. When every
-   one of those still matches and the checks that cannot be cached pass (host ports free,
-   image not locked by a QEMU nor used by a detached VM), QEMU is spawned at once.
-2. Everything else (argument parsing, readiness, stage detection, the report) runs while
-   QEMU boots. A cold run, a changed input or any failed check takes the ordinary path,
-   which computes the argv (and the error messages) from scratch and saves the plan.
+   (``<cache>/plans.marshal``). A plan is the QEMU argv an earlier run computed for the
+   same arguments, working directory, environment, terminal and launcher code (version,
+   and the stat of the modules computing the argv), with what it was computed from: the
+   stat of the kernel, the loaded (decompressed) kernel and the QEMU binary, QEMU's place
+   on ``$PATH``, the state of ``/dev/kvm`` and the boot id. When every one of those still
+   matches and the checks that cannot be cached pass (host ports free, image present and
+   neither locked by a QEMU nor used by a detached VM, console file's directory present),
+   QEMU is spawned at once.
+2. Until the ready line only :func:`launcher.relay.relay_until_ready` runs (the console
+   relay and stage detection); argument parsing, the report and everything else follow.
+   A cold run, a changed input, an unreadable plan file or any failed check takes the
+   ordinary path, which computes the argv (and the error messages) from scratch and saves
+   the plan once QEMU is seen alive.
 
 Only ``os``, ``sys``, ``marshal`` and C modules (``_socket``, ``fcntl``, ``_struct``,
-``_ctypes``) are imported here. The helpers the rest of the launcher shares (``which``,
-:func:`kvm_state`, :func:`is_qemu`, :func:`image_locked`, :func:`port_error`,
+``_ctypes``, ``_signal``) are imported here. The helpers the rest of the launcher shares
+(``which``, :func:`kvm_state`, :func:`is_qemu`, :func:`image_locked`, :func:`port_error`,
 :func:`spawn`) live here so the fast path and the ordinary one cannot disagree.
 """
 
@@ -30,13 +34,18 @@ import time
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
 if TYPE_CHECKING:
-    from .relay import ConsoleOut
+    from .relay import ConsoleOut, ConsoleSeen
 
 #: Bump when the plan format or what the argv depends on changes.
 PLAN_VERSION = 1
 #: Plans kept (most recently written first).
 MAX_PLANS = 32
+#: What a plan's ``relay`` holds (see :func:`launcher.relay.relay_until_ready`).
+RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
 #: Environment variables the QEMU argv (or the files it names) depends on.
+#: The launcher's modules the argv is computed by (beside this one).
+CODE_FILES = ("__main__.py", "boot.py", "config.py", "fastpath.py", "host.py", "kernel.py",
+              "qemu.py")
 ENV_KEYS = ("MKSMOLNB_QEMU", "PATH", "MKSMOLNB_CACHE", "XDG_CACHE_HOME", "HOME",
             "MKSMOLNB_STATE", "XDG_RUNTIME_DIR")
 
@@ -198,6 +207,26 @@ def _set_pdeathsig() -> None:
     _ctypes.call_function(prctl, (1, 9, 0, 0, 0))  # PR_SET_PDEATHSIG, SIGKILL
 
 
+#: Above any descriptor number a process has (``close_range`` takes the whole range).
+MAX_FD = 0x7FFFFFFF
+#: Signals Python ignores (``SIG_IGN`` survives exec).
+IGNORED_BY_PYTHON = ("SIGPIPE", "SIGXFSZ")
+
+
+def _default_signals() -> None:
+    """In the child: the default action for the signals Python ignores, as a program
+    started from a shell expects (QEMU writing to a closed pipe must die of SIGPIPE)."""
+    import _signal
+
+    for name in IGNORED_BY_PYTHON:
+        sig = getattr(_signal, name, None)
+        try:
+            if sig is not None and _signal.getsignal(sig) == _signal.SIG_IGN:
+                _signal.signal(sig, _signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+
+
 def spawn(argv: list[str], stdin: int, stdout: int, stderr: int, *,
           die_with_parent: bool, new_session: bool = True) -> int:
     """fork + exec ``argv`` with the given descriptors as 0, 1, 2; return the pid.
@@ -206,8 +235,10 @@ def spawn(argv: list[str], stdin: int, stdout: int, stderr: int, *,
     elsewhere the caller's ``finally`` blocks are all there is). Raises ``OSError`` from
     the child's ``execv`` (``FileNotFoundError`` when the binary is missing).
     """
+    import _signal  # noqa: F401  (loaded before the fork: the child only uses it)
+
     if die_with_parent and sys.platform.startswith("linux"):
-        import _ctypes  # noqa: F401  (loaded before the fork: the child only calls it)
+        import _ctypes  # noqa: F401  (likewise)
     else:
         die_with_parent = False
     parent = os.getpid()
@@ -225,9 +256,15 @@ def spawn(argv: list[str], stdin: int, stdout: int, stderr: int, *,
             for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
                 if fd != target:
                     os.dup2(fd, target)
+            # Nothing else of the caller's reaches QEMU: an inherited pipe end would keep
+            # whoever waits for its end of file waiting as long as the VM runs.
+            os.closerange(3, err_w)
+            os.closerange(err_w + 1, MAX_FD)
+            _default_signals()
             os.execv(argv[0], argv)
-        except OSError as err:
-            os.write(err_w, str(err.errno).encode())
+        except BaseException as err:
+            code = err.errno if isinstance(err, OSError) and err.errno else errno.EINVAL
+            os.write(err_w, str(code).encode())
         finally:
             os._exit(127)
     os.close(err_w)
@@ -268,14 +305,32 @@ def host_key(qemu: str | None) -> tuple[object, ...]:
     return (qemu, fingerprint(qemu) if qemu else None, kvm_state()[0], _boot_id())
 
 
+def code_key() -> tuple[object, ...]:
+    """The package version and the (mtime, size) of the modules that turn a command line
+    into a QEMU argv: editing, upgrading or reinstalling any of them retires every plan."""
+    from . import VERSION
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    stats: list[object] = [VERSION]
+    for name in CODE_FILES:
+        try:
+            st = os.stat(os.path.join(here, name))
+        except OSError:
+            stats.append(None)
+        else:
+            stats.append((st.st_mtime_ns, st.st_size))
+    return tuple(stats)
+
+
 def plan_key(argv: list[str]) -> tuple[object, ...]:
-    """The raw inputs of a boot: arguments, directory, environment, terminal on stdin."""
+    """The raw inputs of a boot: arguments, directory, environment, terminal on stdin, and
+    the code that computes the argv from them (:func:`code_key`)."""
     try:
         tty = os.isatty(0)
     except OSError:
         tty = False
     return (PLAN_VERSION, tuple(argv), os.getcwd(),
-            tuple(os.environ.get(k) for k in ENV_KEYS), tty)
+            tuple(os.environ.get(k) for k in ENV_KEYS), tty, code_key())
 
 
 def plans_path() -> str:
@@ -283,12 +338,17 @@ def plans_path() -> str:
 
 
 def _load() -> list[tuple[tuple[object, ...], dict[str, object]]]:
+    """The saved plans, (key, plan) pairs; entries of any other shape are left out."""
     try:
         with open(plans_path(), "rb") as f:
             plans = marshal.load(f)
     except (OSError, EOFError, ValueError, TypeError):
         return []
-    return plans if isinstance(plans, list) else []
+    if not isinstance(plans, list):
+        return []
+    return [entry for entry in plans
+            if isinstance(entry, tuple) and len(entry) == 2 and isinstance(entry[0], tuple)
+            and isinstance(entry[1], dict)]
 
 
 def save_plan(key: tuple[object, ...], plan: dict[str, object]) -> None:
@@ -311,19 +371,21 @@ def save_plan(key: tuple[object, ...], plan: dict[str, object]) -> None:
 
 def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
               ports: list[tuple[str, str, int]], image: tuple[str, str] | None, readonly: bool,
-              interactive: bool, relay: dict[str, object] | None = None) -> dict[str, object]:
+              interactive: bool, relay: dict[str, object] | None = None,
+              nested: bool = False) -> dict[str, object]:
     """A plan: the argv and what must still hold for it to be the argv of the same boot.
 
     ``files`` must be unchanged (kernels, by stat); ``image`` (the path as given, and
-    resolved) must still be a file or a block device and not in use.
+    resolved when saved) must still be a file or a block device and not in use.
 
     ``relay``: what :func:`launcher.relay.relay_until_ready` needs (console, timestamps,
     ready pattern, timeout) when readiness is a console line; None otherwise.
+    ``nested``: QEMU rejected ``-cpu host``; the argv names a CPU model instead.
     """
     return {"argv": list(qemu_argv), "host": host_key(qemu),
             "files": [(f, fingerprint(f)) for f in files], "ports": list(ports),
             "image": image, "readonly": readonly, "interactive": interactive,
-            "relay": relay}
+            "relay": relay, "nested": nested}
 
 
 def _usable(plan: dict[str, object]) -> bool:
@@ -338,16 +400,21 @@ def _usable(plan: dict[str, object]) -> bool:
     for proto, ip, port in plan["ports"]:  # type: ignore[attr-defined]
         if port_error(proto, ip, port) is not None:
             return False
+    relay = plan.get("relay")
+    if (isinstance(relay, dict) and relay.get("console") == "file"
+            and not os.path.isdir(os.path.dirname(str(relay["path"])) or ".")):
+        return False
     image = plan["image"]
     if image is not None:
-        given, resolved = image  # type: ignore[misc]
+        given, _ = image  # type: ignore[misc]
         try:
             mode = os.stat(given).st_mode
         except OSError:
             return False
         if mode & 0o170000 not in (0o100000, 0o060000):  # S_IFREG, S_IFBLK
             return False
-        user = image_users().get(resolved)
+        # Resolved now: a symbolic link retargeted since the plan was saved counts.
+        user = image_users().get(os.path.realpath(given))
         if user and (not plan["readonly"] or not user[1]):
             return False
         if not plan["readonly"] and image_locked(given):
@@ -360,7 +427,7 @@ class Spawned:
 
     def __init__(self, pid: int, argv: list[str], exec_time: float, started: float,
                  stdout: int, stderr: int, interactive: bool,
-                 relay: dict[str, object] | None = None) -> None:
+                 relay: dict[str, object] | None = None, nested: bool = False) -> None:
         self.pid = pid
         self.argv = argv
         self.exec_time = exec_time
@@ -368,42 +435,69 @@ class Spawned:
         self.stdout = stdout
         self.stderr = stderr
         self.interactive = interactive
+        #: The plan's argv names a CPU model because QEMU rejected ``-cpu host``.
+        self.nested = nested
         self.adopted = False
         #: Filled by :func:`launcher.relay.relay_until_ready` when the plan has ``relay``.
         self.relay = relay
         self.console: ConsoleOut | None = None  # the console output already written to
-        self.prelude: list[tuple[float, bytes]] = []  # console chunks relayed, with times
+        self.seen: ConsoleSeen | None = None  # what the relay saw: stages, last lines
         self.stderr_data = b""
         self.ready_at: float | None = None
 
-    def kill(self) -> None:
-        """Stop and reap this QEMU and close its pipes (it was not adopted)."""
+    def kill(self, grace: float = 1.0) -> None:
+        """Stop and reap this QEMU (it was not adopted): SIGTERM, which lets QEMU put the
+        terminal back as it found it, then SIGKILL after ``grace`` seconds. Closes its
+        pipes and the console output the relay opened."""
         import contextlib
 
         with contextlib.suppress(OSError):
-            os.kill(self.pid, 9)
-        with contextlib.suppress(OSError):
-            os.waitpid(self.pid, 0)
+            os.kill(self.pid, 15)  # SIGTERM
+        deadline = time.monotonic() + grace
+        while True:
+            try:
+                done, _ = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if done:
+                break
+            if time.monotonic() >= deadline:
+                with contextlib.suppress(OSError):
+                    os.kill(self.pid, 9)  # SIGKILL
+                with contextlib.suppress(OSError):
+                    os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.005)
         for fd in (self.stdout, self.stderr):
             with contextlib.suppress(OSError):
                 os.close(fd)
+        if self.console is not None:
+            with contextlib.suppress(OSError):
+                self.console.close()
+            self.console = None
         self.adopted = True  # nothing left to clean up
 
 
-def try_fast(argv: list[str]) -> tuple[tuple[object, ...], Spawned | None]:
+def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None]:
     """Spawn QEMU from a still-valid plan for this command line; (plan key, the QEMU or
-    None). Never raises for a bad plan: the ordinary path decides and explains."""
-    key = plan_key(argv)
-    plan = next((p for k, p in _load() if k == key), None)
-    if plan is None:
-        return key, None
+    None). Never raises: a bad plan, a broken plan file or any failed check leave the
+    decision (and its explanation) to the ordinary path."""
     try:
-        if not _usable(plan):
+        key = plan_key(argv)
+    except Exception:
+        return None, None
+    try:
+        plan = next((p for k, p in _load() if k == key), None)
+        if plan is None or not _usable(plan):
             return key, None
-        qemu_argv = list(plan["argv"])  # type: ignore[call-overload]
+        qemu_argv = [str(a) for a in plan["argv"]]  # type: ignore[attr-defined]
         interactive = bool(plan["interactive"])
         relay = plan.get("relay")
-    except (OSError, KeyError, TypeError, ValueError, AssertionError):
+        nested = bool(plan.get("nested"))
+        if relay is not None and not (isinstance(relay, dict)
+                                      and all(k in relay for k in RELAY_KEYS)):
+            return key, None
+    except Exception:
         return key, None
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
@@ -421,4 +515,4 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...], Spawned | None]:
         if stdin != 0:
             os.close(stdin)
     return key, Spawned(pid, qemu_argv, exec_time, started, out_r, err_r, interactive,
-                        relay if isinstance(relay, dict) else None)
+                        relay if isinstance(relay, dict) else None, nested)

@@ -7,8 +7,10 @@ timestamp at the start of each line; every chunk is flushed as it arrives.
 console and watching for the ready line needs only ``os``, ``select`` and ``re``, so the
 launcher's other imports (argument parsing, the timing report: tens of milliseconds of
 CPU) wait until the service is ready instead of competing with QEMU's boot for the CPU.
-What it saw is handed to :func:`launcher.boot.boot`, which replays it through the stage
-detector and carries on (the report, an attached run's console, errors and timeouts).
+It detects the boot stages as it goes and keeps only those times and the last lines
+(:class:`ConsoleSeen`: bounded, however long the guest talks without the ready line),
+which :func:`launcher.boot.boot` takes over to carry on (the report, an attached run's
+console, errors and timeouts).
 """
 
 from __future__ import annotations
@@ -70,13 +72,43 @@ def console_line(raw: bytes) -> str:
     return raw.decode("utf-8", "replace").strip("\r")
 
 
+#: Console lines kept for error messages (a timeout shows the last ones).
+TAIL_LINES = 15
+
+
+class ConsoleSeen:
+    """What the relay saw of the console, in bounded memory however long the guest talks:
+    the stage times (:class:`launcher.detect.StageDetector`), the last :data:`TAIL_LINES`
+    complete lines and the unfinished one."""
+
+    def __init__(self) -> None:
+        from collections import deque  # loaded with re already
+
+        from .detect import StageDetector
+
+        self.detector = StageDetector()
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.partial = b""
+
+    def feed(self, t: float, data: bytes) -> list[str]:
+        """Detect stages in a chunk that arrived at ``t``; its complete lines."""
+        self.detector.feed_bytes(t)
+        *raw, self.partial = (self.partial + data).split(b"\n")
+        lines = [console_line(line) for line in raw]
+        for line in lines:
+            self.detector.feed_line(t, line)
+        self.tail.extend(lines)
+        return lines
+
+
 def relay_until_ready(spawned: Spawned, relay: dict[str, object],
                       command_start: float) -> None:
     """Relay the console of ``spawned`` until its ready line, QEMU's exit, or the timeout.
 
     ``relay``: ``console`` (kind), ``path``, ``timestamps``, ``pattern`` (the ready regex),
     ``timeout`` (seconds from ``command_start``, or None). Fills ``spawned.console``,
-    ``.prelude`` ((time, chunk) pairs relayed), ``.stderr_data`` and ``.ready_at``.
+    ``.seen`` (stages and last lines, see :class:`ConsoleSeen`), ``.stderr_data`` and
+    ``.ready_at``.
     """
     import re
 
@@ -84,11 +116,11 @@ def relay_until_ready(spawned: Spawned, relay: dict[str, object],
     out = ConsoleOut(str(relay["console"]), path if isinstance(path, str) else None,
                      bool(relay["timestamps"]), spawned.exec_time)
     spawned.console = out
+    seen = spawned.seen = ConsoleSeen()
     ready = re.compile(str(relay["pattern"]))
     timeout = relay["timeout"]
     deadline = command_start + timeout if isinstance(timeout, (int, float)) else None
     fds = [spawned.stdout, spawned.stderr]
-    partial = b""
     while fds:
         wait = 0.5
         if deadline is not None:
@@ -100,15 +132,13 @@ def relay_until_ready(spawned: Spawned, relay: dict[str, object],
             t = time.monotonic()
             if fd == spawned.stderr:
                 if data:
-                    spawned.stderr_data += data
+                    spawned.stderr_data = (spawned.stderr_data + data)[-8192:]
                 else:
                     fds.remove(fd)
                 continue
             if not data:
                 return  # QEMU closed its console: it is exiting
             out.write(t, data)
-            spawned.prelude.append((t, data))
-            *lines, partial = (partial + data).split(b"\n")
-            if any(ready.search(console_line(line)) for line in lines):
+            if any(ready.search(line) for line in seen.feed(t, data)):
                 spawned.ready_at = t
                 return

@@ -17,16 +17,14 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from smolfs.errors import LaunchError
 
 from .fastpath import Spawned, is_qemu, port_error, spawn
 from .fastpath import image_locked as _image_locked
-
-#: Lines of console kept for error messages.
-TAIL_LINES = 15
+from .relay import TAIL_LINES
 
 
 class Qmp:
@@ -92,40 +90,66 @@ def _spawn_error(binary: str, err: OSError) -> LaunchError:
     return LaunchError(f"cannot start {binary}: {err.strerror}")
 
 
+def _report(fd: int, line: str) -> None:
+    """Write one report line; the launcher may be gone (EPIPE): nobody to tell then."""
+    with contextlib.suppress(OSError):
+        os.write(fd, line.encode())
+
+
+def _stop_child(pid: int, grace: float = 1.0) -> int | None:
+    """SIGTERM ``pid``, SIGKILL it after ``grace`` seconds; reap it. Its exit status."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while True:
+        try:
+            done, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            return None
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() >= deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            return None
+        time.sleep(0.01)
+
+
 def _keep(argv: list[str], stdin: int, log: int, ctl: int, report: int) -> None:
     """The keeper of a detached QEMU (runs in a forked child; never returns to the caller's
-    code). Reports ``pid N``, then ``exit S`` when QEMU ends, on ``report``."""
+    code). Reports ``pid N``, then ``exit S`` when QEMU ends, on ``report``.
+
+    Whatever goes wrong before the launcher says ``d`` (detach) on ``ctl`` (its end of
+    file, a failed report write, any exception) stops QEMU: SIGTERM, then SIGKILL.
+    """
     os.setsid()
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_DFL)
     try:
         pid = spawn(argv, stdin, log, log, die_with_parent=False, new_session=False)
     except OSError as err:
-        os.write(report, f"error {err.errno}\n".encode())
+        _report(report, f"error {err.errno}\n")
         return
-    os.write(report, f"pid {pid}\n".encode())
-
-    def reaped(block: bool) -> bool:
-        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        if done:
-            os.write(report, f"exit {os.waitstatus_to_exitcode(status)}\n".encode())
-        return bool(done)
-
-    while True:
-        if select.select([ctl], [], [], 0.02)[0]:
-            if os.read(ctl, 1) == b"d":
-                return  # detached: QEMU lives on
-            os.kill(pid, signal.SIGTERM)  # the launcher is gone before QEMU was ready
-            deadline = time.monotonic() + 1.0
-            while not reaped(False):
-                if time.monotonic() > deadline:
-                    os.kill(pid, signal.SIGKILL)
-                    reaped(True)
-                    return
-                time.sleep(0.01)
-            return
-        if reaped(False):
-            return
+    running = True
+    try:
+        _report(report, f"pid {pid}\n")
+        while True:
+            if select.select([ctl], [], [], 0.02)[0]:
+                if os.read(ctl, 1) == b"d":
+                    running = False  # detached: QEMU lives on
+                return  # else the launcher is gone before QEMU was ready
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                running = False
+                _report(report, f"exit {os.waitstatus_to_exitcode(status)}\n")
+                return
+    finally:
+        if running:
+            code = _stop_child(pid)
+            if code is not None:
+                _report(report, f"exit {code}\n")
 
 
 class Vm:
@@ -389,6 +413,12 @@ class Vm:
         out = [line.decode("utf-8", "replace").strip("\r") for line in lines]
         self.tail.extend(out)
         return out
+
+    def continue_lines(self, tail: Iterable[str], partial: bytes) -> None:
+        """Carry on from console lines read elsewhere (the fast path's relay): the last
+        complete ones and the unfinished one."""
+        self.tail.extend(tail)
+        self._partial = partial
 
     def last_lines(self) -> list[str]:
         lines = list(self.tail)

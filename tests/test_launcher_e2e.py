@@ -407,6 +407,7 @@ def test_cpu_host_rejected_falls_back(vm: Vms, kernels: Kernels, tmp_path: Path,
                                       monkeypatch: pytest.MonkeyPatch) -> None:
     """A hardware-KVM host on which QEMU aborts with ``-cpu host`` (as nested hosts do):
     the launcher boots again with a named model. The stand-in QEMU runs TCG underneath."""
+    from launcher import fastpath
     from launcher.boot import boot, prepare
     from launcher.config import Console, LaunchConfig
     from launcher.host import KVM_HARDWARE
@@ -423,12 +424,21 @@ def test_cpu_host_rejected_falls_back(vm: Vms, kernels: Kernels, tmp_path: Path,
     config = LaunchConfig(kernel=kernels.pvh, network="none", console=Console("none"),
                           timeout=30, append=("smoltest.exit=1",),
                           qemu_args=tuple(a.split("=", 1)[1] for a in DEBUG_EXIT))
+    monkeypatch.setenv("MKSMOLNB_QEMU", str(fake))
     prep = prepare(config)
     host = prep.host._replace(qemu=str(fake), kvm=KVM_HARDWARE, nested=False)
-    result = boot(config, prepared=prep._replace(host=host))
+    key = fastpath.plan_key(["fallback"])
+    result = boot(config, prepared=prep._replace(host=host), plan_key=key)
     assert result.ready and result.exit_status == 3
     assert result.argv[result.argv.index("-cpu") + 1] == "qemu64"
     assert result.argv[result.argv.index("-accel") + 1] == "kvm"
+    # The plan is the retry's argv; the next identical boot starts it directly.
+    [(saved_key, plan)] = fastpath._load()
+    assert saved_key == key and plan["argv"] == result.argv and plan["nested"] is True
+    _, spawned = fastpath.try_fast(["fallback"])
+    assert spawned is not None and spawned.argv == result.argv
+    again = boot(config, prepared=prep._replace(host=host), spawned=spawned, plan_key=key)
+    assert again.fast_path and again.exit_status == 3 and again.argv == result.argv
 
 
 @pytest.mark.qemu
@@ -574,6 +584,9 @@ def test_fast_path_reuses_a_plan_until_the_kernel_changes(vm: Vms, kernels: Kern
     second, con2 = boot_json(vm, str(kernel), str(disk))
     assert (first["fast_path"], second["fast_path"]) == (False, True)
     assert second["argv"] == first["argv"]
+    stages = second["timing"]["stages"]  # type: ignore[index]
+    order = [stages[s] for s in ("first_byte", "banner", "root", "rc", "ready")]
+    assert all(t is not None for t in order) and order == sorted(order), stages
     assert parse_console(con2).cmdline == parse_console(con1).cmdline
     assert sorted((d.transport, d.kind) for d in parse_console(con2).virtio) == \
         [("mmio", "blk"), ("mmio", "net")]
@@ -696,3 +709,134 @@ def test_stop_microvm_without_acpi_sends_sigterm_at_once(vm: Vms, kernels: Kerne
         in stop.stderr, stop.stderr
     assert time.monotonic() - start < 4
     assert not wait_gone(vm.needle, 0.5)
+
+
+# -- signals, pipes and odd inputs on both paths ---------------------------------------------
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["sigterm", "sighup"])
+def test_signal_before_ready_restores_the_terminal(vm: Vms, kernels: Kernels, sig: int
+                                                   ) -> None:
+    """SIGTERM or SIGHUP before the ready line, console interactive on a terminal (QEMU
+    makes it raw): exit 128+N, the terminal back as it was, no QEMU left; on the
+    ordinary path and on the fast path alike."""
+    import select
+    import termios
+
+    for fast in (False, True):
+        master, slave = os.openpty()
+        before = termios.tcgetattr(slave)
+        try:
+            p = subprocess.Popen(vm.argv(str(kernels.pvh), "-N", "-a", "smoltest.noready",
+                                         "--debug"),
+                                 stdin=slave, stdout=slave, stderr=slave, env=vm.env,
+                                 cwd=REPO, start_new_session=True)
+            buf = b""
+            deadline = time.monotonic() + 30
+            while b"Starting smoltest" not in buf and time.monotonic() < deadline:
+                if select.select([master], [], [], 0.2)[0]:
+                    buf += os.read(master, 4096)
+            assert b"Starting smoltest" in buf, buf
+            assert termios.tcgetattr(slave)[3] & termios.ECHO == 0  # raw: QEMU's console
+            p.send_signal(sig)
+            rc = p.wait(10)
+            while select.select([master], [], [], 0.1)[0]:
+                buf += os.read(master, 4096)
+            after = termios.tcgetattr(slave)
+        finally:
+            os.close(slave)
+            os.close(master)
+        assert (b"(started from a cached plan)" in buf) is fast, buf
+        assert rc == 128 + sig, buf
+        assert b"Traceback" not in buf, buf
+        assert after[3] & termios.ECHO and after[3] & termios.ICANON
+        assert after == before
+        assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_console_piped_into_a_reader_that_stops(vm: Vms, kernels: Kernels) -> None:
+    """``startnb KERNEL | head -1``: the reader goes away while the console still flows.
+    Both paths end quietly (exit 1, no traceback) and stop QEMU."""
+    for fast in (False, True):
+        r, w = os.pipe()
+        p = subprocess.Popen(vm.argv(str(kernels.pvh), "-N", "-a", "smoltest.spin=800",
+                                     "--timeout", "30", "--debug"),
+                             stdin=subprocess.DEVNULL, stdout=w, stderr=subprocess.PIPE,
+                             env=vm.env, cwd=REPO, text=True)
+        vm.procs.append(p)
+        os.close(w)
+        with os.fdopen(r, "rb") as reader:
+            first = reader.readline()  # head -1
+        assert first.startswith(b"SMOLTEST boot"), first
+        _, err = p.communicate(timeout=30)
+        assert ("(started from a cached plan)" in err) is fast, err
+        assert p.returncode == 1 and "Traceback" not in err, err
+        assert "Exception ignored" not in err, err
+        assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_detached_qemu_keeps_no_descriptor_of_the_caller(vm: Vms, kernels: Kernels) -> None:
+    """A caller that waits for end of file on a pipe it gave ``startnb -d`` gets it when
+    ``startnb`` exits, not when the VM is stopped."""
+    import select
+
+    r, w = os.pipe()
+    p = subprocess.run(vm.argv("-d", "--name", "fds", str(kernels.pvh), "-N"), env=vm.env,
+                       cwd=REPO, pass_fds=(w,), capture_output=True, text=True, timeout=60,
+                       check=False)
+    os.close(w)
+    try:
+        assert p.returncode == 0, p.stderr
+        assert select.select([r], [], [], 5)[0] and os.read(r, 1) == b""
+        pid = int((Path(vm.env["MKSMOLNB_STATE"]) / "fds" / "qemu.pid").read_text())
+        assert sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))[:3] == [0, 1, 2]
+    finally:
+        os.close(r)
+        vm.run("stop", "fds", "--force")
+
+
+@pytest.mark.qemu
+def test_console_file_in_a_missing_directory(vm: Vms, kernels: Kernels, tmp_path: Path
+                                             ) -> None:
+    """One line naming the directory, QEMU never started, no plan saved (the second run
+    says the same, from the ordinary path)."""
+    for _ in range(2):
+        r = vm.run(str(kernels.pvh), "-N", "--console", f"file:{tmp_path}/no/such/x",
+                   "--timeout", "30")
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert f"directory of the console file not found: {tmp_path}/no/such" in r.stderr
+        assert not (Path(vm.env["MKSMOLNB_CACHE"]) / "plans.marshal").exists()
+    assert not qemu_pids(vm.needle)
+
+
+@pytest.mark.qemu
+def test_no_plan_saved_for_a_qemu_that_never_ran(vm: Vms, kernels: Kernels) -> None:
+    """QEMU refusing its command line (here an unknown option) exits before a console
+    byte: nothing is cached, the next run explains again from the ordinary path."""
+    for _ in range(2):
+        r = vm.run(str(kernels.pvh), "-N", "--qemu-arg=-no-such-option", "--timeout", "30",
+                   "--debug")
+        assert r.returncode == 1 and "QEMU exited with status 1" in r.stderr, r.stderr
+        assert "(started from a cached plan)" not in r.stderr
+        assert not (Path(vm.env["MKSMOLNB_CACHE"]) / "plans.marshal").exists()
+
+
+@pytest.mark.qemu
+def test_fast_path_console_file_that_cannot_be_opened(vm: Vms, kernels: Kernels,
+                                                      tmp_path: Path) -> None:
+    """The plan's console file became a directory: the QEMU the fast path started is
+    stopped and the ordinary path says what is wrong, in one line."""
+    console = tmp_path / "serial.log"
+    args = [str(kernels.pvh), "-N", "-a", "smoltest.exit=1", *DEBUG_EXIT, "--timeout", "30",
+            "--console", f"file:{console}", "--debug"]
+    assert vm.run(*args).returncode == 3
+    console.unlink()
+    console.mkdir()
+    r = vm.run(*args)
+    assert "(started from a cached plan)" in r.stderr, r.stderr
+    assert r.returncode == 1 and f"console file {console} is a directory" in r.stderr
+    assert "IsADirectoryError" not in r.stderr, r.stderr  # (--debug shows the InputError's)
+    assert not wait_gone(vm.needle)

@@ -1,0 +1,363 @@
+"""Process lifetime without QEMU: what a spawned child inherits, how a fast-path QEMU is
+stopped, the keeper of a detached QEMU when the launcher is gone, the relay's memory, and
+the plan cache's defences (malformed files, changed code, retargeted image links)."""
+
+from __future__ import annotations
+
+import marshal
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+from launcher import fastpath
+from launcher.relay import relay_until_ready
+from launcher.vm import TAIL_LINES
+
+
+@pytest.fixture
+def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("MKSMOLNB_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("MKSMOLNB_STATE", str(tmp_path / "state"))
+    return tmp_path / "cache"
+
+
+def _pids_with_arg(arg: str) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+        except OSError:
+            continue
+        if arg.encode() in argv:
+            out.append(int(entry))
+    return out
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while chunk := os.read(fd, 65536):
+        out += chunk
+    os.close(fd)
+    return out
+
+
+# -- spawn: what the child gets -------------------------------------------------------------
+
+
+def test_spawned_child_inherits_no_stray_fds_and_default_sigpipe() -> None:
+    """Only 0, 1, 2 reach the program (an inherited pipe end would keep a caller waiting
+    for end of file as long as a detached VM runs), and SIGPIPE/SIGXFSZ are no longer
+    ignored as they are in Python."""
+    keep_r, keep_w = os.pipe()
+    os.set_inheritable(keep_w, True)  # a descriptor the caller of startnb passed down
+    out_r, out_w = os.pipe()
+    try:
+        pid = fastpath.spawn(["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
+                             0, out_w, 2, die_with_parent=True)
+    finally:
+        os.close(out_w)
+    text = _read_all(out_r).decode()
+    os.waitpid(pid, 0)
+    os.close(keep_w)
+    os.close(keep_r)
+    fds = sorted(int(w) for w in text.split("SigIgn:")[0].split())
+    assert fds == [0, 1, 2], text
+    ignored = int(text.split("SigIgn:")[1].split()[0], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{sig!r} still ignored: {ignored:#x}"
+
+
+def test_spawn_reports_a_failure_in_the_child(tmp_path: Path) -> None:
+    target = tmp_path / "not-executable"
+    target.write_text("data")
+    with pytest.raises(PermissionError):
+        fastpath.spawn([str(target)], 0, 1, 2, die_with_parent=False)
+
+
+# -- Spawned.kill: SIGTERM first ------------------------------------------------------------
+
+
+def test_spawned_kill_sends_sigterm_before_sigkill() -> None:
+    """A fast-path QEMU is asked to stop (SIGTERM: QEMU restores the terminal it made raw)
+    and killed only when it does not within the grace period."""
+    script = ("trap 'echo got-term; exit 0' TERM; echo up; "
+              "while :; do sleep 0.02; done")
+    for ignores in (False, True):
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        code = ("trap '' TERM; echo up; while :; do sleep 0.02; done" if ignores else script)
+        pid = fastpath.spawn(["/bin/sh", "-c", code], 0, out_w, err_w, die_with_parent=True)
+        os.close(out_w)
+        os.close(err_w)
+        assert os.read(out_r, 3) == b"up\n"
+        dup = os.dup(out_r)  # Spawned.kill closes its own copy
+        spawned = fastpath.Spawned(pid, ["sh"], time.monotonic(), time.time(), out_r, err_r,
+                                   interactive=False)
+        start = time.monotonic()
+        spawned.kill(grace=0.5)
+        took = time.monotonic() - start
+        rest = _read_all(dup)
+        if ignores:
+            assert rest == b"" and took >= 0.5
+        else:
+            assert rest == b"got-term\n" and took < 0.5
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped
+
+
+def test_spawned_kill_closes_the_console_its_relay_opened(tmp_path: Path) -> None:
+    from launcher.relay import ConsoleOut
+
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    pid = fastpath.spawn(["/bin/sleep", "30"], 0, out_w, err_w, die_with_parent=True)
+    os.close(out_w)
+    os.close(err_w)
+    spawned = fastpath.Spawned(pid, ["sleep"], time.monotonic(), time.time(), out_r, err_r,
+                               interactive=False)
+    console = ConsoleOut("file", str(tmp_path / "serial.log"), False, 0.0)
+    spawned.console = console
+    spawned.kill()
+    assert console.out is not None and console.out.closed
+
+
+# -- the keeper of a detached QEMU ----------------------------------------------------------
+
+
+@pytest.fixture
+def marker() -> Iterator[str]:
+    """A unique sleep duration: names the processes this test starts."""
+    arg = f"{300 + os.getpid() % 1000}.{time.monotonic_ns() % 10**6:06d}"
+    yield arg
+    for pid in _pids_with_arg(arg):
+        os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("launcher_gone", ["before-pid-report", "after-pid-report"])
+def test_keeper_stops_its_child_when_the_launcher_is_gone(marker: str, launcher_gone: str
+                                                          ) -> None:
+    """The launcher died between forking the keeper and reading its report: the report
+    write fails (EPIPE) and the keeper must still stop its child, not leave it orphaned."""
+    from launcher.vm import _keep
+
+    ctl_r, ctl_w = os.pipe()
+    st_r, st_w = os.pipe()
+    null = os.open(os.devnull, os.O_RDWR)
+    early = launcher_gone == "before-pid-report"
+    if early:
+        os.close(st_r)  # nobody reads the report: the write fails with EPIPE
+        os.close(ctl_w)  # and the control pipe is at end of file: stop the child
+    keeper = os.fork()
+    if keeper == 0:
+        try:
+            if not early:
+                os.close(ctl_w)
+            _keep(["/bin/sleep", marker], null, null, ctl_r, st_w)
+        finally:
+            os._exit(0)
+    os.close(ctl_r)
+    os.close(st_w)
+    os.close(null)
+    if not early:
+        assert os.read(st_r, 64).startswith(b"pid ")
+        os.close(st_r)  # the launcher goes away: both pipes closed
+        os.close(ctl_w)
+    os.waitpid(keeper, 0)
+    assert _pids_with_arg(marker) == [], "the keeper left its child running"
+
+
+def test_keeper_leaves_its_child_running_once_detached(marker: str) -> None:
+    from launcher.vm import _keep
+
+    ctl_r, ctl_w = os.pipe()
+    st_r, st_w = os.pipe()
+    null = os.open(os.devnull, os.O_RDWR)
+    keeper = os.fork()
+    if keeper == 0:
+        try:
+            os.close(ctl_w)
+            os.close(st_r)
+            _keep(["/bin/sleep", marker], null, null, ctl_r, st_w)
+        finally:
+            os._exit(0)
+    os.close(ctl_r)
+    os.close(st_w)
+    os.close(null)
+    pid = int(os.read(st_r, 64).split()[1])
+    os.write(ctl_w, b"d")
+    os.waitpid(keeper, 0)
+    os.close(ctl_w)
+    os.close(st_r)
+    assert _pids_with_arg(marker) == [pid]
+
+
+# -- the relay: bounded memory, same stages ----------------------------------------------
+
+
+def test_relay_memory_is_bounded_and_stages_still_found() -> None:
+    """Megabytes of console before the ready line (an interactive session that never gets
+    one): the relay keeps the stage times and the last lines, not the whole stream."""
+    filler = b"x" * 78 + b"\r\n"
+    many = filler * 60_000  # 4.8 MB
+    stream = [b"first\r\n", many, b"NetBSD 10.1 (SMOLTEST) #0: Mon Jan  1 00:00:00 UTC 2024\r\n",
+              many, b"root file system type: ffs\r\n", b"Starting smoltest service.\r\n",
+              many, b"tail line\r\n" * 3, b"SERVICE READY\r\n", b"after ready\r\npart"]
+    out_r, out_w = os.pipe()
+    err_r, err_w = os.pipe()
+    os.close(err_w)
+
+    def write() -> None:
+        for chunk in stream:
+            os.write(out_w, chunk)
+        os.close(out_w)
+
+    writer = threading.Thread(target=write)
+    spawned = fastpath.Spawned(0, ["qemu"], time.monotonic(), time.time(), out_r, err_r,
+                               interactive=False)
+    relay = {"console": "none", "path": None, "timestamps": False, "pattern": "SERVICE READY",
+             "timeout": 60}
+    tracemalloc.start()
+    try:
+        writer.start()
+        relay_until_ready(spawned, relay, time.monotonic())
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        writer.join()
+        os.close(out_r)
+        os.close(err_r)
+    assert peak < 1_500_000, f"the relay held {peak} bytes for a 14 MB console"
+    assert spawned.ready_at is not None and spawned.seen is not None
+    times = spawned.seen.detector.times
+    order = [times[s] for s in ("first_byte", "banner", "root", "rc")]
+    assert order == sorted(order)
+    assert times["rc"] <= spawned.ready_at
+    tail = list(spawned.seen.tail)
+    assert len(tail) == TAIL_LINES and tail[-3:] == ["tail line", "SERVICE READY",
+                                                     "after ready"], tail
+    assert spawned.seen.partial == b"part"
+
+
+# -- the plan cache: malformed files, changed code, retargeted images ---------------------
+
+
+@pytest.mark.parametrize("content", [[1, 2, 3], [(1, 2)], [((), "plan")], ("k", {}),
+                                     [(("k",), {"argv": 5})]],
+                         ids=["ints", "int-key", "str-plan", "not-a-list", "bad-plan"])
+def test_an_unexpected_plan_file_is_ignored(cache: Path, content: object,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid marshal file of another shape: no crash, the ordinary path runs, and a
+    plan can still be saved over it."""
+    cache.mkdir(parents=True)
+    path = Path(fastpath.plans_path())
+    path.write_bytes(marshal.dumps(content))
+    monkeypatch.setattr(fastpath, "plan_key", lambda argv: ("k",))
+    assert fastpath.try_fast(["k"]) == (("k",), None)
+    fastpath.save_plan(("other",), {"argv": ["x"]})
+    assert fastpath._load()[0] == (("other",), {"argv": ["x"]})
+    env = dict(os.environ, MKSMOLNB_CACHE=str(cache))
+    path.write_bytes(marshal.dumps(content))
+    for args in (["--help"], ["--version"]):
+        r = subprocess.run([sys.executable, "-m", "launcher", *args], env=env, cwd=REPO,
+                           capture_output=True, text=True, timeout=60, check=False)
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+
+
+def test_a_plan_with_a_broken_relay_is_not_used(cache: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MKSMOLNB_QEMU", "true")
+    qemu = fastpath.which("true")
+    assert qemu is not None
+    key = fastpath.plan_key(["k"])
+    plan = fastpath.make_plan([qemu], qemu, [], [], None, False, False, relay={"console": 1})
+    fastpath.save_plan(key, plan)
+    assert fastpath.try_fast(["k"]) == (key, None)
+
+
+@pytest.mark.parametrize("name", ["__main__.py", "boot.py", "config.py", "fastpath.py",
+                                  "host.py", "kernel.py", "qemu.py"])
+def test_changing_the_code_that_computes_the_argv_retires_plans(cache: Path, name: str
+                                                                ) -> None:
+    source = Path(fastpath.__file__).parent / name
+    st = source.stat()
+    before = fastpath.plan_key(["k", "img"])
+    try:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))
+        assert fastpath.plan_key(["k", "img"]) != before
+    finally:
+        os.utime(source, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert fastpath.plan_key(["k", "img"]) == before
+
+
+def test_plan_key_names_the_version() -> None:
+    import tomllib
+
+    from launcher import VERSION
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["version"] == VERSION
+    assert VERSION in fastpath.plan_key(["k"])[-1]  # type: ignore[operator]
+
+
+def test_image_users_are_looked_up_by_the_path_resolved_now(cache: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch,
+                                                            marker: str) -> None:
+    """The plan was saved for a link to a.img; the link now points at b.img, which a
+    detached VM uses read-write: the plan must not start a second QEMU on b.img."""
+    monkeypatch.setenv("MKSMOLNB_QEMU", "true")
+    a, b, link = tmp_path / "a.img", tmp_path / "b.img", tmp_path / "root.img"
+    for image in (a, b):
+        image.write_bytes(b"\0" * 4096)
+    link.symlink_to(a)
+    qemu = fastpath.which("true")
+    assert qemu is not None
+    plan = fastpath.make_plan([qemu], qemu, [], [], (str(link), str(link.resolve())),
+                              False, False)
+    assert fastpath._usable(plan)
+    fake = tmp_path / "qemu-system-x86_64"  # a process that looks like a QEMU to ps
+    shutil.copy("/bin/sleep", fake)
+    holder = subprocess.Popen([str(fake), marker])
+    try:
+        vm_dir = tmp_path / "state" / "holder"
+        vm_dir.mkdir(parents=True)
+        (vm_dir / "image").write_bytes(b"rw\n" + os.fsencode(b.resolve()))
+        (vm_dir / "qemu.pid").write_text(f"{holder.pid}\n")
+        assert fastpath._usable(plan)  # b.img in use; the link still names a.img
+        link.unlink()
+        link.symlink_to(b)
+        assert not fastpath._usable(plan)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_a_plan_whose_console_directory_is_gone_is_not_used(cache: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch
+                                                           ) -> None:
+    monkeypatch.setenv("MKSMOLNB_QEMU", "true")
+    qemu = fastpath.which("true")
+    assert qemu is not None
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    relay = {"console": "file", "path": str(logs / "serial.log"), "timestamps": False,
+             "pattern": "SERVICE READY", "timeout": None}
+    plan = fastpath.make_plan([qemu], qemu, [], [], None, False, False, relay=relay)
+    assert fastpath._usable(plan)
+    logs.rmdir()
+    assert not fastpath._usable(plan)
