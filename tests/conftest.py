@@ -27,6 +27,30 @@ os.environ["MKSMOLNB_STATE"] = str(_PRIVATE / "state")
 atexit.register(shutil.rmtree, _PRIVATE, ignore_errors=True)
 
 
+def live_processes() -> list[tuple[int, list[bytes]]]:
+    """(pid, argv) of every process of this machine that is not a zombie."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                argv = f.read().split(b"\0")
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    continue
+        except OSError:
+            continue
+        out.append((int(entry), argv))
+    return out
+
+
+def qemu_pids(needle: str) -> list[int]:
+    """Pids of live QEMU processes with ``needle`` in one of their arguments."""
+    return [pid for pid, argv in live_processes()
+            if b"qemu" in argv[0] and any(needle.encode() in a for a in argv)]
+
+
 def hardware_kvm() -> str | None:
     """None when hardware KVM is usable, else the reason it is not."""
     if not os.path.exists("/dev/kvm"):

@@ -26,28 +26,10 @@ from pathlib import Path
 import pytest
 from kernels import READY_LINE, TestKernels, parse_console
 
-from conftest import REPO
+from conftest import REPO, qemu_pids
 
 DEBUG_EXIT = ["--qemu-arg=-device", "--qemu-arg=isa-debug-exit,iobase=0xf4,iosize=4"]
 MMIO_MARKERS = b"\0virtio_mmio.device=\0mmio_cmdline\0"
-
-
-def qemu_pids(needle: str) -> list[int]:
-    """Pids of QEMU processes whose command line mentions ``needle``."""
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                zombie = f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-        except OSError:
-            continue
-        if not zombie and b"qemu" in argv[0] and any(needle.encode() in a for a in argv):
-            out.append(int(entry))
-    return out
 
 
 def wait_gone(needle: str, seconds: float = 3.0) -> list[int]:

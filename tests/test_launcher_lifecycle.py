@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, live_processes
 from launcher import fastpath
 from launcher.relay import relay_until_ready
 from launcher.vm import TAIL_LINES
@@ -32,21 +32,7 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def _pids_with_arg(arg: str) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                argv = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    continue
-        except OSError:
-            continue
-        if arg.encode() in argv:
-            out.append(int(entry))
-    return out
+    return [pid for pid, argv in live_processes() if arg.encode() in argv]
 
 
 def _read_all(fd: int) -> bytes:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import qemu_pids
+
 pytestmark = [pytest.mark.netbsd, pytest.mark.qemu, pytest.mark.slow]
 
 BOOT_TIMEOUT = "180"  # TCG on a loaded CI machine; a boot here takes about a second
@@ -64,16 +66,7 @@ class Session:
             return json.loads(out.splitlines()[0])
 
     def qemu_left(self) -> list[int]:
-        pids = []
-        for proc in Path("/proc").iterdir():
-            if proc.name.isdigit():
-                try:
-                    cmdline = (proc / "cmdline").read_bytes()
-                except OSError:
-                    continue
-                if b"qemu-system" in cmdline and str(self.workdir).encode() in cmdline:
-                    pids.append(int(proc.name))
-        return pids
+        return qemu_pids(str(self.workdir))
 
     def close(self) -> None:
         left = self.qemu_left()
