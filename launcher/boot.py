@@ -329,8 +329,11 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                     if pattern is not None and pattern.search(line) and det.mark("ready", t):
                         is_ready = True
             if not is_ready and vm.poll() is not None:
-                _drain(vm, det, console)
-                _exited(vm, config, first_byte="first_byte" in det.times)
+                # QEMU is gone; what it wrote last may still be in the pipe, and may be
+                # the ready line (a guest that prints it and powers off at once).
+                is_ready = _drain(vm, det, console, pattern)
+                if not is_ready:
+                    _exited(vm, config, first_byte="first_byte" in det.times)
         if save_key is not None:  # ready without a console byte (a port answered)
             _save_plan(save_key, config, prep, argv, paths.interactive, ready, timestamps)
         result = BootResult(argv, vm.pid, True, report(start, det),
@@ -374,11 +377,17 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             signal.signal(sig, handler)
 
 
-def _drain(vm: Vm, det: StageDetector, console: ConsoleOut) -> None:
+def _drain(vm: Vm, det: StageDetector, console: ConsoleOut,
+           pattern: re.Pattern[str] | None) -> bool:
+    """Relay what an exited QEMU left in the console pipe; whether it held the ready line."""
+    ready = False
     for t, chunk in vm.read_console(0.05):
         console.write(t, chunk)
         for line in vm.split_lines(chunk):
             det.feed_line(t, line)
+            if pattern is not None and pattern.search(line) and det.mark("ready", t):
+                ready = True
+    return ready
 
 
 def _tail_text(vm: Vm) -> str:

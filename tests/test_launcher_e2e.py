@@ -822,3 +822,36 @@ def test_fast_path_console_file_that_cannot_be_opened(vm: Vms, kernels: Kernels,
     assert r.returncode == 1 and f"console file {console} is a directory" in r.stderr
     assert "IsADirectoryError" not in r.stderr, r.stderr  # (--debug shows the InputError's)
     assert not wait_gone(vm.needle)
+
+
+@pytest.mark.qemu
+def test_ready_line_among_the_last_output_of_an_exiting_qemu(
+        vm: Vms, kernels: Kernels, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guest that prints its ready line and powers off at once: the launcher may see
+    QEMU gone before it read that line; it is still ready, not "exited before ready".
+    The race is forced: nothing is read until QEMU has exited."""
+    from launcher import vm as vm_module
+    from launcher.boot import boot, prepare
+    from launcher.config import Console, LaunchConfig
+
+    monkeypatch.setenv("MKSMOLNB_CACHE", vm.env["MKSMOLNB_CACHE"])
+    real_read = vm_module.Vm.read_console
+    held: list[bool] = []
+
+    def read_after_exit(self: vm_module.Vm, timeout: float) -> list[tuple[float, bytes]]:
+        if not held:
+            held.append(True)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and os.waitid(
+                    os.P_PID, self.pid, os.WEXITED | os.WNOWAIT | os.WNOHANG) is None:
+                time.sleep(0.01)
+            return []
+        return real_read(self, timeout)
+
+    monkeypatch.setattr(vm_module.Vm, "read_console", read_after_exit)
+    config = LaunchConfig(kernel=kernels.pvh, network="none", console=Console("none"),
+                          timeout=30, append=("smoltest.exit=1",),
+                          qemu_args=tuple(a.split("=", 1)[1] for a in DEBUG_EXIT))
+    result = boot(config, prepared=prepare(config))
+    assert held and result.ready and result.exit_status == 3
+    assert result.report.stages["ready"] is not None
