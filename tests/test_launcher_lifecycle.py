@@ -140,26 +140,8 @@ def test_keeper_stops_its_child_when_the_launcher_is_gone(marker: str, launcher_
                                                           ) -> None:
     """The launcher died between forking the keeper and reading its report: the report
     write fails (EPIPE) and the keeper must still stop its child, not leave it orphaned."""
-    from launcher.vm import _keep
-
-    ctl_r, ctl_w = os.pipe()
-    st_r, st_w = os.pipe()
-    null = os.open(os.devnull, os.O_RDWR)
     early = launcher_gone == "before-pid-report"
-    if early:
-        os.close(st_r)  # nobody reads the report: the write fails with EPIPE
-        os.close(ctl_w)  # and the control pipe is at end of file: stop the child
-    keeper = os.fork()
-    if keeper == 0:
-        try:
-            if not early:
-                os.close(ctl_w)
-            _keep(["/bin/sleep", marker], null, null, ctl_r, st_w)
-        finally:
-            os._exit(0)
-    os.close(ctl_r)
-    os.close(st_w)
-    os.close(null)
+    keeper, ctl_w, st_r = _fork_keeper(marker, launcher_gone=early)
     if not early:
         assert os.read(st_r, 64).startswith(b"pid ")
         os.close(st_r)  # the launcher goes away: both pipes closed
@@ -168,23 +150,35 @@ def test_keeper_stops_its_child_when_the_launcher_is_gone(marker: str, launcher_
     assert _pids_with_arg(marker) == [], "the keeper left its child running"
 
 
-def test_keeper_leaves_its_child_running_once_detached(marker: str) -> None:
+def _fork_keeper(marker: str, launcher_gone: bool = False) -> tuple[int, int, int]:
+    """Fork a keeper of ``sleep MARKER`` as the launcher does: (keeper pid, the control
+    pipe's write end, the report pipe's read end). ``launcher_gone``: both ends are
+    closed before the fork (returned as -1), as when the launcher died at once."""
     from launcher.vm import _keep
 
     ctl_r, ctl_w = os.pipe()
     st_r, st_w = os.pipe()
     null = os.open(os.devnull, os.O_RDWR)
+    if launcher_gone:
+        os.close(st_r)  # nobody reads the report: its write fails with EPIPE
+        os.close(ctl_w)  # and the control pipe is at end of file: stop the child
+        st_r = ctl_w = -1
     keeper = os.fork()
     if keeper == 0:
         try:
-            os.close(ctl_w)
-            os.close(st_r)
+            for fd in (ctl_w, st_r):
+                if fd >= 0:
+                    os.close(fd)
             _keep(["/bin/sleep", marker], null, null, ctl_r, st_w)
         finally:
             os._exit(0)
-    os.close(ctl_r)
-    os.close(st_w)
-    os.close(null)
+    for fd in (ctl_r, st_w, null):
+        os.close(fd)
+    return keeper, ctl_w, st_r
+
+
+def test_keeper_leaves_its_child_running_once_detached(marker: str) -> None:
+    keeper, ctl_w, st_r = _fork_keeper(marker)
     pid = int(os.read(st_r, 64).split()[1])
     os.write(ctl_w, b"d")
     os.waitpid(keeper, 0)
