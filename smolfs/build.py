@@ -304,14 +304,11 @@ class FastCopies:
     def _file_digest(self, path: Path, f: BinaryIO) -> str:
         from smolfs import fastsets
 
-        st = os.fstat(f.fileno())
-        digest = fastsets.recall_digest(path, st)
-        if digest is None:
-            started = time.time()
+        def compute() -> str:
             f.seek(0)
-            digest = hashlib.file_digest(_Cancellable(f, self._cancel), "sha512").hexdigest()
-            fastsets.remember_digest(path, st, digest, started)
-        return digest
+            return hashlib.file_digest(_Cancellable(f, self._cancel), "sha512").hexdigest()
+
+        return fastsets.file_digest(path, os.fstat(f.fileno()), compute)
 
     def digest(self, src: SetSource) -> str | None:
         """The SHA512 of *src*'s archive (verified by fetch, else computed here), or None

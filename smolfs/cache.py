@@ -99,13 +99,10 @@ def check_cached(path: Path, expected: str, discard: bool, algo: str = "sha512",
     if memo is not None and algo == "sha512":
         from smolfs import fastsets
 
-        if fastsets.recall_digest(path, st, memo) == expected:
-            return True
-    started = time.time()
-    actual = hash_file(path, algo)
+        actual = fastsets.file_digest(path, st, lambda: hash_file(path, algo), memo)
+    else:
+        actual = hash_file(path, algo)
     if actual == expected:
-        if memo is not None and algo == "sha512":
-            fastsets.remember_digest(path, st, actual, started, memo)
         return True
     path.unlink()
     if discard:

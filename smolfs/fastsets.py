@@ -38,6 +38,7 @@ import fcntl
 import os
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -310,6 +311,19 @@ def remember_digest(path: Path, st: os.stat_result, digest: str, started: float,
     except OSError:
         return False
     return True
+
+
+def file_digest(path: Path, st: os.stat_result, compute: Callable[[], str],
+                cache_dir: str | os.PathLike[str] | None = None) -> str:
+    """The SHA512 of *path* in the state *st*: remembered from an earlier call
+    (:func:`recall_digest`), else ``compute()``, then remembered when that is safe
+    (:func:`remember_digest`)."""
+    digest = recall_digest(path, st, cache_dir)
+    if digest is None:
+        started = time.time()
+        digest = compute()
+        remember_digest(path, st, digest, started, cache_dir)
+    return digest
 
 
 _warned: set[str] = set()
