@@ -81,5 +81,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture
+def disk(tmp_path: Path) -> Path:
+    """An empty 1 MiB raw disk image."""
+    image = tmp_path / "disk.img"
+    with image.open("wb") as f:
+        f.truncate(1 << 20)
+    return image
+
+
+@pytest.fixture
 def netbsd_dir() -> Path:
     return Path(os.environ[NETBSD_DIR_VAR])

@@ -7,6 +7,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
+
+from smolfs.errors import ImageTooSmall
 from smolfs.tree import Data, Tree
 
 
@@ -31,6 +34,20 @@ class SparseData(Data):
 
     def content(self) -> bytes:
         return self.read(0, self.size)
+
+
+def refused_as_too_small(writer: ModuleType, tree: Tree, path: Path, opts: Any,
+                         size: int) -> ImageTooSmall:
+    """Writing *tree* at *size* bytes into a new file at *path* must fail with
+    ImageTooSmall before a byte is written; the error."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        with pytest.raises(ImageTooSmall) as err:
+            writer.write(tree, fd, size, opts)
+    finally:
+        os.close(fd)
+    assert path.stat().st_size == 0, "nothing written when too small"
+    return err.value
 
 
 def write_image(writer: ModuleType, tree: Tree, path: Path, opts: Any,

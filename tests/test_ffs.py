@@ -13,10 +13,10 @@ from pathlib import Path
 
 import ffsread
 import pytest
-from fsimage import SparseData, write_image
+from fsimage import SparseData, refused_as_too_small, write_image
 
 from smolfs import ffs
-from smolfs.errors import FilesystemLimitError, ImageTooSmall, InputError, UsageError
+from smolfs.errors import FilesystemLimitError, InputError, UsageError
 from smolfs.ffs import FfsOptions, minimum_size, write
 from smolfs.ffs.writer import makedev
 from smolfs.tree import BytesData, FileData, Kind, Node, Tree
@@ -282,15 +282,8 @@ def test_too_small_fails_before_writing(tmp_path: Path) -> None:
     tree = sample_tree(tmp_path)
     opts = FfsOptions()
     need = minimum_size(tree, opts)
-    path = tmp_path / "small.img"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        with pytest.raises(ImageTooSmall) as err:
-            write(tree, fd, need - 8192, opts)
-    finally:
-        os.close(fd)
-    assert err.value.minimum == need
-    assert path.stat().st_size == 0
+    err = refused_as_too_small(ffs, tree, tmp_path / "small.img", opts, need - 8192)
+    assert err.minimum == need
     build(tree, tmp_path / "exact.img", opts, size=need)  # the minimum itself fits
 
 

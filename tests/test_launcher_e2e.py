@@ -124,14 +124,6 @@ def kernels(tmp_path: Path, test_kernels: TestKernels) -> Kernels:
     return Kernels(**out)
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Path:
-    image = tmp_path / "disk.img"
-    with image.open("wb") as f:
-        f.truncate(1 << 20)
-    return image
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

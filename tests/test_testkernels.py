@@ -39,14 +39,6 @@ BASE = [QEMU, "-nodefaults", "-no-user-config", "-display", "none", "-serial", "
 TIMEOUT = 30.0
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Path:
-    image = tmp_path / "disk.raw"
-    with image.open("wb") as f:
-        f.truncate(1 << 20)
-    return image
-
-
 def devices(machine: str, disk: Path) -> list[str]:
     """A virtio disk and a virtio network card, on the transport the machine has."""
     bus = "device" if machine.startswith("microvm") else "pci"
