@@ -35,10 +35,10 @@ TOPS = ["bin", "sbin", "libexec", "lib", "usr/bin", "usr/sbin", "usr/lib", "usr/
 
 
 def cache_dir() -> Path:
-    if os.environ.get("MKSMOLNB_CACHE"):
-        return Path(os.environ["MKSMOLNB_CACHE"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "mksmolnb"
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from smolfs.cachedir import cache_root
+
+    return Path(cache_root())
 
 
 def _sizes(rng: random.Random, files: int, total: int) -> list[int]:

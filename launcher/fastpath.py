@@ -18,10 +18,11 @@ kind of host; a NetBSD service is ready 400 ms after QEMU starts. So a boot is s
    ordinary path, which computes the argv (and the error messages) from scratch and saves
    the plan once QEMU is seen alive.
 
-Only ``os``, ``sys``, ``marshal`` and C modules (``_socket``, ``fcntl``, ``_struct``,
-``_ctypes``, ``_signal``) are imported here. The helpers the rest of the launcher shares
-(``which``, :func:`kvm_state`, :func:`is_qemu`, :func:`image_locked`, :func:`port_error`,
-:func:`spawn`) live here so the fast path and the ordinary one cannot disagree.
+Only ``os``, ``sys``, ``marshal``, C modules (``_socket``, ``fcntl``, ``_struct``,
+``_ctypes``, ``_signal``) and :mod:`smolfs.cachedir` (``os`` alone) are imported here.
+The helpers the rest of the launcher shares (``which``, :func:`kvm_state`,
+:func:`is_qemu`, :func:`image_locked`, :func:`port_error`, :func:`spawn`) live here so
+the fast path and the ordinary one cannot disagree.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ import marshal
 import os
 import sys
 import time
+
+from smolfs.cachedir import cache_root
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
 if TYPE_CHECKING:
@@ -158,14 +161,6 @@ def state_root() -> str:
     if os.environ.get("XDG_RUNTIME_DIR"):
         return os.path.join(os.environ["XDG_RUNTIME_DIR"], "mksmolnb")
     return os.path.join(os.path.expanduser("~"), ".local", "state", "mksmolnb")
-
-
-def cache_root() -> str:
-    """``$MKSMOLNB_CACHE``, else ``$XDG_CACHE_HOME/mksmolnb``, else ``~/.cache/mksmolnb``."""
-    if os.environ.get("MKSMOLNB_CACHE"):
-        return os.environ["MKSMOLNB_CACHE"]
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return os.path.join(base, "mksmolnb")
 
 
 def image_users() -> dict[str, tuple[str, bool]]:

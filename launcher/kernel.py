@@ -170,7 +170,7 @@ def scan(path: Path, data: bytes | mmap.mmap, source: Path | None = None,
 
 def cache_dir() -> Path:
     """``$MKSMOLNB_CACHE``, else ``$XDG_CACHE_HOME/mksmolnb``, else ``~/.cache/mksmolnb``."""
-    from .fastpath import cache_root
+    from smolfs.cachedir import cache_root
 
     return Path(cache_root())
 

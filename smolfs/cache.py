@@ -19,13 +19,13 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from smolfs import log
+from smolfs import cachedir, log
 from smolfs import mirror as transport
 from smolfs.errors import ChecksumMismatch, FetchError
 from smolfs.mirror import Mirror, TransientError
 from smolfs.progress import Progress
 
-CACHE_ENV = "MKSMOLNB_CACHE"
+CACHE_ENV = cachedir.ENV
 HASH_CHUNK = 1 << 20
 
 
@@ -34,12 +34,9 @@ class NoSpace(FetchError):
 
 
 def default_cache_dir() -> Path:
-    """``$MKSMOLNB_CACHE``, else ``$XDG_CACHE_HOME/mksmolnb``, else ``~/.cache/mksmolnb``."""
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
-    return base / "mksmolnb"
+    """``$MKSMOLNB_CACHE``, else ``$XDG_CACHE_HOME/mksmolnb``, else ``~/.cache/mksmolnb``
+    (:func:`smolfs.cachedir.cache_root`)."""
+    return Path(cachedir.cache_root())
 
 
 def is_no_space(err: OSError) -> bool:

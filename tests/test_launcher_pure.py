@@ -366,3 +366,20 @@ def test_argv_interactive_console() -> None:
     argv = qemu_argv(config, TCG_HOST, kinfo(), RunPaths(interactive=True))
     assert argv[-4:] == ["-chardev", "stdio,id=con0,mux=on,signal=off", "-serial",
                          "chardev:con0"]
+
+
+@pytest.mark.parametrize(("cache", "xdg"), [("~/c", None), (None, "relative/x"),
+                                            (None, "/abs/xdg"), (None, None)])
+def test_launcher_and_smolfs_share_one_cache(monkeypatch: pytest.MonkeyPatch, cache: str | None,
+                                             xdg: str | None) -> None:
+    """Kernels the launcher caches and sets smolfs fetches live under the same root."""
+    from launcher.kernel import cache_dir
+    from smolfs.cache import default_cache_dir
+
+    for var, value in (("MKSMOLNB_CACHE", cache), ("XDG_CACHE_HOME", xdg)):
+        if value is None:
+            monkeypatch.delenv(var, raising=False)
+        else:
+            monkeypatch.setenv(var, value)
+    assert cache_dir() == default_cache_dir()
+    assert "~" not in str(cache_dir()) and cache_dir().is_absolute()
