@@ -69,11 +69,8 @@ def locked(path: Path) -> Iterator[None]:
 
 
 def hash_file(path: Path, algo: str = "sha512") -> str:
-    h = hashlib.new(algo)
     with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+        return hashlib.file_digest(f, algo).hexdigest()
 
 
 def check_cached(path: Path, expected: str, discard: bool, algo: str = "sha512",
