@@ -261,7 +261,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                           kernel=prep.kernel, accel_note=prep.accel_note)
     vm = Vm(argv, serial_log=paths.serial_log, qmp=paths.qmp,
             qemu_log=vmdir.qemu_log if vmdir else None, detach=config.detach,
-            interactive=paths.interactive)
+            interactive=paths.interactive, state_dir=vmdir.path if vmdir else None)
     console = None
     prober = None
     wake_r, wake_w = os.pipe()
@@ -405,6 +405,8 @@ def _timeout(vm: Vm, config: LaunchConfig, ready: Ready) -> None:
 
 def _exited(vm: Vm, config: LaunchConfig, first_byte: bool) -> None:
     status = vm.poll()
+    if vm.lost_keeper:  # a detached VM's keeper died or was signalled: QEMU is gone too
+        raise LaunchError(f"{vm.lost_keeper}; QEMU stopped")
     err = vm.stderr_text().strip()
     cpu = vm.argv[vm.argv.index("-cpu") + 1] if "-cpu" in vm.argv else None
     if cpu == "host" and not first_byte and re.search(r"MSR|-cpu host|CPU model", err):

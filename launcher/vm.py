@@ -22,7 +22,7 @@ from pathlib import Path
 
 from smolfs.errors import LaunchError
 
-from .fastpath import Spawned, is_qemu, port_error, spawn
+from .fastpath import MAX_FD, Spawned, is_qemu, port_error, spawn
 from .fastpath import image_locked as _image_locked
 from .relay import TAIL_LINES
 
@@ -117,39 +117,110 @@ def _stop_child(pid: int, grace: float = 1.0) -> int | None:
         time.sleep(0.01)
 
 
-def _keep(argv: list[str], stdin: int, log: int, ctl: int, report: int) -> None:
-    """The keeper of a detached QEMU (runs in a forked child; never returns to the caller's
-    code). Reports ``pid N``, then ``exit S`` when QEMU ends, on ``report``.
+_KEEPER_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
-    Whatever goes wrong before the launcher says ``d`` (detach) on ``ctl`` (its end of
-    file, a failed report write, any exception) stops QEMU: SIGTERM, then SIGKILL.
+
+class _Signalled(Exception):
+    """The keeper got SIGINT, SIGTERM or SIGHUP: stop QEMU, then exit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, _frame: object) -> None:
+    raise _Signalled(signum)
+
+
+def _isolate(keep: Iterable[int]) -> None:
+    """In the keeper: /dev/null as 0, 1 and 2, every other descriptor but ``keep`` closed,
+    ``/`` as the working directory. A keeper outlives ``startnb -d``: it must not hold
+    the caller's pipes (whoever waits for their end of file would wait for the VM)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, MAX_FD)
+    with contextlib.suppress(OSError):
+        os.chdir("/")
+
+
+def _record_exit(exit_file: str | None, code: int) -> None:
+    """Write QEMU's exit status (negative: the signal that killed it) to ``exit_file``
+    (temp file + rename); the state directory may be gone already (``startnb stop``)."""
+    if exit_file is None:
+        return
+    tmp = f"{exit_file}.tmp"
+    with contextlib.suppress(OSError):
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, f"{code}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, exit_file)
+
+
+def _keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
+          exit_file: str | None = None) -> None:
+    """The keeper of a detached QEMU (runs in a forked child; never returns to the caller's
+    code). QEMU is its child for its whole life, with ``PR_SET_PDEATHSIG`` (SIGKILL): the
+    keeper's death, however it dies, takes QEMU with it.
+
+    Reports ``pid N`` on ``report``, then ``exit S`` if QEMU ends before the launcher says
+    ``d`` (detach) on ``ctl``, preceded by ``signal N`` if the keeper got that signal.
+    Whatever goes wrong before ``d`` (the pipe's end of file: the launcher is gone; a
+    failed report write; SIGINT, SIGTERM or SIGHUP; any exception) stops QEMU: SIGTERM,
+    then SIGKILL. After ``d`` the keeper stays QEMU's parent: it reaps it and writes its
+    exit status to ``exit_file``; SIGINT, SIGTERM or SIGHUP stop QEMU the same way.
     """
     os.setsid()
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, signal.SIG_DFL)
+    _isolate((stdin, log, ctl, report))
+    for sig in _KEEPER_SIGNALS:
+        signal.signal(sig, _raise_signalled)
+    pid: int | None = None
+    code: int | None = None
     try:
-        pid = spawn(argv, stdin, log, log, die_with_parent=False, new_session=False)
-    except OSError as err:
-        _report(report, f"error {err.errno}\n")
-        return
-    running = True
-    try:
+        try:
+            pid = spawn(argv, stdin, log, log, die_with_parent=True, new_session=False)
+        except OSError as err:
+            _report(report, f"error {err.errno}\n")
+            return
+        finally:
+            for fd in {stdin, log}:
+                os.close(fd)
         _report(report, f"pid {pid}\n")
-        while True:
+        while True:  # until ready: tied to the launcher
             if select.select([ctl], [], [], 0.02)[0]:
-                if os.read(ctl, 1) == b"d":
-                    running = False  # detached: QEMU lives on
-                return  # else the launcher is gone before QEMU was ready
+                if os.read(ctl, 1) != b"d":
+                    return  # the launcher is gone before QEMU was ready: stop it
+                break
             done, status = os.waitpid(pid, os.WNOHANG)
             if done:
-                running = False
-                _report(report, f"exit {os.waitstatus_to_exitcode(status)}\n")
+                code = os.waitstatus_to_exitcode(status)
+                _report(report, f"exit {code}\n")
                 return
+        os.close(ctl)
+        os.close(report)
+        report = -1
+        _, status = os.waitpid(pid, 0)  # detached: QEMU runs until it ends or is stopped
+        code = os.waitstatus_to_exitcode(status)
+    except _Signalled as sig:
+        _report(report, f"signal {sig.signum}\n")
     finally:
-        if running:
+        signal.pthread_sigmask(signal.SIG_BLOCK, _KEEPER_SIGNALS)  # finish cleaning up
+        if pid is not None and code is None:
             code = _stop_child(pid)
             if code is not None:
                 _report(report, f"exit {code}\n")
+        if code is not None:
+            _record_exit(exit_file, code)
 
 
 class Vm:
@@ -157,14 +228,19 @@ class Vm:
 
     Attached: QEMU is our child, with ``PR_SET_PDEATHSIG``. Detached (``detach=True``):
     QEMU is the child of a small keeper process (a fork of the launcher, in its own
-    session) that holds a pipe from the launcher. Until :meth:`detach` is called, the
-    pipe's end of file (the launcher exited, was killed, crashed) makes the keeper stop
-    QEMU; :meth:`detach` tells it to leave QEMU running and exit.
+    session; see :func:`_keep`), with ``PR_SET_PDEATHSIG`` towards the keeper. Until
+    :meth:`detach` is called, the end of file of a pipe from the launcher (the launcher
+    exited, was killed, crashed) makes the keeper stop QEMU, and the end of file of the
+    keeper's report pipe (the keeper died) is seen by :meth:`poll` at once:
+    :attr:`lost_keeper` then says why, and QEMU is gone. :meth:`detach` tells the keeper
+    to let QEMU run; it stays QEMU's parent, and writes its exit status to
+    ``state_dir/qemu.exit`` (``state_dir/keeper.pid`` names the keeper).
     """
 
     def __init__(self, argv: list[str], *, serial_log: Path | None = None,
                  qmp: Path | None = None, qemu_log: Path | None = None,
-                 detach: bool = False, interactive: bool = False) -> None:
+                 detach: bool = False, interactive: bool = False,
+                 state_dir: Path | None = None) -> None:
         self.argv = argv
         self.interactive = interactive
         self.serial_log = serial_log
@@ -185,6 +261,9 @@ class Vm:
         self._keeper_ctl: int | None = None
         self._keeper_status: int | None = None
         self._keeper_buf = b""
+        self.state_dir = state_dir
+        #: Set when the keeper died or was signalled before :meth:`detach`: one line.
+        self.lost_keeper: str | None = None
 
     # -- lifetime ----------------------------------------------------------------------
 
@@ -241,7 +320,8 @@ class Vm:
             try:
                 os.close(ctl_w)
                 os.close(st_r)
-                _keep(self.argv, null, log, ctl_r, st_w)
+                exit_file = str(self.state_dir / "qemu.exit") if self.state_dir else None
+                _keep(self.argv, null, log, ctl_r, st_w, exit_file)
             finally:
                 os._exit(0)
         os.close(ctl_r)
@@ -249,6 +329,9 @@ class Vm:
         os.close(log)
         os.close(null)
         self._keeper, self._keeper_ctl, self._keeper_status = keeper, ctl_w, st_r
+        if self.state_dir is not None:
+            with contextlib.suppress(OSError):
+                (self.state_dir / "keeper.pid").write_text(f"{keeper}\n")
         while self._pid is None and self._status is None:
             if not self._read_keeper(None):
                 break
@@ -268,8 +351,8 @@ class Vm:
         if not data:
             os.close(fd)
             self._keeper_status = None
-            if self._status is None and self._pid is not None and not is_qemu(self._pid):
-                self._status = -signal.SIGKILL  # the keeper died without a report
+            if self._status is None and self._pid is not None:
+                self._keeper_died()
             return False
         self._keeper_buf += data
         *lines, self._keeper_buf = self._keeper_buf.split(b"\n")
@@ -279,7 +362,30 @@ class Vm:
                 self._pid = int(value)
             elif word in ("exit", "error"):
                 self._status = int(value)
+            elif word == "signal":
+                self.lost_keeper = (f"the keeper of QEMU (pid {self._keeper}) got "
+                                    f"{_signame(int(value))} before the VM was ready")
         return True
+
+    def _keeper_died(self) -> None:
+        """The keeper's report pipe ended without QEMU's exit status: the keeper died
+        (SIGKILL, a crash). QEMU dies with it (``PR_SET_PDEATHSIG``); make sure of it."""
+        how = "died"
+        if self._keeper is not None:
+            with contextlib.suppress(ChildProcessError):
+                code = os.waitstatus_to_exitcode(os.waitpid(self._keeper, 0)[1])
+                how = f"was killed ({_signame(-code)})" if code < 0 else f"exited ({code})"
+        self.lost_keeper = (f"the keeper of QEMU (pid {self._keeper}) {how} before the VM "
+                            "was ready")
+        self._keeper = None
+        assert self._pid is not None
+        deadline = time.monotonic() + 2.0
+        while is_qemu(self._pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if is_qemu(self._pid):  # not ours to reap: only the signal
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._pid, signal.SIGKILL)
+        self._status = -signal.SIGKILL
 
     def _reap_keeper(self) -> None:
         if self._keeper_ctl is not None:
@@ -293,10 +399,16 @@ class Vm:
             pass
 
     def detach(self) -> None:
-        """Leave QEMU running after this process exits (detached mode, once ready)."""
+        """Leave QEMU running after this process exits (detached mode, once ready): the
+        keeper stays its parent and outlives us."""
         if self._keeper_ctl is not None:
             os.write(self._keeper_ctl, b"d")
-        self._reap_keeper()
+            os.close(self._keeper_ctl)
+            self._keeper_ctl = None
+        if self._keeper_status is not None:
+            os.close(self._keeper_status)
+            self._keeper_status = None
+        self._keeper = None
 
     @property
     def pid(self) -> int:
@@ -307,11 +419,14 @@ class Vm:
         """QEMU's exit status (negative: killed by that signal), None while it runs."""
         if self._status is not None or self._pid is None:
             return self._status
-        if self._keeper is not None:
+        if self.detach_mode:  # QEMU is the keeper's child, never ours
             while self._keeper_status is not None and self._status is None:
                 if not select.select([self._keeper_status], [], [], 0)[0]:
                     break
                 self._read_keeper(None)
+            if self._status is None and self._keeper_status is None and not is_qemu(
+                    self._pid):
+                self._status = -signal.SIGKILL  # gone, and nobody to tell us how
             return self._status
         pid, status = os.waitpid(self._pid, os.WNOHANG)
         if pid:
@@ -323,7 +438,7 @@ class Vm:
         while self.poll() is None:
             if deadline is not None and time.monotonic() >= deadline:
                 return None
-            if self._keeper is None and deadline is None:
+            if not self.detach_mode and deadline is None:
                 _, status = os.waitpid(self.pid, 0)
                 self._status = os.waitstatus_to_exitcode(status)
                 break
@@ -432,6 +547,13 @@ class Vm:
         if self.qmp_path is None:
             raise LaunchError("this VM has no QMP socket")
         return Qmp(self.qmp_path)
+
+
+def _signame(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 def stop_pid(pid: int, qmp_path: Path | None, grace: float, force: bool,

@@ -150,7 +150,8 @@ def test_keeper_stops_its_child_when_the_launcher_is_gone(marker: str, launcher_
     assert _pids_with_arg(marker) == [], "the keeper left its child running"
 
 
-def _fork_keeper(marker: str, launcher_gone: bool = False) -> tuple[int, int, int]:
+def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | None = None
+                 ) -> tuple[int, int, int]:
     """Fork a keeper of ``sleep MARKER`` as the launcher does: (keeper pid, the control
     pipe's write end, the report pipe's read end). ``launcher_gone``: both ends are
     closed before the fork (returned as -1), as when the launcher died at once."""
@@ -169,7 +170,8 @@ def _fork_keeper(marker: str, launcher_gone: bool = False) -> tuple[int, int, in
             for fd in (ctl_w, st_r):
                 if fd >= 0:
                     os.close(fd)
-            _keep(["/bin/sleep", marker], null, null, ctl_r, st_w)
+            _keep(["/bin/sleep", marker], null, null, ctl_r, st_w,
+                  str(exit_file) if exit_file else None)
         finally:
             os._exit(0)
     for fd in (ctl_r, st_w, null):
@@ -177,14 +179,88 @@ def _fork_keeper(marker: str, launcher_gone: bool = False) -> tuple[int, int, in
     return keeper, ctl_w, st_r
 
 
-def test_keeper_leaves_its_child_running_once_detached(marker: str) -> None:
-    keeper, ctl_w, st_r = _fork_keeper(marker)
-    pid = int(os.read(st_r, 64).split()[1])
-    os.write(ctl_w, b"d")
-    os.waitpid(keeper, 0)
-    os.close(ctl_w)
-    os.close(st_r)
-    assert _pids_with_arg(marker) == [pid]
+def _parent(pid: int) -> int:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return int(f.read().rsplit(b")", 1)[1].split()[1])
+
+
+def _wait_exited(pid: int, seconds: float = 5.0) -> int:
+    """Reap our child ``pid`` within ``seconds``; its exit code."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    raise AssertionError(f"process {pid} still running after {seconds} s")
+
+
+def _gone(marker: str, seconds: float = 3.0) -> list[int]:
+    deadline = time.monotonic() + seconds
+    while (pids := _pids_with_arg(marker)) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return pids
+
+
+def _read_to_eof(fd: int) -> bytes:
+    out = b""
+    while chunk := os.read(fd, 64):
+        out += chunk
+    return out
+
+
+def test_keeper_stays_the_parent_once_detached_and_records_the_exit(marker: str,
+                                                                    tmp_path: Path) -> None:
+    """After ``d`` the keeper lets its child run, stays its parent (so the child's
+    ``PR_SET_PDEATHSIG`` still points at it), holds nothing of the caller's, and writes
+    the child's exit status when it ends."""
+    exit_file = tmp_path / "qemu.exit"
+    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=exit_file)
+    try:
+        pid = int(os.read(st_r, 64).split()[1])
+        os.write(ctl_w, b"d")
+        assert _read_to_eof(st_r) == b""  # the keeper closed its report pipe
+        assert _pids_with_arg(marker) == [pid] and _parent(pid) == keeper
+        assert sorted(int(fd) for fd in os.listdir(f"/proc/{keeper}/fd")) == [0, 1, 2]
+        os.kill(pid, signal.SIGTERM)
+        assert _wait_exited(keeper) == 0
+    finally:
+        os.close(ctl_w)
+        os.close(st_r)
+    assert exit_file.read_text() == f"{-signal.SIGTERM}\n"
+
+
+@pytest.mark.parametrize("detached", [False, True], ids=["before-ready", "after-ready"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT,
+                                 signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signalled_keeper_takes_its_child_with_it(marker: str, tmp_path: Path,
+                                                    detached: bool, sig: signal.Signals
+                                                    ) -> None:
+    """However the keeper ends, its child does not outlive it: SIGKILL through the
+    child's ``PR_SET_PDEATHSIG``; SIGINT, SIGTERM, SIGHUP by stopping the child first
+    (before ready also saying so on the report pipe: ``signal N``, then ``exit S``)."""
+    exit_file = tmp_path / "qemu.exit"
+    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=exit_file)
+    try:
+        assert os.read(st_r, 64).startswith(b"pid ")
+        if detached:
+            os.write(ctl_w, b"d")
+            assert _read_to_eof(st_r) == b""
+        os.kill(keeper, sig)
+        code = _wait_exited(keeper)
+        assert not _gone(marker), "the child outlived its keeper"
+        reports = _read_to_eof(st_r)
+    finally:
+        os.close(ctl_w)
+        os.close(st_r)
+    if sig == signal.SIGKILL:
+        assert code == -signal.SIGKILL and reports == b"" and not exit_file.exists()
+        return
+    assert code == 0
+    assert exit_file.read_text() == f"{-signal.SIGTERM}\n"
+    assert reports == (b"" if detached else f"signal {int(sig)}\nexit -15\n".encode())
 
 
 # -- the relay: bounded memory, same stages ----------------------------------------------
