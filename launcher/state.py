@@ -54,6 +54,16 @@ class VmDir(NamedTuple):
         return self.path / "image"
 
     @property
+    def keeper_pidfile(self) -> Path:
+        """The keeper: QEMU's parent, which reaps it and writes :attr:`exit_file`."""
+        return self.path / "keeper.pid"
+
+    @property
+    def exit_file(self) -> Path:
+        """QEMU's exit status once it ended (negative: the signal that killed it)."""
+        return self.path / "qemu.exit"
+
+    @property
     def manifest_path(self) -> Path:
         return self.path / "manifest.json"
 
@@ -84,6 +94,42 @@ class VmDir(NamedTuple):
         except (OSError, ValueError):
             pid = int(str(self.manifest().get("pid", 0)) or 0) or None
         return pid if pid and is_qemu(pid) else None
+
+    def started(self) -> float:
+        """When the VM was started (the manifest), else when its directory was made."""
+        try:
+            return float(str(self.manifest().get("started") or "")) or _mtime(self.path)
+        except ValueError:
+            return _mtime(self.path)
+
+    def wait_keeper(self, seconds: float = 2.0) -> bool:
+        """Wait up to ``seconds`` for the keeper to end (it does once QEMU ended and its
+        exit status is written); whether it did."""
+        try:
+            pid = int(self.keeper_pidfile.read_text().strip())
+        except (OSError, ValueError):
+            return True
+        deadline = time.monotonic() + seconds
+        while alive(pid):
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+
+def alive(pid: int) -> bool:
+    """Is ``pid`` a process that has not ended (a zombie has)?"""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except OSError:
+            return True
+        return True
 
 
 def check_name(name: str) -> str:

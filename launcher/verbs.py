@@ -1,4 +1,4 @@
-"""``startnb ps``, ``startnb stop NAME``, ``startnb logs NAME``: detached VMs."""
+"""``startnb ps``, ``startnb stop NAME|--all``, ``startnb logs NAME``: detached VMs."""
 
 from __future__ import annotations
 
@@ -26,11 +26,10 @@ def ps(argv: Sequence[str]) -> int:
         pid = vm.pid()
         m = vm.manifest()
         if pid is None:
-            if time.time() - float(str(m.get("started", 0)) or 0) > 5:
+            if time.time() - vm.started() > 5:  # (not one being started right now)
                 state.remove(vm)  # QEMU is gone: forget the VM
             continue
-        rows.append({"name": vm.name, "pid": pid,
-                     "uptime": time.time() - float(str(m.get("started", time.time()))),
+        rows.append({"name": vm.name, "pid": pid, "uptime": time.time() - vm.started(),
                      "ports": m.get("ports") or [], "image": m.get("image"),
                      "ready": m.get("ready")})
     if args.json:
@@ -47,30 +46,65 @@ def ps(argv: Sequence[str]) -> int:
 
 
 def stop(argv: Sequence[str]) -> int:
-    from .vm import stop_pid
+    from smolfs.errors import UsageError
 
     p = Parser(prog="startnb stop",
-               description="Stop a detached VM: ACPI power-down over QMP, then SIGTERM after "
-               "the grace period, then SIGKILL.")
+               description="Stop a detached VM (or all of them): ACPI power-down over QMP, "
+               "then SIGTERM after the grace period, then SIGKILL.")
     add_common(p)
-    p.add_argument("name")
+    p.add_argument("name", nargs="?")
+    p.add_argument("--all", action="store_true",
+                   help="stop every detached VM (at the same time)")
     p.add_argument("--force", action="store_true", help="SIGKILL at once")
     p.add_argument("--grace", type=float, default=5.0, metavar="SECONDS",
                    help="wait this long after the power-down request (5)")
     args = p.parse_args(argv)
-    vm = state.find(args.name)
+    if args.all == (args.name is not None):
+        raise UsageError("give either the name of a VM or --all",
+                         hint="startnb stop NAME, or startnb stop --all; "
+                         "'startnb ps' lists them")
+    if not args.all:
+        print(_stop_one(state.find(args.name), args.grace, args.force), file=sys.stderr)
+        return 0
+    vms = state.all_vms()
+    if not vms:
+        print("startnb: no detached VM", file=sys.stderr)
+        return 0
+    lines = [""] * len(vms)
+    if len(vms) == 1:
+        lines[0] = _stop_one(vms[0], args.grace, args.force)
+    else:  # at once: n guests ignoring the power button take one grace period, not n
+        import threading
+
+        def one(i: int) -> None:
+            lines[i] = _stop_one(vms[i], args.grace, args.force)
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(len(vms))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    for line in lines:
+        print(line, file=sys.stderr)
+    return 0
+
+
+def _stop_one(vm: state.VmDir, grace: float, force: bool) -> str:
+    """Stop one VM, wait for its keeper to record the end, forget it; one line."""
+    from .vm import stop_pid
+
     pid = vm.pid()
     if pid is None:
+        vm.wait_keeper()
         state.remove(vm)
-        print(f"startnb: {args.name} was not running", file=sys.stderr)
-        return 0
+        return f"startnb: {vm.name} was not running"
     argv = vm.manifest().get("argv")
     machine = argv[argv.index("-M") + 1] if isinstance(argv, list) and "-M" in argv else ""
-    how, why = stop_pid(pid, vm.qmp, args.grace, args.force, state.is_qemu,
+    how, why = stop_pid(pid, vm.qmp, grace, force, state.is_qemu,
                         acpi="acpi=off" not in str(machine).split(","))
+    vm.wait_keeper()
     state.remove(vm)
-    print(f"startnb: stopped {args.name} (pid {pid}, {how}): {why}", file=sys.stderr)
-    return 0
+    return f"startnb: stopped {vm.name} (pid {pid}, {how}): {why}"
 
 
 def logs(argv: Sequence[str]) -> int:
