@@ -4,6 +4,7 @@ the plan cache's defences (malformed files, changed code, retargeted image links
 
 from __future__ import annotations
 
+import json
 import marshal
 import os
 import shutil
@@ -417,3 +418,63 @@ def test_a_plan_whose_console_directory_is_gone_is_not_used(cache: Path, tmp_pat
     assert fastpath._usable(plan)
     logs.rmdir()
     assert not fastpath._usable(plan)
+
+
+# -- ps and stop over the state directory ---------------------------------------------------
+
+
+def _startnb(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, MKSMOLNB_STATE=str(state))
+    return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_stop_wants_a_name_or_all(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    for args in ([], ["web", "--all"]):
+        r = _startnb("stop", *args, state=state)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert "give either the name of a VM or --all" in r.stderr
+    r = _startnb("stop", "--all", state=state)
+    assert r.returncode == 0 and r.stderr == "startnb: no detached VM\n", r.stderr
+
+
+def test_stop_all_forgets_vms_whose_qemu_is_gone_and_stops_the_others(
+        tmp_path: Path, marker: str) -> None:
+    """Two VM directories: one whose QEMU ended (its keeper recorded the exit status),
+    one running (a process that looks like a QEMU to ps). ``stop --all`` ends the live one
+    and forgets both."""
+    state = tmp_path / "state"
+    fake = tmp_path / "qemu-system-x86_64"
+    shutil.copy("/bin/sleep", fake)
+    live = subprocess.Popen([str(fake), marker])
+    try:
+        for name, pid in (("gone", 2**22 + 1), ("live", live.pid)):
+            d = state / name
+            d.mkdir(parents=True)
+            (d / "qemu.pid").write_text(f"{pid}\n")
+            (d / "manifest.json").write_text(json.dumps({"started": time.time() - 60}))
+        (state / "gone" / "qemu.exit").write_text("0\n")
+        r = _startnb("stop", "--all", "--grace", "0.1", state=state)
+        assert r.returncode == 0, r.stderr
+        assert r.stderr.splitlines() == [
+            "startnb: gone was not running",
+            f"startnb: stopped live (pid {live.pid}, sigterm): no QMP socket; QEMU ended on "
+            "SIGTERM"], r.stderr
+        assert live.wait(5) == -signal.SIGTERM
+        assert list(state.iterdir()) == []
+        assert json.loads(_startnb("ps", "--json", state=state).stdout) == []
+    finally:
+        if live.poll() is None:
+            live.kill()
+            live.wait()
+
+
+def test_ps_does_not_forget_a_vm_being_started(tmp_path: Path) -> None:
+    """A VM directory just made (no QEMU yet, no manifest): a ``ps`` at that moment does
+    not list it and must not delete it under the startnb creating it."""
+    state = tmp_path / "state"
+    (state / "starting").mkdir(parents=True)
+    r = _startnb("ps", "--json", state=state)
+    assert r.returncode == 0 and json.loads(r.stdout) == []
+    assert (state / "starting").is_dir()
