@@ -103,8 +103,33 @@ def _stop_one(vm: state.VmDir, grace: float, force: bool) -> str:
     how, why = stop_pid(pid, vm.qmp, grace, force, state.is_qemu,
                         acpi="acpi=off" not in str(machine).split(","))
     vm.wait_keeper()
+    if how == "powerdown" and (other := _ended_otherwise(vm)):
+        how, why = "ended", f"{other}, before the guest powered off"
     state.remove(vm)
     return f"startnb: stopped {vm.name} (pid {pid}, {how}): {why}"
+
+
+def _ended_otherwise(vm: state.VmDir) -> str | None:
+    """How QEMU ended while ``stop`` waited for the guest to power off, when it was not
+    the guest (from the keeper's record and QEMU's log); None when it was, or unknown."""
+    import re
+
+    try:
+        code: int | None = int(vm.exit_file.read_text())
+    except (OSError, ValueError):
+        code = None
+    if code is None:
+        return "QEMU was killed with its keeper" if vm.keeper_pidfile.exists() else None
+    if code < 0:
+        return f"QEMU was killed by signal {-code}"
+    try:
+        log = vm.qemu_log.read_text(errors="replace")
+    except OSError:
+        return None
+    m = re.search(r"terminating on signal (\d+)(?: from pid (\d+))?", log)
+    if m is None:
+        return None
+    return f"QEMU ended on signal {m[1]}" + (f" from pid {m[2]}" if m[2] else "")
 
 
 def logs(argv: Sequence[str]) -> int:
