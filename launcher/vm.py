@@ -152,6 +152,17 @@ def _isolate(keep: Iterable[int]) -> None:
         os.chdir("/")
 
 
+def _name_process(name: bytes) -> None:
+    """The name ``ps -e`` and ``top`` show (Linux ``PR_SET_NAME``); elsewhere nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(Exception):
+        import _ctypes
+
+        prctl = _ctypes.dlsym(_ctypes.dlopen(None, 2), "prctl")
+        _ctypes.call_function(prctl, (15, name[:15], 0, 0, 0))  # PR_SET_NAME
+
+
 def _record_exit(exit_file: str | None, code: int) -> None:
     """Write QEMU's exit status (negative: the signal that killed it) to ``exit_file``
     (temp file + rename); the state directory may be gone already (``startnb stop``)."""
@@ -182,6 +193,7 @@ def _keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
     """
     os.setsid()
     _isolate((stdin, log, ctl, report))
+    _name_process(b"startnb-keeper")
     for sig in _KEEPER_SIGNALS:
         signal.signal(sig, _raise_signalled)
     pid: int | None = None

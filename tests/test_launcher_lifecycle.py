@@ -225,6 +225,8 @@ def test_keeper_stays_the_parent_once_detached_and_records_the_exit(marker: str,
         assert _read_to_eof(st_r) == b""  # the keeper closed its report pipe
         assert _pids_with_arg(marker) == [pid] and _parent(pid) == keeper
         assert sorted(int(fd) for fd in os.listdir(f"/proc/{keeper}/fd")) == [0, 1, 2]
+        with open(f"/proc/{keeper}/comm") as f:
+            assert f.read() == "startnb-keeper\n"  # what ps -e and top show
         os.kill(pid, signal.SIGTERM)
         assert _wait_exited(keeper) == 0
     finally:
