@@ -78,6 +78,25 @@ def processes_with(needle: str) -> list[int]:
     return out
 
 
+def wait_all(procs: list[subprocess.Popen[str]]) -> list[tuple[float, str, str]]:
+    """Wait for every process, each in its own thread (one waiting in turn would time
+    each as the slowest before it): (perf_counter at its exit, stdout, stderr)."""
+    import threading
+
+    ended: list[tuple[float, str, str]] = [(0.0, "", "")] * len(procs)
+
+    def wait(i: int) -> None:
+        out, err = procs[i].communicate()
+        ended[i] = (time.perf_counter(), out, err)
+
+    threads = [threading.Thread(target=wait, args=(i,)) for i in range(len(procs))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return ended
+
+
 def spread(values: list[float], unit: str, fmt: str = ".2f") -> str:
     if not values:
         return "none"
@@ -117,13 +136,13 @@ def main() -> int:
             procs.append((time.perf_counter(), subprocess.Popen(
                 argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE, text=True)))
+        ended = wait_all([p for _, p in procs])
         took: list[float] = []
         pids: list[int] = []
         failures: list[str] = []
-        for spawned, p in procs:
-            out, err = p.communicate()
+        for (spawned, p), (at, out, err) in zip(procs, ended, strict=True):
             if p.returncode == 0:
-                took.append(time.perf_counter() - spawned)
+                took.append(at - spawned)
                 pids.append(int(json.loads(out)["pid"]))
             else:
                 failures.append(err.strip().splitlines()[-1] if err.strip() else
