@@ -4,7 +4,9 @@ Attached runs give QEMU ``PR_SET_PDEATHSIG`` (SIGKILL) so even a killed launcher
 down; Ctrl-C, SIGTERM, a timeout or an exception go through :meth:`Vm.kill` in a
 ``finally``. Detached runs start QEMU under a keeper process in its own session, which
 stops QEMU if the launcher goes away (killed, crashed) before the VM was ready and
-detached; so a detached QEMU outlives the launcher only once it is ready.
+detached; so a detached QEMU outlives the launcher only once it is ready. The keeper stays
+QEMU's parent for its whole life, and QEMU has ``PR_SET_PDEATHSIG`` towards it: QEMU
+never outlives both the launcher and its keeper.
 """
 
 from __future__ import annotations
