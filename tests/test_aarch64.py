@@ -4,9 +4,11 @@ an evbarm console, and the real launcher booting the kernel end to end under TCG
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
+import shutil
 import struct
 import subprocess
 import sys
@@ -15,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import setsynth
 from elftools.elf.elffile import ELFFile
+from fakemirror import FakeMirror, write_sha512
 from kernels import STAGE_LINES, Arm64Kernel, VirtioDevice, build_arm64_kernel, parse_console
 
 from conftest import REPO, qemu_pids
@@ -24,6 +28,7 @@ from launcher.host import KVM_HARDWARE, KVM_MISSING, HostInfo
 from launcher.kernel import inspect_kernel, require_bootable
 from launcher.qemu import RunPaths, qemu_argv
 from launcher.stages import StageDetector
+from services import shipped_dir
 from smolfs.errors import KernelError, UsageError
 
 CONSOLE = Path(__file__).resolve().parent / "data" / "console"
@@ -179,8 +184,6 @@ def env(tmp_path: Path) -> Iterator[dict[str, str]]:
     yield dict(os.environ, MKSMOLNB_STATE=str(state), MKSMOLNB_CACHE=str(tmp_path / "cache"))
     for pid in qemu_pids(str(tmp_path)):
         os.kill(pid, 9)
-    import shutil
-
     shutil.rmtree(state, ignore_errors=True)
 
 
@@ -229,3 +232,41 @@ def test_print_cmd(arm64_kernel: Arm64Kernel, disk: Path, env: dict[str, str]) -
     assert re.search(r"qemu-system-aarch64 .*-M virt,highmem=off,gic-version=3 -accel tcg "
                      r"-cpu cortex-a57 .*-append root=ld0a .*virtio-blk-device", r.stdout)
     assert r.stderr == ""
+
+
+@pytest.mark.aarch64
+@pytest.mark.slow
+def test_service_for_aarch64_from_a_mirror(arm64_kernel: Arm64Kernel, tmp_path: Path) -> None:
+    """``startnb rescue --arch aarch64``: the evbarm-aarch64 tree's set and its bootable
+    ``netbsd-GENERIC64.img.gz`` (here the test kernel) fetched, the image built with evbarm's
+    device nodes, booted on -M virt with root=ld4a."""
+    top = tmp_path / "mirror" / "pub/NetBSD/NetBSD-10.1/evbarm-aarch64/binary"
+    (top / "sets").mkdir(parents=True)
+    setsynth.make_set(top / "sets" / "rescue.tar.xz", "rescue", "xz")
+    write_sha512(top / "sets")
+    (top / "kernel").mkdir()
+    (top / "kernel" / "netbsd-GENERIC64.img.gz").write_bytes(
+        gzip.compress(arm64_kernel.image.read_bytes(), mtime=0))
+    write_sha512(top / "kernel")
+    services = tmp_path / "services"
+    shutil.copytree(shipped_dir(), services, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    conf = services / "rescue" / "service.conf"
+    conf.write_text(conf.read_text().replace("READY=^rescue: ready", "READY=^SERVICE READY$"))
+    console = tmp_path / "console.txt"
+    with FakeMirror(tmp_path / "mirror") as m:
+        env = dict(os.environ, MKSMOLNB_MIRROR=m.url, MKSMOLNB_CACHE=str(tmp_path / "cache"),
+                   MKSMOLNB_STATE=str(tmp_path / "state"))
+        r = subprocess.run([sys.executable, "-m", "launcher", "rescue", "--arch", "aarch64",
+                            "--release", "10.1", "--services-dir", str(services), "-N",
+                            "--json", "--console", f"file:{console}", "--timeout", "40"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+                           check=False)
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout.splitlines()[0])
+    assert os.path.basename(result["argv"][0]) == QEMU_ARM
+    con = parse_console(console.read_text())
+    assert con.cmdline == "root=ld4a" and con.boot == "arm64-image"
+    assert [d.kind for d in con.virtio] == ["blk"]
+    manifest = json.loads((tmp_path / "rescue-aarch64.img.json").read_text())
+    assert manifest["arch"] == "aarch64"
+    assert manifest["kernel"].endswith("/10.1/aarch64/kernel/netbsd-GENERIC64.img.gz")
