@@ -29,8 +29,7 @@ if TYPE_CHECKING:
 WHEEL, KMEM, OPERATOR = 0, 2, 5
 
 #: Other spellings users type, and the ones the mirror and ``uname -m`` use.
-_ALIASES = {"x86_64": "amd64", "evbarm-aarch64": "aarch64", "arm64": "aarch64",
-            "evbarm": "aarch64"}
+_ALIASES = {"x86_64": "amd64", "evbarm-aarch64": "aarch64", "arm64": "aarch64"}
 
 
 class Majors(NamedTuple):
