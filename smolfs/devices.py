@@ -124,7 +124,10 @@ class Arch(enum.Enum):
         """The ``ld`` unit of the first virtio disk under the release's kernel.
 
         GENERIC64 wires ``ld0``-``ld3`` to ``sdmmc0``-``sdmmc3``, so ``ld* at virtio?``
-        starts at unit 4 on evbarm-aarch64 (``root=ld4a``); x86 kernels start at 0."""
+        starts at unit 4 on evbarm-aarch64 (``root=ld4a``); x86 kernels start at 0.
+        (With several virtio disks on ``-M virt``: QEMU gives the first ``-device`` the
+        highest transport and the device tree lists transports from the lowest address,
+        the order NetBSD attaches them in, so the first disk given gets the last unit.)"""
         return "ld4" if self is Arch.AARCH64 else "ld0"
 
     @property

@@ -84,7 +84,7 @@ ARCHES = ("amd64", "i386", "aarch64")
 KNOWN_SETS = (
     "base", "comp", "debug", "etc", "games", "gpufw", "man", "manhtml", "misc", "modules",
     "rescue", "tests", "text", "xbase", "xcomp", "xdebug", "xetc", "xfont", "xserver",
-    "kern-GENERIC",
+    "kern-GENERIC", "kern-GENERIC64",
 )  # fmt: skip
 #: Suggested when the mirror cannot list its releases.
 KNOWN_RELEASES = ("10.1", "10.0", "9.4", "9.3", "9.2", "8.3", "8.2")
