@@ -57,8 +57,9 @@ def _boot_parser() -> Parser:
                    help="kernel file, or the name of a service to build and boot")
     p.add_argument("image_pos", nargs="?", metavar="IMAGE", help="root disk image")
     p.add_argument("-k", "--kernel",
-                   help="kernel file (ELF with PVH entry or multiboot; .gz ok); with SERVICE "
-                   "also a kernel name of the release to fetch (GENERIC, the default)")
+                   help="kernel file (ELF with PVH entry or multiboot, or an arm64 Image; .gz "
+                   "ok); with SERVICE also a kernel name of the release to fetch (GENERIC, "
+                   "the default; GENERIC64 on aarch64)")
     p.add_argument("-i", "--image", help="root disk image (raw)")
     p.add_argument("-m", "--memory", type=int, default=256, metavar="MB", help="RAM (256)")
     p.add_argument("-c", "--cpus", type=int, default=1, help="virtual CPUs (1)")
