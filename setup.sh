@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Prepare this checkout on a Debian 12 / Ubuntu machine:
 #   1. system packages, with apt-get and only when something is missing (sudo when you are
-#      not root): QEMU, bubblewrap and python3-venv to run; with --test, also what the test
-#      suite judges images with (sleuthkit, makefs, e2fsprogs, xz, zstd) and builds its test
-#      kernels with (gcc, gcc-multilib, binutils);
+#      not root): QEMU for this machine's own CPU (qemu-system-x86 on amd64, qemu-system-arm
+#      on arm64: the guests that run accelerated here), bubblewrap and python3-venv to run;
+#      with --test, also the other QEMU (the suite boots both), what the test suite judges
+#      images with (sleuthkit, makefs, e2fsprogs, xz, zstd) and builds its test kernels with
+#      (gcc, gcc-multilib, binutils, binutils-aarch64-linux-gnu);
 #   2. a virtualenv ($MKSMOLNB_VENV, default .venv) with mksmolnb installed from this
 #      checkout (plus its test extras with --test).
 # Everything after step 1 runs as you. Usage: ./setup.sh [--test]
@@ -17,10 +19,20 @@ SUDO=""
 [ "$(id -u)" = 0 ] || SUDO="sudo"
 
 # program → Debian package
-declare -A NEED=([qemu-system-x86_64]=qemu-system-x86 [bwrap]=bubblewrap)
+declare -A NEED=([bwrap]=bubblewrap)
+# The QEMU of the host's own CPU. Booting the other architecture's guests (aarch64 on an
+# amd64 host, under TCG) needs the other one: startnb names its package when it is missing.
+case "$(uname -m)" in
+  aarch64|arm64) NEED+=([qemu-system-aarch64]=qemu-system-arm) ;;
+  *) NEED+=([qemu-system-x86_64]=qemu-system-x86) ;;
+esac
 if [ $tests = 1 ]; then
-  NEED+=([fls]=sleuthkit [makefs]=makefs [e2fsck]=e2fsprogs [debugfs]=e2fsprogs [gcc]=gcc
-         [ld]=binutils [xz]=xz-utils [zstd]=zstd [setpriv]=util-linux)
+  NEED+=([qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm
+         [fls]=sleuthkit [makefs]=makefs [e2fsck]=e2fsprogs [debugfs]=e2fsprogs [gcc]=gcc
+         [ld]=binutils [xz]=xz-utils [zstd]=zstd [setpriv]=util-linux
+         [aarch64-linux-gnu-as]=binutils-aarch64-linux-gnu)
+  # Not gcc-aarch64-linux-gnu: Debian makes it conflict with gcc-multilib (apt would remove
+  # gcc-multilib); the aarch64 test kernels are assembly, binutils is all they need.
 fi
 missing=()
 for prog in "${!NEED[@]}"; do

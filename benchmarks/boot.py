@@ -21,6 +21,11 @@ for a MICROVM kernel; measured once as is (ready in tens of milliseconds) and on
 under TCG here), where the ratio reads as it would for NetBSD. With ``$MKSMOLNB_NETBSD_DIR``
 set (files ``netbsd`` or ``netbsd.gz`` and ``root.img``, a root image whose service prints
 ``SERVICE READY``), the same is measured for genuine NetBSD.
+
+aarch64 (:func:`bench_aarch64`): the smoltest-arm64 kernel (``tests/kernels/arm64.S``, an
+arm64 Image) on ``qemu-system-aarch64 -M virt`` as startnb picks it (TCG on an x86 host,
+KVM/HVF on an arm64 one), measured the same way, when the cross binutils and
+qemu-system-aarch64 are installed; ``--no-aarch64`` leaves it out.
 """
 
 from __future__ import annotations
@@ -135,6 +140,28 @@ def bench(name: str, startnb: list[str], runs: int, env: dict[str, str], cold: P
     return statistics.median(warm) / med_b
 
 
+def bench_aarch64(command: list[str], runs: int, env: dict[str, str], work: Path,
+                  image: Path) -> None:
+    """The aarch64 row: smoltest-arm64 to its ready line under whatever startnb picks."""
+    from kernels import ToolchainMissing, build_arm64_kernel
+
+    if shutil.which("qemu-system-aarch64") is None:
+        print("\nsmoltest-arm64: skipped (qemu-system-aarch64 not installed: qemu-system-arm)")
+        return
+    try:
+        k = build_arm64_kernel(work / "k-arm64")
+    except ToolchainMissing as err:
+        print(f"\nsmoltest-arm64: skipped ({err})")
+        return
+    accel = subprocess.run([*command, "--print-cmd", str(k.image), str(image)],
+                           capture_output=True, text=True, env=env, cwd=REPO, check=True)
+    argv = shlex.split(accel.stdout)
+    how = f"{argv[argv.index('-accel') + 1]}, -cpu {argv[argv.index('-cpu') + 1]}"
+    bench(f"smoltest-arm64 kernel (virt machine, {how})",
+          [*command, "--console", "stdio", str(k.image), str(image)], runs, env,
+          work / "cache-cold-arm64")
+
+
 def launcher_command() -> tuple[list[str], str]:
     script = Path(sys.executable).parent / "startnb"
     if script.exists():
@@ -148,6 +175,8 @@ def main() -> int:
     ap.add_argument("--machine", default="auto", choices=("auto", "microvm", "pc"))
     ap.add_argument("--spin", type=int, default=500, metavar="MS",
                     help="guest busy-wait before READY in the second case (500)")
+    ap.add_argument("--no-aarch64", action="store_true",
+                    help="leave out the aarch64 test kernel")
     args = ap.parse_args()
     # Byte-compile the checkout as an installed package is (PYTHONDONTWRITEBYTECODE would
     # otherwise make every run compile the launcher from source).
@@ -177,6 +206,8 @@ def main() -> int:
         bench(f"smoltest kernel, smoltest.spin={args.spin} ({args.machine} machine)",
               [*base, str(kernel), str(image), "-a", f"smoltest.spin={args.spin}"],
               args.runs, env, cold)
+        if not args.no_aarch64:
+            bench_aarch64(command, args.runs, env, work, image)
         nb = os.environ.get("MKSMOLNB_NETBSD_DIR")
         if nb:
             d = Path(nb)

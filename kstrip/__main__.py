@@ -11,12 +11,19 @@ DESCRIPTION = """\
 Disable, in a NetBSD kernel file, every driver a QEMU VM does not need, so that the
 kernel does not spend boot time probing hardware that is not there. The kernel's
 autoconfiguration table (cfdata) is patched the way NetBSD's own userconf 'disable'
-does it. The input (plain or gzip-compressed, i386 or amd64, NetBSD 9 and 10 layouts)
-is never changed; the output is an uncompressed kernel.
+does it. The input (plain or gzip-compressed, i386, amd64 or aarch64, NetBSD 9 and 10
+layouts) is never changed; the output is an uncompressed kernel.
+
+An arm64 Image (aarch64's bootable netbsd-GENERIC64.img) has no symbol table: give its
+ELF with --symbols. The driver table is found in the ELF and patched in the image at the
+same virtual addresses (the image holds each loaded byte at its load address minus the
+lowest one); the image's bytes there must equal the ELF's. The output is the patched
+image, bootable as the original.
 """
 
 EPILOG = """\
 default keep list: {keep}
+default keep list for aarch64 kernels (QEMU -M virt): {virt}
 
 examples:
   kstrip netbsd-GENERIC.gz                 # writes netbsd-GENERIC.stripped
@@ -25,16 +32,21 @@ examples:
   kstrip --add vio9p netbsd-GENERIC        # the default list plus one driver
   kstrip --keep mainbus,cpu,pci,virtio,ld,com,isa,pcib,pchb,ioapic netbsd-GENERIC
   kstrip --disable vioif netbsd-GENERIC    # the default list without networking
+  kstrip --symbols netbsd-GENERIC64.gz netbsd-GENERIC64.img.gz   # aarch64 Image
 """
 
 
 def _parser() -> Parser:
-    from kstrip.defaults import DEFAULT_KEEP
+    from kstrip.defaults import DEFAULT_KEEP, VIRT_KEEP
 
     p = Parser(prog="kstrip", description=DESCRIPTION,
-               epilog=EPILOG.format(keep=" ".join(DEFAULT_KEEP)))
+               epilog=EPILOG.format(keep=" ".join(DEFAULT_KEEP), virt=" ".join(VIRT_KEEP)))
     add_common(p)
-    p.add_argument("kernel", metavar="KERNEL", help="NetBSD kernel (ELF, may be .gz)")
+    p.add_argument("kernel", metavar="KERNEL",
+                   help="NetBSD kernel (ELF or arm64 Image, may be .gz)")
+    p.add_argument("--symbols", metavar="ELF",
+                   help="for an arm64 Image KERNEL: the ELF of the same kernel, whose "
+                        "symbols locate the driver table")
     p.add_argument("-o", "--output", metavar="OUT",
                    help="where to write the stripped kernel (default: KERNEL.stripped, "
                         "without a .gz suffix)")
@@ -65,7 +77,6 @@ def _main(argv: Sequence[str]) -> int:
     import json
 
     from kstrip.api import parse_names, strip
-    from kstrip.defaults import DEFAULT_KEEP
     from kstrip.report import format_table
     from smolfs.errors import InputError
     from smolfs.log import warn
@@ -81,12 +92,11 @@ def _main(argv: Sequence[str]) -> int:
             raise InputError(f"{args.keep_file}: cannot read keep file: "
                              f"{err.strerror or err}") from None
     add = [n for item in args.add for n in parse_names(item)]
-    if add:
-        keep = [*(DEFAULT_KEEP if keep is None else keep), *add]
     disable = [n for item in args.disable for n in parse_names(item)]
 
     result = strip(args.kernel, out=args.output, keep=keep, disable=disable,
-                   dry_run=args.dry_run or args.list, layout=args.layout)
+                   dry_run=args.dry_run or args.list, layout=args.layout, add=add,
+                   symbols=args.symbols)
     for w in result.warnings:
         warn(w, prog="kstrip")
     if args.json:

@@ -29,13 +29,15 @@ from kstrip.cfdata import (
     parse_release,
     parse_table,
 )
-from kstrip.defaults import DEFAULT_KEEP
+from kstrip.defaults import DEFAULT_KEEP, default_keep
 from kstrip.elf import KernelElf, Symbol, open_kernel, read_kernel
 from smolfs.errors import InputError, KernelError, UsageError
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 NAME_SYMBOLS = ("cfdata", "version", "osrelease")
-ARCH = {"386": "i386", "X86_64": "amd64"}
+ARCH = {"386": "i386", "X86_64": "amd64", "AARCH64": "aarch64"}
+#: The arm64 Image header's magic, at byte 56 (NetBSD's ``netbsd-GENERIC64.img``).
+IMAGE_MAGIC, IMAGE_MAGIC_AT = b"ARM\x64", 56
 
 
 @dataclass(frozen=True)
@@ -68,17 +70,19 @@ class StripResult:
     output: Path  # where the stripped kernel is (or would be) written
     written: bool  # False for dry runs and listings
     compressed: bool  # the input was gzip-compressed
-    bits: int  # 32 (i386) or 64 (amd64)
-    machine: str  # ELF machine, "386" or "X86_64"
+    bits: int  # 32 (i386) or 64 (amd64, aarch64)
+    machine: str  # ELF machine, "386", "X86_64" or "AARCH64"
     release: Release | None
     layout: Layout
     keep: tuple[str, ...]  # the driver names kept (after --disable)
     entries: tuple[Entry, ...]
     warnings: tuple[str, ...] = field(default=())
+    #: The ELF the symbols came from when the kernel patched is an arm64 Image.
+    symbols: Path | None = None
 
     @property
     def arch(self) -> str:
-        """NetBSD's name for the kernel's architecture (``i386``, ``amd64``)."""
+        """NetBSD's name for the kernel's architecture (``i386``, ``amd64``, ``aarch64``)."""
         return ARCH.get(self.machine, self.machine.lower())
 
     @property
@@ -108,6 +112,7 @@ class StripResult:
     def to_json(self) -> dict[str, Any]:
         return {
             "kernel": str(self.kernel), "output": str(self.output), "written": self.written,
+            "symbols": str(self.symbols) if self.symbols else None,
             "compressed": self.compressed, "bits": self.bits, "arch": self.arch,
             "version": self.version, "banner": self.release.banner if self.release else None,
             "layout": int(self.layout), "keep": list(self.keep),
@@ -163,10 +168,17 @@ def strip(
     disable: Iterable[str] = (),
     dry_run: bool = False,
     layout: Layout | int | None = None,
+    add: Iterable[str] = (),
+    symbols: str | os.PathLike[str] | None = None,
 ) -> StripResult:
-    """Disable every driver of *kernel* not in *keep* (default :data:`DEFAULT_KEEP`).
+    """Disable every driver of *kernel* not in *keep* (default: :data:`DEFAULT_KEEP`, or
+    :data:`~kstrip.defaults.VIRT_KEEP` for an AArch64 kernel).
 
-    *keep* replaces the default list; *disable* removes names from it. The output
+    *keep* replaces the default list; *add* extends it; *disable* removes names from it.
+    An arm64 Image (``netbsd-GENERIC64.img``, no symbol table) is patched with the symbols
+    of its ELF, *symbols* (``netbsd-GENERIC64`` or ``.gz``): the same driver table, found at
+    the same virtual addresses, which the image holds at (load address - lowest load
+    address); its bytes there must equal the ELF's. The output
     (default :func:`default_output`) is the uncompressed kernel, written atomically with
     the input's permission bits; the input is never changed. *layout* (9 or 10) overrides
     the layout the kernel's version string implies. *dry_run* decides and reports without
@@ -176,12 +188,10 @@ def strip(
     """
     kernel = Path(kernel)
     explicit = keep is not None
-    keep_names = _check_names(DEFAULT_KEEP if keep is None else keep, "keep list")
-    if not keep_names:
-        raise UsageError("the keep list is empty: the kernel would attach no device at all",
-                         hint=f"the default list is: {' '.join(DEFAULT_KEEP)}")
+    if keep is not None:
+        _check_names(keep, "keep list")
+    add_names = _check_names(add, "--add")
     disable_names = _check_names(disable, "--disable")
-    kept = tuple(n for n in keep_names if n not in disable_names)
     forced = _layout_arg(layout)
     output = Path(out) if out is not None else default_output(kernel)
     if not dry_run and output.exists() and kernel.exists() and os.path.samefile(output, kernel):
@@ -189,18 +199,59 @@ def strip(
                          hint="give another -o; kstrip never changes its input")
 
     data, compressed = read_kernel(kernel)
-    elf = open_kernel(str(kernel), data)
+    image: bytes | None = None
+    if data[IMAGE_MAGIC_AT:IMAGE_MAGIC_AT + 4] == IMAGE_MAGIC and not data.startswith(b"\x7fELF"):
+        if symbols is None:
+            raise KernelError(
+                f"{kernel}: an arm64 Image, which has no symbol table to find the driver "
+                "table by", hint="give the kernel's ELF too: --symbols netbsd-GENERIC64.gz "
+                "(binary/kernel/ of the release has both)")
+        image, (data, _) = data, read_kernel(symbols)
+        elf = open_kernel(str(symbols), data)
+    elif symbols is not None:
+        raise UsageError(f"--symbols is for an arm64 Image; {kernel} is not one",
+                         hint="an ELF kernel carries its own symbols: drop --symbols")
+    else:
+        elf = open_kernel(str(kernel), data)
+    base = default_keep(elf.machine) if keep is None else keep
+    keep_names = _check_names([*base, *add_names], "keep list")
+    if not keep_names:
+        raise UsageError("the keep list is empty: the kernel would attach no device at all",
+                         hint=f"the default list is: {' '.join(default_keep(elf.machine))}")
+    kept = tuple(n for n in keep_names if n not in disable_names)
     release, chosen, entries = _read_table(elf, frozenset(kept), forced)
+    if image is not None:
+        entries = _to_image(elf, image, entries, kernel)
+        data = image
 
-    warnings = _name_warnings(entries, keep_names if explicit else (), disable_names, kept)
-    if "mainbus" not in kept:
-        warnings.append("'mainbus' is not kept: the kernel will attach no device at all")
+    warnings = _name_warnings(entries, keep_names if explicit else add_names, disable_names,
+                              kept)
+    root = "armfdt" if elf.machine == "AARCH64" else "mainbus"
+    if root not in kept:
+        warnings.append(f"'{root}' is not kept: the kernel will attach no device at all")
     result = StripResult(kernel, output, False, compressed, elf.bits, elf.machine, release,
-                         chosen, kept, tuple(entries), tuple(warnings))
+                         chosen, kept, tuple(entries), tuple(warnings),
+                         Path(symbols) if image is not None and symbols is not None else None)
     if dry_run:
         return result
     _write(output, data, entries, chosen, kernel)
     return dataclasses.replace(result, written=True)
+
+
+def _to_image(elf: KernelElf, image: bytes, entries: list[Entry], kernel: Path) -> list[Entry]:
+    """The entries with their offsets in the image; the image must hold the ELF's bytes
+    from the first entry's state to the last one's."""
+    if not entries:
+        return entries
+    first, last = entries[0].offset, entries[-1].offset
+    at = elf.image_offset(first)
+    if elf.image_offset(last) - at != last - first or at < 0 or at + last - first >= len(image) \
+            or image[at:at + last - first + 1] != elf.data[first:last + 1]:
+        raise KernelError(
+            f"{kernel}: its bytes where {elf.name} puts the driver table differ from the ELF's: "
+            "not the image of that kernel", hint="give the ELF of the same build "
+            "(netbsd-GENERIC64.gz beside netbsd-GENERIC64.img.gz)")
+    return [dataclasses.replace(e, offset=elf.image_offset(e.offset)) for e in entries]
 
 
 def _layout_arg(layout: Layout | int | None) -> Layout | None:

@@ -29,12 +29,14 @@ SHN_UNDEF = 0
 
 @dataclass(frozen=True)
 class Segment:
-    """One ``PT_LOAD`` program header: ``filesz`` bytes at ``offset`` map to ``vaddr``."""
+    """One ``PT_LOAD`` program header: ``filesz`` bytes at ``offset`` map to ``vaddr``
+    (and load at physical address ``paddr``)."""
 
     vaddr: int
     memsz: int
     offset: int
     filesz: int
+    paddr: int | None = None  # None: same as vaddr
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,19 @@ class KernelElf:
         raise KernelError(
             f"{self.name}: address {vaddr:#x} (+{size}) is outside every loadable segment"
         )
+
+    def image_offset(self, file_offset: int) -> int:
+        """Where the byte at *file_offset* of this ELF lies in the raw image
+        ``objcopy -O binary`` makes of it (an arm64 ``Image``): sections are laid out by
+        load address from the lowest one (NetBSD's ``netbsd.img`` is made that way)."""
+        base = min(s.vaddr if s.paddr is None else s.paddr for s in self.segments
+                   if s.filesz)
+        for s in self.segments:
+            if s.offset <= file_offset < s.offset + s.filesz:
+                load = s.vaddr if s.paddr is None else s.paddr
+                return load + (file_offset - s.offset) - base
+        raise KernelError(f"{self.name}: file offset {file_offset:#x} is in no loadable "
+                          "segment")
 
     def maps(self, vaddr: int, size: int = 1) -> bool:
         return any(s.vaddr <= vaddr and vaddr + size <= s.vaddr + s.filesz
@@ -179,9 +194,11 @@ def open_kernel(name: str, data: bytes) -> KernelElf:
     try:
         elf = ELFFile(io.BytesIO(data))
         if not elf.little_endian:
-            raise KernelError(f"{name}: big-endian ELF; kstrip handles i386 and amd64 kernels")
+            raise KernelError(f"{name}: big-endian ELF; kstrip handles i386, amd64 and "
+                              "aarch64 kernels")
         segments = tuple(
-            Segment(seg["p_vaddr"], seg["p_memsz"], seg["p_offset"], seg["p_filesz"])
+            Segment(seg["p_vaddr"], seg["p_memsz"], seg["p_offset"], seg["p_filesz"],
+                    seg["p_paddr"])
             for seg in elf.iter_segments()
             if seg["p_type"] == "PT_LOAD"
         )

@@ -57,8 +57,9 @@ def _boot_parser() -> Parser:
                    help="kernel file, or the name of a service to build and boot")
     p.add_argument("image_pos", nargs="?", metavar="IMAGE", help="root disk image")
     p.add_argument("-k", "--kernel",
-                   help="kernel file (ELF with PVH entry or multiboot; .gz ok); with SERVICE "
-                   "also a kernel name of the release to fetch (GENERIC, the default)")
+                   help="kernel file (ELF with PVH entry or multiboot, or an arm64 Image; .gz "
+                   "ok); with SERVICE also a kernel name of the release to fetch (GENERIC, "
+                   "the default; GENERIC64 on aarch64)")
     p.add_argument("-i", "--image", help="root disk image (raw)")
     p.add_argument("-m", "--memory", type=int, default=256, metavar="MB", help="RAM (256)")
     p.add_argument("-c", "--cpus", type=int, default=1, help="virtual CPUs (1)")
@@ -69,7 +70,8 @@ def _boot_parser() -> Parser:
     p.add_argument("--tap", metavar="IF", help="network on host tap interface IF")
     p.add_argument("-a", "--append", action="append", default=[], metavar="ARGS",
                    help="extra kernel arguments (e.g. -a smoltest.x or --append=-v)")
-    p.add_argument("-r", "--root", default="ld0a", metavar="ROOTDEV", help="root device (ld0a)")
+    p.add_argument("-r", "--root", metavar="ROOTDEV",
+                   help="root device (ld0a; ld4a for aarch64 kernels)")
     p.add_argument("--ro", action="store_true",
                    help="attach the image read-only (several VMs can share it)")
     p.add_argument("--strip", action="store_true",
@@ -85,13 +87,16 @@ def _boot_parser() -> Parser:
     p.add_argument("-d", "--detach", action="store_true",
                    help="leave the VM running once ready; see 'startnb ps'")
     p.add_argument("--name", help="name of a detached VM (default: from the image)")
-    p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"),
-                   help="auto: hardware KVM when usable, else TCG")
-    p.add_argument("--machine", default="auto", choices=("auto", "microvm", "pc"),
-                   help="auto: microvm for PVH kernels with virtio-mmio, else pc")
+    p.add_argument("--accel", default="auto", choices=("auto", "kvm", "hvf", "nvmm", "tcg"),
+                   help="auto: the host's accelerator when it runs the guest (hardware KVM "
+                   "on Linux, HVF on macOS, NVMM on NetBSD), else TCG")
+    p.add_argument("--machine", default="auto", choices=("auto", "microvm", "pc", "virt"),
+                   help="auto: virt for aarch64 kernels, microvm for PVH kernels with "
+                   "virtio-mmio, else pc")
     build = p.add_argument_group("building a SERVICE (smolfs build)")
-    build.add_argument("--arch", default="amd64", choices=("amd64", "i386"),
-                       help="NetBSD architecture of the sets and kernel (amd64)")
+    build.add_argument("--arch", default="amd64", choices=("amd64", "i386", "aarch64"),
+                       help="NetBSD architecture of the sets and kernel (amd64; aarch64 is "
+                       "NetBSD's evbarm-aarch64)")
     build.add_argument("--release", metavar="R",
                        help="NetBSD release (default: the newest supported)")
     build.add_argument("--services-dir", metavar="DIR",
@@ -156,7 +161,9 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
         built_image, built_kernel, service_ready = build_service(
             service, image, arch=args.arch, release=args.release,
-            kernel=None if own else (kernel or "GENERIC"), services_dir=args.services_dir,
+            kernel=None if own else (kernel or ("GENERIC64" if args.arch == "aarch64"
+                                                else "GENERIC")),
+            services_dir=args.services_dir,
             offline=args.offline)
         image = str(built_image)
         kernel = own or (str(built_kernel) if built_kernel else None)

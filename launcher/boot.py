@@ -23,7 +23,7 @@ from smolfs.errors import InputError, LaunchError, ReadyTimeout
 from . import state
 from .config import LaunchConfig, Ready
 from .fastpath import Spawned
-from .host import QEMU_BINARY, QEMU_PACKAGE, HostInfo, choose_accel, probe_host
+from .host import HostInfo, choose_accel, probe_host, qemu_binary, qemu_package
 from .kernel import KernelInfo, cache_dir, inspect_kernel, require_bootable
 from .qemu import RunPaths, qemu_argv
 from .relay import ConsoleOut
@@ -47,6 +47,7 @@ class BootResult(NamedTuple):
     accel_note: str | None = None
     #: QEMU was started by the fast path from a cached plan (see :mod:`launcher.fastpath`).
     fast_path: bool = False
+    accel: str | None = None  # the accelerator chosen (kvm, hvf, nvmm, tcg)
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "pid": self.pid, "ready": self.ready,
@@ -54,6 +55,7 @@ class BootResult(NamedTuple):
                 "state_dir": str(self.state_dir) if self.state_dir else None,
                 "timing": self.report.to_json(), "argv": self.argv,
                 "kernel": self.kernel.describe() if self.kernel else None,
+                "accel": self.accel, "accel_reason": self.accel_note,
                 "accel_note": self.accel_note, "fast_path": self.fast_path}
 
 
@@ -61,25 +63,27 @@ class Prepared(NamedTuple):
     host: HostInfo
     kernel: KernelInfo
     accel_note: str | None
+    accel: str = "tcg"
 
 
 def prepare(config: LaunchConfig, cache: Path | None = None, checks: bool = True) -> Prepared:
     """All checks that can fail before QEMU starts. ``checks=False`` leaves out those a
     running QEMU of this very config would fail (image lock, host ports): for a QEMU the
     fast path already started."""
-    host = probe_host(want_version=False)
-    if host.qemu is None:
-        raise LaunchError(f"{QEMU_BINARY} not found",
-                          hint=f"install QEMU: apt-get install {QEMU_PACKAGE}")
     kernel = inspect_kernel(config.kernel, cache=cache or cache_dir())
     require_bootable(kernel)
-    _, note = choose_accel(config.accel, host)
+    binary = qemu_binary(kernel.arch)  # the guest's: qemu-system-x86_64 or -aarch64
+    host = probe_host(qemu=binary, want_version=False)
+    if host.qemu is None:
+        raise LaunchError(f"{binary} not found",
+                          hint=f"install QEMU: apt-get install {qemu_package(kernel.arch)}")
+    accel, note = choose_accel(config.accel, host, kernel.arch)
     if config.image is not None:
         check_image(config.image, config.readonly, checks)
     check_console(config)
     for p in config.ports if checks else ():
         check_host_port(p.proto, p.host_ip, p.host_port)
-    return Prepared(host, kernel, note)
+    return Prepared(host, kernel, note, accel)
 
 
 def check_console(config: LaunchConfig) -> None:
@@ -258,7 +262,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
 
         print(shlex.join(argv))
         return BootResult(argv, None, False, report(start, StageDetector()),
-                          kernel=prep.kernel, accel_note=prep.accel_note)
+                          kernel=prep.kernel, accel_note=prep.accel_note, accel=prep.accel)
     vm = Vm(argv, serial_log=paths.serial_log, qmp=paths.qmp,
             qemu_log=vmdir.qemu_log if vmdir else None, detach=config.detach,
             interactive=paths.interactive, state_dir=vmdir.path if vmdir else None)
@@ -339,7 +343,8 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         result = BootResult(argv, vm.pid, True, report(start, det),
                             name=vmdir.name if vmdir else None,
                             state_dir=vmdir.path if vmdir else None, kernel=prep.kernel,
-                            accel_note=prep.accel_note, fast_path=fast)
+                            accel_note=prep.accel_note, fast_path=fast,
+                            accel=prep.accel)
         if vmdir is not None:
             vmdir.write_manifest(_manifest(vmdir, vm, config, argv, ready=True,
                                            timing=result.report.to_json()))

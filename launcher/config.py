@@ -16,8 +16,11 @@ from smolfs.errors import UsageError
 
 DEFAULT_MEMORY_MB = 256
 DEFAULT_READY = "console:SERVICE READY"
-ACCELS = ("auto", "kvm", "tcg")
-MACHINES = ("auto", "microvm", "pc")
+ACCELS = ("auto", "kvm", "hvf", "nvmm", "tcg")
+MACHINES = ("auto", "microvm", "pc", "virt")
+#: The root device when none is given: the first virtio disk under each port's release
+#: kernel (GENERIC64 wires ld0-ld3 to sdmmc, so virtio's first disk is ld4 on aarch64).
+DEFAULT_ROOT = {"amd64": "ld0a", "i386": "ld0a", "aarch64": "ld4a"}
 
 
 class PortForward(NamedTuple):
@@ -129,7 +132,7 @@ class _LaunchFields(NamedTuple):
     network: str = "user"  # "user" | "none" | "tap"
     tap: str | None = None
     append: tuple[str, ...] = ()
-    root: str = "ld0a"
+    root: str | None = None  # None: DEFAULT_ROOT of the kernel's architecture
     readonly: bool = False
     console: Console = Console("stdio")
     accel: str = "auto"
@@ -186,7 +189,13 @@ class LaunchConfig(_LaunchFields):
         if self.timeout is not None and self.timeout <= 0:
             raise UsageError(f"bad --timeout {self.timeout:g}: a positive number of seconds")
 
-    def kernel_args(self) -> str:
-        """The kernel command line: console, root device, then the user's extra words."""
-        words = ["console=com", f"root={self.root}", *self.append]
+    def kernel_args(self, arch: str = "amd64") -> str:
+        """The kernel command line: console, root device, then the user's extra words.
+
+        NetBSD/evbarm reads the device tree's ``/chosen/bootargs`` (``root=``, boot flags)
+        and takes its console from ``/chosen/stdout-path``, which QEMU's ``virt`` points at
+        the PL011: no ``console=`` word there."""
+        root = self.root or DEFAULT_ROOT.get(arch, "ld0a")
+        console = [] if arch == "aarch64" else ["console=com"]
+        words = [*console, f"root={root}", *self.append]
         return " ".join(w for w in words if w)

@@ -5,6 +5,10 @@ Stages, in order: QEMU exec → first console byte → kernel banner (``NetBSD X
 → root mounted (``root file system type: ...``) → first line from ``/etc/rc`` (the first
 console line after the root mount that is not a kernel message) → ready (judged by the
 readiness probe). :class:`StageDetector` is pure: feed it lines with their times.
+
+NetBSD 9 and later prefix every kernel message on the console with the kernel's uptime
+(``[   1.0000000] NetBSD 10.1 (GENERIC64) #0: ...``): such a line is the kernel's, and its
+text after the prefix is what the banner and root patterns are matched against.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import re
 
 BANNER = r"^NetBSD \d+\.\d+\S* \([^)]*\) #\d+"
+#: The uptime prefix of kernel messages (NetBSD >= 9).
+KERNEL_STAMP = r"\[\s*\d+\.\d+\] ?"
 ROOT = "root file system type: "
 #: Lines the kernel itself prints after mounting root, before init's children speak.
 KERNEL_LINE = (r"^(\s*$|kern\.|clock: |WARNING: |warning: |entropy: |boot device|root on "
@@ -39,13 +45,17 @@ class StageDetector:
         self.mark("first_byte", t)
         new = []
         line = line.strip("\r")
+        stamp = re.match(KERNEL_STAMP, line)
+        if stamp:
+            line = line[stamp.end():]
         if "banner" not in self.times and re.match(BANNER, line):
             self.mark("banner", t)
             new.append("banner")
         elif "root" not in self.times and line.startswith(ROOT):
             self.mark("root", t)
             new.append("root")
-        elif "root" in self.times and "rc" not in self.times and not re.match(KERNEL_LINE, line):
+        elif ("root" in self.times and "rc" not in self.times and not stamp
+              and not re.match(KERNEL_LINE, line)):
             self.mark("rc", t)
             new.append("rc")
         return new

@@ -49,8 +49,8 @@ RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
 #: The launcher's modules the argv is computed by (beside this one).
 CODE_FILES = ("__main__.py", "boot.py", "config.py", "fastpath.py", "host.py", "kernel.py",
               "qemu.py")
-ENV_KEYS = ("MKSMOLNB_QEMU", "PATH", "MKSMOLNB_CACHE", "XDG_CACHE_HOME", "HOME",
-            "MKSMOLNB_STATE", "XDG_RUNTIME_DIR")
+ENV_KEYS = ("MKSMOLNB_QEMU", "MKSMOLNB_QEMU_AARCH64", "PATH", "MKSMOLNB_CACHE",
+            "XDG_CACHE_HOME", "HOME", "MKSMOLNB_STATE", "XDG_RUNTIME_DIR")
 
 KVM_HARDWARE = "hardware"
 KVM_MISSING = "missing"
@@ -386,7 +386,10 @@ def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
 def _usable(plan: dict[str, object]) -> bool:
     argv = plan["argv"]
     assert isinstance(argv, list)
-    qemu = which(os.environ.get("MKSMOLNB_QEMU") or "qemu-system-x86_64")
+    if os.path.basename(argv[0]) == "qemu-system-aarch64":  # an aarch64 guest's plan
+        qemu = which(os.environ.get("MKSMOLNB_QEMU_AARCH64") or "qemu-system-aarch64")
+    else:
+        qemu = which(os.environ.get("MKSMOLNB_QEMU") or "qemu-system-x86_64")
     if qemu != argv[0] or host_key(qemu) != plan["host"]:
         return False
     for path, fp in plan["files"]:  # type: ignore[attr-defined]

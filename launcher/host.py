@@ -1,7 +1,11 @@
-"""Facts about the host that decide how QEMU runs: the binary, its version, KVM, a CPU model.
+"""Facts about the host that decide how QEMU runs: the binary, its version, the
+accelerators (Linux KVM, macOS HVF, NetBSD NVMM), a CPU model.
 
-:func:`probe_host` reads them; every path it reads can be injected, so tests can describe
-any host (no ``/dev/kvm``, a denied one, the nested ``kvm_pvm``, hardware ``kvm_intel``).
+:func:`probe_host` reads them; every path (and the ``uname`` and ``sysctl`` answers) it
+reads can be injected, so tests can describe any host (no ``/dev/kvm``, a denied one, the
+nested ``kvm_pvm``, hardware ``kvm_intel``, an arm64 Linux server, an Apple Silicon Mac,
+a NetBSD host with NVMM). :func:`choose_accel` is a pure function of those facts and the
+guest's architecture: an accelerator runs only a guest of the host CPU's own family.
 The QEMU version is cached by the binary's path, size and mtime: asking QEMU costs tens of
 milliseconds, which the boot path cannot afford every time.
 """
@@ -23,12 +27,29 @@ from .fastpath import (
     which,
 )
 
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 QEMU_BINARY = "qemu-system-x86_64"
 QEMU_PACKAGE = "qemu-system-x86"
+#: Accelerators by host system (``uname -s``); TCG runs everywhere.
+SYSTEM_ACCEL = {"Linux": "kvm", "Darwin": "hvf", "NetBSD": "nvmm"}
+ACCEL_NAMES = {"kvm": "KVM", "hvf": "HVF (Hypervisor.framework)", "nvmm": "NVMM"}
+NVMM_USABLE, NVMM_MISSING, NVMM_DENIED = "usable", "missing", "denied"
+#: ``uname -m`` spellings → the CPU family QEMU's accelerators run natively.
+_CPU_FAMILY = {"x86_64": "x86_64", "amd64": "x86_64", "i386": "x86_64", "i686": "x86_64",
+               "aarch64": "aarch64", "arm64": "aarch64", "evbarm": "aarch64"}
+#: A guest architecture (``smolfs.devices.Arch`` value) → its CPU family.
+GUEST_FAMILY = {"amd64": "x86_64", "i386": "x86_64", "aarch64": "aarch64"}
+#: The name users know a CPU family by, and the --arch that runs natively on it.
+_FAMILY_NAME = {"x86_64": "amd64", "aarch64": "arm64"}
+_FAMILY_ARCH = {"x86_64": "amd64", "aarch64": "aarch64"}
 
 #: KVM states (from :mod:`launcher.fastpath`); only HARDWARE lets ``--accel auto`` pick KVM.
 __all__ = ["KVM_DENIED", "KVM_HARDWARE", "KVM_MISSING", "KVM_NESTED_PVM", "KVM_UNKNOWN",
-           "HostInfo", "choose_accel", "probe_host", "qemu_version", "which"]
+           "NVMM_DENIED", "NVMM_MISSING", "NVMM_USABLE", "HostInfo", "choose_accel",
+           "probe_host", "qemu_binary", "qemu_package", "qemu_version", "which"]
 
 
 class HostInfo(NamedTuple):
@@ -39,19 +60,46 @@ class HostInfo(NamedTuple):
     kvm: str  # one of the KVM_* states
     kvm_detail: str  # one line saying why KVM is (not) usable
     nested: bool  # the host itself is a virtual machine (cpuinfo "hypervisor" flag)
+    system: str = "Linux"  # uname -s: Linux, Darwin, NetBSD, ...
+    cpu: str = "x86_64"  # the host CPU family: x86_64 or aarch64 (or uname -m as is)
+    hvf: bool = False  # macOS: sysctl kern.hv_support is 1
+    nvmm: str = NVMM_MISSING  # NetBSD: /dev/nvmm usable, missing or denied
+    nvmm_detail: str = ""
 
     @property
     def kvm_usable(self) -> bool:
         return self.kvm == KVM_HARDWARE
 
-    def cpu_model(self, accel: str) -> str:
-        """``host`` only on hardware KVM on bare metal; a named model everywhere else.
+    def available(self, accel: str) -> tuple[bool, str]:
+        """Whether ``accel`` (kvm, hvf, nvmm) can run on this host at all, and why not."""
+        if accel == "kvm":
+            if self.system != "Linux":
+                return False, f"KVM is Linux's; this host runs {self.system}"
+            return self.kvm_usable, self.kvm_detail
+        if accel == "hvf":
+            if self.system != "Darwin":
+                return False, f"HVF is macOS's; this host runs {self.system}"
+            return self.hvf, ("Hypervisor.framework available (kern.hv_support 1)" if self.hvf
+                              else "Hypervisor.framework unavailable (sysctl kern.hv_support "
+                              "is not 1)")
+        if accel == "nvmm":
+            if self.system != "NetBSD":
+                return False, f"NVMM is NetBSD's; this host runs {self.system}"
+            if self.cpu != "x86_64":
+                return False, "NVMM runs on x86 hosts only"
+            return self.nvmm == NVMM_USABLE, self.nvmm_detail or f"/dev/nvmm {self.nvmm}"
+        return accel == "tcg", f"unknown accelerator {accel!r}"
+
+    def cpu_model(self, accel: str, guest: str = "amd64") -> str:
+        """``host`` where a hardware accelerator runs the guest on bare metal; a named model
+        everywhere else: ``qemu64`` (x86), ``cortex-a57`` (aarch64, an ARMv8.0 core NetBSD's
+        GENERIC64 runs on and TCG emulates quickly).
 
         ``-cpu host`` aborts on some nested hosts (``failed to set MSR 0x10a``).
         """
-        if accel == "kvm" and not self.nested:
+        if accel in ("kvm", "hvf", "nvmm") and not self.nested:
             return "host"
-        return "qemu64"
+        return "cortex-a57" if GUEST_FAMILY.get(guest) == "aarch64" else "qemu64"
 
 
 def _kvm_state(dev_kvm: Path, sys_module: Path) -> tuple[str, str]:
@@ -108,37 +156,117 @@ def qemu_version(qemu: str, cache_dir: Path | None = None) -> tuple[int, ...] | 
     return version
 
 
+def qemu_binary(guest: str = "amd64") -> str:
+    """The QEMU binary for a guest architecture: ``$MKSMOLNB_QEMU`` (x86 guests) or
+    ``$MKSMOLNB_QEMU_AARCH64`` when set, else ``qemu-system-x86_64`` or
+    ``qemu-system-aarch64``."""
+    if GUEST_FAMILY.get(guest) == "aarch64":
+        return os.environ.get("MKSMOLNB_QEMU_AARCH64") or "qemu-system-aarch64"
+    return os.environ.get("MKSMOLNB_QEMU") or QEMU_BINARY
+
+
+def qemu_package(guest: str = "amd64") -> str:
+    """Debian's package holding :func:`qemu_binary`."""
+    return "qemu-system-arm" if GUEST_FAMILY.get(guest) == "aarch64" else QEMU_PACKAGE
+
+
+def _nvmm_state(dev_nvmm: str) -> tuple[str, str]:
+    import errno
+
+    try:
+        fd = os.open(dev_nvmm, os.O_RDWR | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        if err.errno in (errno.EACCES, errno.EPERM):
+            return NVMM_DENIED, (f"{dev_nvmm} is not read-write for this user (add the user "
+                                 "to group 'nvmm')")
+        if err.errno == errno.ENOENT:
+            return NVMM_MISSING, f"{dev_nvmm} does not exist (modload nvmm)"
+        return NVMM_MISSING, f"{dev_nvmm} cannot be opened: {err.strerror}"
+    os.close(fd)
+    return NVMM_USABLE, f"{dev_nvmm} usable"
+
+
+def _sysctl_hv_support() -> bool:
+    """macOS: ``sysctl -n kern.hv_support`` prints 1 when Hypervisor.framework works."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["sysctl", "-n", "kern.hv_support"], capture_output=True,
+                             text=True, timeout=5, stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return out.stdout.strip() == "1"
+
+
 def probe_host(
     *,
     qemu: str | None = None,
     dev_kvm: str | os.PathLike[str] = "/dev/kvm",
     sys_module: str | os.PathLike[str] = "/sys/module",
     cpuinfo: str | os.PathLike[str] = "/proc/cpuinfo",
+    dev_nvmm: str | os.PathLike[str] = "/dev/nvmm",
+    uname: tuple[str, str] | None = None,
+    hv_support: Callable[[], bool] | None = None,
     cache_dir: Path | None = None,
     want_version: bool = True,
 ) -> HostInfo:
-    """Probe QEMU and KVM. ``qemu`` is a binary name or path (default: from ``$PATH``)."""
-    binary = which(qemu or os.environ.get("MKSMOLNB_QEMU") or QEMU_BINARY)
+    """Probe QEMU and the accelerators. ``qemu`` is a binary name or path (default:
+    :func:`qemu_binary` of an x86 guest, from ``$PATH``); ``uname`` is (system, machine),
+    by default ``os.uname()``'s; ``hv_support`` answers macOS's ``kern.hv_support``."""
+    binary = which(qemu or qemu_binary())
     version = qemu_version(binary, cache_dir) if binary and want_version else None
-    kvm, detail = _kvm_state(Path(dev_kvm), Path(sys_module))
+    if uname is None:
+        u = os.uname()
+        uname = (u.sysname, u.machine)
+    system, machine = uname
+    cpu = _CPU_FAMILY.get(machine, machine)
+    kvm, detail = KVM_MISSING, f"no KVM on {system}"
+    if system == "Linux":
+        kvm, detail = _kvm_state(Path(dev_kvm), Path(sys_module))
+        if kvm == KVM_UNKNOWN and cpu == "aarch64":  # arm64 builds KVM into the kernel
+            kvm, detail = KVM_HARDWARE, "hardware KVM (arm64)"
+    hvf = system == "Darwin" and (hv_support or _sysctl_hv_support)()
+    nvmm, nvmm_detail = NVMM_MISSING, ""
+    if system == "NetBSD":
+        nvmm, nvmm_detail = _nvmm_state(os.fspath(dev_nvmm))
     return HostInfo(qemu=binary, qemu_version=version, kvm=kvm, kvm_detail=detail,
-                    nested=_nested(Path(cpuinfo)))
+                    nested=_nested(Path(cpuinfo)) if system == "Linux" else False,
+                    system=system, cpu=cpu, hvf=hvf, nvmm=nvmm, nvmm_detail=nvmm_detail)
 
 
-def choose_accel(requested: str, host: HostInfo) -> tuple[str, str | None]:
-    """The accelerator to use and, when ``auto`` did not pick KVM, the one-line reason.
+def choose_accel(requested: str, host: HostInfo, guest: str = "amd64"
+                 ) -> tuple[str, str | None]:
+    """The accelerator for a ``guest`` (``amd64``, ``i386``, ``aarch64``) on ``host`` and,
+    when ``auto`` falls back to TCG, the one-line reason. Pure.
 
-    ``--accel kvm`` on a host without usable hardware KVM raises :class:`LaunchError`.
+    An accelerator runs only guests of the host CPU's family: KVM on Linux (hardware KVM,
+    not the nested ``kvm_pvm``), HVF on macOS (``kern.hv_support``), NVMM on NetBSD
+    (``/dev/nvmm`` usable; x86 only, as NVMM is). Asking for one that cannot run the guest
+    here (``--accel kvm|hvf|nvmm``) raises :class:`LaunchError` saying why.
     """
     from smolfs.errors import LaunchError
 
     if requested == "tcg":
         return "tcg", None
-    if requested == "kvm":
-        if not host.kvm_usable:
-            raise LaunchError(f"--accel kvm: {host.kvm_detail}",
-                              hint="use --accel tcg (or auto)")
-        return "kvm", None
-    if host.kvm_usable:
-        return "kvm", None
-    return "tcg", f"using TCG: {host.kvm_detail}"
+    family = GUEST_FAMILY.get(guest, guest)
+    native = family == host.cpu
+    mismatch = (f"{guest} guest on an {_FAMILY_NAME.get(host.cpu, host.cpu)} host: TCG, "
+                f"about 10× slower; use --arch {_FAMILY_ARCH.get(host.cpu, host.cpu)}")
+    if requested != "auto":
+        usable, why = host.available(requested)
+        if usable and not native:
+            usable, why = False, (f"{ACCEL_NAMES[requested]} runs "
+                                  f"{_FAMILY_NAME.get(host.cpu, host.cpu)} guests only, "
+                                  f"not {guest}")
+        if not usable:
+            raise LaunchError(f"--accel {requested}: {why}", hint="use --accel tcg (or auto)")
+        return requested, None
+    accel = SYSTEM_ACCEL.get(host.system)
+    if accel is None:
+        return "tcg", f"using TCG: QEMU has no accelerator mksmolnb uses on {host.system}"
+    if not native:
+        return "tcg", mismatch
+    usable, why = host.available(accel)
+    if usable:
+        return accel, None
+    return "tcg", f"using TCG: {why}"

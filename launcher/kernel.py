@@ -5,7 +5,10 @@ entry (Xen ELF note type 18 in a ``PT_NOTE`` segment), a multiboot header in the
 8 KiB (and whether QEMU's multiboot loader takes it: an ELF32 or the a.out kludge),
 the NetBSD version string, the virtio transports the kernel has (MMIO through the ``pv``
 bus, found by its ``virtio_mmio.device=`` command-line parser and ``mmio_cmdline``
-attachment, or PCI through ``virtio_pci``) and the ``viocon_earlyinit`` symbol.
+attachment, or PCI through ``virtio_pci``) and the ``viocon_earlyinit`` symbol. For
+aarch64 (NetBSD/evbarm): an AArch64 ELF (``EM_AARCH64``, what ``netbsd-GENERIC64.gz`` is;
+its symbols serve kstrip) and the arm64 ``Image`` header (``ARM\x64`` at byte 56, what
+``netbsd-GENERIC64.img`` starts with), the form QEMU's ``-kernel`` boots on ``-M virt``.
 
 A gzip-compressed kernel (as NetBSD ships ``netbsd-GENERIC.gz``) is decompressed once
 into the cache, keyed by the compressed file's SHA-256. Inspection results are cached by
@@ -31,7 +34,12 @@ XEN_ELFNOTE_PHYS32_ENTRY = 18
 PT_NOTE = 4
 EM_386 = 3
 EM_X86_64 = 62
-_INFO_VERSION = 2
+EM_AARCH64 = 183
+#: The arm64 Image header (Linux Documentation/arch/arm64/booting.rst): code0, code1,
+#: text_offset, image_size, flags, three reserved words, then this magic at byte 56.
+ARM64_IMAGE_MAGIC = b"ARM\x64"
+ARM64_MAGIC_OFFSET = 56
+_INFO_VERSION = 3
 
 _VERSION_RE = rb"NetBSD (\d+\.\d+[\w.]*) \(([\w.+-]+)\) #\d+"
 _MMIO_MARKERS = (b"virtio_mmio.device=", b"\0mmio_cmdline\0")
@@ -45,7 +53,7 @@ class KernelInfo(NamedTuple):
     source: Path
     compressed: bool
     elf_class: int | None  # 32, 64, or None when not an ELF
-    machine: str | None  # "i386", "x86_64" or None
+    machine: str | None  # "i386", "x86_64", "aarch64" or None
     pvh_entry: int | None
     multiboot_offset: int | None
     multiboot_aout: bool
@@ -54,10 +62,28 @@ class KernelInfo(NamedTuple):
     virtio_mmio: bool
     virtio_pci: bool
     viocon_earlyinit: bool
+    #: An arm64 Image header: (text_offset, image_size) from it, None without one.
+    arm64_image: tuple[int, int] | None = None
 
     @property
     def pvh(self) -> bool:
         return self.pvh_entry is not None
+
+    @property
+    def arch(self) -> str:
+        """The guest architecture this kernel is for: ``amd64``, ``i386`` or ``aarch64``."""
+        if self.arm64_image is not None or self.machine == "aarch64":
+            return "aarch64"
+        return "i386" if self.machine == "i386" else "amd64"
+
+    @property
+    def kind(self) -> str:
+        """What was found, in words: ``arm64 Image``, ``AArch64 ELF``, ``ELF64``, ..."""
+        if self.arm64_image is not None:
+            return "arm64 Image"
+        if self.machine == "aarch64":
+            return f"AArch64 ELF{self.elf_class}"
+        return f"ELF{self.elf_class}" if self.elf_class else "not ELF"
 
     @property
     def multiboot_loadable(self) -> bool:
@@ -66,7 +92,7 @@ class KernelInfo(NamedTuple):
 
     @property
     def bootable(self) -> bool:
-        return self.pvh or self.multiboot_loadable
+        return self.pvh or self.multiboot_loadable or self.arm64_image is not None
 
     def protocols(self) -> list[str]:
         out = []
@@ -74,12 +100,14 @@ class KernelInfo(NamedTuple):
             out.append("PVH")
         if self.multiboot_loadable:
             out.append("multiboot")
+        if self.arm64_image is not None:
+            out.append("the arm64 Image protocol")
         return out
 
     def describe(self) -> str:
         name = (f"NetBSD {self.netbsd_version} ({self.netbsd_config})"
                 if self.netbsd_version else "kernel")
-        bits = f"ELF{self.elf_class}" if self.elf_class else "not ELF"
+        bits = self.kind
         transports = [t for t, on in (("virtio-mmio", self.virtio_mmio),
                                       ("virtio-pci", self.virtio_pci)) if on]
         return (f"{name}, {bits}, boots by {' and '.join(self.protocols()) or 'nothing'}"
@@ -94,6 +122,8 @@ class KernelInfo(NamedTuple):
     def from_json(cls, d: dict[str, object]) -> KernelInfo:
         d = dict(d)
         d["path"], d["source"] = Path(str(d["path"])), Path(str(d["source"]))
+        if isinstance(d.get("arm64_image"), list):
+            d["arm64_image"] = tuple(d["arm64_image"])  # type: ignore[arg-type]
         return cls(**d)  # type: ignore[arg-type]
 
 
@@ -150,11 +180,17 @@ def scan(path: Path, data: bytes | mmap.mmap, source: Path | None = None,
     if len(data) >= 64 and data[:4] == b"\x7fELF" and data[5] == 1 and data[4] in (1, 2):
         elf_class = 32 if data[4] == 1 else 64
         (em,) = struct.unpack_from("<H", data, 18)
-        machine = {EM_386: "i386", EM_X86_64: "x86_64"}.get(em, f"machine {em}")
+        machine = {EM_386: "i386", EM_X86_64: "x86_64", EM_AARCH64: "aarch64"}.get(
+            em, f"machine {em}")
         for name, ntype, desc in _elf_notes(data, elf_class):
             if name == b"Xen" and ntype == XEN_ELFNOTE_PHYS32_ENTRY and len(desc) in (4, 8):
                 pvh_entry = int.from_bytes(desc, "little")
     mb_offset, mb_aout = _multiboot(bytes(data[:MULTIBOOT_SEARCH]))
+    arm64_image = None
+    end = ARM64_MAGIC_OFFSET + len(ARM64_IMAGE_MAGIC)
+    if elf_class is None and len(data) >= 64 and data[ARM64_MAGIC_OFFSET:end] == ARM64_IMAGE_MAGIC:
+        text_offset, image_size = struct.unpack_from("<QQ", data, 8)
+        arm64_image = (text_offset, image_size)
     m = re.search(_VERSION_RE, data)
     return KernelInfo(
         path=path, source=source or path, compressed=compressed,
@@ -165,6 +201,7 @@ def scan(path: Path, data: bytes | mmap.mmap, source: Path | None = None,
         virtio_mmio=any(data.find(s) >= 0 for s in _MMIO_MARKERS),
         virtio_pci=any(data.find(s) >= 0 for s in _PCI_MARKERS),
         viocon_earlyinit=data.find(b"\0viocon_earlyinit\0") >= 0,
+        arm64_image=arm64_image,
     )
 
 
@@ -251,6 +288,12 @@ def require_bootable(info: KernelInfo) -> None:
     """Raise :class:`KernelError` naming the boot protocols looked for when QEMU can't boot it."""
     if info.bootable:
         return
+    if info.machine == "aarch64":
+        raise KernelError(
+            f"kernel {info.source} is an AArch64 ELF: QEMU boots NetBSD/evbarm from its "
+            "arm64 Image (no Image header found in this file)",
+            hint="boot netbsd-GENERIC64.img (binary/kernel/netbsd-GENERIC64.img.gz of the "
+            "release); the ELF is what kstrip reads symbols from")
     what = f"ELF{info.elf_class}" if info.elf_class else "not an ELF file"
     extra = ""
     if info.multiboot_offset is not None:
@@ -258,7 +301,8 @@ def require_bootable(info: KernelInfo) -> None:
                  "or with the a.out kludge)")
     raise KernelError(
         f"kernel {info.source} is not bootable by QEMU ({what}): looked for a PVH entry "
-        f"(Xen ELF note type 18) and a multiboot header in the first 8 KiB, found neither"
+        f"(Xen ELF note type 18), a multiboot header in the first 8 KiB and an arm64 Image "
+        f"header, found none"
         + extra,
         hint="use an amd64 kernel with a PVH entry (NetBSD 10+, MICROVM) or an i386 kernel",
     )

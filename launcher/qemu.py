@@ -5,6 +5,12 @@ Machine choice (see the NetBSD notes): a PVH kernel with virtio over MMIO boots 
 on ``-M pc`` with QEMU's default firmware (qboot on ``pc`` breaks legacy virtio-pci).
 ``-nodefaults`` keeps QEMU from adding a CD-ROM, VGA, floppy and parallel port that a
 GENERIC kernel spends seconds probing.
+
+aarch64 kernels (an arm64 Image) boot on ``qemu-system-aarch64 -M virt``: QEMU hands the
+kernel a device tree (x0) listing the PL011 UART (``/chosen/stdout-path``: the console),
+the generic timer, the GIC, PSCI and 32 virtio-mmio transports, where
+``virtio-blk-device`` and ``virtio-net-device`` plug in; the command line is the tree's
+``/chosen/bootargs``.
 """
 
 from __future__ import annotations
@@ -25,6 +31,10 @@ MICROVM_PVH = "microvm,x-option-roms=off,rtc=off,pit=off,pic=off,acpi=off,isa-se
 #: QEMU's multiboot loader is an option ROM: microvm must keep them for multiboot kernels.
 MICROVM_MULTIBOOT = "microvm,rtc=off,pit=off,pic=off,acpi=off,isa-serial=on"
 BASE = ("-nodefaults", "-no-user-config", "-display", "none", "-no-reboot")
+#: ``highmem=off``: every device window below 4 GiB (RAM up to 3 GiB); GICv3, which NetBSD's
+#: GENERIC64 drives (``gicvthree``) and TCG and HVF emulate; under KVM the host's own GIC.
+VIRT = "virt,highmem=off,gic-version=3"
+VIRT_KVM = "virt,highmem=off,gic-version=host"
 
 
 class RunPaths(NamedTuple):
@@ -38,7 +48,15 @@ class RunPaths(NamedTuple):
 
 
 def choose_machine(config: LaunchConfig, kernel: KernelInfo) -> str:
-    """``microvm`` or ``pc``; raise if the user's choice cannot boot this kernel."""
+    """``microvm``, ``pc`` or ``virt``; raise if the user's choice cannot boot this kernel."""
+    if kernel.arch == "aarch64":
+        if config.machine not in ("auto", "virt"):
+            raise UsageError(f"--machine {config.machine} is an x86 machine; this kernel is "
+                             f"aarch64 ({kernel.kind})", hint="use --machine virt (or auto)")
+        return "virt"
+    if config.machine == "virt":
+        raise UsageError(f"--machine virt is for aarch64 kernels; this one is {kernel.arch}",
+                         hint="use --machine microvm, pc or auto")
     if config.machine == "microvm":
         return "microvm"
     if config.machine == "pc":
@@ -46,7 +64,9 @@ def choose_machine(config: LaunchConfig, kernel: KernelInfo) -> str:
     return "microvm" if kernel.virtio_mmio and kernel.pvh else "pc"
 
 
-def machine_arg(machine: str, kernel: KernelInfo) -> str:
+def machine_arg(machine: str, kernel: KernelInfo, accel: str = "tcg") -> str:
+    if machine == "virt":
+        return VIRT_KVM if accel == "kvm" else VIRT
     if machine == "pc":
         return "pc"
     return MICROVM_PVH if kernel.pvh else MICROVM_MULTIBOOT
@@ -58,14 +78,16 @@ def qemu_argv(config: LaunchConfig, host: HostInfo, kernel: KernelInfo,
     if not kernel.bootable:
         raise KernelError(f"kernel {kernel.source} is not bootable by QEMU")
     paths = paths or RunPaths()
-    accel, _reason = choose_accel(config.accel, host)
+    guest = kernel.arch
+    accel, _reason = choose_accel(config.accel, host, guest)
     machine = choose_machine(config, kernel)
-    bus = "device" if machine == "microvm" else "pci"
-    argv = [host.qemu or "qemu-system-x86_64", *BASE,
-            "-M", machine_arg(machine, kernel),
-            "-accel", accel, "-cpu", host.cpu_model(accel),
+    bus = "pci" if machine == "pc" else "device"
+    qemu = host.qemu or ("qemu-system-aarch64" if guest == "aarch64" else "qemu-system-x86_64")
+    argv = [qemu, *BASE,
+            "-M", machine_arg(machine, kernel, accel),
+            "-accel", accel, "-cpu", host.cpu_model(accel, guest),
             "-m", str(config.memory_mb), "-smp", str(config.cpus),
-            "-kernel", str(kernel.path), "-append", config.kernel_args()]
+            "-kernel", str(kernel.path), "-append", config.kernel_args(guest)]
     if config.image is not None:
         drive = f"if=none,id=hd0,format=raw,file={_escape(str(config.image))}"
         if config.readonly:

@@ -250,7 +250,7 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
     digests = [add_set(tree, src, spool, fast) for src in sources]
     with step(f"add service {p.service.name}"):
         # generated over the sets' fstab, under the service's own if it has one
-        tree.add("etc/fstab", _file(fstab(p.fs, p.ro), p.now, 0o644))
+        tree.add("etc/fstab", _file(fstab(p.fs, p.ro, p.arch), p.now, 0o644))
         add_service(tree, p.service, p.now)
         add_devices(tree, p.arch, p.now)
         add_rescue_links(tree, p.now)
@@ -559,12 +559,13 @@ def _file(content: str | bytes, mtime: int, mode: int) -> Node:
     return Node(Kind.FILE, mode=mode, mtime=mtime, data=BytesData(data))
 
 
-def fstab(fs: str, ro: bool) -> str:
-    """The generated ``/etc/fstab``: the root filesystem on the first virtio disk."""
+def fstab(fs: str, ro: bool, arch: Arch = Arch.AMD64) -> str:
+    """The generated ``/etc/fstab``: the root filesystem on the first virtio disk
+    (``ld0a``; ``ld4a`` on aarch64, see :attr:`Arch.root_disk`)."""
     opts = "ro" if ro else "rw"
     return (
         "# /etc/fstab written by smolfs build\n"
-        f"/dev/ld0a / {FSTAB_TYPE[fs]} {opts} 1 1\n"
+        f"/dev/{arch.root_disk}a / {FSTAB_TYPE[fs]} {opts} 1 1\n"
     )
 
 

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "service's SETS, else rescue)")
     parser.add_argument("--fs", choices=("ffs", "ext2"), default=None,
                         help="root filesystem (default: the service's FS, else ffs)")
-    parser.add_argument("--arch", choices=("amd64", "i386"), default="amd64",
+    parser.add_argument("--arch", choices=("amd64", "i386", "aarch64"), default="amd64",
                         help="NetBSD architecture (default: %(default)s)")
     parser.add_argument("--release", default=None, metavar="R",
                         help="NetBSD release of fetched sets (default: the newest supported)")

@@ -38,10 +38,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--release", "-r", help="NetBSD release: 10.1 (default), 9.4, current, netbsd-10, ..."
     )
-    parser.add_argument("--arch", "-a", default="amd64", help="amd64 or i386 (default: amd64)")
+    parser.add_argument("--arch", "-a", default="amd64",
+                        help="amd64, i386 or aarch64 (evbarm-aarch64) (default: amd64)")
     parser.add_argument(
         "--kernel", "-k", metavar="NAME",
-        help="also fetch binary/kernel/netbsd-NAME.gz (e.g. GENERIC), kept compressed; "
+        help="also fetch binary/kernel/netbsd-NAME.gz (e.g. GENERIC; on aarch64 "
+        "netbsd-NAME.img.gz, e.g. GENERIC64), kept compressed; "
         "or a kernel's URL, verified against a SHA512 list or NAME.sha256 beside it",
     )
     parser.add_argument(

@@ -45,6 +45,7 @@ from smolfs.cache import (
     locked,
     no_space,
 )
+from smolfs.devices import Arch
 from smolfs.errors import FetchError, UsageError
 from smolfs.fileutil import atomic_output
 from smolfs.mirror import (
@@ -76,12 +77,14 @@ __all__ = [
 ]
 
 DEFAULT_RELEASE = "10.1"
-ARCHES = ("amd64", "i386")
-#: Set names NetBSD publishes for amd64/i386 (a release's SHA512 list is the authority).
+#: ``--arch`` values; ``aarch64`` is NetBSD's ``evbarm-aarch64`` port (see smolfs.devices.Arch).
+ARCHES = ("amd64", "i386", "aarch64")
+#: Set names NetBSD publishes for amd64/i386/evbarm-aarch64 (a release's SHA512 list is the
+#: authority).
 KNOWN_SETS = (
     "base", "comp", "debug", "etc", "games", "gpufw", "man", "manhtml", "misc", "modules",
     "rescue", "tests", "text", "xbase", "xcomp", "xdebug", "xetc", "xfont", "xserver",
-    "kern-GENERIC",
+    "kern-GENERIC", "kern-GENERIC64",
 )  # fmt: skip
 #: Suggested when the mirror cannot list its releases.
 KNOWN_RELEASES = ("10.1", "10.0", "9.4", "9.3", "9.2", "8.3", "8.2")
@@ -127,26 +130,30 @@ class Release:
         raise UsageError(f"unknown NetBSD release {spec!r}", hint=hint)
 
     def tree(self, arch: str) -> str:
-        """The release's directory for ``arch``, relative to the mirror root."""
+        """The release's directory for ``arch``, relative to the mirror root (the port's
+        name: ``aarch64`` is ``evbarm-aarch64``)."""
+        port = Arch.parse(arch).port
         if self.daily:
-            return f"pub/NetBSD-daily/{self.name}/latest/{arch}"
-        return f"pub/NetBSD/NetBSD-{self.name}/{arch}"
+            return f"pub/NetBSD-daily/{self.name}/latest/{port}"
+        return f"pub/NetBSD/NetBSD-{self.name}/{port}"
 
     def set_extension(self, arch: str) -> str:
-        """``.tar.xz`` on amd64 from NetBSD 10 on, ``.tgz`` before and on i386."""
-        newer = self.major is None or self.major >= 10
-        return ".tar.xz" if arch == "amd64" and newer else ".tgz"
+        """``.tar.xz`` on amd64 and evbarm-aarch64 from NetBSD 10 on, ``.tgz`` before and
+        on i386."""
+        return Arch.parse(arch).set_extension(self.major)
 
     def __str__(self) -> str:
         return f"NetBSD-{self.name} (daily)" if self.daily else f"NetBSD {self.name}"
 
 
 def check_arch(arch: str) -> str:
-    if arch not in ARCHES:
+    """The canonical name of ``arch`` (``evbarm-aarch64`` and ``arm64`` → ``aarch64``)."""
+    try:
+        return Arch.parse(arch).value
+    except UsageError:
         raise UsageError(
             f"unknown architecture {arch!r}", hint=f"choose one of: {', '.join(ARCHES)}"
-        )
-    return arch
+        ) from None
 
 
 def set_filename(set: str, release: str = DEFAULT_RELEASE, arch: str = "amd64") -> str:
@@ -164,14 +171,22 @@ def set_name(spec: str) -> str:
     return spec
 
 
-def kernel_filename(spec: str) -> str:
-    """``GENERIC``, ``netbsd-GENERIC`` and ``netbsd-GENERIC.gz`` → ``netbsd-GENERIC.gz``."""
-    name = spec.removesuffix(".gz")
+def kernel_filename(spec: str, arch: str = "amd64") -> str:
+    """``GENERIC``, ``netbsd-GENERIC`` and ``netbsd-GENERIC.gz`` → ``netbsd-GENERIC.gz``;
+    on aarch64 the bootable image: ``GENERIC64`` → ``netbsd-GENERIC64.img.gz`` (a name
+    ending in ``.gz`` is taken as given: ``netbsd-GENERIC64.gz`` is the ELF)."""
+    if spec.endswith(".gz"):
+        name = spec.removesuffix(".gz")
+        explicit = True
+    else:
+        name, explicit = spec, False
     if not name.startswith("netbsd"):
         name = f"netbsd-{name}"
     if not re.fullmatch(r"netbsd(-[A-Za-z0-9_.+-]+)?", name):
         raise UsageError(f"invalid kernel name {spec!r}", hint="e.g. --kernel GENERIC")
-    return name + ".gz"
+    if explicit:
+        return name + ".gz"
+    return Arch.parse(arch).kernel_files(name.removeprefix("netbsd-"))[0]
 
 
 def parse_checksums(text: str, source: str, algo: str = "sha512") -> dict[str, str]:
@@ -231,10 +246,10 @@ def fetch(
     if isinstance(sets, str):
         sets = [sets]
     rel = Release.parse(release)
-    check_arch(arch)
+    arch = check_arch(arch)
     names = list(dict.fromkeys(set_name(s) for s in sets))
     kernel_url = kernel if kernel and _URL_RE.match(kernel) else None
-    kfile = kernel_filename(kernel) if kernel and not kernel_url else None
+    kfile = kernel_filename(kernel, arch) if kernel and not kernel_url else None
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     fetcher = _Fetcher(rel, arch, cache, None if offline else resolve_mirror(mirror))
     try:
@@ -271,11 +286,11 @@ def _published_sets(sums: dict[str, str]) -> list[str]:
 
 
 def _published_kernels(sums: dict[str, str]) -> list[str]:
-    return sorted(
-        f.removeprefix("netbsd-").removesuffix(".gz")
+    return sorted({
+        f.removeprefix("netbsd-").removesuffix(".gz").removesuffix(".img")
         for f in sums
         if f.startswith("netbsd-") and not f.endswith((".symbols.gz", ".symbols"))
-    )
+    })
 
 
 def _cache_error(cache: Path, err: OSError) -> FetchError:
@@ -448,7 +463,7 @@ class _Fetcher:
             if candidate in sums:
                 return candidate, sums[candidate]
         kernels = _published_kernels(sums)
-        wanted = file.removeprefix("netbsd-").removesuffix(".gz")
+        wanted = file.removeprefix("netbsd-").removesuffix(".gz").removesuffix(".img")
         raise UnknownArtifact(
             f"{self.what()} publishes no kernel {wanted!r}",
             hint=f"kernels in its SHA512: {', '.join(kernels) or 'none'}",

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from kernels import test_kernels  # noqa: F401  (session fixture: the smoltest kernels)
+from kernels import arm64_kernel, test_kernels  # noqa: F401  (session fixtures: smoltest)
 
 REPO = Path(__file__).resolve().parent.parent
 NETBSD_DIR_VAR = "MKSMOLNB_NETBSD_DIR"
@@ -68,6 +68,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     kvm_reason = hardware_kvm()
     netbsd_dir = os.environ.get(NETBSD_DIR_VAR)
     qemu = shutil.which("qemu-system-x86_64")
+    qemu_arm = shutil.which("qemu-system-aarch64")
     for item in items:
         if "kvm" in item.keywords and kvm_reason:
             item.add_marker(pytest.mark.skip(reason=f"kvm: {kvm_reason}"))
@@ -78,6 +79,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             )
         if "qemu" in item.keywords and not qemu:
             item.add_marker(pytest.mark.skip(reason="qemu: qemu-system-x86_64 not installed"))
+        if "aarch64" in item.keywords and not qemu_arm:
+            item.add_marker(pytest.mark.skip(
+                reason="aarch64: qemu-system-aarch64 not installed (Debian: qemu-system-arm)"))
 
 
 @pytest.fixture

@@ -243,6 +243,29 @@ def test_i386_and_rw(sets_dir: Path, tmp_path: Path) -> None:
     assert json.loads((tmp_path / "r.img.json").read_text())["arch"] == "i386"
 
 
+@pytest.mark.parametrize("fs", ["ffs", "ext2"])
+def test_aarch64_devices_and_root(sets_dir: Path, tmp_path: Path, fs: str) -> None:
+    """evbarm-aarch64: majors of majors.arm32/majors.aarch64, 8 minors per disk unit, the
+    PL011 node, and the root on ld4a (GENERIC64 wires ld0-ld3 to sdmmc0-3)."""
+    ok(smolfs("build", "-x", sets_dir / "rescue.tar.xz", "--arch", "aarch64", "--fs", fs,
+              cwd=tmp_path))
+    img = Image(tmp_path / "rescue-aarch64.img", fs)
+    fstype = "ffs" if fs == "ffs" else "ext2fs"
+    assert img.read("etc/fstab").decode().splitlines()[-1] == f"/dev/ld4a / {fstype} ro 1 1"
+    want = {"dev/console": ("c", 2, 0), "dev/tty": ("c", 3, 0), "dev/null": ("c", 0, 2),
+            "dev/zero": ("c", 0, 12), "dev/drum": ("c", 1, 0), "dev/klog": ("c", 5, 0),
+            "dev/stdin": ("c", 34, 0), "dev/urandom": ("c", 52, 1), "dev/ksyms": ("c", 105, 0),
+            "dev/plcom0": ("c", 93, 0), "dev/ld0a": ("b", 92, 0), "dev/rld0d": ("c", 92, 3),
+            "dev/ld4a": ("b", 92, 32), "dev/rld4a": ("c", 92, 32)}
+    for path, (kind, major, minor) in want.items():
+        assert (img.entries[path].kind, *img.device(path)) == (kind, major, minor), path
+    assert "dev/tty00" not in img.entries
+    assert img.owner_mode("dev/ld4a") == (0, 5, "rw-r-----")
+    for link in ("sbin/init", "bin/sh", "sbin/mount_ffs", "sbin/mount_ext2fs"):
+        assert img.symlink(link) == "/rescue/" + link.rsplit("/", 1)[1]
+    assert json.loads((tmp_path / "rescue-aarch64.img.json").read_text())["arch"] == "aarch64"
+
+
 def test_manifest_and_info(sets_dir: Path, tmp_path: Path) -> None:
     archive = sets_dir / "rescue.tar.xz"
     ok(smolfs("build", "-x", archive, "-m", "8", cwd=tmp_path, env={"SOURCE_DATE_EPOCH": EPOCH}))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import os
@@ -23,6 +24,7 @@ from smolfs.fetch import (
     NotCached,
     Release,
     UnknownArtifact,
+    available,
     fetch,
     parse_sha512,
     set_filename,
@@ -86,6 +88,8 @@ def cache_files(cache: Path) -> list[str]:
         ("current", "amd64", "base.tar.xz"),
         ("netbsd-9", "amd64", "base.tgz"),
         ("NetBSD-10.1", "amd64", "base.tar.xz"),
+        ("10.1", "aarch64", "base.tar.xz"),
+        ("9.4", "evbarm-aarch64", "base.tgz"),
     ],
 )
 def test_set_filename(release: str, arch: str, name: str) -> None:
@@ -96,6 +100,7 @@ def test_set_filename(release: str, arch: str, name: str) -> None:
 def test_release_spellings() -> None:
     assert Release.parse("10.1").tree("amd64") == "pub/NetBSD/NetBSD-10.1/amd64"
     assert Release.parse("current").tree("i386") == "pub/NetBSD-daily/HEAD/latest/i386"
+    assert Release.parse("10.1").tree("aarch64") == "pub/NetBSD/NetBSD-10.1/evbarm-aarch64"
     assert Release.parse("HEAD") == Release.parse("current")
     assert Release.parse("netbsd-10").tree("amd64") == "pub/NetBSD-daily/netbsd-10/latest/amd64"
     with pytest.raises(UsageError, match="unknown NetBSD release 'ten'") as e:
@@ -307,9 +312,9 @@ def test_unknown_release(server: FakeMirror, cache: Path) -> None:
 
 
 def test_unknown_arch(cache: Path) -> None:
-    with pytest.raises(UsageError, match="unknown architecture 'arm64'") as e:
-        fetch(["base"], arch="arm64", cache_dir=cache)
-    assert e.value.hint == "choose one of: amd64, i386"
+    with pytest.raises(UsageError, match="unknown architecture 'sparc64'") as e:
+        fetch(["base"], arch="sparc64", cache_dir=cache)
+    assert e.value.hint == "choose one of: amd64, i386, aarch64"
 
 
 def test_unknown_kernel(server: FakeMirror, cache: Path) -> None:
@@ -546,3 +551,28 @@ def test_damaged_cached_sha512_list(server: FakeMirror, cache: Path) -> None:
     r = fetch(["etc"], mirror=server.url, cache_dir=cache)  # online: fetched again
     assert r.digests["etc"] in listing.read_text()
     assert len(server.requests_for("SHA512")) == 2
+
+
+def test_evbarm_aarch64_release(tmp_path: Path, cache: Path) -> None:
+    """``--arch aarch64`` reads NetBSD's ``evbarm-aarch64`` tree: ``.tar.xz`` sets from 10 on,
+    and the bootable ``netbsd-GENERIC64.img.gz`` beside the ELF ``netbsd-GENERIC64.gz``."""
+    root = tmp_path / "mirror"
+    top = build_release(root, "10.1", "evbarm-aarch64", sets=("rescue", "etc"),
+                        kernels=("GENERIC64",), ext=".tar.xz")
+    kdir = top / "binary" / "kernel"
+    image = b"\0" * 56 + b"ARM\x64" + bytes(8)
+    (kdir / "netbsd-GENERIC64.img.gz").write_bytes(gzip.compress(image, mtime=0))
+    write_sha512(kdir)
+    with FakeMirror(root) as m:
+        r = fetch(["rescue"], release="10.1", arch="aarch64", kernel="GENERIC64",
+                  mirror=m.url, cache_dir=cache)
+        assert r.sets["rescue"] == cache / "10.1/aarch64/sets/rescue.tar.xz"
+        assert r.kernel == cache / "10.1/aarch64/kernel/netbsd-GENERIC64.img.gz"
+        assert gzip.decompress(r.kernel.read_bytes()) == image
+        elf = fetch([], release="10.1", arch="evbarm-aarch64", kernel="netbsd-GENERIC64.gz",
+                    mirror=m.url, cache_dir=cache)
+        assert elf.kernel == cache / "10.1/aarch64/kernel/netbsd-GENERIC64.gz"
+        assert next(s.path for s in m.seen if s.path.endswith("SHA512")) \
+            == "/pub/NetBSD/NetBSD-10.1/evbarm-aarch64/binary/sets/SHA512"
+        assert available("10.1", "aarch64", mirror=m.url, cache_dir=cache) \
+            == {"sets": ["etc", "rescue"], "kernels": ["GENERIC64"]}

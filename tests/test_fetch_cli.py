@@ -101,7 +101,8 @@ def test_errors_are_one_line_with_exit_codes(server: FakeMirror, tmp_path: Path)
 
     r = smolfs_fetch(cache, "--mirror", server.url, "--arch", "sparc", "base")
     assert r.returncode == 2
-    assert one_line_error(r) == ("unknown architecture 'sparc'", "choose one of: amd64, i386")
+    assert one_line_error(r) == ("unknown architecture 'sparc'",
+                                   "choose one of: amd64, i386, aarch64")
 
     r = smolfs_fetch(cache, "--mirror", server.url, "--release", "10.9", "base")
     assert r.returncode == 1

@@ -81,7 +81,7 @@ def test_config_validation() -> None:
     with pytest.raises(UsageError, match="-m"):
         LaunchConfig(kernel=k, memory_mb=1)
     with pytest.raises(UsageError, match="--accel"):
-        LaunchConfig(kernel=k, accel="hvf")
+        LaunchConfig(kernel=k, accel="whpx")
     c = LaunchConfig(kernel=k, append=("-v", "smoltest.exit=1"), root="NAME=root")
     assert c.kernel_args() == "console=com root=NAME=root -v smoltest.exit=1"
     with pytest.raises(UsageError, match="-m"):

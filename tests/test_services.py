@@ -134,8 +134,29 @@ def test_device_table(arch: str, stride: int, ksyms: int) -> None:
     assert nodes["console"].mode == 0o600 and nodes["null"].mode == 0o666
 
 
+def test_aarch64_device_table() -> None:
+    """majors.arm32 / majors.aarch64 numbers; OLDMAXPARTITIONS (8) minors per ld unit."""
+    nodes = {n.name: (n.kind, n.major, n.minor) for n in device_nodes("aarch64")}
+    c, b = Kind.CHR, Kind.BLK
+    assert nodes["console"] == (c, 2, 0) and nodes["constty"] == (c, 2, 1)
+    assert nodes["tty"] == (c, 3, 0) and nodes["mem"] == (c, 0, 0) and nodes["kmem"] == (c, 0, 1)
+    assert nodes["null"] == (c, 0, 2) and nodes["zero"] == (c, 0, 12)
+    assert nodes["drum"] == (c, 1, 0) and nodes["klog"] == (c, 5, 0)
+    assert nodes["stderr"] == (c, 34, 2) and nodes["random"] == (c, 52, 0)
+    assert nodes["ksyms"] == (c, 105, 0) and nodes["plcom0"] == (c, 93, 0)
+    assert nodes["ld0a"] == (b, 92, 0) and nodes["ld4a"] == (b, 92, 32)
+    assert nodes["rld4d"] == (c, 92, 35)
+    assert "tty00" not in nodes
+    arch = Arch.parse("evbarm-aarch64")
+    assert arch is Arch.AARCH64 and arch.port == "evbarm-aarch64"
+    assert arch.root_disk == "ld4" and arch.disk_partitions == 8
+    assert arch.kernel_files("GENERIC64") == ("netbsd-GENERIC64.img.gz", "netbsd-GENERIC64.gz")
+    assert (arch.qemu_binary, arch.qemu_package) == ("qemu-system-aarch64", "qemu-system-arm")
+
+
 def test_unknown_arch() -> None:
-    with pytest.raises(UsageError, match=r"architecture 'sparc' \(choose from amd64, i386\)"):
+    with pytest.raises(UsageError,
+                       match=r"architecture 'sparc' \(choose from amd64, i386, aarch64\)"):
         Arch.parse("sparc")
 
 

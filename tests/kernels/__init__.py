@@ -148,6 +148,53 @@ def build_test_kernels(outdir: Path) -> TestKernels:
     )
 
 
+#: Debian's cross binutils (binutils-aarch64-linux-gnu): no cross compiler is needed, the
+#: aarch64 kernel is assembly (Debian's gcc-aarch64-linux-gnu cannot be installed beside
+#: gcc-multilib, which the i386 kernels need).
+ARM64_TOOLS = ("aarch64-linux-gnu-as", "aarch64-linux-gnu-ld", "aarch64-linux-gnu-objcopy")
+
+
+@dataclass(frozen=True)
+class Arm64Kernel:
+    """smoltest for ``qemu-system-aarch64 -M virt`` (see ``arm64.S``)."""
+
+    image: Path  # the arm64 Image (header, then code): what -kernel boots
+    elf: Path  # the same code as an AArch64 ELF (not bootable as is: no Image header read)
+
+
+def build_arm64_kernel(outdir: Path) -> Arm64Kernel:
+    """Assemble and link ``arm64.S``; same source, same bytes. Raises
+    :class:`ToolchainMissing` without the cross binutils."""
+    outdir = Path(outdir)
+    outdir.mkdir(parents=True, exist_ok=True)
+    as_, ld, objcopy = ARM64_TOOLS
+    for tool in ARM64_TOOLS:
+        if shutil.which(tool) is None:
+            raise ToolchainMissing(f"{tool} not found (install binutils-aarch64-linux-gnu)")
+    with tempfile.TemporaryDirectory(dir=outdir, prefix=".build-arm64-") as tmp:
+        work = Path(tmp)
+        for name in ("arm64.S", "kernel-arm64.ld"):
+            shutil.copyfile(SOURCE_DIR / name, work / name)
+        _run([as_, "-o", "arm64.o", "arm64.S"], work)
+        _run([ld, "-T", "kernel-arm64.ld", "-nostdlib", "--build-id=none", "-z", "noexecstack",
+              "-z", "max-page-size=4096", "-o", "smoltest-arm64.elf", "arm64.o"], work)
+        _run([objcopy, "-O", "binary", "smoltest-arm64.elf", "smoltest-arm64.img"], work)
+        for name in ("smoltest-arm64.elf", "smoltest-arm64.img"):
+            (work / name).replace(outdir / name)
+    return Arm64Kernel(image=outdir / "smoltest-arm64.img", elf=outdir / "smoltest-arm64.elf")
+
+
+def fixture_arm64_kernel(tmp_path_factory: pytest.TempPathFactory) -> Arm64Kernel:
+    """Build the aarch64 kernel once per session; skip (one line) without cross binutils."""
+    try:
+        return build_arm64_kernel(tmp_path_factory.mktemp("arm64-kernel"))
+    except ToolchainMissing as exc:
+        pytest.skip(f"aarch64 test kernel: {exc}")
+
+
+arm64_kernel = pytest.fixture(scope="session", name="arm64_kernel")(fixture_arm64_kernel)
+
+
 def fixture_test_kernels(tmp_path_factory: pytest.TempPathFactory) -> TestKernels:
     """Build the kernels once per session; skip (one line) when the toolchain is missing."""
     try:
@@ -179,6 +226,7 @@ class Console:
     virtio: list[VirtioDevice] = field(default_factory=list)
     spin: tuple[int, str] | None = None  # (milliseconds, "pit" | "tsc")
     lines: list[str] = field(default_factory=list)
+    psci: str | None = None  # arm64: the PSCI conduit the device tree names (hvc, smc)
 
     def stages(self) -> list[str]:
         """The stage lines seen, in the order they came."""
@@ -199,6 +247,8 @@ def parse_console(text: str) -> Console:
             con.cmdline = line.removeprefix("SMOLTEST cmdline").removeprefix(" ")
         elif line.startswith("SMOLTEST mem "):
             con.mem_kib = int(line.split()[2])
+        elif line.startswith("SMOLTEST psci "):
+            con.psci = line.removeprefix("SMOLTEST psci ")
         elif line.startswith("SMOLTEST spin "):
             ms, clock = line.split()[2:4]
             con.spin = (int(ms), clock)

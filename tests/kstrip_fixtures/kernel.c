@@ -10,6 +10,7 @@
  *   -DNO_CFDATA     name the table differently (a kernel without 'cfdata')
  *   -DALL_NOTFOUND  every state NOTFOUND (reads the same in both layouts)
  *   -DBAD_STATE     one more entry, with a state no NetBSD release defines
+ *   -DNO_START      no _start: the data alone (compiled to assembly for another CPU)
  *
  * The tests read the table and what kstrip must do to each entry under its default keep
  * list from the E(...) lines and their TABLE comments below: keep one entry per line.
@@ -127,6 +128,7 @@ const char ostype[] = "NetBSD";
 const char copyright[] = "Copyright (c) 1996-2024 The NetBSD Foundation, Inc.  All rights "
 	"reserved.\nNetBSD is a registered trademark.\n";
 
+#ifndef NO_START	/* the aarch64 fixture brings its own _start (see test_kstrip_aarch64.py) */
 void _start(void);
 void
 _start(void)
@@ -134,3 +136,4 @@ _start(void)
 	for (;;)
 		continue;
 }
+#endif
