@@ -1,0 +1,134 @@
+"""The guest's end as its console says it: NetBSD's ``The operating system has halted.``
+(``halt -p`` without ACPI: QEMU keeps running) ends an attached run and a detached VM; a
+kernel panic, a fatal trap or the kernel debugger is reported at once, in one line after
+the console's last lines, with QEMU stopped and a non-zero exit.
+
+The test kernels print the lines (``smoltest.say=``); the genuine cases boot NetBSD's own
+GENERIC, which panics unstripped (``$MKSMOLNB_NETBSD_DIR/netbsd-GENERIC``), and the VM
+kernel with a service whose rc halts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kernels import TestKernels
+from runner import Runner
+
+from launcher.detect import StageDetector, guest_end
+
+HALTED = ("smoltest.say=The_operating_system_has_halted.",
+          "smoltest.say=Please_press_any_key_to_reboot.")
+PANIC = ("smoltest.say=panic:_kernel_diagnostic_assertion_failed",
+         "smoltest.say=fatal_breakpoint_trap_in_supervisor_mode",
+         "smoltest.say=Stopped_in_pid_0.1_(system)_at_0xffffffff802a3ef5:_leave")
+
+
+def words(*say: str) -> list[str]:
+    return [a for w in say for a in ("-a", w)]
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[Runner]:
+    r = Runner(tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def pvh(tmp_path: Path, test_kernels: TestKernels) -> Path:
+    """The PVH test kernel, copied below the test's directory (the runner's needle)."""
+    return Path(shutil.copy(test_kernels.pvh, tmp_path / "smoltest-pvh.elf"))
+
+
+@pytest.mark.parametrize(("line", "kind"), [
+    ("The operating system has halted.", "halted"),
+    ("panic: kernel diagnostic assertion \"p != NULL\" failed: file \"x.c\", line 323 ",
+     "panic"),
+    ("fatal breakpoint trap in supervisor mode", "panic"),
+    ("fatal page fault in supervisor mode", "panic"),
+    ("fatal protection fault in user mode", "panic"),
+    ("Stopped in pid 0.1 (system) at  ffffffff802a3ef5:       leave", "panic"),
+    ("db{0}> ", "panic"),
+    ("Please press any key to reboot.", None),
+    ("rescue: ready; 'exit' powers the VM off", None),
+    ("sh: panic: not found", None),  # a command named panic is not a kernel panic
+    ("mount_ffs: /dev/ld0a on /: Operation not supported", None),
+    ("halt: halted by root", None),
+])
+def test_guest_end_lines(line: str, kind: str | None) -> None:
+    assert guest_end(line) == kind
+    det = StageDetector()
+    det.feed_line(1.0, line)
+    assert det.end == ((kind, line) if kind else None)
+
+
+@pytest.mark.qemu
+def test_halt_after_ready_ends_an_attached_run(runner: Runner, pvh: Path) -> None:
+    for fast in (False, True):  # the first run saves a plan, the second starts from it
+        t0 = time.monotonic()
+        r = runner.startnb(str(pvh), "-N", "--json", "--debug", "--timeout", "60",
+                           *words(*HALTED), timeout=60)
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        assert ("(started from a cached plan)" in r.stderr) is fast, r.stderr
+        assert "startnb: the guest halted; QEMU stopped" in r.stderr
+        report = json.loads(r.stdout.splitlines()[0])
+        assert report["ready"] and report["timing"]["stages"]["ready"] is not None
+        assert took < 30, f"{took:.1f} s: the halt was not seen"
+        assert not runner.qemu_left(wait=2)
+
+
+@pytest.mark.qemu
+def test_halt_before_ready_fails_at_once(runner: Runner, pvh: Path) -> None:
+    for fast in (False, True):
+        r = runner.startnb(str(pvh), "-N", "--timeout", "60", "--debug", "-a",
+                           "smoltest.noready", *words(*HALTED), timeout=60)
+        assert r.returncode == 1, r.stderr
+        assert ("(started from a cached plan)" in r.stderr) is fast, r.stderr
+        last = r.stderr.strip().splitlines()
+        assert "startnb: error: the guest halted before the service was ready; QEMU stopped" \
+            in last, r.stderr
+        assert "  | The operating system has halted." in last
+        assert not runner.qemu_left(wait=2)
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("when", ["after-ready", "before-ready", "detached-before-ready"])
+def test_panic_is_reported_at_once(runner: Runner, pvh: Path, when: str) -> None:
+    args = [str(pvh), "-N", "--timeout", "60", *words(*PANIC)]
+    if when != "after-ready":
+        args += ["-a", "smoltest.noready"]
+    if when.startswith("detached"):
+        args += ["-d", "--name", "panicky"]
+    t0 = time.monotonic()
+    r = runner.startnb(*args, timeout=60)
+    took = time.monotonic() - t0
+    assert r.returncode == 1, r.stderr
+    err = r.stderr.strip().splitlines()
+    assert err[-2].startswith("startnb: error: the guest's kernel panicked (panic: kernel "
+                              "diagnostic assertion failed); QEMU stopped"), r.stderr
+    # the console's last lines come first, with the lines after the panic
+    assert "  | fatal breakpoint trap in supervisor mode" in err
+    assert any(line.startswith("  | Stopped in pid 0.1") for line in err)
+    assert took < 20, f"{took:.1f} s: not at once"
+    assert not runner.qemu_left(wait=2)
+    assert not list(runner.state.iterdir()), "a failed detached VM left its state"
+
+
+@pytest.mark.qemu
+def test_detached_vm_that_halts_is_stopped_and_forgotten(runner: Runner, pvh: Path) -> None:
+    # the ready line and the halt come together: the watcher, not startnb, sees it
+    r = runner.startnb(str(pvh), "-N", "-d", "--name", "halter", "--timeout", "60",
+                       *words(*HALTED), timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert not runner.qemu_left(wait=10), "the halted guest's QEMU still runs"
+    ps = runner.startnb("ps", "--json")
+    assert json.loads(ps.stdout) == []
