@@ -36,6 +36,7 @@ def watch(pid: int, serial_log: Path, manifest: Path) -> int:
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)
+        _close_others()  # the caller waits for its pipes' end of file: none kept open
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, signal.SIG_DFL)
         end = follow(pid, serial_log)
@@ -43,6 +44,18 @@ def watch(pid: int, serial_log: Path, manifest: Path) -> int:
             stop(pid, end, manifest)
     finally:
         os._exit(0)
+
+
+def _close_others() -> None:
+    """Close every descriptor but 0, 1 and 2."""
+    try:
+        fds = [int(fd) for fd in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: the descriptors a process usually has
+        fds = list(range(3, 256))
+    for fd in fds:
+        if fd > 2:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 def follow(pid: int, serial_log: Path) -> tuple[str, str] | None:
