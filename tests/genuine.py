@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import pytest
+from runner import Runner
 
 from conftest import NETBSD_DIR_VAR
 
@@ -68,3 +69,14 @@ def assert_stages_in_order(report: dict) -> None:
     assert all(stages[s] is not None for s in order), stages
     times = [stages[s] for s in order]
     assert times == sorted(times), stages
+
+
+def boot_detached(runner: Runner, name: str, kernel: Path, image: Path, *args: str
+                  ) -> tuple[dict, str]:
+    """``startnb -d`` until ready (``--json``); its report and the console so far."""
+    r = runner.startnb("-d", "--name", name, "-k", str(kernel), "-i", str(image), "--json",
+                       "--timeout", BOOT_TIMEOUT, *args)
+    console = runner.state / name / "serial.log"
+    text = console.read_text(errors="replace") if console.exists() else ""
+    assert r.returncode == 0, f"{r.stderr}\n--- console\n{text}"
+    return report_of(r.stdout), text

@@ -132,3 +132,54 @@ def test_detached_vm_that_halts_is_stopped_and_forgotten(runner: Runner, pvh: Pa
     assert not runner.qemu_left(wait=10), "the halted guest's QEMU still runs"
     ps = runner.startnb("ps", "--json")
     assert json.loads(ps.stdout) == []
+
+
+@pytest.fixture(scope="module")
+def halting_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The rescue set with an rc that says it is ready, then ``halt -p``: on these
+    kernels (no ACPI) NetBSD halts and QEMU runs on."""
+    from genuine import netbsd_root, rescue_set
+
+    root = netbsd_root()
+    out = tmp_path_factory.mktemp("halting")
+    svc = out / "svc" / "halting" / "etc"
+    svc.mkdir(parents=True)
+    (svc / "rc").write_text("#!/bin/sh\n. /etc/include/basicrc\necho 'halting: ready'\n"
+                            "sleep 1\nhalt -lpq\n")
+    image = out / "halting.img"
+    builder = Runner(out)
+    try:
+        builder.run("smolfs", "build", "-s", "halting", "--services-dir", str(out / "svc"),
+                    "-x", str(rescue_set(root)), "-i", str(image), "--ro", "--offline",
+                    check=True)
+    finally:
+        builder.close()
+    return image
+
+
+@pytest.mark.netbsd
+@pytest.mark.qemu
+@pytest.mark.slow
+@pytest.mark.parametrize("detach", [False, True], ids=["attached", "detached"])
+def test_genuine_halt_ends_the_vm(runner: Runner, halting_image: Path, detach: bool) -> None:
+    from genuine import BOOT_TIMEOUT, first, netbsd_root
+
+    kernel = Path(shutil.copy(first(netbsd_root(), "netbsd"), runner.workdir / "netbsd"))
+    args = ["-k", str(kernel), "-i", str(halting_image), "--ro", "-N", "--json",
+            "--ready", "console:^halting: ready", "--timeout", BOOT_TIMEOUT]
+    if detach:
+        args += ["-d", "--name", "halting"]
+    t0 = time.monotonic()
+    r = runner.startnb(*args)
+    assert r.returncode == 0, r.stderr
+    if detach:  # startnb returned at ready; the watcher stops QEMU after the halt
+        assert not runner.qemu_left(wait=30), "the halted guest's QEMU still runs"
+        manifest = runner.state / "halting" / "manifest.json"
+        if manifest.exists():  # (ps may have forgotten the VM already)
+            end = json.loads(manifest.read_text()).get("guest_end")
+            assert end == {"kind": "halted", "line": "The operating system has halted."}
+    else:
+        assert "startnb: the guest halted; QEMU stopped" in r.stderr
+        assert json.loads(r.stdout.splitlines()[-1])["ready"] is True
+        assert not runner.qemu_left(wait=5)
+    assert time.monotonic() - t0 < 60

@@ -30,6 +30,7 @@ import pytest
 from genuine import (
     BOOT_TIMEOUT,
     assert_stages_in_order,
+    boot_detached,
     error_lines,
     first,
     netbsd_root,
@@ -69,17 +70,6 @@ def rescue_images(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, s
         return images
     finally:
         builder.close()
-
-
-def boot_detached(runner: Runner, name: str, kernel: Path, image: Path, *args: str
-                  ) -> tuple[dict, str]:
-    """``startnb -d`` until ready; its report and the console so far."""
-    r = runner.startnb("-d", "--name", name, "-k", str(kernel), "-i", str(image), "--json",
-                       "--timeout", BOOT_TIMEOUT, *args)
-    console = runner.state / name / "serial.log"
-    text = console.read_text(errors="replace") if console.exists() else ""
-    assert r.returncode == 0, f"{r.stderr}\n--- console\n{text}"
-    return report_of(r.stdout), text
 
 
 @pytest.mark.parametrize(("fs", "mode"), MATRIX, ids=[f"{f}-{m}" for f, m in MATRIX])
