@@ -24,7 +24,8 @@ ERROR_LINE = re.compile(
     r": (Operation not (supported|permitted)|No such (file or directory|device|process)"
     r"|Permission denied|Read-only file system|Invalid argument|Device not configured"
     r"|No space left on device|File exists|Device busy|Bad file descriptor"
-    r"|Function not implemented|Inappropriate ioctl|[Nn]ot a directory|not found)"
+    r"|Function not implemented|Inappropriate ioctl|[Nn]ot a directory|not found"
+    r"|Network is unreachable|Address already in use|Connection refused)"
     r"|[Ss]yntax error|[Cc]annot |[Cc]an't |[Cc]ouldn't |[Ff]ailed|[Uu]sage: "
     r"|^WARNING: |^panic: |^fatal |^init: |^Enter pathname of shell")
 

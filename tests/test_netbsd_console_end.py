@@ -183,3 +183,39 @@ def test_genuine_halt_ends_the_vm(runner: Runner, halting_image: Path, detach: b
         assert json.loads(r.stdout.splitlines()[-1])["ready"] is True
         assert not runner.qemu_left(wait=5)
     assert time.monotonic() - t0 < 60
+
+
+# -- what the genuine tests count as an error line on a console -------------------------
+
+@pytest.mark.parametrize("line", [
+    "mount_ffs: /dev/ld0a on /: Operation not supported",  # basicrc's mount -u / on ro
+    "sh: httpd: not found",
+    "/etc/rc: 12: Syntax error: end of file unexpected",
+    "ifconfig: SIOCAIFADDR: File exists",
+    "route: writing to routing socket: Network is unreachable",
+    "smolsrv: bind failed: errno 48",
+    "mount: /dev/ld0b: No such file or directory",
+    "ksh: cannot create /etc/resolv.conf: Read-only file system",
+    "WARNING: R/W mount of / denied.  Filesystem is not clean - run fsck",
+    "init: couldn't exec /bin/sh",
+    "usage: halt [-dlnpqvxz]",
+    "panic: init died (signal 0, exit 1)",
+])
+def test_error_line_catches_real_failures(line: str) -> None:
+    from genuine import error_lines
+
+    assert error_lines(f"NetBSD 7.99.4\nroot file system type: ffs\n{line}\n") == [line]
+
+
+def test_error_line_spares_clean_genuine_consoles() -> None:
+    """The kernel's own lines before the root is mounted ("... not configured", "Kernel
+    symbol table invalid!") are not looked at; the clean consoles have no error line."""
+    from genuine import error_lines
+
+    clean = ("vendor 8086 product 7010 (IDE mass storage, interface 0x80) at pci0 dev 1 "
+             "function 1 not configured\n[ Kernel symbol table invalid! ]\n"
+             "root file system type: ext2fs\nkern.module.path=/stand/amd64/7.99.4/modules\n"
+             "vioif0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST> mtu 1500\n"
+             "rescue: ready; 'exit' powers the VM off\nsyncing disks... done\nrebooting...\n")
+    assert error_lines(clean) == []
+    assert error_lines("no root here\n") == ["(the root was never mounted)"]
