@@ -33,6 +33,7 @@ def watch(pid: int, serial_log: Path, manifest: Path) -> int:
         return child
     try:  # the watcher: never returns to the caller's code
         os.setsid()
+        os.chdir("/")  # holds no directory of the caller's
         null = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(null, fd)

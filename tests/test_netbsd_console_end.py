@@ -124,12 +124,20 @@ def test_panic_is_reported_at_once(runner: Runner, pvh: Path, when: str) -> None
 
 
 @pytest.mark.qemu
-def test_detached_vm_that_halts_is_stopped_and_forgotten(runner: Runner, pvh: Path) -> None:
-    # the ready line and the halt come together: the watcher, not startnb, sees it
-    r = runner.startnb(str(pvh), "-N", "-d", "--name", "halter", "--timeout", "60",
-                       *words(*HALTED), timeout=60)
+@pytest.mark.parametrize("kind", ["halted", "panic"])
+def test_detached_vm_that_ends_is_stopped_and_forgotten(runner: Runner, pvh: Path,
+                                                        kind: str) -> None:
+    # the end comes 1 s after the ready line: the watcher, not startnb, sees it
+    say = HALTED if kind == "halted" else PANIC
+    r = runner.startnb(str(pvh), "-N", "-d", "--name", "ender", "--timeout", "60",
+                       "-a", "smoltest.saywait=1000", *words(*say), timeout=60)
     assert r.returncode == 0, r.stderr
-    assert not runner.qemu_left(wait=10), "the halted guest's QEMU still runs"
+    assert runner.qemu_left(), "QEMU ended before the guest did"
+    assert not runner.qemu_left(wait=10), "the ended guest's QEMU still runs"
+    manifest = json.loads((runner.state / "ender" / "manifest.json").read_text())
+    assert manifest["guest_end"]["kind"] == kind
+    logs = runner.startnb("logs", "ender")
+    assert ("Stopped in pid 0.1" in logs.stdout) is (kind == "panic")
     ps = runner.startnb("ps", "--json")
     assert json.loads(ps.stdout) == []
 

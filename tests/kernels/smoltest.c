@@ -398,11 +398,18 @@ static void __attribute__((noreturn)) acpi_wait_power_button(void)
 	smoltest_halt();
 }
 
-/* Every smoltest.say=TEXT word, in order, as a console line ('_' prints as a space). */
+/*
+ * Every smoltest.say=TEXT word, in order, as a console line ('_' prints as a space),
+ * after smoltest.saywait=MS milliseconds.
+ */
 static void say_lines(void)
 {
 	static const char word[] = "smoltest.say=";
 	const char *p = cmdline;
+	int32_t wait = option_value("smoltest.saywait");
+
+	if (wait > 0 && find_option("smoltest.say"))
+		spin_ms((uint32_t)wait);
 
 	while (*p) {
 		while (*p == ' ')
