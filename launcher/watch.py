@@ -62,8 +62,14 @@ def _close_others() -> None:
 def follow(pid: int, serial_log: Path) -> tuple[str, str] | None:
     """Read the log while QEMU ``pid`` lives; the first end line seen as ``(kind, line)``,
     or None once QEMU is gone."""
+    import select
+
     position = 0
     partial = b""
+    try:  # readable the moment QEMU exits: the watcher does not outlive it by a poll
+        exited: list[int] = [os.pidfd_open(pid)]
+    except (AttributeError, OSError):
+        exited = []
     while is_qemu(pid):
         try:
             with open(serial_log, "rb") as f:
@@ -79,7 +85,7 @@ def follow(pid: int, serial_log: Path) -> tuple[str, str] | None:
             if kind is not None:
                 return kind, line
         if not data:
-            time.sleep(POLL)
+            select.select(exited, [], [], POLL)
     return None
 
 

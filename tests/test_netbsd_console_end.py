@@ -227,3 +227,23 @@ def test_error_line_spares_clean_genuine_consoles() -> None:
              "rescue: ready; 'exit' powers the VM off\nsyncing disks... done\nrebooting...\n")
     assert error_lines(clean) == []
     assert error_lines("no root here\n") == ["(the root was never mounted)"]
+
+
+@pytest.mark.qemu
+def test_watcher_goes_with_its_qemu(runner: Runner, pvh: Path) -> None:
+    """The watcher of a detached VM (a fork of startnb: its argv names the kernel) exits
+    as soon as QEMU does, whoever stopped it."""
+    from conftest import live_processes
+
+    def ours() -> list[int]:
+        return [pid for pid, argv in live_processes()
+                if any(runner.needle.encode() in a for a in argv) and b"qemu" not in argv[0]]
+
+    r = runner.startnb(str(pvh), "-N", "-d", "--name", "quiet", "--timeout", "60")
+    assert r.returncode == 0, r.stderr
+    assert len(ours()) == 1, "no watcher runs beside the detached VM"
+    runner.startnb("stop", "--force", "quiet")
+    deadline = time.monotonic() + 2
+    while ours() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert ours() == []

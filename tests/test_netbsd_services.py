@@ -20,7 +20,6 @@ import shlex
 import shutil
 import socket
 import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -118,14 +117,12 @@ def test_shutdown_ends_the_vm_without_acpi(runner: Runner, tmp_path: Path) -> No
     r = runner.startnb("--print-cmd", "-N", "-k", str(kernel), "-i", str(image))
     assert r.returncode == 0, r.stderr
     argv = shlex.split(r.stdout.strip().splitlines()[-1])
-    t0 = time.monotonic()
     q = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
                        timeout=int(BOOT_TIMEOUT), check=False)
     assert q.returncode == 0, q.stderr
     assert "once: ready" in q.stdout
     assert "The operating system has halted." not in q.stdout, q.stdout
     assert error_lines(q.stdout) == [], q.stdout
-    assert time.monotonic() - t0 < int(BOOT_TIMEOUT)
 
 
 @pytest.fixture(scope="module")
@@ -209,7 +206,7 @@ def test_i386_multiboot_kernel_runs_our_init(runner: Runner, tmp_path: Path) -> 
     text = console.read_text(errors="replace")
     assert r.returncode == 0, f"{r.stderr}\n{text}"
     assert "smolinit: i386 userland runs" in text, text
-    assert "(NBVM)" in text or "i386" in text
+    assert "kern.module.path=/stand/i386/" in text, text  # the kernel is i386's
     assert_stages_in_order(report_of(r.stdout))
     assert error_lines(text) == [], text
     assert not runner.qemu_left(wait=5)
