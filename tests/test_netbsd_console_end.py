@@ -247,3 +247,25 @@ def test_watcher_goes_with_its_qemu(runner: Runner, pvh: Path) -> None:
     while ours() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert ours() == []
+
+
+@pytest.mark.netbsd
+@pytest.mark.parametrize(("name", "kind", "line"), [
+    ("amd64-GENERIC-unstripped-panic.txt", "panic", "panic: kernel diagnostic assertion"),
+    ("amd64-vm-rescue-sh.txt", "halted", "The operating system has halted."),
+    ("amd64-GENERIC-stripped.txt", None, None),
+    ("i386-vm.txt", None, None),
+])
+def test_recorded_genuine_consoles(name: str, kind: str | None, line: str | None) -> None:
+    """The consoles recorded beside the shared kernels (``console/``), fed line by line."""
+    from genuine import first, netbsd_root
+
+    path = first(netbsd_root() / "console", name)
+    det = StageDetector()
+    for i, text in enumerate(path.read_text(errors="replace").splitlines()):
+        det.feed_line(float(i), text)
+    assert {"banner", "root"} <= set(det.times) or kind == "panic", det.times
+    if kind is None:
+        assert det.end is None, det.end
+    else:
+        assert det.end is not None and det.end[0] == kind and det.end[1].startswith(line)
