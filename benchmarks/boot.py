@@ -18,9 +18,13 @@ Kernel: the smoltest PVH kernel (built from ``tests/kernels`` with gcc), carryin
 strings of NetBSD's virtio-mmio attachment so that startnb picks ``-M microvm`` as it does
 for a MICROVM kernel; measured once as is (ready in tens of milliseconds) and once with
 ``smoltest.spin=MS`` (default 500: about as long as genuine NetBSD takes to a service
-under TCG here), where the ratio reads as it would for NetBSD. With ``$MKSMOLNB_NETBSD_DIR``
-set (files ``netbsd`` or ``netbsd.gz`` and ``root.img``, a root image whose service prints
-``SERVICE READY``), the same is measured for genuine NetBSD.
+under TCG here), where the ratio reads as it would for NetBSD.
+
+Genuine NetBSD rows (:func:`genuine_rows`, with ``$MKSMOLNB_NETBSD_DIR``: ``netbsd``,
+``netbsd-GENERIC``, ``sets/rescue.tgz``; skipped with a message without them): the shipped
+``rescue`` service built from NetBSD's rescue set, timed to its ready line (``rescue:
+ready``) on the VM kernel and on GENERIC stripped by kstrip, each by ``startnb`` and by the
+bare QEMU argv it prints, the four interleaved in each round.
 
 aarch64 (:func:`bench_aarch64`): the smoltest-arm64 kernel (``tests/kernels/arm64.S``, an
 arm64 Image) on ``qemu-system-aarch64 -M virt`` as startnb picks it (TCG on an x86 host,
@@ -208,18 +212,88 @@ def main() -> int:
               args.runs, env, cold)
         if not args.no_aarch64:
             bench_aarch64(command, args.runs, env, work, image)
-        nb = os.environ.get("MKSMOLNB_NETBSD_DIR")
-        if nb:
-            d = Path(nb)
-            nbk = next((d / n for n in ("netbsd", "netbsd.gz") if (d / n).exists()), None)
-            if nbk and (d / "root.img").exists():
-                bench("genuine NetBSD", [*base, "--ro", str(nbk), str(d / "root.img")],
-                      args.runs, env, cold)
-            else:
-                print(f"\ngenuine NetBSD: skipped ({d} needs netbsd[.gz] and root.img)")
-        else:
-            print("\ngenuine NetBSD: skipped (set MKSMOLNB_NETBSD_DIR)")
+        genuine_rows(args.runs, command, work, env)
     return 0
+
+
+# -- genuine NetBSD: the rescue service, VM kernel vs stripped GENERIC -------------------
+
+GENUINE_READY = b"rescue: ready"
+
+
+def genuine_time_to_ready(argv: list[str], env: dict[str, str], timeout: float = 120.0
+                          ) -> float:
+    """Spawn ``argv`` (its console on stdout); seconds until the rescue service's ready
+    line; then stop it (SIGTERM: startnb stops its QEMU, a bare QEMU ends)."""
+    start = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.DEVNULL, env=env, cwd=REPO)
+    assert p.stdout is not None
+    elapsed = None
+    buf = b""
+    try:
+        while time.perf_counter() < start + timeout:
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buf += chunk
+            if GENUINE_READY in buf:
+                elapsed = time.perf_counter() - start
+                break
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.communicate(timeout=10)
+    if elapsed is None:
+        raise SystemExit(f"not ready: {shlex.join(argv)}\n{buf[-2000:].decode(errors='replace')}")
+    return elapsed
+
+
+def genuine_rows(runs: int, command: list[str], work: Path, env: dict[str, str]) -> None:
+    nb = os.environ.get("MKSMOLNB_NETBSD_DIR")
+    if not nb:
+        print("\ngenuine NetBSD: skipped (set MKSMOLNB_NETBSD_DIR)")
+        return
+    d = Path(nb)
+    vm_kernel, generic = d / "netbsd", d / "netbsd-GENERIC"
+    rescue = next((d / "sets" / n for n in ("rescue.tgz", "rescue.tar.xz")
+                   if (d / "sets" / n).exists()), None)
+    if not vm_kernel.exists() or not generic.exists() or rescue is None:
+        print(f"\ngenuine NetBSD: skipped ({d} needs netbsd, netbsd-GENERIC and "
+              "sets/rescue.tgz)")
+        return
+    image = work / "rescue.img"
+    stripped = work / "netbsd-GENERIC-stripped"
+    subprocess.run([sys.executable, "-m", "smolfs", "build", "-s", "rescue", "-x", str(rescue),
+                    "-i", str(image), "--offline"], env=env, cwd=REPO, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "kstrip", str(generic), "-o", str(stripped)],
+                   env=env, cwd=REPO, check=True, stdout=subprocess.DEVNULL)
+    cases: dict[str, list[str]] = {}
+    for label, kernel in (("VM kernel", vm_kernel), ("kstrip'd GENERIC", stripped)):
+        startnb = [*command, "--console", "stdio", "-k", str(kernel), "-i", str(image),
+                   "--ro", "-N", "--ready", "console:^rescue: ready"]
+        printed = subprocess.run([*startnb, "--print-cmd"], capture_output=True, text=True,
+                                 env=env, cwd=REPO, check=True).stdout
+        cases[f"{label}, startnb"] = startnb
+        cases[f"{label}, bare QEMU"] = shlex.split(printed)
+    for argv in cases.values():  # warm the page cache, and startnb's plan
+        genuine_time_to_ready(argv, env)
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(runs):
+        for name, argv in cases.items():
+            times[name].append(genuine_time_to_ready(argv, env))
+    print(f"\ngenuine NetBSD {d}: the rescue service to '{GENUINE_READY.decode()}', "
+          f"{runs} runs, TCG")
+    print(f"  {'':30} {'min ms':>8} {'median ms':>10}")
+    med = {name: statistics.median(values) for name, values in times.items()}
+    for name, values in times.items():
+        label, _, how = name.partition(", ")
+        extras = []
+        if how == "startnb":
+            extras.append(f"{med[name] / med[f'{label}, bare QEMU']:.3f} x bare QEMU")
+        if label != "VM kernel":
+            extras.append(f"{med[name] / med[f'VM kernel, {how}']:.3f} x VM kernel")
+        row(name, values, "   " + ", ".join(extras) if extras else "")
 
 
 if __name__ == "__main__":

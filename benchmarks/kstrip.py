@@ -13,6 +13,10 @@ Each run starts from the .gz, as NetBSD ships kernels:
 
 Prints min and median wall time over N runs (default 5) and the ratio to the peer,
 after checking that both produce byte-identical kernels.
+
+Genuine rows: with ``$MKSMOLNB_NETBSD_DIR`` holding ``netbsd-GENERIC`` (NetBSD's own amd64
+GENERIC, NetBSD <= 9 table layout, uncompressed), the same two are timed on it too (the
+peer copies the kernel instead of gunzipping it); skipped with a message without it.
 """
 
 from __future__ import annotations
@@ -51,9 +55,9 @@ while True:
     if name_ptr == 0:
         break
     name = gdb.parse_and_eval("(char*)%d" % name_ptr).string()
-    state = inf.read_memory(ent + 19, 1).tobytes()[0]
+    state = inf.read_memory(ent + {state_offset}, 1).tobytes()[0]
     if name not in keep and state in (0, 2):
-        inf.write_memory(ent + 19, bytes([4 if state == 0 else 3]))
+        inf.write_memory(ent + {state_offset}, bytes([4 if state == 0 else 3]))
     i += 1
 """
 
@@ -96,6 +100,45 @@ def timeit(fn, runs: int) -> list[float]:
     return times
 
 
+def compare(kernel: Path, work: Path, runs: int, state_offset: int, title: str) -> bool:
+    """Time kstrip and the gdb peer on ``kernel``; False when their outputs differ."""
+    ours, peer = work / "ours", work / "peer"
+    script = work / "strip.py"
+    script.write_text(GDB_SCRIPT.format(keep=KEEP, state_offset=state_offset))
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    gz = kernel.suffix == ".gz"
+
+    def run_kstrip() -> None:
+        subprocess.run([sys.executable, "-m", "kstrip", str(kernel), "-o", str(ours)],
+                       check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+
+    def run_peer() -> None:
+        if gz:
+            with open(peer, "wb") as f:
+                subprocess.run(["gunzip", "-c", str(kernel)], stdout=f, check=True)
+        else:
+            shutil.copyfile(kernel, peer)
+        # (a gdb without NetBSD's OS ABI would take long as 32 bits: say GNU/Linux's)
+        subprocess.run(["gdb", "-nx", "-batch", "-ex", "set osabi GNU/Linux", "-ex",
+                        "set write on", "-ex", f"file {peer}", "-ex", f"source {script}"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    peer_name = ("gunzip" if gz else "cp") + " + gdb (peer)"
+    results = {peer_name: timeit(run_peer, runs), "kstrip": timeit(run_kstrip, runs)}
+    if ours.read_bytes() != peer.read_bytes():
+        print(f"{title}: kstrip and the peer disagree on the output", file=sys.stderr)
+        return False
+    size = kernel.stat().st_size
+    print(f"{title}: {kernel.name} ({size / 1e6:.1f} MB{' compressed' if gz else ''}), "
+          f"{runs} runs")
+    base = statistics.median(results[peer_name])
+    print(f"{'command':22} {'min s':>7} {'median s':>9} {'ratio to peer':>14}")
+    for name, times in results.items():
+        med = statistics.median(times)
+        print(f"{name:22} {min(times):7.3f} {med:9.3f} {med / base:14.2f}")
+    return True
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
@@ -104,38 +147,22 @@ def main() -> int:
     if not shutil.which("gdb"):
         print("gdb not installed: no peer to compare with", file=sys.stderr)
         return 1
+    ok = True
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         kernel = args.kernel or synthetic_kernel(work)
-        ours, peer = work / "ours", work / "peer"
-        script = work / "strip.py"
-        script.write_text(GDB_SCRIPT.format(keep=KEEP))
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
-
-        def run_kstrip() -> None:
-            subprocess.run([sys.executable, "-m", "kstrip", str(kernel), "-o", str(ours)],
-                           check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-
-        def run_peer() -> None:
-            with open(peer, "wb") as f:
-                subprocess.run(["gunzip", "-c", str(kernel)], stdout=f, check=True)
-            subprocess.run(["gdb", "-nx", "-batch", "-ex", "set write on", "-ex",
-                            f"file {peer}", "-ex", f"source {script}"], check=True,
-                           stdout=subprocess.DEVNULL)
-
-        results = {"gunzip + gdb (peer)": timeit(run_peer, args.runs),
-                   "kstrip": timeit(run_kstrip, args.runs)}
-        if ours.read_bytes() != peer.read_bytes():
-            print("kstrip and the peer disagree on the output", file=sys.stderr)
-            return 1
-        size = kernel.stat().st_size
-        print(f"kernel: {kernel.name} ({size / 1e6:.1f} MB compressed)")
-        base = statistics.median(results["gunzip + gdb (peer)"])
-        print(f"{'command':22} {'min s':>7} {'median s':>9} {'ratio to peer':>14}")
-        for name, times in results.items():
-            med = statistics.median(times)
-            print(f"{name:22} {min(times):7.3f} {med:9.3f} {med / base:14.2f}")
-    return 0
+        ok = compare(kernel, work, args.runs, 19, "NetBSD 10 layout kernel")
+    nb = os.environ.get("MKSMOLNB_NETBSD_DIR")
+    generic = Path(nb) / "netbsd-GENERIC" if nb else None
+    if generic is None or not generic.is_file():
+        print("\ngenuine GENERIC: skipped (set MKSMOLNB_NETBSD_DIR to a directory with "
+              "netbsd-GENERIC)")
+    else:
+        print()
+        with tempfile.TemporaryDirectory() as tmp:
+            ok = compare(generic, Path(tmp), args.runs, 18,
+                         "genuine NetBSD 7.99 GENERIC (<= 9 layout)") and ok
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from smolfs.errors import InputError, LaunchError, ReadyTimeout
+from smolfs.errors import GuestEnded, InputError, LaunchError, ReadyTimeout
 
 from . import state
 from .config import LaunchConfig, Ready
@@ -48,6 +48,8 @@ class BootResult(NamedTuple):
     #: QEMU was started by the fast path from a cached plan (see :mod:`launcher.fastpath`).
     fast_path: bool = False
     accel: str | None = None  # the accelerator chosen (kvm, hvf, nvmm, tcg)
+    #: How an attached run ended: "halted" (the kernel said so; QEMU stopped), else None.
+    guest_end: str | None = None
 
     def to_json(self) -> dict[str, object]:
         return {"name": self.name, "pid": self.pid, "ready": self.ready,
@@ -56,7 +58,8 @@ class BootResult(NamedTuple):
                 "timing": self.report.to_json(), "argv": self.argv,
                 "kernel": self.kernel.describe() if self.kernel else None,
                 "accel": self.accel, "accel_reason": self.accel_note,
-                "accel_note": self.accel_note, "fast_path": self.fast_path}
+                "accel_note": self.accel_note, "fast_path": self.fast_path,
+                "guest_end": self.guest_end}
 
 
 class Prepared(NamedTuple):
@@ -128,6 +131,10 @@ def check_image(image: Path, readonly: bool, in_use: bool = True) -> None:
                           hint="stop that VM, or boot with --ro to share the image read-only")
 
 
+#: How long a stopped prober may take to finish its attempt (one probe's timeout).
+ATTEMPT_TIMEOUT_JOIN = 2.0
+
+
 class _Prober:
     """Retries an HTTP or TCP probe in a thread until it succeeds or is stopped."""
 
@@ -144,6 +151,9 @@ class _Prober:
 
     def start(self) -> None:
         self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join(timeout=ATTEMPT_TIMEOUT_JOIN)
 
     def _confirm(self) -> bool:
         from .ready import usernet_established
@@ -332,12 +342,18 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                     det.feed_line(t, line)
                     if pattern is not None and pattern.search(line) and det.mark("ready", t):
                         is_ready = True
+            if det.end is not None and (not is_ready or det.end[0] == "panic"):
+                _guest_ended(vm, det, console, ready_seen=is_ready)
             if not is_ready and vm.poll() is not None:
                 # QEMU is gone; what it wrote last may still be in the pipe, and may be
                 # the ready line (a guest that prints it and powers off at once).
                 is_ready = _drain(vm, det, console, pattern)
                 if not is_ready:
+                    if det.end is not None:  # a panic that reset the machine, say
+                        _guest_ended(vm, det, console, ready_seen=False)
                     _exited(vm, config, first_byte="first_byte" in det.times)
+        if det.end is not None and (not is_ready or det.end[0] == "panic"):
+            _guest_ended(vm, det, console, ready_seen=is_ready)  # seen by the relay
         if save_key is not None:  # ready without a console byte (a port answered)
             _save_plan(save_key, config, prep, argv, paths.interactive, ready, timestamps)
         result = BootResult(argv, vm.pid, True, report(start, det),
@@ -353,14 +369,24 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         if config.detach:
             vm.detach()
             detached = True
+            if prober is not None:
+                prober.stop.set()
+                prober.join()  # one thread again before the watcher's fork
+            if vmdir is not None:
+                from .watch import watch
+
+                watch(vm.pid, vmdir.serial_log, vmdir.manifest_path)
             return result
-        while vm.poll() is None or vm.console_open:
+        while det.end is None and (vm.poll() is None or vm.console_open):
             for t, chunk in vm.read_console(0.2):
                 console.write(t, chunk)
                 for line in vm.split_lines(chunk):
                     det.feed_line(t, line)
             if not vm.console_open:
                 vm.wait()
+        if det.end is not None:  # a halted guest's QEMU runs on: stop it; a panic fails
+            _guest_ended(vm, det, console, ready_seen=True)
+            return result._replace(exit_status=0, guest_end="halted")
         return result._replace(exit_status=vm.poll())
     finally:
         if prober is not None:
@@ -393,6 +419,40 @@ def _drain(vm: Vm, det: StageDetector, console: ConsoleOut,
             if pattern is not None and pattern.search(line) and det.mark("ready", t):
                 ready = True
     return ready
+
+
+#: How long a panicking guest may go on printing (the trap, the debugger's prompt) before
+#: QEMU is stopped: those lines belong in the error.
+PANIC_GRACE = 1.0
+_DEBUGGER_PROMPT = re.compile(r"db\{\d+\}> ?$")
+
+
+def _guest_ended(vm: Vm, det: StageDetector, console: ConsoleOut, ready_seen: bool) -> None:
+    """The console said the guest ended (``det.end``): stop QEMU. A panic raises
+    :class:`GuestEnded` with its line, after the console's last lines; so does a halt
+    before the service was ready. A halt after it returns (the attached run's end)."""
+    assert det.end is not None
+    kind, line = det.end
+    if kind == "panic":
+        deadline = time.monotonic() + PANIC_GRACE
+        while time.monotonic() < deadline and vm.poll() is None:
+            last = vm.last_lines()
+            if last and _DEBUGGER_PROMPT.search(last[-1]):
+                break
+            for t, chunk in vm.read_console(0.05):
+                console.write(t, chunk)
+                vm.split_lines(chunk)
+    vm.kill()
+    if kind == "halted" and ready_seen:
+        print("startnb: the guest halted; QEMU stopped", file=sys.stderr)
+        return
+    print(f"startnb: last console lines:\n{_tail_text(vm)}", file=sys.stderr)
+    if kind == "panic":
+        raise GuestEnded(f"the guest's kernel panicked ({line.strip()}); QEMU stopped",
+                         hint="the console's last lines are above; a GENERIC kernel may "
+                         "boot once stripped (startnb --strip, or kstrip)")
+    raise GuestEnded("the guest halted before the service was ready; QEMU stopped",
+                     hint="the console's last lines are above (a failing /etc/rc?)")
 
 
 def _tail_text(vm: Vm) -> str:

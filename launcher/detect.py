@@ -9,6 +9,10 @@ readiness probe). :class:`StageDetector` is pure: feed it lines with their times
 NetBSD 9 and later prefix every kernel message on the console with the kernel's uptime
 (``[   1.0000000] NetBSD 10.1 (GENERIC64) #0: ...``): such a line is the kernel's, and its
 text after the prefix is what the banner and root patterns are matched against.
+
+It also sees the guest's end (:attr:`StageDetector.end`): NetBSD's kernel saying it has
+halted (``halt``, or ``halt -p`` on a machine without ACPI: QEMU keeps running), or a
+kernel panic, a fatal trap, the kernel debugger taking over.
 """
 
 from __future__ import annotations
@@ -23,12 +27,34 @@ ROOT = "root file system type: "
 KERNEL_LINE = (r"^(\s*$|kern\.|clock: |WARNING: |warning: |entropy: |boot device|root on "
                r"|dump |swap|\[ |[a-z]+\d+( at |: )|mainbus|autoconfiguration)")
 
+#: The kernel halted: nothing more will happen, though QEMU runs on.
+HALTED = r"^The operating system has halted\."
+#: The kernel panicked or trapped (``panic: ...``, ``fatal page fault in supervisor
+#: mode``, ``fatal breakpoint trap ...``), or its debugger stopped it (``Stopped in pid
+#: ...``, the ``db{0}>`` prompt).
+PANIC = r"^(panic: |fatal [a-z ]*(trap|fault) in (supervisor|user) mode|Stopped in |db\{\d+\}>)"
+
+
+def guest_end(line: str) -> str | None:
+    """``"halted"`` or ``"panic"`` when a console line says the guest ended so, else None."""
+    if re.match(PANIC, line):
+        return "panic"
+    if re.match(HALTED, line):
+        return "halted"
+    return None
+
 
 class StageDetector:
-    """Records when each stage is first seen; times are whatever clock the caller uses."""
+    """Records when each stage is first seen; times are whatever clock the caller uses.
+
+    ``end``: the first line that said the guest ended (:func:`guest_end`) as ``(kind,
+    line)``, ``end_at`` its time.
+    """
 
     def __init__(self) -> None:
         self.times: dict[str, float] = {}
+        self.end: tuple[str, str] | None = None
+        self.end_at: float | None = None
 
     def mark(self, stage: str, t: float) -> bool:
         """Record ``stage`` at ``t`` unless already seen; True when newly recorded."""
@@ -48,6 +74,10 @@ class StageDetector:
         stamp = re.match(KERNEL_STAMP, line)
         if stamp:
             line = line[stamp.end():]
+        if self.end is None:
+            kind = guest_end(line)
+            if kind is not None:
+                self.end, self.end_at = (kind, line), t
         if "banner" not in self.times and re.match(BANNER, line):
             self.mark("banner", t)
             new.append("banner")

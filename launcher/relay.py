@@ -103,7 +103,8 @@ class ConsoleSeen:
 
 def relay_until_ready(spawned: Spawned, relay: dict[str, object],
                       command_start: float) -> None:
-    """Relay the console of ``spawned`` until its ready line, QEMU's exit, or the timeout.
+    """Relay the console of ``spawned`` until its ready line, QEMU's exit, the guest's end
+    (a panic or a halt: ``spawned.seen.detector.end``), or the timeout.
 
     ``relay``: ``console`` (kind), ``path``, ``timestamps``, ``pattern`` (the ready regex),
     ``timeout`` (seconds from ``command_start``, or None). Fills ``spawned.console``,
@@ -142,3 +143,5 @@ def relay_until_ready(spawned: Spawned, relay: dict[str, object],
             if any(ready.search(line) for line in seen.feed(t, data)):
                 spawned.ready_at = t
                 return
+            if seen.detector.end is not None:
+                return  # a panic, or a halt: launcher.boot reacts

@@ -86,3 +86,8 @@ class LaunchError(SmolError):
 
 class ReadyTimeout(LaunchError):
     """The service did not become ready in time."""
+
+
+class GuestEnded(LaunchError):
+    """The guest's kernel panicked, trapped into its debugger, or halted before the service
+    was ready (QEMU stopped)."""

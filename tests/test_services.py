@@ -167,16 +167,19 @@ def test_unknown_arch() -> None:
 # the syntax.
 
 STUBS = {"sbin/mount": 0, "sbin/ifconfig": 0, "sbin/route": 0, "sbin/halt": 0,
-         "bin/sync": 0, "usr/libexec/httpd": 0}
+         "sbin/reboot": 0, "sbin/dmesg": 0, "bin/sync": 0, "usr/libexec/httpd": 0}
 
 NETWORK_AND_MOUNTS = [
     "mount -u /", "mount -a", "ifconfig lo0 127.0.0.1 up", "ifconfig vioif0",
     "ifconfig vioif0 inet 10.0.2.15/24 up", "route -q add default 10.0.2.2",
 ]
-SHUTDOWN = ["sync", "mount -ur /", "halt -lpq"]
+# no ACPI (grep finds no acpi0 in dmesg): reboot, which ends a QEMU run with -no-reboot
+SHUTDOWN = ["sync", "mount -ur /", "dmesg", "grep -q ^acpi0 at ", "reboot -lq"]
+RW_FSTAB = "# generated\n/dev/ld0a / ffs rw 1 1\n"
 
 
-def run_rc(tmp_path: Path, name: str) -> tuple[list[str], str, Path]:
+def run_rc(tmp_path: Path, name: str, fstab: str = RW_FSTAB, acpi: bool = False
+           ) -> tuple[list[str], str, Path]:
     import shutil
 
     bwrap, dash = shutil.which("bwrap"), shutil.which("dash")
@@ -188,7 +191,8 @@ def run_rc(tmp_path: Path, name: str) -> tuple[list[str], str, Path]:
     (root / "var" / "www").mkdir(parents=True)
     (root / "bin").mkdir()
     shutil.copy(dash, root / "bin" / "sh")
-    for stub, status in STUBS.items():
+    (root / "etc" / "fstab").write_text(fstab)
+    for stub, status in {**STUBS, "usr/bin/grep": 0 if acpi else 1}.items():
         path = root / stub
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f'#!/bin/sh\necho "${{0##*/}}${{*:+ $*}}" >> /calls\nexit {status}\n')
@@ -203,6 +207,11 @@ def run_rc(tmp_path: Path, name: str) -> tuple[list[str], str, Path]:
         pytest.skip(f"bubblewrap cannot make a sandbox here: {r.stderr.strip()}")
     assert r.returncode == 0, r.stderr
     calls = (root / "calls").read_text().splitlines()
+    # the two sides of shutdown's `dmesg | grep` run at once: log them in pipeline order
+    pipe = [c for c in calls if c == "dmesg" or c.startswith("grep ")]
+    if len(pipe) == 2:
+        i = min(calls.index(pipe[0]), calls.index(pipe[1]))
+        calls[i:i + 2] = sorted(pipe, key=lambda c: c != "dmesg")
     return calls, r.stdout, root
 
 
@@ -213,6 +222,22 @@ def test_shell_services_mount_configure_network_then_power_off(tmp_path: Path,
     assert calls == NETWORK_AND_MOUNTS + SHUTDOWN
     assert f"{name}: ready" in out
     assert (root / "etc/resolv.conf").read_text() == "nameserver 10.0.2.3\n"
+
+
+@pytest.mark.parametrize("fstab", [
+    "/dev/ld0a / ffs ro 1 1\n", "/dev/ld0a / ext2fs ro,noatime 1 1\n",
+    "# /dev/ld0a / ffs rw 1 1\n/dev/ld0a / ffs ro 1 1\n", "",
+], ids=["ffs-ro", "ext2-ro-options", "rw-commented-out", "empty"])
+def test_read_only_root_is_not_remounted(tmp_path: Path, fstab: str) -> None:
+    """``mount -u /`` on NetBSD's read-only root fails ("Operation not supported"):
+    basicrc runs it only for a root /etc/fstab says is rw."""
+    calls, _, _ = run_rc(tmp_path, "rescue", fstab=fstab)
+    assert calls == NETWORK_AND_MOUNTS[1:] + SHUTDOWN
+
+
+def test_shutdown_powers_off_with_acpi(tmp_path: Path) -> None:
+    calls, _, _ = run_rc(tmp_path, "rescue", acpi=True)
+    assert calls[-3:] == ["grep -q ^acpi0 at ", "halt -lpq", "reboot -lq"]
 
 
 def test_web_service_runs_httpd_on_port_80_before_power_off(tmp_path: Path) -> None:

@@ -398,6 +398,33 @@ static void __attribute__((noreturn)) acpi_wait_power_button(void)
 	smoltest_halt();
 }
 
+/*
+ * Every smoltest.say=TEXT word, in order, as a console line ('_' prints as a space),
+ * after smoltest.saywait=MS milliseconds.
+ */
+static void say_lines(void)
+{
+	static const char word[] = "smoltest.say=";
+	const char *p = cmdline;
+	int32_t wait = option_value("smoltest.saywait");
+
+	if (wait > 0 && find_option("smoltest.say"))
+		spin_ms((uint32_t)wait);
+
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		const char *text = match_word(p, word);
+		if (text) {
+			for (p = text; *p && *p != ' '; p++)
+				serial_putc(*p == '_' ? ' ' : *p);
+			endl();
+		}
+		while (*p && *p != ' ')
+			p++;
+	}
+}
+
 /* The end of a run. */
 
 void smoltest_halt(void)
@@ -447,6 +474,8 @@ static void run(const char *protocol, uint32_t mem_kib)
 	}
 	if (!has_option("smoltest.noready"))
 		serial_puts("SERVICE READY\r\n");
+
+	say_lines();
 
 	int32_t code = option_value("smoltest.exit");
 	if (code >= 0 && !has_option("smoltest.noready")) {
