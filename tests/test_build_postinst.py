@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -13,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import live_processes
+from conftest import REPO, live_processes
 from smolfs import postinst
 from smolfs.errors import InputError
 from smolfs.postinst import (
@@ -427,3 +429,45 @@ def test_no_time_limit_with_zero(tmp_path: Path) -> None:
     tree = sample_tree()
     run_scripts(tree, [s], tmp_path / "root", {}, timeout=0)
     assert tree.get("done") is not None
+
+
+# ---------------------------------------------------------------------------
+# the time limit from the command line and service.conf
+
+
+def build_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
+              ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smolfs", "build", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO),
+                               "MKSMOLNB_CACHE": str(cwd / "cache"), **(env or {})})
+
+
+@pytest.mark.parametrize(("conf", "flag"), [
+    ("", ["--postinst-timeout", "1"]),
+    ("POSTINST_TIMEOUT=1\n", []),
+    ("POSTINST_TIMEOUT=600\n", ["--postinst-timeout", "1"]),  # the command line wins
+])
+def test_build_fails_on_a_script_past_its_limit(tmp_path: Path, conf: str,
+                                                flag: list[str]) -> None:
+    setsynth = pytest.importorskip("setsynth")
+    marker = str(uuid.uuid4().int)[:12]
+    svc = tmp_path / "svcs/hang"
+    (svc / "etc").mkdir(parents=True)
+    (svc / "etc/rc").write_text("#!/bin/sh\n")
+    (svc / "service.conf").write_text(conf)
+    (svc / "postinst").mkdir()
+    (svc / "postinst/10-hang.sh").write_text(sleeper_body(marker, f"sleep 3599.{marker}4"))
+    rescue = setsynth.make_set(tmp_path / "rescue.tar.xz", kind="rescue")
+    out = tmp_path / "out"
+    out.mkdir()
+    start = time.monotonic()
+    r = build_cli("--services-dir", tmp_path / "svcs", "-s", "hang", "-x", rescue,
+                  "-i", out / "h.img", *flag, cwd=tmp_path)
+    assert time.monotonic() - start < 60
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ": error: " in ln]
+    assert errors == ["smolfs: error: postinst hang/postinst/10-hang.sh did not finish within "
+                      "its time limit of 1 s; it was killed with every process it started"]
+    assert list(out.iterdir()) == []  # no image, no staging directory
+    assert wait_gone(marker) == []
