@@ -276,7 +276,8 @@ def test_confined_script_sees_no_secret_of_the_user(tmp_path: Path,
     directory nor any other directory of the user exists in the sandbox."""
     if bwrap_problem():
         pytest.skip(f"bubblewrap unusable: {bwrap_problem()}")
-    home = tmp_path / "fakehome"
+    # outside /tmp (private in the sandbox in any case): where homes and data really are
+    home = Path(tempfile.mkdtemp(prefix="smolfs-fakehome-", dir="/var/tmp"))
     (home / ".ssh").mkdir(parents=True)
     (home / ".ssh/id_rsa").write_text("PRIVATE KEY\n")
     (home / ".config").mkdir()
@@ -301,6 +302,7 @@ echo "$HOME" > homevar.txt
         run_scripts(tree, [script(tmp_path, "10-steal.sh", body)], tmp_path / "w" / "root", {})
     finally:
         shutil.rmtree(other)
+        shutil.rmtree(home)
 
     def text(path: str) -> bytes:
         node = tree.get(path)
