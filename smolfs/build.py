@@ -204,7 +204,8 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
                 "SERVICE": p.service.name, "ARCH": p.arch.value, "FS": p.fs,
                 "RO": "yes" if p.ro else "no",
             }, timeout=postinst_timeout, binds=p.service.postinst_bind)
-        staged = work / p.image.name
+        (work / "image").mkdir()  # apart from root/, home/... whatever the image's name
+        staged = work / "image" / p.image.name
         with step(f"write {p.image.name} ({p.fs})"):
             try:
                 size = write_image(tree, staged, fstype=p.fs,
@@ -218,8 +219,9 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
                     hint=f"use -m {need} or more, or leave -m out for an automatic size",
                 ) from None
             except WriteError as err:  # name the image's directory, not the staging one
-                raise WriteError(err.message.replace(str(work), str(workdir)),
-                                 hint=(err.hint or "").replace(str(work), str(workdir))
+                here = str(staged.parent)
+                raise WriteError(err.message.replace(here, str(workdir)),
+                                 hint=(err.hint or "").replace(here, str(workdir))
                                  or None) from None
         os.replace(staged, p.image)
     return size, digests

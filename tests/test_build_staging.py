@@ -124,3 +124,15 @@ def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
     finally:
         signal.signal(signal.SIGHUP, old)
+
+
+@pytest.mark.parametrize("name", ["root", "home", "tmp", "owner", "image"])
+def test_an_image_may_bear_the_name_of_a_staging_entry(tmp_path: Path, name: str) -> None:
+    from smolfs.build import build
+
+    setsynth = pytest.importorskip("setsynth")
+    rescue = setsynth.make_set(tmp_path / "rescue.tar.xz", kind="rescue")
+    out = tmp_path / "out"
+    out.mkdir()
+    build("bozohttpd", image=out / name, sets=[rescue], fast_copies=False)
+    assert sorted(p.name for p in out.iterdir()) == [name, f"{name}.json"]
