@@ -322,7 +322,7 @@ def run_scripts(tree: Tree, scripts: Sequence[Path], staging: Path,
     if problem:
         warn(f"{problem}: postinst scripts run unconfined (they must use relative paths only)")
     binds = check_binds(binds)
-    for path in binds:
+    for path in binds if problem is None else ():
         info(f"postinst scripts see {path} (read-only, POSTINST_BIND)")
     staging.mkdir(mode=0o700)
     with step("stage the image tree for postinst scripts"):
