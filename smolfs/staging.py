@@ -123,14 +123,29 @@ def staging_dir(parent: Path) -> Iterator[Path]:
     """A new owned staging directory in *parent*, after sweeping stale ones; removed at
     the end, whatever the end. Inside, SIGTERM and SIGHUP (unless ignored) raise
     :class:`BuildStopped`, so that the removal happens for them too."""
+    from smolfs.sources import write_error
+
     sweep(parent)
-    path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        path = Path(tempfile.mkdtemp(prefix=PREFIX, dir=parent))
+    except OSError as err:
+        raise write_error(err, "a staging directory", parent) from err
+    fd = -1
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError as err:  # a filesystem without locks: nobody can sweep it then
+            debug(f"cannot lock {path} ({err.strerror}): it will not be swept if left")
         tmp = path / f".{OWNER}.tmp"
         tmp.write_text(owner_record(), encoding="utf-8")
         os.replace(tmp, path / OWNER)
+    except OSError as err:
+        shutil.rmtree(path, ignore_errors=True)
+        if fd >= 0:
+            os.close(fd)
+        raise write_error(err, "a staging directory", parent) from err
+    try:
         with _stop_on_signals():
             yield path
     finally:

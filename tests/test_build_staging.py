@@ -136,3 +136,20 @@ def test_an_image_may_bear_the_name_of_a_staging_entry(tmp_path: Path, name: str
     out.mkdir()
     build("bozohttpd", image=out / name, sets=[rescue], fast_copies=False)
     assert sorted(p.name for p in out.iterdir()) == [name, f"{name}.json"]
+
+
+def test_a_staging_directory_that_cannot_be_made_is_one_line(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import errno
+    import tempfile
+
+    from smolfs.sources import WriteError
+
+    def full(**_: object) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", full)
+    with pytest.raises(WriteError) as exc, staging_dir(tmp_path):
+        pass
+    assert exc.value.message == (f"no space left on device in {tmp_path} "
+                                 "(writing a staging directory)")
