@@ -473,3 +473,31 @@ def test_build_fails_on_a_script_past_its_limit(tmp_path: Path, conf: str,
                       "its time limit of 1 s; it was killed with every process it started"]
     assert list(out.iterdir()) == []  # no image, no staging directory
     assert wait_gone(marker) == []
+
+
+# ---------------------------------------------------------------------------
+# the guard itself (smolfs.run with contain=True)
+
+
+def test_contained_run_reports_status_output_and_missing_programs() -> None:
+    from smolfs.errors import ExternalCommandError
+    from smolfs.run import run
+
+    r = run(["sh", "-c", "echo out; echo err >&2; exit 3"], contain=True, check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    assert run(["sh", "-c", "kill -9 $$"], contain=True, check=False).returncode == 128 + 9
+    with pytest.raises(ExternalCommandError, match="exited with status 3"):
+        run(["sh", "-c", "exit 3"], contain=True)
+    with pytest.raises(ExternalCommandError, match="no-such-program-here not found"):
+        run(["no-such-program-here"], contain=True)
+
+
+def test_contained_program_gets_sigpipe_and_its_own_process_group() -> None:
+    """Python ignores SIGPIPE, and exec would pass that on: the guard restores it."""
+    from smolfs.run import run
+
+    r = run(["sh", "-c", "yes | head -n1; ps -o pgid= -p $$; ps -o sid= -p $$"],
+            contain=True, check=False, timeout=30)
+    lines = r.stdout.split()
+    assert r.returncode == 0 and lines[0] == "y" and r.stderr == "", r.stderr
+    assert int(lines[1]) != os.getpgrp() and int(lines[2]) != os.getsid(0)
