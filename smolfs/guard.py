@@ -17,12 +17,10 @@ Started by :func:`smolfs.run.run` (``contain=True``), never by hand::
 - When the command exits, whatever it left running is killed the same way, and the
   guard exits with the command's status (128+N when signal N ended it).
 
-Standard library only and no import of smolfs: it starts in a few milliseconds.
+Standard library only, no import of smolfs, nothing imported it can do without: it
+runs once per postinst script, and starting it is most of its cost.
 """
 
-from __future__ import annotations
-
-import contextlib
 import os
 import select
 import signal
@@ -114,8 +112,10 @@ def _teardown(group: int, me: int, linux_proc: bool) -> None:
                 return  # elsewhere: done once the group is empty
         left = _leftovers(me, group) if linux_proc else []
         for pid in left:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
+            try:  # noqa: SIM105 (contextlib costs milliseconds to import)
                 os.kill(pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         _reap()
         if linux_proc and not left:
             return
@@ -152,8 +152,10 @@ def main(argv: list[str]) -> int:
     child = os.fork()
     if child == 0:
         _exec_child(command, me, watch, prctl)
-    with contextlib.suppress(OSError):  # the child did it first, or already exec'd
+    try:  # noqa: SIM105
         os.setpgid(child, child)
+    except OSError:
+        pass  # the child did it first, or already exec'd
     status: int | None = None
     while status is None and not stop:
         for pid, st in _reap():
