@@ -34,7 +34,6 @@ import math
 import os
 import re
 import stat
-import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,6 +111,7 @@ def build(
     kernel: str | None = None,
     force: bool = False,
     fast_copies: bool = True,
+    postinst_timeout: float | None = None,
 ) -> BuildResult:
     """Build the root image of *service*; return its path and manifest.
 
@@ -126,10 +126,18 @@ def build(
     was built, and which was not modified since, is kept as it is unless ``force``.
     ``fast_copies``: read each set from a zstd copy kept in the cache, made the first
     time the set is read (see :mod:`smolfs.fastsets`); False reads the archives only.
-    Raises :class:`~smolfs.errors.SmolError` subclasses; nothing is left at the
-    destination on failure.
+    ``postinst_timeout``: seconds each postinst script may run (0: no limit); None →
+    the service's ``POSTINST_TIMEOUT``, else :data:`smolfs.postinst.DEFAULT_TIMEOUT`.
+    Everything temporary lives in a ``.smolfs-staging-*`` directory beside the image
+    (:mod:`smolfs.staging`), removed at the end; those of builds that were killed are
+    removed by the next build. Raises :class:`~smolfs.errors.SmolError` subclasses;
+    nothing is left at the destination on failure.
     """
     p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
+    limit = _postinst_limit(postinst_timeout, p.service)
+    from smolfs.staging import sweep
+
+    sweep(p.image.resolve().parent)  # what killed builds left here, even if nothing is built
     sources, release, kernel_path = _resolve_sets(p.set_tokens, p.release, p.arch.value,
                                                   mirror, offline, kernel)
     if release != p.release:
@@ -145,7 +153,7 @@ def build(
     with fast if fast is not None else contextlib.nullcontext():
         while True:
             try:
-                size, digests = _make_image(p, sources, fast)
+                size, digests = _make_image(p, sources, fast, limit)
                 break
             except DamagedCopy as err:  # removed; this set is read from its archive instead
                 warn(f"{err.message}; removed it, reading the set itself")
@@ -164,28 +172,43 @@ def build(
     return BuildResult(image=p.image, manifest=data)
 
 
-def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None
-                ) -> tuple[int, list[str]]:
+def _postinst_limit(given: float | None, svc: Service) -> float:
+    """Seconds each postinst script may run (0: no limit)."""
+    from smolfs.postinst import DEFAULT_TIMEOUT
+
+    limit = given if given is not None else svc.postinst_timeout
+    if limit is None:
+        return DEFAULT_TIMEOUT
+    if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit >= 0:
+        raise UsageError(f"postinst time limit must be a number of seconds >= 0 "
+                         f"(0: no limit), not {limit!r}")
+    return float(limit)
+
+
+def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
+                postinst_timeout: float = 0) -> tuple[int, list[str]]:
     """Assemble the tree, run the postinst scripts, write the image; its size and the
-    digests of the sets."""
+    digests of the sets. Everything but the finished image stays in a staging
+    directory beside it, from which the image is renamed into place."""
     from smolfs.mkfs import write_image
-    from smolfs.sources import Spool
+    from smolfs.sources import Spool, WriteError
+    from smolfs.staging import staging_dir
 
     workdir = p.image.resolve().parent
-    with Spool(dir=str(workdir)) as spool, contextlib.ExitStack() as stack:
+    with staging_dir(workdir) as work, Spool(dir=str(workdir)) as spool:
         tree, digests = assemble(p, sources, spool, fast)
         if p.service.postinst:
             from smolfs.postinst import run_scripts
 
-            staging = Path(stack.enter_context(
-                tempfile.TemporaryDirectory(prefix=".smolfs-staging-", dir=workdir)))
-            run_scripts(tree, p.service.postinst, staging / "root", {
+            run_scripts(tree, p.service.postinst, work / "root", {
                 "SERVICE": p.service.name, "ARCH": p.arch.value, "FS": p.fs,
                 "RO": "yes" if p.ro else "no",
-            })
+            }, timeout=postinst_timeout, binds=p.service.postinst_bind)
+        (work / "image").mkdir()  # apart from root/, home/... whatever the image's name
+        staged = work / "image" / p.image.name
         with step(f"write {p.image.name} ({p.fs})"):
             try:
-                size = write_image(tree, p.image, fstype=p.fs,
+                size = write_image(tree, staged, fstype=p.fs,
                                    size=p.size_mb * MIB if p.size_mb else None)
             except ImageTooSmall as err:
                 need = math.ceil(err.minimum / MIB)
@@ -195,6 +218,12 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None
                     minimum=err.minimum,
                     hint=f"use -m {need} or more, or leave -m out for an automatic size",
                 ) from None
+            except WriteError as err:  # name the image's directory, not the staging one
+                here = str(staged.parent)
+                raise WriteError(err.message.replace(here, str(workdir)),
+                                 hint=(err.hint or "").replace(here, str(workdir))
+                                 or None) from None
+        os.replace(staged, p.image)
     return size, digests
 
 

@@ -76,6 +76,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-fast-copy", action="store_false", dest="fast_copies",
                         help="read the set archives themselves: neither use nor keep the "
                              "zstd copies of sets that make later builds faster")
+    parser.add_argument("--postinst-timeout", type=_seconds, default=None, metavar="SECONDS",
+                        help="time limit of each postinst script: past it the script and "
+                             "every process it started are killed and the build fails "
+                             "(default: the service's POSTINST_TIMEOUT, else 300; 0: none)")
+
+
+def _seconds(value: str) -> float:
+    from smolfs.service import seconds_value as parse
+
+    try:
+        return parse(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).replace("POSTINST_TIMEOUT=", "")) from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -96,5 +109,6 @@ def run(args: argparse.Namespace) -> int:
         kernel=args.kernel,
         force=args.force,
         fast_copies=args.fast_copies,
+        postinst_timeout=args.postinst_timeout,
     )
     return 0

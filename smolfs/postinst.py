@@ -10,13 +10,25 @@ and a umask of 022. Afterwards the staging tree is read back:
 - entries they removed are removed from the image;
 - entries they did not touch keep their original node (owners, modes, links).
 
-Confinement: when bubblewrap (``bwrap``) is installed and can create namespaces,
-each script runs with the host read-only, only the staging tree writable, a
-private ``/tmp`` and no network. Without it the scripts run unconfined, after a
-warning, and must use relative paths only (the old behaviour).
+Each script has a time limit (:data:`DEFAULT_TIMEOUT`, ``POSTINST_TIMEOUT=`` in
+``service.conf``, ``--postinst-timeout``) and runs contained
+(:mod:`smolfs.guard`): in a process group of its own, and nothing it starts
+survives it, its time limit or the build (even a build killed by SIGKILL).
 
-Scripts see these environment variables: ``PATH``, ``LC_ALL=C``, ``HOME`` (the
-staging root), ``SERVICE``, ``ARCH``, ``FS`` and ``RO`` (``yes``/``no``).
+Confinement: when bubblewrap (``bwrap``) is installed and can create namespaces,
+each script sees only what :func:`script_argv` gives it: the staging tree
+read-write as ``/staging`` (its working directory), the system directories it runs
+programs from read-only (``/usr``, ``/bin``, ``/sbin``, ``/lib*``, the dynamic
+loader's files in ``/etc`` and ``/etc/alternatives``), the script itself read-only
+in ``/postinst``, an empty ``$HOME`` (``/home/build``) and ``/tmp``, fresh ``/proc``
+and ``/dev``, no network; nothing else exists and ``/`` is read-only. A service may
+ask for more with ``POSTINST_BIND=DIR...`` (each directory bound read-only at its
+own path). Without bubblewrap the scripts run unconfined, after a warning, and must
+use relative paths only.
+
+Scripts see these environment variables: ``PATH``, ``LC_ALL=C``, ``HOME`` (an empty
+directory, thrown away after the script or the build), ``SERVICE``, ``ARCH``, ``FS``
+and ``RO`` (``yes``/``no``); unconfined, also ``TMPDIR`` (likewise).
 """
 
 from __future__ import annotations
@@ -28,9 +40,9 @@ import stat
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from smolfs.errors import SmolError
-from smolfs.log import debug, step, warn
-from smolfs.run import run
+from smolfs.errors import InputError, SmolError
+from smolfs.log import debug, info, step, warn
+from smolfs.run import CommandTimeout, run
 from smolfs.tree import FileData, Kind, Node, Tree
 
 #: mtime given to every materialised entry, so any later write shows as a change
@@ -38,6 +50,25 @@ from smolfs.tree import FileData, Kind, Node, Tree
 _SENTINEL_NS = 1_000_000_000
 
 Signature = tuple[int, int, int, int, int]
+
+#: Seconds each script may run unless the service or the command line says otherwise.
+DEFAULT_TIMEOUT = 300.0
+
+#: Host paths a confined script runs programs from, shown read-only when present (a
+#: symlink, as /bin is on merged-/usr systems, is reproduced as the same symlink).
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+#: What the dynamic loader and Debian's alternatives need from /etc, read-only.
+ETC_PATHS = ("/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/ld.so.conf.d", "/etc/alternatives")
+
+#: Where a confined script finds the image tree (its working directory), itself, its home.
+SANDBOX_ROOT = "/staging"
+SANDBOX_SCRIPTS = "/postinst"
+SANDBOX_HOME = "/home/build"
+#: Paths of the sandbox itself, which a POSTINST_BIND may not cover.
+_SANDBOX_OWN = ("/proc", "/dev", "/tmp", SANDBOX_ROOT, SANDBOX_SCRIPTS, SANDBOX_HOME)
+
+#: (host path, symlink target or None): what :func:`host_view` found of the paths above.
+HostView = tuple[tuple[str, "str | None"], ...]
 
 
 class PostinstError(SmolError):
@@ -51,6 +82,20 @@ class PostinstError(SmolError):
         self.script = script
         self.returncode = returncode
         self.stderr_tail = stderr_tail
+
+
+class PostinstTimeout(SmolError):
+    """A postinst script ran past its time limit; it and all it started were killed."""
+
+    def __init__(self, script: str, limit: float) -> None:
+        super().__init__(
+            f"postinst {script} did not finish within its time limit of {limit:g} s; "
+            "it was killed with every process it started",
+            hint="the image was not written; if the script needs longer, raise the limit "
+                 "with --postinst-timeout SECONDS or POSTINST_TIMEOUT= in service.conf "
+                 "(0: no limit)")
+        self.script = script
+        self.limit = limit
 
 
 def _sig(st: os.stat_result) -> Signature:
@@ -195,46 +240,116 @@ def bwrap_problem() -> str | None:
     return f"bwrap cannot create a sandbox here ({last[0]})"
 
 
-def script_argv(script: Path, staging: Path, confined: bool) -> list[str]:
-    """The command that runs *script* (pure: tested without running it)."""
-    inner = ["sh", "-c", 'umask 022; exec sh -e "$0"', str(script)]
+def host_view() -> HostView:
+    """Which of :data:`SYSTEM_PATHS` and :data:`ETC_PATHS` this host has, and how."""
+    found: list[tuple[str, str | None]] = []
+    for path in (*SYSTEM_PATHS, *ETC_PATHS):
+        try:
+            st = os.lstat(path)
+        except OSError:
+            continue
+        found.append((path, os.readlink(path) if stat.S_ISLNK(st.st_mode) else None))
+    return tuple(found)
+
+
+def script_argv(script: Path, staging: Path, confined: bool, host: HostView = (),
+                binds: Sequence[str] = ()) -> list[str]:
+    """The command that runs *script* (pure: tested without running it).
+
+    Confined, the sandbox holds exactly: *host* (system paths read-only, symlinks as
+    symlinks), *binds* read-only at their own paths, the script read-only in
+    :data:`SANDBOX_SCRIPTS`, *staging* read-write as :data:`SANDBOX_ROOT` (the working
+    directory), an empty ``$HOME`` (:data:`SANDBOX_HOME`) and ``/tmp``, fresh ``/proc``
+    and ``/dev``; ``/`` itself is read-only; no network, a pid namespace of its own."""
     if not confined:
-        return inner
-    s, d = str(staging), str(script.parent)
-    return [
-        "bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-        "--tmpfs", "/tmp", "--ro-bind", d, d, "--bind", s, s,
-        "--unshare-all", "--die-with-parent", "--new-session", "--chdir", s,
-        *inner,
-    ]
+        return ["sh", "-c", 'umask 022; exec sh -e "$0"', str(script)]
+    inside = f"{SANDBOX_SCRIPTS}/{script.name}"
+    argv = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", SANDBOX_HOME]
+    for path, target in host:
+        argv += ["--symlink", target, path] if target is not None else ["--ro-bind", path, path]
+    for path in binds:
+        argv += ["--ro-bind", path, path]
+    return [*argv, "--ro-bind", str(script), inside, "--bind", str(staging), SANDBOX_ROOT,
+            "--remount-ro", "/", "--chdir", SANDBOX_ROOT, "--setenv", "HOME", SANDBOX_HOME,
+            "sh", "-c", 'umask 022; exec sh -e "$0"', inside]
+
+
+def check_binds(binds: Sequence[str], home: str | None = None) -> list[str]:
+    """The real paths of the directories a service asks to show its scripts.
+
+    Refused: a path that is not an absolute existing directory, the root, the user's
+    home or one of its parents, anything below a hidden directory of the home
+    (``~/.ssh``, ``~/.config``...), and the sandbox's own paths (``/tmp``,
+    :data:`SANDBOX_ROOT`...), symlinks resolved first."""
+    home_real = os.path.realpath(home if home is not None else os.path.expanduser("~"))
+    out: list[str] = []
+    for path in binds:
+        if not os.path.isabs(path):
+            raise InputError(f"POSTINST_BIND: {path!r} is not an absolute path")
+        real = os.path.realpath(path)
+        if not os.path.isdir(real):
+            raise InputError(f"POSTINST_BIND: {path} is not a directory")
+        if real == "/" or home_real == real or home_real.startswith(real.rstrip("/") + "/"):
+            raise InputError(f"POSTINST_BIND: {path} would show the whole home directory "
+                             "to the scripts", hint="name the one directory they need")
+        if any(real == own or own.startswith(real + "/")
+               or (own != "/tmp" and real.startswith(own + "/")) for own in _SANDBOX_OWN):
+            raise InputError(f"POSTINST_BIND: {path} would hide a path of the sandbox itself "
+                             f"({', '.join(_SANDBOX_OWN)})")
+        rel = os.path.relpath(real, home_real)
+        if not rel.startswith("..") and any(p.startswith(".") for p in rel.split(os.sep)):
+            raise InputError(f"POSTINST_BIND: {path} is a hidden directory of the home "
+                             "(keys and tokens live there)",
+                             hint="copy what the scripts need to a directory of its own")
+        out.append(real)
+    return out
 
 
 def run_scripts(tree: Tree, scripts: Sequence[Path], staging: Path,
-                env: Mapping[str, str]) -> None:
-    """Materialise *tree* in *staging*, run *scripts* there, read the result back."""
+                env: Mapping[str, str], timeout: float | None = DEFAULT_TIMEOUT,
+                binds: Sequence[str] = ()) -> None:
+    """Materialise *tree* in *staging*, run *scripts* there, read the result back.
+
+    Unconfined, ``$HOME`` and ``$TMPDIR`` are new empty directories beside *staging*
+    (``home``, ``tmp``); confined, see :func:`script_argv`. *timeout*: seconds per
+    script, None or 0 for no limit.
+    *binds*: host directories shown read-only to confined scripts (see
+    :func:`check_binds`)."""
     if not scripts:
         return
     problem = bwrap_problem()
     if problem:
         warn(f"{problem}: postinst scripts run unconfined (they must use relative paths only)")
+    binds = check_binds(binds)
+    for path in binds if problem is None else ():
+        info(f"postinst scripts see {path} (read-only, POSTINST_BIND)")
     staging.mkdir(mode=0o700)
     with step("stage the image tree for postinst scripts"):
         recorded = materialise(tree, staging)
     full_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "LC_ALL": "C",
-        "HOME": str(staging),
         **env,
     }
+    if problem:
+        for var, name in (("HOME", "home"), ("TMPDIR", "tmp")):
+            staging.with_name(name).mkdir(mode=0o700)
+            full_env[var] = str(staging.with_name(name))
+    view = host_view() if problem is None else ()
     for script in scripts:
         script = script.resolve()
+        name = f"{script.parent.parent.name}/postinst/{script.name}"
         with step(f"postinst {script.name}"):
-            argv = script_argv(script, staging, confined=problem is None)
-            proc = run(argv, cwd=str(staging), env=full_env, check=False)
+            argv = script_argv(script, staging, problem is None, view, binds)
+            try:
+                proc = run(argv, cwd=str(staging), env=full_env, check=False,
+                           timeout=timeout or None, contain=True)
+            except CommandTimeout:
+                raise PostinstTimeout(name, timeout or 0) from None
             for line in (proc.stdout or "").splitlines():
                 debug(f"{script.name}: {line}")
             if proc.returncode != 0:
-                name = f"{script.parent.parent.name}/postinst/{script.name}"
                 raise PostinstError(name, proc.returncode, proc.stderr or "")
     with step("read back the staging tree"):
         read_back(tree, staging, recorded)

@@ -3,12 +3,18 @@
 A list argv (never a shell string), stdin closed, ``+ command`` logged under
 ``--debug``, a missing program turned into "X not found (install package Y)" and a
 failure into :class:`~smolfs.errors.ExternalCommandError` with the stderr tail.
+
+``contain=True`` runs the program under :mod:`smolfs.guard`: in a process group of
+its own, and nothing it starts survives it, its time limit, a Ctrl-C, or the death
+of this process (even by SIGKILL).
 """
 
 from __future__ import annotations
 
+import os
 import shlex
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 
 from smolfs.errors import ExternalCommandError
@@ -22,6 +28,21 @@ PACKAGES = {
     "sh": "dash",
 }
 
+#: The supervisor that ``contain=True`` puts between this process and the program.
+GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
+#: How long a contained program's guard may take to kill it all once told to.
+TEARDOWN_WAIT = 30.0
+
+
+class CommandTimeout(ExternalCommandError):
+    """A program ran past its time limit (and, when contained, everything it started
+    was killed)."""
+
+    def __init__(self, message: str, argv: list[str], timeout: float,
+                 stderr_tail: str = "") -> None:
+        super().__init__(message, argv=argv, stderr_tail=stderr_tail)
+        self.timeout = timeout
+
 
 def run(
     argv: Sequence[str],
@@ -31,9 +52,15 @@ def run(
     check: bool = True,
     capture: bool = True,
     timeout: float | None = None,
+    contain: bool = False,
 ) -> subprocess.CompletedProcess[str]:
+    """Run *argv*; raise :class:`CommandTimeout` past *timeout* seconds (None: no limit).
+
+    *contain*: see the module doc (output is always captured then)."""
     argv = [str(a) for a in argv]
     debug("+ " + shlex.join(argv))
+    if contain:
+        return _check(argv, _run_contained(argv, cwd, env, timeout), check)
     try:
         proc = subprocess.run(
             argv,
@@ -50,9 +77,13 @@ def run(
         hint = f"install it: apt-get install {pkg}" if pkg else None
         raise ExternalCommandError(f"{argv[0]} not found", argv=argv, hint=hint) from err
     except subprocess.TimeoutExpired as err:
-        raise ExternalCommandError(
-            f"{argv[0]} did not finish within {timeout:g}s", argv=argv
-        ) from err
+        raise CommandTimeout(f"{argv[0]} did not finish within {timeout:g}s", argv,
+                             timeout or 0) from err
+    return _check(argv, proc, check)
+
+
+def _check(argv: list[str], proc: subprocess.CompletedProcess[str],
+           check: bool) -> subprocess.CompletedProcess[str]:
     if check and proc.returncode != 0:
         tail = "\n".join((proc.stderr or "").strip().splitlines()[-5:])
         raise ExternalCommandError(
@@ -63,3 +94,62 @@ def run(
             stderr_tail=tail,
         )
     return proc
+
+
+def _run_contained(argv: list[str], cwd: str | None, env: Mapping[str, str] | None,
+                   timeout: float | None) -> subprocess.CompletedProcess[str]:
+    """*argv* under the guard; the write end of its watch pipe stays here only."""
+    import shutil
+
+    if shutil.which(argv[0], path=(env or os.environ).get("PATH")) is None:
+        pkg = PACKAGES.get(argv[0].rsplit("/", 1)[-1])
+        hint = f"install it: apt-get install {pkg}" if pkg else None
+        raise ExternalCommandError(f"{argv[0]} not found", argv=argv, hint=hint)
+    watch, hold = os.pipe()  # both close-on-exec: only the guard gets *watch*
+    try:
+        proc = subprocess.Popen(
+            [_python(), "-I", "-S", GUARD, str(watch), *argv],
+            cwd=cwd, env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True, errors="replace", pass_fds=(watch,), start_new_session=True)
+    except BaseException:
+        os.close(hold)
+        raise
+    finally:
+        os.close(watch)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.close(hold)
+        hold = -1
+        out, err = _finish(proc)
+        tail = "\n".join(err.strip().splitlines()[-5:])
+        raise CommandTimeout(f"{argv[0]} did not finish within {timeout:g}s", argv,
+                             timeout or 0, stderr_tail=tail) from None
+    except BaseException:  # Ctrl-C, SIGTERM turned into an exception...
+        os.close(hold)
+        hold = -1
+        _finish(proc)
+        raise
+    finally:
+        if hold >= 0:
+            os.close(hold)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _python() -> str:
+    """This Python: by its path, else (a user who cannot reach it by path, e.g. a venv
+    under another user's home, after dropping privileges) through /proc/self/exe."""
+    if os.access(sys.executable, os.X_OK) or not os.path.exists("/proc/self/exe"):
+        return sys.executable
+    return "/proc/self/exe"
+
+
+def _finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+    """Wait for a guard told to stop (its watch pipe closed); SIGKILL it if it hangs."""
+    try:
+        return proc.communicate(timeout=TEARDOWN_WAIT)
+    except BaseException:
+        proc.kill()
+        out, err = proc.communicate()
+        return out or "", err or ""

@@ -64,6 +64,24 @@ def _regex(value: str) -> str:
     return value
 
 
+def seconds_value(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        raise ValueError("expected a number of seconds (0: no limit), e.g. POSTINST_TIMEOUT=600")
+    return seconds
+
+
+def _dirs(value: str) -> tuple[str, ...]:
+    paths = tuple(value.split())
+    if not paths or not all(p.startswith("/") for p in paths):
+        raise ValueError("expected absolute directory paths, space-separated, "
+                         "e.g. POSTINST_BIND=/opt/www")
+    return paths
+
+
 @dataclass(frozen=True)
 class Setting:
     key: str
@@ -81,6 +99,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("READY", "ready", _regex,
             "console line (regular expression) the service prints once it is ready: "
             "what `startnb SERVICE` waits for unless given --ready"),
+    Setting("POSTINST_TIMEOUT", "postinst_timeout", seconds_value,
+            "seconds each postinst script may run before the build kills it and fails "
+            "(else: 300; 0: no limit)"),
+    Setting("POSTINST_BIND", "postinst_bind", _dirs,
+            "host directories (absolute, space-separated) shown read-only to the postinst "
+            "scripts under bubblewrap, at their own paths"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
@@ -101,6 +125,8 @@ class Service:
     ro: bool | None = None
     fs: str | None = None
     ready: str | None = None
+    postinst_timeout: float | None = None
+    postinst_bind: tuple[str, ...] = ()
 
     @property
     def etc(self) -> Path:

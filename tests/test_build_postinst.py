@@ -1,17 +1,32 @@
-"""postinst scripts: staging, read-back into the tree, bubblewrap confinement, failures."""
+"""postinst scripts: staging, read-back into the tree, bubblewrap confinement, failures,
+time limits, and the processes a script starts (none outlives it)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from conftest import REPO, live_processes
 from smolfs import postinst
-from smolfs.postinst import PostinstError, bwrap_problem, run_scripts, script_argv
+from smolfs.errors import InputError
+from smolfs.postinst import (
+    PostinstError,
+    PostinstTimeout,
+    bwrap_problem,
+    check_binds,
+    host_view,
+    run_scripts,
+    script_argv,
+)
 from smolfs.tree import BytesData, Kind, Node, Tree
 
 
@@ -48,16 +63,31 @@ def script(tmp_path: Path, name: str, body: str) -> Path:
     return p
 
 
-def test_argv_confined_and_not(tmp_path: Path) -> None:
+def test_argv_confined_shows_only_the_view(tmp_path: Path) -> None:
     s = tmp_path / "svc/postinst/10-a.sh"
-    argv = script_argv(s, tmp_path / "root", confined=True)
-    assert argv[0] == "bwrap" and argv[-4:] == ["sh", "-c", 'umask 022; exec sh -e "$0"', str(s)]
-    i = argv.index("--tmpfs")
-    # the staging and script binds come after the private /tmp, or it would hide them
-    assert argv.index("--bind") > i and argv[argv.index("--bind") + 1] == str(tmp_path / "root")
-    assert {"--unshare-all", "--die-with-parent"} <= set(argv)
-    assert argv[argv.index("--ro-bind") + 1: argv.index("--ro-bind") + 3] == ["/", "/"]
-    assert script_argv(s, tmp_path, confined=False) == argv[-4:]
+    root = tmp_path / "root"
+    host = (("/usr", None), ("/bin", "usr/bin"), ("/etc/ld.so.cache", None))
+    argv = script_argv(s, root, True, host, ["/opt/www"])
+    assert argv == [
+        "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
+        "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--tmpfs", "/home/build",
+        "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin",
+        "--ro-bind", "/etc/ld.so.cache", "/etc/ld.so.cache",
+        "--ro-bind", "/opt/www", "/opt/www",
+        "--ro-bind", str(s), "/postinst/10-a.sh", "--bind", str(root), "/staging",
+        "--remount-ro", "/", "--chdir", "/staging", "--setenv", "HOME", "/home/build",
+        "sh", "-c", 'umask 022; exec sh -e "$0"', "/postinst/10-a.sh"]
+    assert script_argv(s, root, confined=False) == [
+        "sh", "-c", 'umask 022; exec sh -e "$0"', str(s)]
+
+
+def test_host_view_reproduces_symlinks() -> None:
+    view = dict(host_view())
+    assert view["/usr"] is None
+    for path in ("/bin", "/lib", "/sbin"):
+        if os.path.islink(path):
+            assert view[path] == os.readlink(path)
+    assert "/etc/ld.so.cache" in view and "/home" not in view and "/etc" not in view
 
 
 def _check_read_back(tree: Tree) -> None:
@@ -98,7 +128,8 @@ rm etc/old
 echo x > var/www/a
 ln var/www/a var/www/b
 ln -s index.html var/www/link
-test "$(pwd)" = "$HOME"
+test -z "$(ls -A "$HOME")"
+touch "$HOME/cache"
 test -h bin/sh
 test ! -e dev/console
 """
@@ -117,7 +148,8 @@ def path_without_bwrap(tmp_path: Path) -> str:
     """A PATH holding the usual tools but no bwrap: a host without bubblewrap."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("sh", "mkdir", "rm", "ln", "cat", "echo", "test", "pwd", "chmod", "touch"):
+    for tool in ("sh", "mkdir", "rm", "ln", "cat", "echo", "test", "pwd", "chmod", "touch",
+                 "ls", "sleep", "setsid"):
         found = shutil.which(tool)
         if found:
             (bin_dir / tool).symlink_to(found)
@@ -146,7 +178,7 @@ def test_write_outside_staging_fails_when_confined(tmp_path: Path) -> None:
         run_scripts(sample_tree(), [s], tmp_path / "root", {})
     msg = exc.value.message
     assert msg.startswith("postinst svc/postinst/20-escape.sh failed with exit status ")
-    assert "Read-only file system" in msg or "Permission denied" in msg
+    assert "Directory nonexistent" in msg  # /var is not in the sandbox at all
     assert exc.value.returncode != 0
     assert not (outside / "x").exists()
     shutil.rmtree(outside)
@@ -221,3 +253,251 @@ def test_bwrap_probe_reports_failure(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert bwrap_problem() == ("bwrap cannot create a sandbox here "
                                "(bwrap: No permissions to create new namespace)")
     assert postinst.bwrap_problem() is bwrap_problem()  # cached
+
+
+def test_root_and_system_directories_are_read_only_when_confined(tmp_path: Path) -> None:
+    if bwrap_problem():
+        pytest.skip(f"bubblewrap unusable: {bwrap_problem()}")
+    for i, target in enumerate(("/x", "/usr/x", "/etc/x")):
+        s = script(tmp_path, f"{i}.sh", f"echo x > {target}\n")
+        (tmp_path / f"root{i}").mkdir()
+        with pytest.raises(PostinstError, match=r"Read-only file system|Directory nonexistent"):
+            run_scripts(sample_tree(), [s], tmp_path / f"root{i}" / "root", {})
+        assert not Path(target).exists()
+
+
+# ---------------------------------------------------------------------------
+# what a confined script can see
+
+
+def test_confined_script_sees_no_secret_of_the_user(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service's script cannot copy the user's keys into the image: neither the home
+    directory nor any other directory of the user exists in the sandbox."""
+    if bwrap_problem():
+        pytest.skip(f"bubblewrap unusable: {bwrap_problem()}")
+    # outside /tmp (private in the sandbox in any case): where homes and data really are
+    home = Path(tempfile.mkdtemp(prefix="smolfs-fakehome-", dir="/var/tmp"))
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh/id_rsa").write_text("PRIVATE KEY\n")
+    (home / ".config").mkdir()
+    (home / ".config/token").write_text("TOKEN\n")
+    other = Path(tempfile.mkdtemp(prefix="smolfs-userdata-", dir="/var/tmp"))
+    (other / "notes.txt").write_text("SECRET NOTES\n")
+    monkeypatch.setenv("HOME", str(home))
+    (tmp_path / "svc").mkdir()
+    (tmp_path / "svc/x.txt").write_text("beside the script\n")
+    body = f"""\
+for f in {home}/.ssh/id_rsa {home}/.config/token {other}/notes.txt {tmp_path}/svc/x.txt; do
+  if test -e "$f"; then echo "$f" >> seen; cat "$f" >> stolen 2>/dev/null || true; fi
+done
+ls -A "$HOME" > home.txt
+ls -A /tmp > tmp.txt
+ls / > root.txt
+echo "$HOME" > homevar.txt
+"""
+    (tmp_path / "w").mkdir()
+    try:
+        tree = sample_tree()
+        run_scripts(tree, [script(tmp_path, "10-steal.sh", body)], tmp_path / "w" / "root", {})
+    finally:
+        shutil.rmtree(other)
+        shutil.rmtree(home)
+
+    def text(path: str) -> bytes:
+        node = tree.get(path)
+        assert node is not None and node.data is not None, path
+        return node.data.read(0, 1 << 16)
+
+    assert tree.get("seen") is None and tree.get("stolen") is None
+    assert text("home.txt") == b"" and text("tmp.txt") == b""
+    top = set(text("root.txt").split())
+    assert top <= {b"usr", b"bin", b"sbin", b"lib", b"lib32", b"lib64", b"libx32", b"etc",
+                   b"proc", b"dev", b"tmp", b"home", b"staging", b"postinst"}, top
+    assert text("homevar.txt") == b"/home/build\n"
+
+
+def test_postinst_bind_shows_a_named_directory_read_only(tmp_path: Path) -> None:
+    if bwrap_problem():
+        pytest.skip(f"bubblewrap unusable: {bwrap_problem()}")
+    extra = Path(tempfile.mkdtemp(prefix="smolfs-www-", dir="/var/tmp"))
+    (extra / "index.html").write_text("from the host\n")
+    body = (f"cp {extra}/index.html got.html\n"
+            f"if ( echo x > {extra}/new ) 2>/dev/null; then touch wrote; fi\n")
+    try:
+        tree = sample_tree()
+        run_scripts(tree, [script(tmp_path, "10.sh", body)], tmp_path / "root", {},
+                    binds=[str(extra)])
+        assert not (extra / "new").exists()
+    finally:
+        shutil.rmtree(extra)
+    assert tree.get("got.html").data.read(0, 100) == b"from the host\n"  # type: ignore[union-attr]
+    assert tree.get("wrote") is None
+
+
+def test_postinst_bind_refuses_the_home_and_its_hidden_directories(tmp_path: Path) -> None:
+    home = tmp_path / "h"
+    (home / ".ssh").mkdir(parents=True)
+    (home / "www").mkdir()
+    (tmp_path / "link").symlink_to(home / ".ssh")
+    assert check_binds([str(home / "www")], home=str(home)) == [str(home / "www")]
+    for bad, why in ((home, "whole home"), (tmp_path, "whole home"), (Path("/"), "whole home"),
+                     (home / ".ssh", "hidden directory"), (tmp_path / "link", "hidden directory"),
+                     (home / "absent", "not a directory")):
+        with pytest.raises(InputError, match=why):
+            check_binds([str(bad)], home=str(home))
+    with pytest.raises(InputError, match="not an absolute path"):
+        check_binds(["www"], home=str(home))
+    with pytest.raises(InputError, match="a path of the sandbox itself"):
+        check_binds(["/proc"], home=str(home))
+
+
+def test_unconfined_home_and_tmpdir_are_empty_and_thrown_away(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", path_without_bwrap(tmp_path))
+    s = script(tmp_path, "10.sh", 'test -z "$(ls -A "$HOME")"\ntest -z "$(ls -A "$TMPDIR")"\n'
+                                  'echo "$HOME $TMPDIR" > where\n')
+    tree = sample_tree()
+    (tmp_path / "w").mkdir()
+    run_scripts(tree, [s], tmp_path / "w" / "root", {})
+    where = tree.get("where").data.read(0, 4096).split()  # type: ignore[union-attr]
+    assert where == [str(tmp_path / "w/home").encode(), str(tmp_path / "w/tmp").encode()]
+
+
+# ---------------------------------------------------------------------------
+# time limit, and no process left behind
+
+
+def marker_pids(marker: str) -> list[int]:
+    return [pid for pid, argv in live_processes() if any(marker.encode() in a for a in argv)]
+
+
+def wait_gone(marker: str, seconds: float = 10.0) -> list[int]:
+    """Pids still showing *marker* after waiting up to *seconds* for them to go."""
+    deadline = time.monotonic() + seconds
+    while (left := marker_pids(marker)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return left
+
+
+def sleeper_body(marker: str, then: str) -> str:
+    """A script that leaves processes behind in three ways, then runs *then*. Each
+    sleep's argument ends with *marker* (digits), so it can be found."""
+    return (f"sleep 3599.{marker}1 &\n"
+            f"setsid sleep 3599.{marker}2 &\n"
+            f"( sleep 3599.{marker}3 & ) \n"
+            f"touch started\n{then}\n")
+
+
+@pytest.fixture(params=["bwrap", "no-bwrap"])
+def confinement(request: pytest.FixtureRequest, tmp_path: Path,
+                monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "bwrap":
+        if bwrap_problem():
+            pytest.skip(f"bubblewrap unusable: {bwrap_problem()}")
+    else:
+        monkeypatch.setenv("PATH", path_without_bwrap(tmp_path))
+    return str(request.param)
+
+
+def test_time_limit_kills_the_script_and_all_it_started(tmp_path: Path,
+                                                       confinement: str) -> None:
+    marker = str(uuid.uuid4().int)[:12]
+    s = script(tmp_path, "30-forever.sh", sleeper_body(marker, f"sleep 3599.{marker}4"))
+    start = time.monotonic()
+    with pytest.raises(PostinstTimeout) as exc:
+        run_scripts(sample_tree(), [s], tmp_path / "root", {}, timeout=1.5)
+    assert time.monotonic() - start < 15
+    assert exc.value.message == (
+        "postinst svc/postinst/30-forever.sh did not finish within its time limit of 1.5 s; "
+        "it was killed with every process it started")
+    assert "--postinst-timeout" in (exc.value.hint or "")
+    assert (tmp_path / "root/started").exists()
+    assert wait_gone(marker) == []
+
+
+def test_what_a_script_leaves_running_is_killed_when_it_ends(tmp_path: Path,
+                                                            confinement: str) -> None:
+    marker = str(uuid.uuid4().int)[:12]
+    s = script(tmp_path, "10-daemon.sh", sleeper_body(marker, "echo done"))
+    start = time.monotonic()
+    run_scripts(sample_tree(), [s], tmp_path / "root", {}, timeout=60)
+    assert time.monotonic() - start < 15  # the build does not wait for the leftovers
+    assert wait_gone(marker) == []
+
+
+def test_no_time_limit_with_zero(tmp_path: Path) -> None:
+    s = script(tmp_path, "10.sh", "sleep 0.2\ntouch done\n")
+    tree = sample_tree()
+    run_scripts(tree, [s], tmp_path / "root", {}, timeout=0)
+    assert tree.get("done") is not None
+
+
+# ---------------------------------------------------------------------------
+# the time limit from the command line and service.conf
+
+
+def build_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
+              ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "smolfs", "build", *map(str, args)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120, check=False,
+                          env={**os.environ, "PYTHONPATH": str(REPO),
+                               "MKSMOLNB_CACHE": str(cwd / "cache"), **(env or {})})
+
+
+@pytest.mark.parametrize(("conf", "flag"), [
+    ("", ["--postinst-timeout", "1"]),
+    ("POSTINST_TIMEOUT=1\n", []),
+    ("POSTINST_TIMEOUT=600\n", ["--postinst-timeout", "1"]),  # the command line wins
+])
+def test_build_fails_on_a_script_past_its_limit(tmp_path: Path, conf: str,
+                                                flag: list[str]) -> None:
+    setsynth = pytest.importorskip("setsynth")
+    marker = str(uuid.uuid4().int)[:12]
+    svc = tmp_path / "svcs/hang"
+    (svc / "etc").mkdir(parents=True)
+    (svc / "etc/rc").write_text("#!/bin/sh\n")
+    (svc / "service.conf").write_text(conf)
+    (svc / "postinst").mkdir()
+    (svc / "postinst/10-hang.sh").write_text(sleeper_body(marker, f"sleep 3599.{marker}4"))
+    rescue = setsynth.make_set(tmp_path / "rescue.tar.xz", kind="rescue")
+    out = tmp_path / "out"
+    out.mkdir()
+    start = time.monotonic()
+    r = build_cli("--services-dir", tmp_path / "svcs", "-s", "hang", "-x", rescue,
+                  "-i", out / "h.img", *flag, cwd=tmp_path)
+    assert time.monotonic() - start < 60
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    errors = [ln for ln in r.stderr.splitlines() if ": error: " in ln]
+    assert errors == ["smolfs: error: postinst hang/postinst/10-hang.sh did not finish within "
+                      "its time limit of 1 s; it was killed with every process it started"]
+    assert list(out.iterdir()) == []  # no image, no staging directory
+    assert wait_gone(marker) == []
+
+
+# ---------------------------------------------------------------------------
+# the guard itself (smolfs.run with contain=True)
+
+
+def test_contained_run_reports_status_output_and_missing_programs() -> None:
+    from smolfs.errors import ExternalCommandError
+    from smolfs.run import run
+
+    r = run(["sh", "-c", "echo out; echo err >&2; exit 3"], contain=True, check=False)
+    assert (r.returncode, r.stdout, r.stderr) == (3, "out\n", "err\n")
+    assert run(["sh", "-c", "kill -9 $$"], contain=True, check=False).returncode == 128 + 9
+    with pytest.raises(ExternalCommandError, match="exited with status 3"):
+        run(["sh", "-c", "exit 3"], contain=True)
+    with pytest.raises(ExternalCommandError, match="no-such-program-here not found"):
+        run(["no-such-program-here"], contain=True)
+
+
+def test_contained_program_gets_sigpipe_and_its_own_process_group() -> None:
+    """Python ignores SIGPIPE, and exec would pass that on: the guard restores it."""
+    from smolfs.run import run
+
+    r = run(["sh", "-c", "yes | head -n1; cut -d' ' -f5,6 /proc/$$/stat"],
+            contain=True, check=False, timeout=30)
+    lines = r.stdout.split()
+    assert r.returncode == 0 and lines[0] == "y" and r.stderr == "", r.stderr
+    assert int(lines[1]) != os.getpgrp() and int(lines[2]) != os.getsid(0)

@@ -57,18 +57,30 @@ def test_basicrc_sets_up_qemu_user_network() -> None:
         assert needle in text
 
 
+def test_conf_postinst_keys(tmp_path: Path) -> None:
+    make_service(tmp_path, "web", "POSTINST_TIMEOUT=2.5\nPOSTINST_BIND='/opt/a /srv/b'\n")
+    svc = service.load("web", tmp_path)
+    assert (svc.postinst_timeout, svc.postinst_bind) == (2.5, ("/opt/a", "/srv/b"))
+
+
 def test_conf_parsing(tmp_path: Path) -> None:
     make_service(tmp_path, "web", '# comment\n\nSETS="base, etc comp"\nSIZE_MB=64\n'
                                   "RO=no\nFS='ext2'\n")
     svc = service.load("web", tmp_path)
     assert (svc.sets, svc.size_mb, svc.ro, svc.fs) == (("base", "etc", "comp"), 64, False, "ext2")
+    assert (svc.postinst_timeout, svc.postinst_bind) == (None, ())
     # no common/ beside it: the shipped one
     assert svc.common == service.shipped_dir() / "common"
 
 
 @pytest.mark.parametrize(("conf", "needle"), [
     ("SETS=base\nPORT=80\n",
-     "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS, READY)"),
+     "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS, READY, "
+     "POSTINST_TIMEOUT, POSTINST_BIND)"),
+    ("POSTINST_TIMEOUT=soon\n", "service.conf:1: POSTINST_TIMEOUT='soon': expected a number "
+     "of seconds (0: no limit)"),
+    ("POSTINST_TIMEOUT=-1\n", "POSTINST_TIMEOUT='-1': expected a number of seconds"),
+    ("POSTINST_BIND=opt/www\n", "POSTINST_BIND='opt/www': expected absolute directory paths"),
     ("READY=\n", "service.conf:1: READY='': expected a regular expression"),
     ("READY=(unclosed\n", "service.conf:1: READY='(unclosed': not a regular expression"),
     ("SIZE_MB=big\n", "service.conf:1: SIZE_MB='big': expected a whole number"),
