@@ -121,10 +121,14 @@ def written(tree: nbtree.NbTree) -> tuple[dict[str, Want], frozenset[str]]:
         for p in members:
             want[p] = dataclasses.replace(want[p], link=group)
         want[path] = want[first]
+        if first in touched:
+            touched.add(path)
 
     def move(old: str, path: str) -> None:
         w = want.pop(old)
         want[path] = w
+        if old in touched:
+            touched.add(path)
         if w.link:
             regroup(w.link)
 
@@ -285,7 +289,7 @@ def read_ffs(image: Path) -> dict[str, Want]:
     """The image as tests/ffsread.py reads it (maps and summaries recomputed too)."""
     img = image.read_bytes()
     fs = ffsread.read_image(img)
-    ffsread.check_allocation(img, fs)
+    ffsread.check_allocation(img, fs, old_totals=False)  # NetBSD wrote it
     got: dict[str, Want] = {}
     inode_of: dict[str, int] = {}
     for raw, ino_no in fs.paths.items():
@@ -318,9 +322,9 @@ def sleuthkit_agrees(image: Path, got: dict[str, Want], paths: list[str]) -> lis
                              capture_output=True).stdout.decode()
     seen = {}
     for line in listing.splitlines():
-        m = re.match(r"(\S)/(\S) \**\s*(\d+):\t(.*)$", line)
-        if m and not m.group(4).startswith("$"):
-            seen[m.group(4)] = int(m.group(3))
+        m = re.match(r"(\S)/(\S) (\* )?\s*(\d+):\t(.*)$", line)
+        if m and not m.group(3) and not m.group(5).startswith("$"):  # "*": a deleted name
+            seen[m.group(5)] = int(m.group(4))
     problems = [f"sleuthkit: {p} missing" for p in sorted(set(got) - set(seen) - {""})]
     problems += [f"sleuthkit: {p} extra" for p in sorted(set(seen) - set(got))]
     for path in paths:
@@ -397,9 +401,9 @@ def test_netbsd_judges_image(guest: Guest, netbsd_dir: Path, tmp_path: Path, kin
     try:
         status = results(console)
         problems = [f"rc: {name} status={value}" for name, value in status.items()
-                    if value != "0"]
+                    if value != "0" and name != "mount-ro-attempt"]
         want_steps = ["fsck before", "tar"] + (
-            ["mount-rw", "write", "mount-ro", "fsck after"] if mode == "rw" else [])
+            ["mount-rw", "write", "fsck after"] if mode == "rw" else [])
         problems += [f"rc: no result for {step}" for step in want_steps if step not in status]
         if "FSCHECK end" not in console or "The operating system has halted." not in console:
             problems.append("the rc did not reach its end and the halt")
