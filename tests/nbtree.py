@@ -106,11 +106,13 @@ def _content(rng: random.Random, size: int) -> bytes:
     return rng.randbytes(size)
 
 
-def build(root: Path, extra: dict[str, bytes], seed: int = 10) -> NbTree:
+def build(root: Path, extra: dict[str, bytes], seed: int = 10,
+          wide_ids: bool = True) -> NbTree:
     """Lay out the tree under ``root/src`` and its spec at ``root/tree.spec``.
 
     *extra* maps paths (``etc/rc``) to the data of files the caller needs in the image,
-    mode 0644, owned by root."""
+    mode 0644, owned by root. *wide_ids* adds a file owned by ids above 16 bits (which
+    ext2 revision 0 cannot hold for NetBSD)."""
     rng = random.Random(seed)
     src = root / "src"
     src.mkdir(parents=True)
@@ -223,7 +225,8 @@ def build(root: Path, extra: dict[str, bytes], seed: int = 10) -> NbTree:
     put("perms/all", b"open\n", 0o777)
     put("perms/user", b"user\n", 0o640, uid=1000, gid=100)
     put("perms/nobody", b"nobody\n", 0o644, uid=32767, gid=39)
-    put("perms/wide-ids", b"ids above 16 bits\n", 0o600, uid=70000, gid=70001)
+    if wide_ids:
+        put("perms/wide-ids", b"ids above 16 bits\n", 0o600, uid=70000, gid=70001)
     mkdir("perms/sticky", 0o1777)
     mkdir("perms/owned", 0o750, uid=1000, gid=100)
     # hard links: a group across directories, and a second group of empty files
