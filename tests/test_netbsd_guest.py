@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -240,11 +241,20 @@ def guest(tmp_path: Path, netbsd_dir: Path) -> Iterator[Guest]:
 
 
 def results(console: str) -> dict[str, str]:
-    """The rc's ``FSCHECK name status=N`` lines: name -> N."""
+    """The rc's ``FSCHECK name status=N t=SECONDS`` lines: name -> N."""
     out = {}
-    for m in re.finditer(r"^FSCHECK (.+?) status=(\d+)\r?$", console, re.M):
+    for m in re.finditer(r"^FSCHECK (.+?) status=(\d+) t=\d+\r?$", console, re.M):
         out[m.group(1)] = m.group(2)
     return out
+
+
+def step_seconds(console: str) -> str:
+    """How long each step of the rc took (whole seconds of the guest's clock)."""
+    marks = re.findall(r"^FSCHECK (.+?)(?: status=\d+)? t=(\d+)\r?$", console, re.M)
+    out = []
+    for (_, t0), (name, t1) in itertools.pairwise(marks):
+        out.append(f"{name.split(' fstype')[0]} {int(t1) - int(t0)}")
+    return ", ".join(out)
 
 
 def checker_lines(console: str, label: str) -> list[str]:
@@ -392,13 +402,15 @@ def test_netbsd_judges_image(guest: Guest, netbsd_dir: Path, tmp_path: Path, kin
     finally:
         if env_epoch is not None:
             os.environ["SOURCE_DATE_EPOCH"] = env_epoch
+    host_checker(image, fstype, netbsd_dir)  # the host's judges agree before NetBSD looks
     disk2 = tmp_path / "root.tar"
     with disk2.open("wb") as f:
         f.truncate(TAR_DISK)
 
     console, seconds, report = guest.boot(f"fscheck-{kind}-{mode}", image, disk2,
                                           mode == "ro")
-    print(f"{kind} {mode}: boot to halt {seconds:.1f} s, stages {report}")
+    print(f"{kind} {mode}: boot to halt {seconds:.1f} s (root mounted at {report['root']} s;"
+          f" steps in s: {step_seconds(console)})")
     try:
         status = results(console)
         problems = [f"rc: {name} status={value}" for name, value in status.items()
@@ -406,7 +418,8 @@ def test_netbsd_judges_image(guest: Guest, netbsd_dir: Path, tmp_path: Path, kin
         want_steps = ["fsck before", "tar"] + (
             ["mount-rw", "write", "fsck after"] if mode == "rw" else [])
         problems += [f"rc: no result for {step}" for step in want_steps if step not in status]
-        if "FSCHECK end" not in console or "The operating system has halted." not in console:
+        if not (re.search(r"^FSCHECK end t=", console, re.M)
+                and "The operating system has halted." in console):
             problems.append("the rc did not reach its end and the halt")
         for label in ("before", "after") if mode == "rw" else ("before",):
             if f"fsck {label}" in status:
