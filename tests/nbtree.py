@@ -212,10 +212,11 @@ def build(root: Path, extra: dict[str, bytes], seed: int = 10,
         put(f"data/size-{size}", _content(rng, size))
     # dense, past the double indirect threshold for UFS1/UFS2 4 KiB and ext2 1-4 KiB blocks
     put("data/large", _content(rng, 5 * 1024 * 1024 + 123))
-    # sparse: pieces in the direct, indirect and double indirect ranges of every kind
+    # sparse: pieces in the direct, indirect and double indirect ranges of UFS1 and ext2
+    # (any block size up to 4 KiB) and UFS2 (up to 8 KiB); NetBSD's tar reads holes whole
     pieces = [(0, b"head" * 100), (50_000, b"x" * 3000), (3 << 20, b"three" * 50),
-              (threshold(8192, 4) + 4096, b"ufs1-8k-double" * 10)]
-    put("data/sparse", b"", holes=pieces, size=(18 << 20) + 4321)
+              (threshold(8192, 8) + 4096, b"ufs2-8k-double" * 10)]
+    put("data/sparse", b"", holes=pieces, size=threshold(8192, 8) + (1 << 20) + 4321)
     put("data/hole-only", b"", holes=[], size=3 << 20)
     put("data/hole-tail", b"", holes=[(0, b"tail" * 10)], size=1 << 20)
     # ownership and special modes
