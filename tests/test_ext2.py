@@ -200,14 +200,16 @@ def compare(tree: Tree, image: Path, workdir: Path) -> dict[bytes, Entry]:
     return got
 
 
-def sample_tree() -> Tree:
-    """Every kind of entry, hard links across directories, long names and symlinks."""
+def sample_tree(revision: int = 1) -> Tree:
+    """Every kind of entry, hard links across directories, long names and symlinks.
+    Owners beyond 16 bits from *revision* 1 on (revision 0 cannot hold them for NetBSD)."""
     t = Tree(mtime=T0)
     t.root.uid, t.root.gid = 0, 0
     add = t.add
     add("etc/passwd", Node(Kind.FILE, mode=0o644, mtime=T0 - 5, data=BytesData(b"root:*:0:0\n")))
     add("etc/empty", Node(Kind.FILE, mode=0o600, mtime=T0, data=BytesData(b"")))
-    add("bin/prog", Node(Kind.FILE, mode=0o4755, uid=70000, gid=65537, mtime=T0,
+    uid, gid = (70000, 65537) if revision else (7000, 6553)
+    add("bin/prog", Node(Kind.FILE, mode=0o4755, uid=uid, gid=gid, mtime=T0,
                          data=BytesData(bytes(range(256)) * 1200)))
     t.link("sbin/prog-link", "bin/prog")
     t.link("etc/passwd-link", "etc/passwd")
@@ -280,7 +282,7 @@ def test_device_encoding_is_netbsd_makedev() -> None:
 @pytest.mark.parametrize("revision", [0, 1])
 @pytest.mark.parametrize("bsize", [1024, 2048, 4096])
 def test_sample_tree_reads_back(tmp_path: Path, revision: int, bsize: int) -> None:
-    tree = sample_tree()
+    tree = sample_tree(revision)
     img = tmp_path / "fs.img"
     opts = Ext2Options(revision=revision, bsize=bsize, label="root", timestamp=T0 + 100)
     make_image(tree, img, opts)
@@ -305,17 +307,18 @@ def test_sample_tree_reads_back(tmp_path: Path, revision: int, bsize: int) -> No
     # a device number beyond 8 bits: NetBSD's makedev in the first block pointer
     raw = raw_inode(img, got[b"dev/big"].ino, bsize)
     assert struct.unpack_from("<2I", raw, 40) == (rdev_encode(300, 70000), 0)
-    # owners beyond 16 bits: the high halves in osd2, Linux's layout
+    # owners beyond 16 bits (revision 1): the high halves in osd2, Linux's layout
     raw = raw_inode(img, got[b"bin/prog"].ino, bsize)
-    assert struct.unpack_from("<H", raw, 2)[0] == 70000 & 0xFFFF
-    assert struct.unpack_from("<2H", raw, 120) == (70000 >> 16, 65537 >> 16)
+    uid, gid = (70000, 65537) if revision else (7000, 6553)
+    assert struct.unpack_from("<H", raw, 2)[0] == uid & 0xFFFF
+    assert struct.unpack_from("<2H", raw, 120) == (uid >> 16, gid >> 16)
 
 
 def test_superblock_meets_netbsd_mount_checks(tmp_path: Path) -> None:
     """What NetBSD's ext2fs_sbfill (ext2fs_vfsops.c) requires for a read-write mount."""
     img = tmp_path / "fs.img"
     for revision in (0, 1):
-        make_image(sample_tree(), img, Ext2Options(revision=revision, timestamp=T0))
+        make_image(sample_tree(revision), img, Ext2Options(revision=revision, timestamp=T0))
         raw = img.read_bytes()[1024:2048]
         sb = S.superblock.parse(raw)
         assert sb.e2fs_rev <= 1 and sb.e2fs_log_bsize <= 2
@@ -445,7 +448,7 @@ def test_file_flags(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("revision", [0, 1])
 def test_minimum_size_is_exact(tmp_path: Path, revision: int) -> None:
-    tree = sample_tree()
+    tree = sample_tree(revision)
     opts = Ext2Options(revision=revision, bsize=1024, timestamp=T0)
     minimum = minimum_size(tree, opts)
     img = tmp_path / "fs.img"
@@ -560,6 +563,24 @@ def test_symlink_too_long_and_bad_device() -> None:
     tree.add("d", Node(Kind.CHR, rdev=(4096, 0)))
     with pytest.raises(FilesystemLimitError, match="device /d"):
         minimum_size(tree, Ext2Options())
+
+
+def test_revision_0_refuses_owners_above_16_bits() -> None:
+    """NetBSD reads the high 16 bits of an owner only from revision 1 on
+    (``ext2fs_set_inode_guid``): in revision 0, uid 70000 would be seen as 4464."""
+    tree = Tree()
+    tree.add("f", Node(Kind.FILE, uid=70000, gid=5))
+    with pytest.raises(FilesystemLimitError, match="/f: owner 70000:5 needs ext2 revision 1"):
+        minimum_size(tree, Ext2Options(revision=0))
+    tree = Tree()
+    tree.add("g", Node(Kind.DIR, uid=0, gid=65536))
+    with pytest.raises(FilesystemLimitError, match="owner 0:65536"):
+        minimum_size(tree, Ext2Options(revision=0))
+    tree = Tree()
+    tree.add("f", Node(Kind.FILE, uid=65535, gid=65535))
+    minimum_size(tree, Ext2Options(revision=0))
+    tree.add("h", Node(Kind.FILE, uid=70000, gid=70001))
+    minimum_size(tree, Ext2Options(revision=1))
 
 
 def test_directory_through_double_indirect(tmp_path: Path) -> None:

@@ -121,6 +121,10 @@ def trees(draw: st.DrawFn) -> Tree:
        extra=st.one_of(st.integers(0, 1 << 20), st.integers(8 << 20, 40 << 20)))
 def test_random_trees_read_back(tree: Tree, revision: int, bsize: int, extra: int) -> None:
     opts = Ext2Options(revision=revision, bsize=bsize, timestamp=T0)
+    if revision == 0:  # 16-bit owners only: NetBSD ignores the high halves in revision 0
+        for _, node in tree.walk():
+            node.uid &= 0xFFFF
+            node.gid &= 0xFFFF
     with tempfile.TemporaryDirectory() as tmp:
         img = Path(tmp) / "fs.img"
         make_image(tree, img, opts, minimum_size(tree, opts) + extra)

@@ -174,6 +174,13 @@ def scan(tree: Tree, revision: int) -> Scan:
                 "(revision 0 stops at 2 GiB)",
                 hint="use -o revision=1",
             )
+        if revision == 0 and max(n.uid, n.gid) > 0xFFFF:
+            # NetBSD reads the high halves only from revision 1 on (ext2fs_set_inode_guid)
+            raise FilesystemLimitError(
+                f"{_show(ino.path)}: owner {n.uid}:{n.gid} needs ext2 revision 1 "
+                "(NetBSD reads only the low 16 bits of owners in revision 0)",
+                hint="use -o revision=1",
+            )
         record.append(
             struct.pack("<IIIIqqqQqqI", ino.ino, n.mode, n.uid, n.gid, *n.times(), n.size,
                         *n.rdev, n.flags & 0xFFFFFFFF) + n.target
