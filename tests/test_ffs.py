@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ffsread
 import pytest
-from fsimage import SparseData, refused_as_too_small, write_image
+from fsimage import SparseData, fsck_ffs, refused_as_too_small, write_image
 
 from smolfs import ffs
 from smolfs.errors import FilesystemLimitError, InputError, UsageError
@@ -62,7 +62,10 @@ def sample_tree(tmp_path: Path) -> Tree:
 
 
 def build(tree: Tree, path: Path, opts: FfsOptions, size: int | None = None) -> int:
-    return write_image(ffs, tree, path, opts, size)
+    """Write the image; NetBSD's fsck_ffs must find it clean."""
+    size = write_image(ffs, tree, path, opts, size)
+    fsck_ffs(path)
+    return size
 
 
 def tsk(*argv: str) -> str:

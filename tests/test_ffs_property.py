@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 
 import ffsread
-from fsimage import SparseData
+from fsimage import SparseData, fsck_ffs
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from test_ffs import check_with_reader
@@ -110,6 +110,7 @@ def test_random_trees(tree: Tree, version: int, extra: int) -> None:
             os.close(fd)
         from pathlib import Path
         image = check_with_reader(tree, Path(img))
+        fsck_ffs(img)
         # sparse files: each data region reads back
         for path, node in tree.walk():
             if isinstance(node.data, SparseData):
