@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fsimage import fsck_ffs
 
 from conftest import REPO
 from smolfs.build import build
@@ -100,6 +101,8 @@ class Image:
             out = subprocess.run(["e2fsck", "-fn", str(path)], capture_output=True, text=True,
                                  check=False)
             assert out.returncode == 0, out.stdout + out.stderr
+        else:
+            fsck_ffs(path)  # NetBSD's own checker, when $MKSMOLNB_NETBSD_DIR has it
         self.entries: dict[str, Entry] = {}
         for line in run_tool("fls", "-r", "-p", "-f", self.tsk, path).splitlines():
             m = re.match(r"(\S)/\S \*? ?(\d+)(?:\(realloc\))?:\t(.*)$", line)
@@ -258,14 +261,23 @@ def test_manifest_and_info(sets_dir: Path, tmp_path: Path) -> None:
     text = ok(smolfs("info", image, cwd=tmp_path)).stdout
     assert "service:   rescue" in text and "ffs, 8 MiB, read-only" in text
     assert "rescue.tar.xz" in text and m["sets"][0]["sha512"][:16] in text
-    assert json.loads(ok(smolfs("info", "--json", image, cwd=tmp_path)).stdout) == m
+    shown = json.loads(ok(smolfs("info", "--json", image, cwd=tmp_path)).stdout)
+    fs = shown.pop("filesystem")
+    assert shown == m
+    assert (fs["fstype"], fs["variant"], fs["size"]) == ("ffs", "UFS1", 8 << 20)
+    assert 0 < fs["free_inodes"] < fs["inodes"] and 0 < fs["free_bytes"] < 8 << 20
+    assert f"{fs['free_inodes']} of {fs['inodes']} inodes" in text
     with open(image, "ab") as f:
         f.write(b"x")
     r = ok(smolfs("info", image, cwd=tmp_path))
     assert "it was changed after the build" in r.stderr and "service:   rescue" in r.stdout
     (tmp_path / "rescue-amd64.img.json").unlink()
+    r = ok(smolfs("info", image, cwd=tmp_path))  # the filesystem alone, and why
+    assert "no manifest beside it" in r.stderr and "service:" not in r.stdout
+    assert f"{fs['free_inodes']} of {fs['inodes']} inodes" in r.stdout
+    image.write_bytes(b"not a filesystem")
     err = one_line_error(smolfs("info", image, cwd=tmp_path))
-    assert "no manifest (rescue-amd64.img.json is missing)" in err
+    assert "neither an FFS nor an ext2 filesystem" in err
     err = one_line_error(smolfs("info", tmp_path / "nothing.img", cwd=tmp_path))
     assert "nothing.img: no such image" in err
 

@@ -50,11 +50,22 @@ def plan(tree: Tree, opts: Ext2Options) -> tuple[Scan, int, Counts]:
     return sc, bsize, count_blocks(sc, bsize, opts.revision)
 
 
+def _free(opts: Ext2Options, bsize: int) -> dict[str, int]:
+    return {"free_inodes": opts.free_inodes, "free_blocks": -(-opts.free_space // bsize)}
+
+
 def minimum_size(tree: Tree, opts: Ext2Options | None = None) -> int:
     """The smallest image size in bytes that holds *tree* with *opts*."""
     opts = opts or Ext2Options()
     sc, bsize, counts = plan(tree, opts)
-    return bsize * minimum_blocks(sc, counts, bsize, opts.revision, opts.inodes, opts.density)
+    return bsize * minimum_blocks(sc, counts, bsize, opts.revision, opts.inodes, opts.density,
+                                  **_free(opts, bsize))
+
+
+def inodes_used(tree: Tree, opts: Ext2Options | None = None) -> int:
+    """Inodes *tree* takes in an image, counting the reserved ones (1 to 10 and
+    lost+found in revision 1)."""
+    return scan(tree, (opts or Ext2Options()).revision).max_ino
 
 
 def write(tree: Tree, fd: int, size: int, opts: Ext2Options | None = None) -> None:
@@ -71,12 +82,15 @@ def write(tree: Tree, fd: int, size: int, opts: Ext2Options | None = None) -> No
     if geo is None:
         blocks = min(size // bsize, BLOCKS_MAX)
         fit = (sc, counts, bsize)
+        free = _free(opts, bsize)
         try:
-            geo = choose_geometry(*fit, blocks, opts.revision, opts.inodes, opts.density)
+            geo = choose_geometry(*fit, blocks, opts.revision, opts.inodes, opts.density,
+                                  **free)
         except Short:
-            need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density)
+            need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density, **free)
             if need <= blocks:  # a size between two that fit: name the next one that does
-                need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density, blocks + 1)
+                need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density,
+                                      blocks + 1, **free)
             raise ImageTooSmall(
                 f"an ext2 image of {size} bytes cannot hold this content; "
                 f"it needs at least {need * bsize} bytes",
@@ -96,7 +110,7 @@ def _try_big_blocks(sc: Scan, size: int, opts: Ext2Options) -> Geometry | None:
     counts = count_blocks(sc, 4096, opts.revision)
     try:
         return choose_geometry(sc, counts, 4096, min(size // 4096, BLOCKS_MAX),
-                               opts.revision, opts.inodes, opts.density)
+                               opts.revision, opts.inodes, opts.density, **_free(opts, 4096))
     except Short:
         count_blocks(sc, default_bsize(sc), opts.revision)
         return None
