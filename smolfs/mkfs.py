@@ -131,7 +131,16 @@ class Room:
 def image_size(tree: Tree, fstype: str, opts: Any, size: int | str | None,
                headroom: float = 0.10, image: str | os.PathLike[str] = "image",
                min_size: int | str | None = None, max_size: int | str | None = None,
-               room: Room | None = None, force: bool = False) -> tuple[int, Any]:
+               room: Room | None = None, force: bool = False) -> int:
+    """The size to write, in bytes: see :func:`size_and_options`."""
+    return size_and_options(tree, fstype, opts, size, headroom, image, min_size, max_size,
+                            room, force)[0]
+
+
+def size_and_options(tree: Tree, fstype: str, opts: Any, size: int | str | None,
+                     headroom: float = 0.10, image: str | os.PathLike[str] = "image",
+                     min_size: int | str | None = None, max_size: int | str | None = None,
+                     room: Room | None = None, force: bool = False) -> tuple[int, Any]:
     """The size to write, in bytes, and the writer options to write it with.
 
     A fixed *size* is checked against the writer's minimum (content plus *room*);
@@ -232,7 +241,7 @@ def write_image(
     *size*: bytes, a string such as ``"20m"``, or None for automatic (the writer's
     minimum plus *headroom*, rounded up to 64 KiB, bounded by *min_size* and
     *max_size* when given, free inodes in proportion to the free space: see
-    :func:`image_size`). *room*: free inodes and space to keep beyond the content
+    :func:`size_and_options`). *room*: free inodes and space to keep beyond the content
     (makefs ``-f``/``-b``). A fixed size that is too small raises
     :class:`ImageTooSmall` (naming the minimum) before anything is created; a size
     over 64 GiB raises :class:`~smolfs.errors.ImageTooLarge` unless *force*.
@@ -246,8 +255,8 @@ def write_image(
         tree.clamp_times(epoch)
     module, _ = writer(fstype)
     opts = make_options(fstype, options)
-    nbytes, opts = image_size(tree, fstype, opts, size, headroom, image, min_size, max_size,
-                              room, force)
+    nbytes, opts = size_and_options(tree, fstype, opts, size, headroom, image, min_size,
+                                    max_size, room, force)
     dest = os.fspath(image)
     if os.path.isdir(dest):
         raise UsageError(f"{dest} is a directory; give the image file to write")
