@@ -201,6 +201,44 @@ def test_rescue_image(sets_dir: Path, tmp_path: Path, fs: str, archive: str) -> 
     assert "rescue-amd64.img" in r.stderr
 
 
+@pytest.mark.parametrize("fs", ["ffs", "ext2"])
+def test_read_write_root_has_room_to_live(sets_dir: Path, tmp_path: Path, fs: str) -> None:
+    """Issue 10: a read-write root fitted to its content ran out of inodes after ~60
+    files. An automatic size now keeps RW_FREE_SPACE and RW_FREE_FILES free on a
+    read-write root (read from the image), and only the usual headroom on a read-only
+    one; a fixed size keeps the C tools' density."""
+    from smolfs.build import RW_FREE_FILES, RW_FREE_SPACE
+    from smolfs.fsstat import stat_image
+
+    archive = sets_dir / "rescue.tar.xz"
+    ok(smolfs("build", "-x", archive, "--fs", fs, "--rw", "-i", "rw.img", cwd=tmp_path))
+    ok(smolfs("build", "-x", archive, "--fs", fs, "--ro", "-i", "ro.img", cwd=tmp_path))
+    ok(smolfs("build", "-x", archive, "--fs", fs, "--rw", "-m", "64", "-i", "m.img",
+              cwd=tmp_path))
+    rw, ro, fixed = (stat_image(tmp_path / n) for n in ("rw.img", "ro.img", "m.img"))
+    for name in ("rw.img", "ro.img", "m.img"):
+        Image(tmp_path / name, fs)  # fsck_ffs / e2fsck clean
+    assert rw.free_bytes >= RW_FREE_SPACE and rw.free_inodes >= RW_FREE_FILES
+    assert ro.free_bytes < RW_FREE_SPACE // 4 and ro.free_inodes < rw.free_inodes // 4
+    assert fixed.size == 64 << 20 and fixed.inodes >= 16384  # 64 MiB / 4096 as newfs, mke2fs
+    shown = json.loads(ok(smolfs("info", "--json", "rw.img", cwd=tmp_path)).stdout)
+    assert shown["filesystem"]["free_inodes"] == rw.free_inodes
+
+
+@pytest.mark.netbsd
+@pytest.mark.parametrize("fs", ["ffs", "ext2"])
+@pytest.mark.parametrize("ro", ["--ro", "--rw"])
+def test_genuine_rescue_set_image_is_clean(netbsd_dir: Path, tmp_path: Path, fs: str,
+                                           ro: str) -> None:
+    """The image of NetBSD 7.0's own rescue set: NetBSD's fsck_ffs (or e2fsck) finds it
+    clean, read-only and read-write."""
+    assert fs == "ext2" or (netbsd_dir / "fsck_ffs").exists()
+    ok(smolfs("build", "-x", netbsd_dir / "sets" / "rescue.tgz", "--fs", fs, ro, "-i", "r.img",
+              "--offline", cwd=tmp_path))
+    img = Image(tmp_path / "r.img", fs)
+    assert img.entries["rescue/sh"].inode == img.entries["rescue/init"].inode
+
+
 def test_base_service_with_postinst(sets_dir: Path, tmp_path: Path) -> None:
     res = build("bozohttpd", image=tmp_path / "web.img", fs="ext2",
                 sets=[sets_dir / "base.tar.xz", sets_dir / "etc.tar.xz"])
