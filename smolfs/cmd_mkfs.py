@@ -21,8 +21,9 @@ sources:
 
 options (-o, comma-separated, repeatable):
   ffs:   version=1|2 (UFS1 default), bsize=N, fsize=N, density=N (bytes per inode),
+         inodes=N (at least N inodes in all),
          minfree=PCT, label=NAME, ...
-  ext2:  revision=0|1, bsize=1024|2048|4096, density=N, label=NAME, ...
+  ext2:  revision=0|1, bsize=1024|2048|4096, density=N, inodes=N, label=NAME, ...
   Each writer lists its keys when given an unknown one.
 
 examples:
