@@ -21,6 +21,11 @@ from smolfs.tree import SYMLINK_MAX, Data, FileData, Kind, Node, Tree
 
 LINK_MAX = 32767  # FFS link count limit (sys/ufs/ufs/ufs_vnops.c: LINK_MAX)
 
+#: The smallest image: NetBSD (kernel and fsck_ffs) looks for a superblock at the UFS2
+#: location (64 KiB) before the UFS1 one, and a disk that ends before it cannot be
+#: read there ("CANNOT READ: BLK 128"), so even a UFS1 image reaches past it.
+MIN_IMAGE = s.SBLOCK_UFS2 + s.SBLOCKSIZE
+
 
 def _howmany(a: int, b: int) -> int:
     return -(-a // b)
@@ -354,13 +359,16 @@ def fits(geo: Geometry | None, p: Plan, opts: FfsOptions | None = None) -> bool:
 
 
 def choose_geometry(size: int, opts: FfsOptions, p: Plan) -> Geometry | None:
-    """The geometry of an image of *size* bytes for the plan, None when it cannot hold it.
+    """The geometry of an image of *size* bytes for the plan, None when it cannot hold it
+    (or is smaller than :data:`MIN_IMAGE`).
 
     ``opts.density`` given: that density (as newfs ``-i``). ``opts.inodes`` given: at
     least that many inodes (newfs ``-n``). Neither: newfs's density for the size
     (:meth:`FfsOptions.default_density`) when the image has room for it, else as many
     inodes as the content needs (so any size that holds the content is accepted).
     """
+    if size < MIN_IMAGE:
+        return None
     need = p.inodes_needed(opts)
     if opts.density is None and opts.inodes is None:
         geo = geometry(size, replace(opts, density=opts.default_density(size)), need)
