@@ -138,6 +138,10 @@ def build(
     destination on failure.
     """
     p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
+    if p.size_mb:  # a size over the bound fails before any set is read
+        from smolfs.sizes import check_bound
+
+        check_bound(p.size_mb * MIB, str(p.image), force)
     sources, release, kernel_path = _resolve_sets(p.set_tokens, p.release, p.arch.value,
                                                   mirror, offline, kernel)
     if release != p.release:

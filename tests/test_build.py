@@ -225,6 +225,13 @@ def test_read_write_root_has_room_to_live(sets_dir: Path, tmp_path: Path, fs: st
     assert shown["filesystem"]["free_inodes"] == rw.free_inodes
 
 
+def test_image_over_64_gib_needs_force(sets_dir: Path, tmp_path: Path) -> None:
+    err = one_line_error(smolfs("build", "-x", sets_dir / "rescue.tar.xz", "-m", "70000",
+                                cwd=tmp_path), code=2)
+    assert "68.4 GiB is over 64 GiB" in err and "--force" in err
+    assert sorted(os.listdir(tmp_path)) == ["own-cache"]
+
+
 @pytest.mark.netbsd
 @pytest.mark.parametrize("fs", ["ffs", "ext2"])
 @pytest.mark.parametrize("ro", ["--ro", "--rw"])
