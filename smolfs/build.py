@@ -51,6 +51,11 @@ from smolfs.service import FILESYSTEMS, Service, load, split_list
 from smolfs.tree import BytesData, FileData, Kind, Node, Tree, source_date_epoch
 
 MIB = 1 << 20
+#: What an automatically sized read-write root keeps free beyond its content (makefs
+#: -b and -f); the free inodes also follow the free space (smolfs.mkfs.auto_inodes).
+#: A read-only root gets the usual 10% headroom only.
+RW_FREE_SPACE = 32 * MIB
+RW_FREE_FILES = 4096
 
 #: Links made when the sets bring a crunched /rescue but not the programs init needs.
 RESCUE_LINKS: tuple[tuple[str, str], ...] = (
@@ -123,7 +128,10 @@ def build(
     ``kernel`` (e.g. ``GENERIC``): also fetch that kernel of the release and name its
     path in the manifest (``"kernel"``), for a launcher to boot.
     An image whose inputs (options, sets, service files, kernel) did not change since it
-    was built, and which was not modified since, is kept as it is unless ``force``.
+    was built, and which was not modified since, is kept as it is unless ``force``
+    (which also lets an image be bigger than 64 GiB). An automatic size gives a
+    read-write root room to live: at least :data:`RW_FREE_SPACE` and
+    :data:`RW_FREE_FILES` free inodes beyond the content.
     ``fast_copies``: read each set from a zstd copy kept in the cache, made the first
     time the set is read (see :mod:`smolfs.fastsets`); False reads the archives only.
     ``postinst_timeout``: seconds each postinst script may run (0: no limit); None →
@@ -134,6 +142,10 @@ def build(
     nothing is left at the destination on failure.
     """
     p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
+    if p.size_mb:  # a size over the bound fails before any set is read
+        from smolfs.sizes import check_bound
+
+        check_bound(p.size_mb * MIB, str(p.image), force)
     limit = _postinst_limit(postinst_timeout, p.service)
     from smolfs.staging import sweep
 
@@ -153,7 +165,7 @@ def build(
     with fast if fast is not None else contextlib.nullcontext():
         while True:
             try:
-                size, digests = _make_image(p, sources, fast, limit)
+                size, digests = _make_image(p, sources, fast, limit, force)
                 break
             except DamagedCopy as err:  # removed; this set is read from its archive instead
                 warn(f"{err.message}; removed it, reading the set itself")
@@ -186,11 +198,13 @@ def _postinst_limit(given: float | None, svc: Service) -> float:
 
 
 def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
-                postinst_timeout: float = 0) -> tuple[int, list[str]]:
+                postinst_timeout: float = 0, force: bool = False
+                ) -> tuple[int, list[str]]:
     """Assemble the tree, run the postinst scripts, write the image; its size and the
     digests of the sets. Everything but the finished image stays in a staging
-    directory beside it, from which the image is renamed into place."""
-    from smolfs.mkfs import write_image
+    directory beside it, from which the image is renamed into place. A read-write
+    root keeps room to live (RW_FREE_*)."""
+    from smolfs.mkfs import Room, write_image
     from smolfs.sources import Spool, WriteError
     from smolfs.staging import staging_dir
 
@@ -208,8 +222,10 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
         staged = work / "image" / p.image.name
         with step(f"write {p.image.name} ({p.fs})"):
             try:
+                room = None if p.ro or p.size_mb else Room(RW_FREE_FILES, RW_FREE_SPACE)
                 size = write_image(tree, staged, fstype=p.fs,
-                                   size=p.size_mb * MIB if p.size_mb else None)
+                                   size=p.size_mb * MIB if p.size_mb else None,
+                                   room=room, force=force)
             except ImageTooSmall as err:
                 need = math.ceil(err.minimum / MIB)
                 raise ImageTooSmall(

@@ -44,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="service to build (default: %(default)s)")
     parser.add_argument("-m", "--megabytes", type=int, default=None, metavar="MB",
                         help="image size in MiB (default: the service's SIZE_MB, else "
-                             "automatic: the content plus 10%%)")
+                             "automatic: the content plus 10%%, and for a read-write root "
+                             "at least 32 MiB and 4096 inodes free)")
     parser.add_argument("-i", "--image", default=None, metavar="IMAGE",
                         help="image file to write (default: SERVICE-ARCH.img here)")
     parser.add_argument("-x", "--sets", action="append", default=None, metavar="SETS",
@@ -72,7 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also fetch this kernel of the release (e.g. GENERIC) and name "
                              "it in the manifest, for startnb")
     parser.add_argument("-f", "--force", action="store_true",
-                        help="rebuild even when the image is up to date")
+                        help="rebuild even when the image is up to date; allow an image "
+                             "over 64 GiB")
     parser.add_argument("--no-fast-copy", action="store_false", dest="fast_copies",
                         help="read the set archives themselves: neither use nor keep the "
                              "zstd copies of sets that make later builds faster")

@@ -11,7 +11,7 @@ DESCRIPTION = """\
 Write an FFS (UFS1/UFS2) or ext2 filesystem image from directories and tar archives,
 as an ordinary user: owners, modes and device nodes come from the sources' metadata
 and an optional mtree spec, never from chown or mknod. Modelled on NetBSD's makefs:
--t, -o, -s, -M, -m and -F mean what they mean there."""
+-t, -o, -s, -M, -m, -F, -f and -b mean what they mean there."""
 
 EPILOG = """\
 sources:
@@ -21,8 +21,9 @@ sources:
 
 options (-o, comma-separated, repeatable):
   ffs:   version=1|2 (UFS1 default), bsize=N, fsize=N, density=N (bytes per inode),
+         inodes=N (at least N inodes in all),
          minfree=PCT, label=NAME, ...
-  ext2:  revision=0|1, bsize=1024|2048|4096, density=N, label=NAME, ...
+  ext2:  revision=0|1, bsize=1024|2048|4096, density=N, inodes=N, label=NAME, ...
   Each writer lists its keys when given an unknown one.
 
 examples:
@@ -31,8 +32,18 @@ examples:
   smolfs mkfs -t ext2 -F devices.spec root.img rescue.tar.xz
   SOURCE_DATE_EPOCH=1700000000 smolfs mkfs root.img ./rootdir   # same bytes every time
 
-A size too small fails before anything is written and names the minimum that fits.
-Nothing is left at IMAGE when anything fails."""
+inodes and free space:
+  A fixed size (-s) gets inodes as newfs (ffs) or mke2fs (ext2) would give it: one per
+  2 KiB below 20 MiB, 4 KiB below 1000 MiB, 8 KiB below 128 GiB (ffs); one per 8 KiB
+  below 3 MiB, 4 KiB below 512 MiB, 16 KiB beyond (ext2); -o density=N wins. An
+  automatic size gets the content's inodes plus free ones in proportion to the free
+  space, at the same density. -f and -b ask for at least that many free inodes and
+  free bytes on top of the content (N%% of the content's inodes or size with a %%).
+  'smolfs info IMAGE' reads what is free from the image.
+
+A size too small fails before anything is written and names the minimum that fits; a
+size over 64 GiB (a typo such as 1t for 1g?) needs --force. Nothing is left at IMAGE
+when anything fails."""
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +57,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="smallest automatic size (as makefs -M)")
     parser.add_argument("-m", "--max-size", metavar="SIZE",
                         help="largest automatic size; fail if the content needs more (makefs -m)")
+    parser.add_argument("-f", "--free-files", metavar="N[%]",
+                        help="at least N free inodes, or N%% of the content's (makefs -f)")
+    parser.add_argument("-b", "--free-space", metavar="SIZE[%]",
+                        help="at least SIZE free (512k, 8m; a bare number is bytes), or N%% "
+                             "of the content's size (makefs -b)")
+    parser.add_argument("--force", action="store_true",
+                        help="write an image over 64 GiB")
     parser.add_argument("-F", "--spec", metavar="SPEC",
                         help="mtree spec setting owners, modes, device nodes (as makefs -F)")
     parser.add_argument("--headroom", type=float, default=10.0, metavar="PCT",
@@ -103,8 +121,12 @@ def run(args: argparse.Namespace) -> int:
         progress=True,
         min_size=args.min_size,
         max_size=args.max_size,
+        free_files=args.free_files,
+        free_space=args.free_space,
+        force=args.force,
     )
     print(f"{result.image}: {result.fstype}, {format_size(result.size)}, "
-          f"{result.files} files, {format_size(result.data_bytes)} of data "
+          f"{result.files} files, {format_size(result.data_bytes)} of data, "
+          f"{format_size(result.free_bytes)} and {result.free_inodes} inodes free "
           f"({result.seconds:.2f}s)")
     return 0

@@ -46,6 +46,14 @@ class ImageTooSmall(SmolError):
         self.minimum = minimum
 
 
+class ImageTooLarge(UsageError):
+    """An image size over the sane bound (``smolfs.sizes.MAX_IMAGE``) without ``--force``."""
+
+    def __init__(self, message: str, size: int, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.size = size
+
+
 class ExternalCommandError(SmolError):
     """An external program failed or is missing."""
 

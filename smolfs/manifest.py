@@ -62,7 +62,21 @@ def read(image: str | os.PathLike[str]) -> dict[str, Any]:
 
 
 def format_size(n: int) -> str:
-    return f"{n / (1 << 20):.1f} MiB" if n % (1 << 20) else f"{n >> 20} MiB"
+    """As :func:`smolfs.sizes.format_size` (KiB below 1 MiB)."""
+    from smolfs.sizes import format_size as fmt
+
+    return fmt(n)
+
+
+def format_fs(fs: Any) -> str:
+    """Lines for the filesystem totals of :class:`smolfs.fsstat.FsStat` *fs*."""
+    used_inodes = fs.inodes - fs.free_inodes
+    return "\n".join([
+        f"fs:        {fs.fstype} {fs.variant}, {format_size(fs.size)}, "
+        f"blocks of {format_size(fs.block_size)} (read from the image)",
+        f"free:      {format_size(fs.free_bytes)} of {format_size(fs.size)}, "
+        f"{fs.free_inodes} of {fs.inodes} inodes ({used_inodes} used)",
+    ])
 
 
 def format_text(m: dict[str, Any]) -> str:

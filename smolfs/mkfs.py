@@ -27,7 +27,7 @@ from typing import Any
 
 from smolfs import callable_module, log
 from smolfs.errors import ImageTooSmall, InputError, SmolError, UsageError
-from smolfs.sizes import format_size, mib_ceil, parse_size
+from smolfs.sizes import check_bound, format_size, parse_size, size_arg
 from smolfs.sources import ArchiveInfo, Spool, add_archive, add_directory, write_error
 from smolfs.tree import Tree, source_date_epoch
 
@@ -55,6 +55,8 @@ class MkfsResult:
     data_bytes: int
     archives: list[ArchiveInfo] = field(default_factory=list)
     seconds: float = 0.0
+    free_inodes: int = 0  # read back from the image written
+    free_bytes: int = 0
 
 
 def check_fstype(fstype: str) -> tuple[str, str]:
@@ -98,46 +100,128 @@ def make_options(fstype: str, options: Mapping[str, str] | Any | None = None) ->
     return opts
 
 
+def parse_free(value: int | str | None, what: str) -> tuple[int, int]:
+    """A makefs ``-f``/``-b`` value as ``(amount, percent)``: ``"4096"`` → (4096, 0),
+    ``"8m"`` → (8388608, 0) for sizes, ``"10%"`` → (0, 10)."""
+    if value is None:
+        return 0, 0
+    text = str(value).strip()
+    if text.endswith("%"):
+        number = text[:-1].strip()
+        if not number.isdigit() or int(number) > 99:
+            raise UsageError(f"invalid {what} {value!r}: a percentage is 0% to 99%")
+        return 0, int(number)
+    if what == "free files":
+        if not text.isdigit():
+            raise UsageError(f"invalid {what} {value!r}: write a number of inodes or PCT%")
+        return int(text), 0
+    return parse_size(text, what), 0
+
+
+@dataclass(frozen=True)
+class Room:
+    """What an image keeps free beyond its content: at least ``free_files`` inodes and
+    ``free_space`` bytes (makefs ``-f`` and ``-b``: a number, or ``"N%"`` of the
+    content's inodes / of its minimum size)."""
+
+    free_files: int | str | None = None
+    free_space: int | str | None = None
+
+
 def image_size(tree: Tree, fstype: str, opts: Any, size: int | str | None,
                headroom: float = 0.10, image: str | os.PathLike[str] = "image",
-               min_size: int | str | None = None, max_size: int | str | None = None) -> int:
-    """The size to write, in bytes.
+               min_size: int | str | None = None, max_size: int | str | None = None,
+               room: Room | None = None, force: bool = False) -> int:
+    """The size to write, in bytes: see :func:`size_and_options`."""
+    return size_and_options(tree, fstype, opts, size, headroom, image, min_size, max_size,
+                            room, force)[0]
 
-    A fixed *size* is checked against the writer's minimum. Otherwise: the minimum
-    plus *headroom*, rounded up to :data:`SIZE_UNIT`, at least *min_size* and at most
-    *max_size* (as ``makefs -M`` and ``-m``). Raises :class:`ImageTooSmall` naming
-    the minimum when the content does not fit.
+
+def size_and_options(tree: Tree, fstype: str, opts: Any, size: int | str | None,
+                     headroom: float = 0.10, image: str | os.PathLike[str] = "image",
+                     min_size: int | str | None = None, max_size: int | str | None = None,
+                     room: Room | None = None, force: bool = False) -> tuple[int, Any]:
+    """The size to write, in bytes, and the writer options to write it with.
+
+    A fixed *size* is checked against the writer's minimum (content plus *room*);
+    its inode count follows the size (the writer's default density: newfs's for
+    FFS, mke2fs's for ext2) unless the options give a density or an inode count.
+    Otherwise: the minimum plus *headroom*, rounded up to :data:`SIZE_UNIT`, at
+    least *min_size* and at most *max_size* (as ``makefs -M`` and ``-m``), with free
+    inodes in proportion to the free space (:func:`auto_inodes`). Raises
+    :class:`ImageTooSmall` naming the minimum when the content does not fit, and
+    :class:`~smolfs.errors.ImageTooLarge` over :data:`smolfs.sizes.MAX_IMAGE`
+    unless *force*.
     """
     module, _ = writer(fstype)
-    minimum = int(module.minimum_size(tree, opts))
     where = os.fspath(image)
+    roomy = hasattr(module, "inodes_used") and hasattr(opts, "free_inodes")
+    content = int(module.minimum_size(tree, opts))
+    minimum = content
+    if roomy and room is not None:
+        files, files_pct = parse_free(room.free_files, "free files")
+        space, space_pct = parse_free(room.free_space, "free space")
+        if files or files_pct or space or space_pct:
+            used = int(module.inodes_used(tree, opts))
+            opts = dataclasses.replace(
+                opts, free_inodes=max(opts.free_inodes, files + used * files_pct // 100),
+                free_space=max(opts.free_space, space + content * space_pct // 100))
+            minimum = int(module.minimum_size(tree, opts))
     if size is not None:
         size = parse_size(size, "image size")
+        check_bound(size, where, force)
         if size < minimum:
             raise ImageTooSmall(
                 f"{where}: {format_size(size)} cannot hold the content; "
-                f"the minimum is {minimum / (1 << 20):.1f} MiB",
+                f"the minimum is {format_size(minimum)}",
                 minimum,
-                hint=f"use -s {mib_ceil(minimum)}m, or leave the size out to size it "
+                hint=f"use -s {size_arg(minimum)}, or leave the size out to size it "
                      "automatically",
             )
-        return size
+        return size, opts
     if headroom < 0:
         raise UsageError(f"headroom must not be negative: {headroom}")
-    want = -(-int(minimum * (1 + headroom)) // SIZE_UNIT) * SIZE_UNIT
+    want = _round_unit(int(minimum * (1 + headroom)))
     if min_size is not None:
         want = max(want, parse_size(min_size, "minimum size"))
+    limit = None
     if max_size is not None:
         limit = parse_size(max_size, "maximum size")
         if minimum > limit:
             raise ImageTooSmall(
-                f"{where}: the content needs {minimum / (1 << 20):.1f} MiB, more than the "
+                f"{where}: the content needs {format_size(minimum)}, more than the "
                 f"maximum {format_size(limit)}",
                 minimum,
-                hint=f"raise the maximum to -m {mib_ceil(minimum)}m",
+                hint=f"raise the maximum to -m {size_arg(minimum)}",
             )
         want = min(want, limit)
-    return want
+    check_bound(want, where, force)
+    if roomy and opts.density is None and opts.inodes is None:
+        want, opts = auto_inodes(tree, module, opts, want, content, limit)
+        check_bound(want, where, force)
+    return want, opts
+
+
+def _round_unit(n: int) -> int:
+    return -(-n // SIZE_UNIT) * SIZE_UNIT
+
+
+def auto_inodes(tree: Tree, module: ModuleType, opts: Any, size: int, content: int,
+                limit: int | None = None) -> tuple[int, Any]:
+    """Inodes for an automatically sized image: the content's, and free ones in
+    proportion to the free space, at the writer's default density for the size
+    (``(size - content) / density``), or ``opts.free_inodes`` if more. The size
+    grows to hold them (up to *limit*); returns the size and the options."""
+    used = int(module.inodes_used(tree, opts))
+    free = max(opts.free_inodes, (size - content) // int(module.default_density(size, opts)))
+    sized = dataclasses.replace(opts, free_inodes=free, inodes=used + free)
+    need = int(module.minimum_size(tree, sized))
+    if need <= size:
+        return size, sized
+    need = _round_unit(need)
+    if limit is not None and need > limit:
+        return size, opts  # no room for them under the maximum: the content's own
+    return need, sized
 
 
 def write_image(
@@ -149,13 +233,18 @@ def write_image(
     headroom: float = 0.10,
     min_size: int | str | None = None,
     max_size: int | str | None = None,
+    room: Room | None = None,
+    force: bool = False,
 ) -> int:
     """Write *tree* as a *fstype* image at *image*; return the size in bytes.
 
     *size*: bytes, a string such as ``"20m"``, or None for automatic (the writer's
     minimum plus *headroom*, rounded up to 64 KiB, bounded by *min_size* and
-    *max_size* when given: see :func:`image_size`). A fixed size that is too small
-    raises :class:`ImageTooSmall` (naming the minimum) before anything is created.
+    *max_size* when given, free inodes in proportion to the free space: see
+    :func:`size_and_options`). *room*: free inodes and space to keep beyond the content
+    (makefs ``-f``/``-b``). A fixed size that is too small raises
+    :class:`ImageTooSmall` (naming the minimum) before anything is created; a size
+    over 64 GiB raises :class:`~smolfs.errors.ImageTooLarge` unless *force*.
     *options*: makefs-style strings (``{"version": "2", "bsize": "16384"}``) or the
     writer's Options object. With ``SOURCE_DATE_EPOCH`` set, every timestamp is
     clamped to it and it becomes the filesystem's own timestamp.
@@ -166,7 +255,8 @@ def write_image(
         tree.clamp_times(epoch)
     module, _ = writer(fstype)
     opts = make_options(fstype, options)
-    nbytes = image_size(tree, fstype, opts, size, headroom, image, min_size, max_size)
+    nbytes, opts = size_and_options(tree, fstype, opts, size, headroom, image, min_size,
+                                    max_size, room, force)
     dest = os.fspath(image)
     if os.path.isdir(dest):
         raise UsageError(f"{dest} is a directory; give the image file to write")
@@ -237,6 +327,9 @@ def mkfs(
     progress: bool = False,
     min_size: int | str | None = None,
     max_size: int | str | None = None,
+    free_files: int | str | None = None,
+    free_space: int | str | None = None,
+    force: bool = False,
 ) -> MkfsResult:
     """Write an *fstype* (``"ffs"`` or ``"ext2"``) image at *image* from *sources*.
 
@@ -245,8 +338,10 @@ def mkfs(
     entry replaces an earlier one of the same name, directories merge. An mtree
     *spec* (path or text) is applied last, as ``makefs -F`` does. *owner*
     ``(uid, gid)`` replaces the host owners of directory sources. *size*,
-    *options*, *headroom*, *min_size* and *max_size* are as for
-    :func:`write_image`. *progress* prints timed steps on stderr. Raises
+    *options*, *headroom*, *min_size*, *max_size* and *force* are as for
+    :func:`write_image`; *free_files* and *free_space* are makefs's ``-f`` and
+    ``-b`` (a count of inodes / a size, or ``"N%"`` of the content's). *progress*
+    prints timed steps on stderr. Raises
     :class:`~smolfs.errors.SmolError` subclasses on bad input; nothing is left at
     *image* on failure.
     """
@@ -261,6 +356,11 @@ def mkfs(
         min_size = parse_size(min_size, "minimum size")
     if max_size is not None:
         max_size = parse_size(max_size, "maximum size")
+    room = Room(free_files, free_space)
+    parse_free(free_files, "free files")  # bad values fail before any reading
+    parse_free(free_space, "free space")
+    if size is not None:
+        check_bound(size, os.fspath(image), force)
     opts = make_options(fstype, options)  # bad options fail before any reading
     dest = Path(image)
     if dest.is_dir():
@@ -282,18 +382,24 @@ def mkfs(
 
     try:
         tree, archives = build_tree(sources, spool, spec, progress, owner, exclude)
+        args = (tree, dest, fstype, size, opts, headroom, min_size, max_size, room, force)
         if progress:
             with log.step(f"write {fstype} image {dest}"):
-                nbytes = write_image(tree, dest, fstype, size, opts, headroom, min_size,
-                                     max_size)
+                nbytes = write_image(*args)
         else:
-            nbytes = write_image(tree, dest, fstype, size, opts, headroom, min_size, max_size)
+            nbytes = write_image(*args)
     finally:
         for made in spools:
             made.close()
     st = tree.stats()
+    free_inodes = free_bytes = 0
+    if fstype in ("ffs", "ext2"):
+        from smolfs.fsstat import stat_image
+
+        fs = stat_image(dest)
+        free_inodes, free_bytes = fs.free_inodes, fs.free_bytes
     return MkfsResult(dest, nbytes, fstype, st.entries, st.inodes, st.data_bytes, archives,
-                      time.monotonic() - start)
+                      time.monotonic() - start, free_inodes, free_bytes)
 
 
 callable_module(__name__, "mkfs")  # smolfs.mkfs(...) once this module is imported

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import warnings
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -62,3 +65,39 @@ def write_image(writer: ModuleType, tree: Tree, path: Path, opts: Any,
         os.close(fd)
     assert path.stat().st_size == size
     return size
+
+
+# ---------------------------------------------------------------------------
+# NetBSD's own fsck_ffs, run on the host over every FFS image the suite writes
+
+FSCK_FFS_OK = re.compile(
+    r"^(\*\* .*|\d+ files, \d+ used, \d+ free \(\d+ frags, \d+ blocks, [\d.]+% fragmentation\)"
+    r"|\s*)$")
+
+
+def fsck_ffs_path() -> tuple[str | None, str]:
+    """NetBSD's ``fsck_ffs`` built for the host (``$MKSMOLNB_NETBSD_DIR/fsck_ffs``), or
+    None and the reason it cannot run."""
+    where = os.environ.get("MKSMOLNB_NETBSD_DIR")
+    if not where:
+        return None, "MKSMOLNB_NETBSD_DIR is not set"
+    path = os.path.join(where, "fsck_ffs")
+    if not os.access(path, os.X_OK):
+        return None, f"{path} is missing or not executable"
+    return path, ""
+
+
+def fsck_ffs(image: str | os.PathLike[str]) -> str | None:
+    """Judge *image* with NetBSD's ``fsck_ffs -n -f -F``: fail the test unless it exits 0
+    and prints nothing but its phases and totals; its output. Without the program,
+    nothing is checked: None, and a warning saying why (shown in pytest's summary)."""
+    path, reason = fsck_ffs_path()
+    if path is None:
+        warnings.warn(f"host fsck_ffs not run: {reason}", stacklevel=2)
+        return None
+    r = subprocess.run([path, "-n", "-f", "-F", os.fspath(image)], capture_output=True,
+                       text=True, errors="replace", timeout=300, check=False)
+    odd = [line for line in r.stdout.splitlines()[1:] if not FSCK_FFS_OK.match(line)]
+    assert r.returncode == 0 and not odd and not r.stderr.strip(), (
+        f"fsck_ffs -n -f -F {os.fspath(image)}: exit {r.returncode}\n{r.stdout}{r.stderr}")
+    return r.stdout

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from fsimage import fsck_ffs
 
 from conftest import REPO
 from smolfs.build import build
@@ -100,6 +101,8 @@ class Image:
             out = subprocess.run(["e2fsck", "-fn", str(path)], capture_output=True, text=True,
                                  check=False)
             assert out.returncode == 0, out.stdout + out.stderr
+        else:
+            fsck_ffs(path)  # NetBSD's own checker, when $MKSMOLNB_NETBSD_DIR has it
         self.entries: dict[str, Entry] = {}
         for line in run_tool("fls", "-r", "-p", "-f", self.tsk, path).splitlines():
             m = re.match(r"(\S)/\S \*? ?(\d+)(?:\(realloc\))?:\t(.*)$", line)
@@ -198,6 +201,51 @@ def test_rescue_image(sets_dir: Path, tmp_path: Path, fs: str, archive: str) -> 
     assert "rescue-amd64.img" in r.stderr
 
 
+@pytest.mark.parametrize("fs", ["ffs", "ext2"])
+def test_read_write_root_has_room_to_live(sets_dir: Path, tmp_path: Path, fs: str) -> None:
+    """Issue 10: a read-write root fitted to its content ran out of inodes after ~60
+    files. An automatic size now keeps RW_FREE_SPACE and RW_FREE_FILES free on a
+    read-write root (read from the image), and only the usual headroom on a read-only
+    one; a fixed size keeps the C tools' density."""
+    from smolfs.build import RW_FREE_FILES, RW_FREE_SPACE
+    from smolfs.fsstat import stat_image
+
+    archive = sets_dir / "rescue.tar.xz"
+    ok(smolfs("build", "-x", archive, "--fs", fs, "--rw", "-i", "rw.img", cwd=tmp_path))
+    ok(smolfs("build", "-x", archive, "--fs", fs, "--ro", "-i", "ro.img", cwd=tmp_path))
+    ok(smolfs("build", "-x", archive, "--fs", fs, "--rw", "-m", "64", "-i", "m.img",
+              cwd=tmp_path))
+    rw, ro, fixed = (stat_image(tmp_path / n) for n in ("rw.img", "ro.img", "m.img"))
+    for name in ("rw.img", "ro.img", "m.img"):
+        Image(tmp_path / name, fs)  # fsck_ffs / e2fsck clean
+    assert rw.free_bytes >= RW_FREE_SPACE and rw.free_inodes >= RW_FREE_FILES
+    assert ro.free_bytes < RW_FREE_SPACE // 4 and ro.free_inodes < rw.free_inodes // 4
+    assert fixed.size == 64 << 20 and fixed.inodes >= 16384  # 64 MiB / 4096 as newfs, mke2fs
+    shown = json.loads(ok(smolfs("info", "--json", "rw.img", cwd=tmp_path)).stdout)
+    assert shown["filesystem"]["free_inodes"] == rw.free_inodes
+
+
+def test_image_over_64_gib_needs_force(sets_dir: Path, tmp_path: Path) -> None:
+    err = one_line_error(smolfs("build", "-x", sets_dir / "rescue.tar.xz", "-m", "70000",
+                                cwd=tmp_path), code=2)
+    assert "68.4 GiB is over 64 GiB" in err and "--force" in err
+    assert os.listdir(tmp_path) == []  # refused before any set is read or cached
+
+
+@pytest.mark.netbsd
+@pytest.mark.parametrize("fs", ["ffs", "ext2"])
+@pytest.mark.parametrize("ro", ["--ro", "--rw"])
+def test_genuine_rescue_set_image_is_clean(netbsd_dir: Path, tmp_path: Path, fs: str,
+                                           ro: str) -> None:
+    """The image of NetBSD 7.0's own rescue set: NetBSD's fsck_ffs (or e2fsck) finds it
+    clean, read-only and read-write."""
+    assert fs == "ext2" or (netbsd_dir / "fsck_ffs").exists()
+    ok(smolfs("build", "-x", netbsd_dir / "sets" / "rescue.tgz", "--fs", fs, ro, "-i", "r.img",
+              "--offline", cwd=tmp_path))
+    img = Image(tmp_path / "r.img", fs)
+    assert img.entries["rescue/sh"].inode == img.entries["rescue/init"].inode
+
+
 def test_base_service_with_postinst(sets_dir: Path, tmp_path: Path) -> None:
     res = build("bozohttpd", image=tmp_path / "web.img", fs="ext2",
                 sets=[sets_dir / "base.tar.xz", sets_dir / "etc.tar.xz"])
@@ -281,14 +329,23 @@ def test_manifest_and_info(sets_dir: Path, tmp_path: Path) -> None:
     text = ok(smolfs("info", image, cwd=tmp_path)).stdout
     assert "service:   rescue" in text and "ffs, 8 MiB, read-only" in text
     assert "rescue.tar.xz" in text and m["sets"][0]["sha512"][:16] in text
-    assert json.loads(ok(smolfs("info", "--json", image, cwd=tmp_path)).stdout) == m
+    shown = json.loads(ok(smolfs("info", "--json", image, cwd=tmp_path)).stdout)
+    fs = shown.pop("filesystem")
+    assert shown == m
+    assert (fs["fstype"], fs["variant"], fs["size"]) == ("ffs", "UFS1", 8 << 20)
+    assert 0 < fs["free_inodes"] < fs["inodes"] and 0 < fs["free_bytes"] < 8 << 20
+    assert f"{fs['free_inodes']} of {fs['inodes']} inodes" in text
     with open(image, "ab") as f:
         f.write(b"x")
     r = ok(smolfs("info", image, cwd=tmp_path))
     assert "it was changed after the build" in r.stderr and "service:   rescue" in r.stdout
     (tmp_path / "rescue-amd64.img.json").unlink()
+    r = ok(smolfs("info", image, cwd=tmp_path))  # the filesystem alone, and why
+    assert "no manifest beside it" in r.stderr and "service:" not in r.stdout
+    assert f"{fs['free_inodes']} of {fs['inodes']} inodes" in r.stdout
+    image.write_bytes(b"not a filesystem")
     err = one_line_error(smolfs("info", image, cwd=tmp_path))
-    assert "no manifest (rescue-amd64.img.json is missing)" in err
+    assert "neither an FFS nor an ext2 filesystem" in err
     err = one_line_error(smolfs("info", tmp_path / "nothing.img", cwd=tmp_path))
     assert "nothing.img: no such image" in err
 

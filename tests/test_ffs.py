@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ffsread
 import pytest
-from fsimage import SparseData, refused_as_too_small, write_image
+from fsimage import SparseData, fsck_ffs, refused_as_too_small, write_image
 
 from smolfs import ffs
 from smolfs.errors import FilesystemLimitError, InputError, UsageError
@@ -62,7 +62,10 @@ def sample_tree(tmp_path: Path) -> Tree:
 
 
 def build(tree: Tree, path: Path, opts: FfsOptions, size: int | None = None) -> int:
-    return write_image(ffs, tree, path, opts, size)
+    """Write the image; NetBSD's fsck_ffs must find it clean."""
+    size = write_image(ffs, tree, path, opts, size)
+    fsck_ffs(path)
+    return size
 
 
 def tsk(*argv: str) -> str:
@@ -387,3 +390,14 @@ def test_set_bits_matches_a_naive_bitmap() -> None:
             set_bits(buf, a, b)
             naive[a:b] = [1] * (b - a)
         assert [buf[i >> 3] >> (i & 7) & 1 for i in range(96)] == naive
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_tiny_image_reaches_past_the_ufs2_superblock(tmp_path: Path, version: int) -> None:
+    """NetBSD's kernel and fsck_ffs read 64 KiB in (the UFS2 superblock) before 8 KiB
+    (UFS1): an image ending before 72 KiB cannot be mounted ("CANNOT READ: BLK 128")."""
+    tree = Tree(mtime=T0)
+    opts = FfsOptions(version=version, bsize=4096, fsize=512)
+    assert minimum_size(tree, opts) >= 65536 + 8192
+    build(tree, tmp_path / "tiny.img", opts)
+    refused_as_too_small(ffs, tree, tmp_path / "small.img", opts, 65536)

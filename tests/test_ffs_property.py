@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 
 import ffsread
-from fsimage import SparseData
+from fsimage import SparseData, fsck_ffs
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from test_ffs import check_with_reader
@@ -110,6 +110,7 @@ def test_random_trees(tree: Tree, version: int, extra: int) -> None:
             os.close(fd)
         from pathlib import Path
         image = check_with_reader(tree, Path(img))
+        fsck_ffs(img)
         # sparse files: each data region reads back
         for path, node in tree.walk():
             if isinstance(node.data, SparseData):
@@ -133,3 +134,30 @@ def test_random_trees(tree: Tree, version: int, extra: int) -> None:
             printable = {w for w in want if all(32 <= c < 127 for c in w[0])}
             assert printable <= listed
             assert len(listed) == len(want)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(tree=trees(), version=st.sampled_from([1, 2]),
+       size=st.sampled_from([None, "2m", "24m"]),
+       free_files=st.sampled_from([None, "0", "300", "40%"]),
+       free_space=st.sampled_from([None, "100k", "10%"]))
+def test_random_trees_with_room(tree: Tree, version: int, size: str | None,
+                                free_files: str | None, free_space: str | None) -> None:
+    """Sizes, inode densities and -f/-b as smolfs.mkfs chooses them (default block
+    sizes): every image read back, its maps recomputed, and NetBSD's fsck_ffs clean."""
+    from pathlib import Path
+
+    from smolfs.errors import ImageTooSmall
+    from smolfs.mkfs import Room, write_image
+
+    note(repr([(p, n.kind.name, n.size) for p, n in tree.walk()]))
+    with tempfile.TemporaryDirectory() as tmp:
+        img = Path(tmp, "ffs.img")
+        try:
+            write_image(tree, img, "ffs", size=size, options={"version": str(version)},
+                        room=Room(free_files, free_space))
+        except ImageTooSmall:
+            assert size is not None  # the content and room do not fit the fixed size
+            return
+        check_with_reader(tree, img)
+        fsck_ffs(img)

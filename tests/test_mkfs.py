@@ -269,7 +269,7 @@ def test_minimum_and_maximum_sizes(tmp_path):
     assert write_image(tree, tmp_path / "d.img", "fake", max_size=minimum) == minimum
     with pytest.raises(ImageTooSmall, match="more than the maximum") as err:
         write_image(tree, tmp_path / "e.img", "fake", max_size=minimum - 1)
-    assert err.value.minimum == minimum and "-m 1m" in err.value.hint
+    assert err.value.minimum == minimum and f"-m {-(-minimum // 1024)}k" in err.value.hint
     assert sorted(os.listdir(tmp_path)) == ["a.img", "b.img", "c.img", "d.img"]
 
 
@@ -296,3 +296,25 @@ def test_image_inside_its_own_source(tmp_path):
     second = mkfs(tmp_path / "root.img", [tmp_path], fstype="fake")
     assert first.files == second.files == 3
     assert b"root.img" not in (tmp_path / "root.img").read_bytes()
+
+
+def test_format_size_below_one_mib_is_kib():
+    assert format_size(1024) == "1 KiB"
+    assert format_size(23 * 1024 + 512) == "23.5 KiB"
+    assert format_size(1 << 40) == "1 TiB"
+
+
+def test_image_over_the_bound_needs_force(tmp_path):
+    from smolfs.errors import ImageTooLarge
+
+    with pytest.raises(ImageTooLarge, match="1 TiB is over 64 GiB") as err:
+        write_image(small_tree(), tmp_path / "a.img", "fake", size="1t")
+    assert "--force" in err.value.message and err.value.size == 1 << 40
+    with pytest.raises(ImageTooLarge):  # an automatic size too
+        write_image(small_tree(), tmp_path / "a.img", "fake", min_size="65g")
+    with pytest.raises(ImageTooLarge):
+        mkfs(tmp_path / "a.img", [tmp_path], fstype="fake", size="65g")
+    assert os.listdir(tmp_path) == []
+    assert write_image(small_tree(), tmp_path / "a.img", "fake", size="65g",
+                       force=True) == 65 << 30
+    assert os.path.getsize(tmp_path / "a.img") == 65 << 30

@@ -10,6 +10,7 @@ import sys
 
 import pytest
 import setsynth
+from fsimage import fsck_ffs
 
 from conftest import REPO
 
@@ -127,6 +128,8 @@ def test_success_is_deterministic(tmp_path, fstype):
         assert " files, " in proc.stdout and len(proc.stdout.splitlines()) == 1
         assert "read archive" in proc.stderr and "write" in proc.stderr
         images.append((tmp_path / name).read_bytes())
+        if fstype == "ffs":
+            fsck_ffs(tmp_path / name)
     assert images[0] == images[1]
     assert sorted(os.listdir(tmp_path)) == sorted(
         ["a.img", "b.img", rescue.name, devices.name])
@@ -153,3 +156,39 @@ def test_interrupted_leaves_nothing(tmp_path):
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "Traceback" not in stderr
     assert os.listdir(out) == []
+
+
+@pytest.mark.parametrize("fstype", ["ffs", "ext2"])
+def test_sizes_below_one_mib_in_kib(tmp_path, fstype):
+    """Issue 11: ``-s 1k`` said "the minimum is 0.0 MiB"."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    proc = run("-t", fstype, "-s", "1k", tmp_path / "o.img", src)
+    assert_one_line_error(proc, 1, "1 KiB cannot hold the content; the minimum is ")
+    assert "0.0 MiB" not in proc.stderr and " KiB" in proc.stderr.split("minimum is ")[1]
+    hinted = proc.stderr.split("use -s ")[1].split(",")[0]
+    assert hinted.endswith("k")
+    proc = run("-t", fstype, "-s", hinted, tmp_path / "o.img", src)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split(", ")[1].endswith(" KiB")
+
+
+def test_size_over_the_bound_needs_force(tmp_path):
+    """Issue 11: ``-s 1t`` silently made a 1 TiB sparse file."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("x")
+    out = tmp_path / "out"
+    out.mkdir()
+    for size in ("1t", "65g"):
+        proc = run("-s", size, out / "o.img", src)
+        assert_one_line_error(proc, 2, "over 64 GiB", "--force")
+        assert ("1 TiB" if size == "1t" else "65 GiB") in proc.stderr
+        assert os.listdir(out) == []
+    proc = run("-s", "65g", "--force", out / "o.img", src)
+    assert proc.returncode == 0, proc.stderr
+    assert os.stat(out / "o.img").st_size == 65 << 30
+    from smolfs.fsstat import stat_image
+
+    assert stat_image(out / "o.img").size == 65 << 30  # (fsck_ffs takes 15 s over it)

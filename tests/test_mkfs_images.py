@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 import setsynth
+from fsimage import fsck_ffs
 
 from smolfs.mkfs import mkfs
 
@@ -94,6 +95,8 @@ def build(tmp_path, sources, fstype: str):
     image = tmp_path / f"root.{fstype}"
     result = mkfs(image, srcs, fstype=fstype, spec=spec, owner=(0, 0))
     assert result.size == image.stat().st_size
+    if fstype == "ffs":
+        fsck_ffs(image)
     return image
 
 

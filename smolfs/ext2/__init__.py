@@ -20,7 +20,13 @@ Choices where formats or readers differ:
 - Timestamps outside 0..2**32-1 are clamped.
 """
 
+from smolfs.ext2 import layout
 from smolfs.ext2.options import Ext2Options
-from smolfs.ext2.writer import minimum_size, write
+from smolfs.ext2.writer import inodes_used, minimum_size, write
 
-__all__ = ["Ext2Options", "minimum_size", "write"]
+__all__ = ["Ext2Options", "default_density", "inodes_used", "minimum_size", "write"]
+
+
+def default_density(size: int, opts: Ext2Options | None = None) -> int:
+    """Bytes per inode mke2fs would choose for an image of *size* bytes."""
+    return layout.default_density(size)

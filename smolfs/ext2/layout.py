@@ -470,17 +470,40 @@ def geometry(bsize: int, blocks: int, inodes: int, sparse: bool) -> Geometry:
     return Geometry(bsize, blocks, first, ipg, gdt, sparse, tuple(groups))
 
 
-def inode_target(sc: Scan, inodes: int | None) -> int:
-    """Inodes to provide: the content's, a tenth more (at least 16), or *inodes* if more."""
+#: mke2fs's default bytes per inode by size type (mke2fs.conf; types from mke2fs.c):
+#: "floppy" below 3 MiB, "small" below 512 MiB, "default" below 4 TiB, "big" beyond.
+MKE2FS_RATIOS = ((3 << 20, 8192), (512 << 20, 4096), (4 << 40, 16384))
+
+
+def default_density(size: int) -> int:
+    """Bytes per inode as mke2fs chooses them for an image of *size* bytes."""
+    for limit, ratio in MKE2FS_RATIOS:
+        if size < limit:
+            return ratio
+    return 32768
+
+
+def inode_target(sc: Scan, inodes: int | None, free: int = 0) -> int:
+    """Inodes to provide: the content's and a tenth more (at least 16) or *free* free,
+    whichever is more; or *inodes* if more still."""
     used = sc.max_ino
-    return max(used + max(16, used // 10), inodes or 0)
+    return max(used + max(16, used // 10, free), inodes or 0)
 
 
 def choose_geometry(sc: Scan, counts: Counts, bsize: int, blocks: int, revision: int,
-                    inodes: int | None, density: int | None) -> Geometry:
-    """The geometry for *blocks* blocks, or :class:`Short` when the content does not fit."""
+                    inodes: int | None, density: int | None, free_inodes: int = 0,
+                    free_blocks: int = 0) -> Geometry:
+    """The geometry for *blocks* blocks, or :class:`Short` when the content does not fit.
+
+    One inode per *density* bytes when room allows, else as many as the content
+    needs; neither *density* nor *inodes* given: mke2fs's density for the size.
+    *free_inodes* and *free_blocks* must stay free beyond the content.
+    """
     sparse = revision == 1
-    target = inode_target(sc, inodes)
+    target = inode_target(sc, inodes, free_inodes)
+    total = counts.total + free_blocks
+    if density is None and inodes is None:
+        density = default_density(blocks * bsize)
     if density:
         first = 1 if bsize == 1024 else 0
         most = -(-(blocks - first) // (8 * bsize)) * 8 * bsize  # one inode bitmap block each
@@ -488,33 +511,36 @@ def choose_geometry(sc: Scan, counts: Counts, bsize: int, blocks: int, revision:
         if dense > target:
             try:
                 geo = geometry(bsize, blocks, dense, sparse)
-                if geo.capacity >= counts.total:
+                if geo.capacity >= total:
                     return geo
             except Short:
                 pass
     geo = geometry(bsize, blocks, target, sparse)
-    if geo.capacity < counts.total:
-        raise Short(counts.total - geo.capacity)
+    if geo.capacity < total:
+        raise Short(total - geo.capacity)
     return geo
 
 
 def minimum_blocks(sc: Scan, counts: Counts, bsize: int, revision: int,
-                   inodes: int | None, density: int | None, start: int = 0) -> int:
+                   inodes: int | None, density: int | None, start: int = 0,
+                   free_inodes: int = 0, free_blocks: int = 0) -> int:
     """The smallest block count from *start* on that holds the content."""
     def fits(n: int) -> bool:
         try:
-            choose_geometry(sc, counts, bsize, n, revision, inodes, density)
+            choose_geometry(sc, counts, bsize, n, revision, inodes, density, free_inodes,
+                            free_blocks)
         except Short:
             return False
         return True
 
-    n = max(start, counts.total + 4)
+    n = max(start, counts.total + free_blocks + 4)
     lo = n - 1
     while True:
         if n > BLOCKS_MAX:
             raise FilesystemLimitError("the content is too large for an ext2 filesystem")
         try:
-            choose_geometry(sc, counts, bsize, n, revision, inodes, density)
+            choose_geometry(sc, counts, bsize, n, revision, inodes, density, free_inodes,
+                            free_blocks)
             break
         except Short as short:
             lo = n

@@ -18,8 +18,11 @@ class Ext2Options:
 
     revision: int = 1  # 1: filetype + sparse_super (+ large_file when needed); 0: no features
     bsize: int | None = None  # block size; None: 1024 below 512 MiB of content, else 4096
-    inodes: int | None = None  # at least this many inodes (None: fitted to the content)
-    density: int | None = None  # one inode per this many bytes of image, when room allows
+    inodes: int | None = None  # at least this many inodes in all (no default density then)
+    density: int | None = None  # one inode per this many bytes of image, when room allows;
+    # None (and no inodes): mke2fs's default for the size (layout.default_density)
+    free_inodes: int = 0  # at least this many inodes free beyond the content (makefs -f)
+    free_space: int = 0  # at least this many bytes of blocks free (makefs -b)
     minfree: int = 5  # percent of blocks reserved for root
     label: str = ""  # volume name, at most 16 bytes
     uuid: bytes | None = None  # None: derived from the tree and the options
@@ -36,6 +39,8 @@ class Ext2Options:
             raise UsageError(f"ext2 option inodes={self.inodes}: use 1 to {2**32 - 1}")
         if self.density is not None and not 1024 <= self.density <= 2**26:
             raise UsageError(f"ext2 option density={self.density}: use 1024 to {2**26}")
+        if self.free_inodes < 0 or self.free_space < 0:
+            raise UsageError("ext2: free inodes and free space must not be negative")
         if not 0 <= self.minfree <= 50:
             raise UsageError(f"ext2 option minfree={self.minfree}: use 0 to 50 (percent)")
         if len(self.label.encode()) > 16:

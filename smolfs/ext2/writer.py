@@ -44,17 +44,48 @@ UF_NODUMP, UF_IMMUTABLE, UF_APPEND = 0x1, 0x2, 0x4
 SF_IMMUTABLE, SF_APPEND = 0x20000, 0x40000
 
 
+_last: tuple[Tree, tuple[int, int | None], list[tuple[object, ...]],
+            tuple[Scan, int, Counts]] | None = None
+
+
+def _fingerprint(tree: Tree) -> list[tuple[object, ...]]:
+    """What a scan depends on: names, node identities, kinds, sizes, data and attributes."""
+    return [(path, id(n), n.kind, n.size, id(n.data), n.target, n.mode, n.uid, n.gid,
+             n.mtime, n.atime, n.ctime, n.flags, n.rdev) for path, n in tree.walk()]
+
+
 def plan(tree: Tree, opts: Ext2Options) -> tuple[Scan, int, Counts]:
+    """The tree scanned and its blocks counted; the previous plan again when the same
+    unchanged tree is planned with the same revision and block size (the size and
+    inode options do not change a plan: ``minimum_size`` several times, then ``write``)."""
+    global _last
+    fingerprint = _fingerprint(tree)
+    key = (opts.revision, opts.bsize)
+    if _last is not None and _last[0] is tree and _last[1] == key and _last[2] == fingerprint:
+        return _last[3]
     sc = scan(tree, opts.revision)
     bsize = opts.bsize or default_bsize(sc)
-    return sc, bsize, count_blocks(sc, bsize, opts.revision)
+    planned = (sc, bsize, count_blocks(sc, bsize, opts.revision))
+    _last = (tree, key, fingerprint, planned)
+    return planned
+
+
+def _free(opts: Ext2Options, bsize: int) -> dict[str, int]:
+    return {"free_inodes": opts.free_inodes, "free_blocks": -(-opts.free_space // bsize)}
 
 
 def minimum_size(tree: Tree, opts: Ext2Options | None = None) -> int:
     """The smallest image size in bytes that holds *tree* with *opts*."""
     opts = opts or Ext2Options()
     sc, bsize, counts = plan(tree, opts)
-    return bsize * minimum_blocks(sc, counts, bsize, opts.revision, opts.inodes, opts.density)
+    return bsize * minimum_blocks(sc, counts, bsize, opts.revision, opts.inodes, opts.density,
+                                  **_free(opts, bsize))
+
+
+def inodes_used(tree: Tree, opts: Ext2Options | None = None) -> int:
+    """Inodes *tree* takes in an image, counting the reserved ones (1 to 10 and
+    lost+found in revision 1)."""
+    return plan(tree, opts or Ext2Options())[0].max_ino
 
 
 def write(tree: Tree, fd: int, size: int, opts: Ext2Options | None = None) -> None:
@@ -63,20 +94,25 @@ def write(tree: Tree, fd: int, size: int, opts: Ext2Options | None = None) -> No
     Raises :class:`ImageTooSmall` (naming the minimum) before writing anything when
     the content does not fit.
     """
+    global _last
     opts = opts or Ext2Options()
     sc, bsize, counts = plan(tree, opts)
+    _last = None  # counted again below for other block sizes; and the tree is let go
     geo = None
     if opts.bsize is None and size >= BIG_IMAGE and bsize < 4096:
         geo = _try_big_blocks(sc, size, opts)
     if geo is None:
         blocks = min(size // bsize, BLOCKS_MAX)
         fit = (sc, counts, bsize)
+        free = _free(opts, bsize)
         try:
-            geo = choose_geometry(*fit, blocks, opts.revision, opts.inodes, opts.density)
+            geo = choose_geometry(*fit, blocks, opts.revision, opts.inodes, opts.density,
+                                  **free)
         except Short:
-            need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density)
+            need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density, **free)
             if need <= blocks:  # a size between two that fit: name the next one that does
-                need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density, blocks + 1)
+                need = minimum_blocks(*fit, opts.revision, opts.inodes, opts.density,
+                                      blocks + 1, **free)
             raise ImageTooSmall(
                 f"an ext2 image of {size} bytes cannot hold this content; "
                 f"it needs at least {need * bsize} bytes",
@@ -96,7 +132,7 @@ def _try_big_blocks(sc: Scan, size: int, opts: Ext2Options) -> Geometry | None:
     counts = count_blocks(sc, 4096, opts.revision)
     try:
         return choose_geometry(sc, counts, 4096, min(size // 4096, BLOCKS_MAX),
-                               opts.revision, opts.inodes, opts.density)
+                               opts.revision, opts.inodes, opts.density, **_free(opts, 4096))
     except Short:
         count_blocks(sc, default_bsize(sc), opts.revision)
         return None

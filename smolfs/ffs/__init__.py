@@ -12,9 +12,19 @@ from smolfs.ffs.options import FfsOptions
 from smolfs.ffs.writer import write
 from smolfs.tree import Tree
 
-__all__ = ["FfsOptions", "minimum_size", "write"]
+__all__ = ["FfsOptions", "default_density", "inodes_used", "minimum_size", "write"]
 
 
 def minimum_size(tree: Tree, opts: FfsOptions) -> int:
     """Smallest image size in bytes (a multiple of the block size) that holds *tree*."""
     return layout.minimum_size(layout.cached_plan(tree, opts), opts)
+
+
+def inodes_used(tree: Tree, opts: FfsOptions) -> int:
+    """Inodes *tree* takes in an image, counting the reserved ones (0 and 1)."""
+    return layout.cached_plan(tree, opts).inodes_used
+
+
+def default_density(size: int, opts: FfsOptions) -> int:
+    """Bytes per inode newfs would choose for an image of *size* bytes."""
+    return opts.default_density(size)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from smolfs.errors import FilesystemLimitError, InputError
 from smolfs.ffs import structs as s
@@ -20,6 +20,11 @@ from smolfs.ffs.options import FfsOptions
 from smolfs.tree import SYMLINK_MAX, Data, FileData, Kind, Node, Tree
 
 LINK_MAX = 32767  # FFS link count limit (sys/ufs/ufs/ufs_vnops.c: LINK_MAX)
+
+#: The smallest image: NetBSD (kernel and fsck_ffs) looks for a superblock at the UFS2
+#: location (64 KiB) before the UFS1 one, and a disk that ends before it cannot be
+#: read there ("CANNOT READ: BLK 128"), so even a UFS1 image reaches past it.
+MIN_IMAGE = s.SBLOCK_UFS2 + s.SBLOCKSIZE
 
 
 def _howmany(a: int, b: int) -> int:
@@ -51,10 +56,15 @@ class Plan:
     partial: list[tuple[int, int]]  # blocks shared by fragments: (vblock, fragments used)
 
     @property
-    def inodes_needed(self) -> int:
-        """Inodes the image must have, counting the reserved 0 and 1 and some spare."""
-        used = len(self.inodes) + s.ROOTINO
-        return used + used // 10 + 8
+    def inodes_used(self) -> int:
+        """Inodes the content takes, counting the reserved 0 and 1."""
+        return len(self.inodes) + s.ROOTINO
+
+    def inodes_needed(self, opts: FfsOptions | None = None) -> int:
+        """Inodes the image must have: the content's, and some spare or
+        ``opts.free_inodes`` free, whichever is more."""
+        used = self.inodes_used
+        return used + max(used // 10 + 8, opts.free_inodes if opts is not None else 0)
 
 
 def _lbn_ranges(extents: list[tuple[int, int]] | None, size: int,
@@ -340,20 +350,44 @@ class _Allocator:
 # Fitting
 
 
-def fits(geo: Geometry | None, p: Plan) -> bool:
-    return geo is not None and geo.inodes >= p.inodes_needed and geo.data_blocks() >= p.vblocks
+def fits(geo: Geometry | None, p: Plan, opts: FfsOptions | None = None) -> bool:
+    """*geo* holds the plan, with the free inodes and space *opts* asks for."""
+    if geo is None or geo.inodes < p.inodes_needed(opts):
+        return False
+    spare = _howmany(opts.free_space, geo.bsize) if opts is not None else 0
+    return geo.data_blocks() >= p.vblocks + spare
+
+
+def choose_geometry(size: int, opts: FfsOptions, p: Plan) -> Geometry | None:
+    """The geometry of an image of *size* bytes for the plan, None when it cannot hold it
+    (or is smaller than :data:`MIN_IMAGE`).
+
+    ``opts.density`` given: that density (as newfs ``-i``). ``opts.inodes`` given: at
+    least that many inodes (newfs ``-n``). Neither: newfs's density for the size
+    (:meth:`FfsOptions.default_density`) when the image has room for it, else as many
+    inodes as the content needs (so any size that holds the content is accepted).
+    """
+    if size < MIN_IMAGE:
+        return None
+    need = p.inodes_needed(opts)
+    if opts.density is None and opts.inodes is None:
+        geo = geometry(size, replace(opts, density=opts.default_density(size)), need)
+        if fits(geo, p, opts):
+            return geo
+    return geometry(size, opts, max(need, opts.inodes or 0))
 
 
 def minimum_size(p: Plan, opts: FfsOptions) -> int:
     """Smallest image size in bytes (a multiple of the block size) that holds the plan."""
     bsize, _ = opts.block_sizes()
-    need = p.inodes_needed
+    need = max(p.inodes_needed(opts), opts.inodes or 0)
 
     def ok(blocks: int) -> bool:
-        return fits(geometry(blocks * bsize, opts, need), p)
+        return fits(choose_geometry(blocks * bsize, opts, p), p, opts)
 
     isize = 128 if opts.version == 1 else 256
-    lo = max(1, p.vblocks + need * isize // bsize)  # a lower bound: data and inode tables
+    spare = _howmany(opts.free_space, bsize)
+    lo = max(1, p.vblocks + spare + need * isize // bsize)  # a lower bound: data, inode tables
     if ok(lo):
         return lo * bsize
     hi = lo * 2 + 64
@@ -368,7 +402,7 @@ def minimum_size(p: Plan, opts: FfsOptions) -> int:
     return hi * bsize
 
 
-_last: tuple[Tree, FfsOptions, list[tuple[object, ...]], Plan] | None = None
+_last: tuple[Tree, tuple[int, int, int], list[tuple[object, ...]], Plan] | None = None
 
 
 def _fingerprint(walked: list[tuple[bytes, Node]]) -> list[tuple[object, ...]]:
@@ -379,14 +413,16 @@ def _fingerprint(walked: list[tuple[bytes, Node]]) -> list[tuple[object, ...]]:
 
 def cached_plan(tree: Tree, opts: FfsOptions) -> Plan:
     """:func:`plan`, reusing the previous one when the same unchanged tree is planned
-    again with the same options (``minimum_size`` followed by ``write``)."""
+    again with the same version and block sizes (``minimum_size`` followed by
+    ``write``; the inode and size options do not change a plan)."""
     global _last
     walked = list(tree.walk())
     fingerprint = _fingerprint(walked)
-    if _last is not None and _last[0] is tree and _last[1] == opts and _last[2] == fingerprint:
+    key = (opts.version, *opts.block_sizes())
+    if _last is not None and _last[0] is tree and _last[1] == key and _last[2] == fingerprint:
         return _last[3]
     p = plan(tree, opts, walked)
-    _last = (tree, opts, fingerprint, p)
+    _last = (tree, key, fingerprint, p)
     return p
 
 

@@ -11,6 +11,11 @@ from smolfs.ffs import structs as s
 DEFAULT_BSIZE = 8192
 DEFAULT_FSIZE = 1024
 
+#: newfs (sbin/newfs/newfs.c): one inode per NFPI fragments, its fragment size by the
+#: file system size (SMALL_FSSIZE 20 MiB, MEDIUM_FSSIZE 1000 MiB, LARGE_FSSIZE 128 GiB).
+NFPI = 4
+NEWFS_FSIZES = ((20 << 20, 512), (1000 << 20, 1024), (128 << 30, 2048))
+
 
 def _pow2(n: int) -> bool:
     return n > 0 and n & (n - 1) == 0
@@ -22,15 +27,22 @@ class FfsOptions:
 
     ``bsize``/``fsize`` left as None follow makefs: 8192 and 1024, or derived from
     the other one when only one is given. ``density`` (bytes of image per inode)
-    None fits the inode count to the tree (plus a tenth). ``timestamp`` None means
-    the newest mtime in the tree; ``uuid`` None derives the filesystem id from the
-    tree and options.
+    None follows NetBSD's newfs for the image size (:func:`default_density`) where the
+    image has room for that many inodes, else as many as the tree needs. ``inodes``
+    asks for at least that many inodes in all instead (newfs ``-n``; no default
+    density then). ``free_inodes`` and ``free_space`` (bytes) are the least the image
+    must keep free beyond its content (makefs ``-f`` and ``-b``). ``timestamp`` None
+    means the newest mtime in the tree; ``uuid`` None derives the filesystem id from
+    the tree and options.
     """
 
     version: int = 1
     bsize: int | None = None
     fsize: int | None = None
     density: int | None = None
+    inodes: int | None = None
+    free_inodes: int = 0
+    free_space: int = 0
     minfree: int = s.MINFREE
     optimization: str = "time"
     maxbpg: int | None = None
@@ -42,7 +54,7 @@ class FfsOptions:
     uuid: bytes | None = None
 
     ALIASES: ClassVar[dict[str, str]] = {"maxbpf": "maxbpg"}  # makefs's name for it
-    KEYS = ("version", "bsize", "fsize", "density", "minfree", "optimization", "maxbpg",
+    KEYS = ("version", "bsize", "fsize", "density", "inodes", "minfree", "optimization", "maxbpg",
             "maxcontig", "avgfilesize", "avgfpdir", "label")
 
     def __post_init__(self) -> None:
@@ -61,6 +73,10 @@ class FfsOptions:
         if self.density is not None and self.density < fsize:
             raise UsageError(
                 f"ffs density={self.density}: at least fsize ({fsize}) bytes per inode")
+        if self.inodes is not None and not 1 <= self.inodes < 2**31:
+            raise UsageError(f"ffs inodes={self.inodes}: use 1 to {2**31 - 1}")
+        if self.free_inodes < 0 or self.free_space < 0:
+            raise UsageError("ffs: free inodes and free space must not be negative")
         if not 0 <= self.minfree <= 99:
             raise UsageError(f"ffs minfree={self.minfree}: must be a percentage from 0 to 99")
         if self.optimization not in ("time", "space"):
@@ -102,6 +118,18 @@ class FfsOptions:
             except ValueError:
                 raise UsageError(f"ffs option {key}={raw!r}: a whole number is needed") from None
         return cls(**fields)  # type: ignore[arg-type]
+
+    def default_density(self, size: int) -> int:
+        """Bytes per inode as NetBSD's newfs chooses them: four fragments per inode
+        (``NFPI``), with newfs's fragment size for the image size (512 bytes below
+        20 MiB, 1024 below 1000 MiB, 2048 below 128 GiB, 4096 beyond) unless a block
+        or fragment size was given (then that fragment size)."""
+        if self.bsize is not None or self.fsize is not None:
+            return NFPI * self.block_sizes()[1]
+        for limit, fsize in NEWFS_FSIZES:
+            if size < limit:
+                return NFPI * fsize
+        return NFPI * 4096
 
     def with_defaults(self) -> FfsOptions:
         """A copy with bsize and fsize filled in."""

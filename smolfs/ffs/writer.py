@@ -18,11 +18,12 @@ import sys
 from smolfs.errors import FilesystemLimitError, ImageTooSmall
 from smolfs.ffs import cylgroup
 from smolfs.ffs import structs as s
-from smolfs.ffs.geometry import Geometry, VirtualMap, geometry
+from smolfs.ffs.geometry import Geometry, VirtualMap
 from smolfs.ffs.layout import (
     Plan,
     PlannedInode,
     cached_plan,
+    choose_geometry,
     fits,
     forget_plan,
     max_file_size,
@@ -54,8 +55,8 @@ def write(tree: Tree, fd: int, size: int, opts: FfsOptions) -> None:
         raise FilesystemLimitError(
             f"an FFS image of {size} bytes is too big for UFS1 with fsize={fsize} "
             "(at most 2^31 fragments)", hint="use -o version=2, or a bigger fsize")
-    geo = geometry(size, opts, p.inodes_needed)
-    if not fits(geo, p):
+    geo = choose_geometry(size, opts, p)
+    if not fits(geo, p, opts):
         need = minimum_size(p, opts)
         raise ImageTooSmall(
             f"an FFS image of {size} bytes cannot hold this tree; it needs at least {need} bytes",
