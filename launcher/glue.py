@@ -2,8 +2,10 @@
 
 - ``--strip``: :func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel
   digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards.
-- ``startnb SERVICE``: :func:`build_service` calls ``smolfs.build.build(service=...)``
-  with the architecture, release and kernel name; it fetches what is missing and reuses
+- ``startnb SERVICE``: :func:`build_service` first asks :func:`smolfs.staleness.fresh`
+  (the stat of the inputs the last build recorded: no builder imported, nothing hashed);
+  only a stale or unknown image makes it call ``smolfs.build.build(service=...)`` with
+  the architecture, release and kernel name, which fetches what is missing and reuses
   the image when its inputs (sets, service files, options, kernel) did not change.
 """
 
@@ -46,6 +48,18 @@ def build_service(service: str, image: str | None, *, arch: str = "amd64",
     ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
     sets for ``arch`` and ``release``; None when the caller boots a kernel file of its own.
     """
+    from smolfs import staleness
+    from smolfs.cli import VERSION
+
+    asked = staleness.request(service, image, arch=arch, release=release, kernel=kernel,
+                              services_dir=services_dir)
+    manifest = staleness.fresh(image or f"{service}-{arch}.img", asked, VERSION)
+    if manifest is not None:  # up to date: the builder is not even imported
+        from smolfs.log import info
+
+        dest = image or f"{service}-{arch}.img"
+        info(f"{dest}: up to date (same inputs, not modified since)")
+        return _built(dest, manifest)
     try:
         from smolfs.build import build
     except ImportError as err:
@@ -54,6 +68,10 @@ def build_service(service: str, image: str | None, *, arch: str = "amd64",
     result = build(service=service, image=Path(image) if image else None, arch=arch,
                    release=release, kernel=kernel, services_dir=services_dir,
                    offline=offline)
-    manifest = result.manifest if isinstance(result.manifest, dict) else {}
+    return _built(result.image, result.manifest if isinstance(result.manifest, dict) else {})
+
+
+def _built(image: str | Path, manifest: dict[str, object]
+           ) -> tuple[Path, Path | None, str | None]:
     built, ready = manifest.get("kernel"), manifest.get("ready")
-    return Path(result.image), Path(str(built)) if built else None, ready or None
+    return Path(image), Path(str(built)) if built else None, str(ready) if ready else None

@@ -195,3 +195,37 @@ def test_service_ready_line_is_the_default_readiness(tmp_path: Path, mirror: Fak
                 "--ready", "console:^SERVICE READY$", "-a", "smoltest.exit=1", *DEBUG_EXIT)
     assert r.returncode == 3, r.stderr
     assert json.loads(r.stdout.splitlines()[0])["ready"] is True
+
+
+def _build_service(cwd: Path, mirror: FakeMirror, services: Path) -> tuple[bool, str]:
+    """``build_service`` in a fresh interpreter: (was smolfs.build imported, stderr)."""
+    code = ("import sys\nfrom launcher.glue import build_service\n"
+            f"img, kernel, ready = build_service('rescue', None, kernel='SMOLTEST', "
+            f"services_dir={str(services)!r})\n"
+            "assert img.is_file() and kernel is not None and kernel.is_file()\n"
+            "print('smolfs.build' in sys.modules)\n")
+    env = dict(os.environ, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(cwd / "cache"))
+    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=120, check=True)
+    return r.stdout.strip() == "True", r.stderr
+
+
+def test_an_up_to_date_service_image_needs_no_builder(tmp_path: Path, mirror: FakeMirror,
+                                                      services: Path) -> None:
+    """The second ``startnb SERVICE`` learns from stats alone that the image is up to
+    date; a changed input brings the builder back (a rebuild, or the image kept when the
+    content is the same: then the stats are kept for the next time)."""
+    image = tmp_path / "rescue-amd64.img"
+    assert _build_service(tmp_path, mirror, services)[0]  # built
+    built = image.stat().st_mtime_ns
+    imported, err = _build_service(tmp_path, mirror, services)
+    assert not imported and "up to date" in err
+    rc = services / "rescue" / "etc" / "rc"
+    rc.write_text(rc.read_text())  # same content, new stat: the builder decides, keeps it
+    imported, err = _build_service(tmp_path, mirror, services)
+    assert imported and "up to date" in err and image.stat().st_mtime_ns == built
+    assert not _build_service(tmp_path, mirror, services)[0]
+    rc.write_text(rc.read_text() + "# changed\n")  # new content: rebuilt
+    imported, err = _build_service(tmp_path, mirror, services)
+    assert imported and "up to date" not in err and image.stat().st_mtime_ns != built
+    assert not _build_service(tmp_path, mirror, services)[0]
