@@ -1,7 +1,8 @@
 """Thin glue to the other components, imported only when asked for.
 
 - ``--strip``: :func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel
-  digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards.
+  digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards, found by the
+  kernel's stat (:mod:`launcher.stripcache`: no hashing, no kstrip import).
 - ``startnb SERVICE``: :func:`build_service` first asks :func:`smolfs.staleness.fresh`
   (the stat of the inputs the last build recorded: no builder imported, nothing hashed);
   only a stale or unknown image makes it call ``smolfs.build.build(service=...)`` with
@@ -11,6 +12,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from smolfs.errors import LaunchError
@@ -19,10 +21,22 @@ from .kernel import KernelInfo, _sha256, cache_dir
 
 
 def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
-    """The stripped copy of ``kernel`` (decompressed path), built on first use."""
-    out = (cache or cache_dir()) / "stripped" / f"{_sha256(kernel.path)}.stripped"
-    if out.exists():
-        return out
+    """The stripped copy of ``kernel`` (decompressed path), made on first use: found again
+    by the kernel's stat (:func:`launcher.stripcache.lookup`), else by its digest; a
+    stripped kernel changed since it was written is made again."""
+    from . import stripcache
+
+    root = str(cache or cache_dir())
+    src = str(kernel.path)
+    found = stripcache.lookup(src, root)
+    if found is not None:
+        return Path(found)
+    before = stripcache.stat_of(src)
+    digest = _sha256(kernel.path)
+    stripcache.remember(src, before, digest, root)
+    found = stripcache.valid(digest, root)
+    if found is not None:
+        return Path(found)
     try:
         import kstrip
     except ImportError as err:
@@ -31,10 +45,15 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
     if strip is None:
         raise LaunchError("--strip: this kstrip has no strip() function",
                           hint="update mksmolnb, or boot without --strip")
+    out = Path(stripcache.output_for(digest, root))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    strip(kernel.path, out=tmp)
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        strip(kernel.path, out=tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    stripcache.written(digest, root)
     return out
 
 

@@ -51,6 +51,41 @@ def test_strip_is_cached_by_digest(tmp_path: Path, test_kernels: TestKernels,
     assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 1  # reused
 
 
+def test_strip_cache_found_by_stat_and_made_again_when_changed(
+        tmp_path: Path, test_kernels: TestKernels, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found again without hashing while the kernel's stat holds; a stripped kernel
+    changed or gone, or another kernel at the same path, is stripped again."""
+    from launcher import glue
+
+    calls: list[Path] = []
+
+    def strip(kernel: Path, out: Path | None = None, **kw: object) -> object:
+        assert out is not None
+        calls.append(Path(kernel))
+        out.write_bytes(b"stripped " + Path(kernel).read_bytes()[:16])
+        return types.SimpleNamespace(out=out)
+
+    monkeypatch.setitem(sys.modules, "kstrip", types.SimpleNamespace(strip=strip))
+    kernel = tmp_path / "netbsd"
+    shutil.copy(test_kernels.pvh, kernel)
+    info = inspect_kernel(kernel, cache=tmp_path)
+    out = strip_kernel(info, cache=tmp_path)
+    hashed: list[Path] = []
+    real_sha = glue._sha256
+    monkeypatch.setattr(glue, "_sha256", lambda p: hashed.append(p) or real_sha(p))
+    assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 1 and not hashed
+    out.write_bytes(b"damaged")  # the cache entry changed: stripped again
+    assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 2
+    assert out.read_bytes().startswith(b"stripped ")
+    out.unlink()  # gone
+    assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 3
+    os.utime(kernel, ns=(1, 1))  # touched, same content: hashed again, not stripped
+    assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 3 and hashed
+    shutil.copy(test_kernels.pvh64, kernel)  # another kernel at the same path
+    other = strip_kernel(inspect_kernel(kernel, cache=tmp_path), cache=tmp_path)
+    assert other != out and len(calls) == 4
+
+
 def test_strip_missing_function(tmp_path: Path, test_kernels: TestKernels,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "kstrip", types.SimpleNamespace())
