@@ -215,6 +215,29 @@ def recorded(image: str | os.PathLike[str]) -> dict[str, object] | None:
     return data if isinstance(data, dict) else None
 
 
+def snapshot(image: str | os.PathLike[str]) -> dict[str, object] | None:
+    """What :func:`holds` needs to tell, from stats alone, that ``image`` is still as up
+    to date as it is now: None unless its record matches its manifest, the image is
+    unmodified and every input still has its recorded stat."""
+    rec = recorded(image)
+    old = read_manifest(image)
+    if rec is None or old is None or rec.get("inputs") != old.get("inputs") \
+            or rec.get("image") != os.path.abspath(image):
+        return None
+    snap = {"image": os.path.abspath(image), "manifest": rec.get("manifest"),
+            "size": old.get("size"), "stats": rec.get("input_stats")}
+    return snap if holds(snap) else None
+
+
+def holds(snap: dict[str, object]) -> bool:
+    """Is the image of :func:`snapshot` ``snap`` still up to date: its manifest the same
+    file, the image not written to after it, every input's stat the same? (``os`` only.)"""
+    image = str(snap.get("image"))
+    return (snap.get("manifest") is not None
+            and stat_of(manifest_path(image)) == snap.get("manifest")
+            and unmodified(image, snap) and stats_hold(snap.get("stats")))
+
+
 def fresh(image: str | os.PathLike[str], asked: list[object] | None, version: str
           ) -> dict[str, object] | None:
     """The manifest of ``image`` when a build asked ``asked`` (:func:`request`) by this
@@ -223,13 +246,7 @@ def fresh(image: str | os.PathLike[str], asked: list[object] | None, version: st
     if asked is None:
         return None
     rec = recorded(image)
-    if (rec is None or rec.get("request") != asked
-            or rec.get("image") != os.path.abspath(image)
-            or rec.get("manifest") != stat_of(manifest_path(image))
-            or not stats_hold(rec.get("input_stats"))):
+    if rec is None or rec.get("request") != asked or snapshot(image) is None:
         return None
     old = read_manifest(image)
-    if (old is None or old.get("inputs") != rec.get("inputs") or old.get("version") != version
-            or not unmodified(image, old)):
-        return None
-    return old
+    return old if old is not None and old.get("version") == version else None
