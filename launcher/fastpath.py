@@ -10,8 +10,10 @@ kind of host; a NetBSD service is ready 400 ms after QEMU starts. So a boot is s
    stat of the kernel, the loaded (decompressed) kernel and the QEMU binary, QEMU's place
    on ``$PATH``, the state of ``/dev/kvm`` and the boot id. When every one of those still
    matches and the checks that cannot be cached pass (host ports free, image present and
-   neither locked by a QEMU nor used by a detached VM, console file's directory present),
-   QEMU is spawned at once.
+   neither locked by a QEMU nor used by a detached VM, console file's directory present;
+   ``startnb SERVICE``: the image still up to date by :func:`smolfs.staleness.holds`;
+   ``-d``: the VM's state directory free), QEMU is spawned at once (``-d``: under the
+   keeper of :class:`launcher.vm.Vm`, whose import is most of that path's cost).
 2. Until the ready line only :func:`launcher.relay.relay_until_ready` runs (the console
    relay and stage detection); argument parsing, the report and everything else follow.
    A cold run, a changed input, an unreadable plan file or any failed check takes the
