@@ -142,3 +142,63 @@ def relay_until_ready(spawned: Spawned, relay: dict[str, object],
             if any(ready.search(line) for line in seen.feed(t, data)):
                 spawned.ready_at = t
                 return
+
+
+def relay_log_until_ready(spawned: Spawned, relay: dict[str, object],
+                          command_start: float) -> None:
+    """:func:`relay_until_ready` for a detached QEMU (``-d``): its console read from the
+    VM's serial log; readiness a console line (``pattern``) or an HTTP answer (``http``:
+    host port and path, probed in a thread by :func:`launcher.ready.probe_http`). When it
+    ends without readiness, what it saw is dropped: the ordinary path reads the log
+    again from its start."""
+    import re
+
+    assert spawned.vm is not None and spawned.vmdir is not None
+    path = relay["path"]
+    out = ConsoleOut(str(relay["console"]), path if isinstance(path, str) else None,
+                     bool(relay["timestamps"]), spawned.exec_time)
+    spawned.console = out
+    seen = spawned.seen = ConsoleSeen()
+    ready = re.compile(str(relay["pattern"])) if relay["pattern"] is not None else None
+    answered: list[float] = []
+    http = relay.get("http")
+    if isinstance(http, list):
+        import threading
+
+        from .ready import probe_http
+
+        def probe() -> None:
+            while spawned.ready_at is None and not answered and spawned.seen is not None:
+                if probe_http(int(http[0]), str(http[1])) is not None:
+                    answered.append(time.monotonic())
+                    return
+                time.sleep(0.02)
+
+        threading.Thread(target=probe, daemon=True).start()
+    timeout = relay["timeout"]
+    deadline = command_start + timeout if isinstance(timeout, (int, float)) else None
+    log, pos = os.path.join(spawned.vmdir, "serial.log"), 0
+    while not answered:
+        try:
+            with open(log, "rb") as f:
+                f.seek(pos)
+                data = f.read()
+        except FileNotFoundError:
+            data = b""
+        if data:
+            t = time.monotonic()
+            pos += len(data)
+            out.write(t, data)
+            if any(ready.search(line) for line in seen.feed(t, data)) if ready else False:
+                spawned.ready_at = t
+                return
+            continue
+        if spawned.vm.poll() is not None or (deadline is not None
+                                             and time.monotonic() >= deadline):
+            break
+        time.sleep(0.002)
+    if answered:
+        spawned.ready_at = answered[0]
+        return
+    out.close()
+    spawned.console = spawned.seen = None

@@ -181,3 +181,17 @@ def test_tcp_plan_makes_a_private_directory_per_run(runner: Runner,
         assert (CACHED in r.stderr) is fast
         assert not list((runner.work / "tmp").iterdir())
     assert runner.gone()
+
+
+@pytest.mark.qemu
+def test_detached_plan_timeout_leaves_nothing(runner: Runner, test_kernels: TestKernels,
+                                              disk: Path) -> None:
+    """Before readiness a detached QEMU from a plan is watched through its serial log;
+    a timeout stops it and removes its state directory, as on the ordinary path."""
+    for fast in (False, True):
+        r = runner.run("-d", "--name", "slow", str(test_kernels.pvh), str(disk), "-N",
+                       "-a", "smoltest.noready", "--timeout", "2", "--debug")
+        assert r.returncode == 1 and "not ready after 2 s" in r.stderr, r.stderr
+        assert (CACHED in r.stderr) is fast
+        assert "| Starting smoltest service." in r.stderr
+        assert runner.gone() and not (runner.work / "state" / "slow").exists()
