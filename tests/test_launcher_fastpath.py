@@ -313,3 +313,78 @@ def test_a_private_directory_is_made_afresh_for_each_run(cache: Path, tmp_path: 
     monkeypatch.setenv("MKSMOLNB_QEMU", str(tmp_path / "gone"))  # spawn fails: nothing left
     assert fastpath.try_fast(["tcp"])[1] is None
     assert not list(tmp_path.glob("startnb-*"))
+
+
+# -- the relay of a detached QEMU from a plan (-d): the serial log, an HTTP answer ----------
+
+
+class _Keeper:
+    """Stands in for the launcher.vm.Vm of a detached QEMU: only its exit status."""
+
+    def __init__(self, status: int | None = None) -> None:
+        self.status = status
+
+    def poll(self) -> int | None:
+        return self.status
+
+
+def _detached(tmp_path: Path, log: bytes, status: int | None = None) -> fastpath.Spawned:
+    spawned = fastpath.Spawned(1, ["qemu"], time.monotonic(), time.time(), -1, -1, False)
+    spawned.vm, spawned.vmdir = _Keeper(status), str(tmp_path)  # type: ignore[assignment]
+    (tmp_path / "serial.log").write_bytes(log)
+    return spawned
+
+
+def _relay(**kw: object) -> dict[str, object]:
+    return {"console": "none", "path": None, "timestamps": False, "pattern": None,
+            "timeout": 5.0, "http": None, **kw}
+
+
+def test_detached_relay_finds_the_ready_line_in_the_serial_log(tmp_path: Path) -> None:
+    from launcher.relay import relay_log_until_ready
+
+    spawned = _detached(tmp_path, b"NetBSD 10.1 (GENERIC) #0: Mon Jan  1 00:00:00 UTC 2024\n"
+                                  b"root file system type: ffs\n"
+                                  b"SERVICE READY\nafter\n")
+    relay_log_until_ready(spawned, _relay(pattern="^SERVICE READY$"), time.monotonic())
+    assert spawned.ready_at is not None and spawned.seen is not None
+    assert list(spawned.seen.tail)[-1] == "after"
+    assert {"banner", "root"} <= set(spawned.seen.detector.times)
+
+
+def test_detached_relay_answers_http_readiness(tmp_path: Path) -> None:
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from launcher.relay import relay_log_until_ready
+
+    class Ok(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Ok)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        spawned = _detached(tmp_path, b"booting\n")
+        relay_log_until_ready(spawned, _relay(http=[server.server_address[1], "/"]),
+                              time.monotonic())
+        assert spawned.ready_at is not None and spawned.seen is not None
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("how", ["timeout", "exited"])
+def test_detached_relay_without_readiness_leaves_the_log_to_the_ordinary_path(
+        tmp_path: Path, how: str) -> None:
+    from launcher.relay import relay_log_until_ready
+
+    spawned = _detached(tmp_path, b"booting\n", status=0 if how == "exited" else None)
+    start = time.monotonic()
+    relay_log_until_ready(spawned, _relay(pattern="^never$", timeout=0.3), start)
+    assert spawned.ready_at is None and spawned.seen is None and spawned.console is None
+    assert time.monotonic() - start < 5
