@@ -195,3 +195,24 @@ def test_detached_plan_timeout_leaves_nothing(runner: Runner, test_kernels: Test
         assert (CACHED in r.stderr) is fast
         assert "| Starting smoltest service." in r.stderr
         assert runner.gone() and not (runner.work / "state" / "slow").exists()
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_service_strip_plan_spawns_without_heavy_imports(
+        runner: Runner, test_kernels: TestKernels, services: Path) -> None:  # noqa: F811
+    """From a plan, ``startnb SERVICE --strip`` reaches QEMU's exec without the builder,
+    kstrip, hashing, JSON or ``re``: stats and the plan file only."""
+    args = ["rescue", "--services-dir", str(services), "-k", "SMOLTEST", "--strip"]
+    assert runner.boot(*args)[0] is False
+    full = [*args, "-N", "--json", "--console", "none", "--timeout", "60", "-a",
+            "smoltest.exit=1", *DEBUG_EXIT]
+    code = ("import sys\nfrom launcher.fastpath import try_fast\n"
+            f"key, spawned = try_fast({full!r})\n"
+            "heavy = {'re', 'json', 'hashlib', 'argparse', 'typing', 'enum', 'smolfs.build',\n"
+            "         'kstrip', 'elftools', 'launcher.boot', 'launcher.glue'}\n"
+            "print(spawned is not None, sorted(heavy & set(sys.modules)))\n"
+            "if spawned is not None:\n    spawned.kill()\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=runner.work, env=runner.env,
+                       capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.strip() == "True []", r.stdout + r.stderr
