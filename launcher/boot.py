@@ -305,6 +305,8 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         # Saved once QEMU is seen alive (its first console byte, or ready), not before: a
         # QEMU that rejects its argv leaves no plan behind.
         save_key = plan_key if not fast else None
+        if vmdir is not None and vmdir.name != (name or _first_name(config)):
+            save_key = None  # web-2 because web was taken: the next run would pick web
         from .stages import StageDetector, report  # after the exec: not on QEMU's path
 
         det = StageDetector()
@@ -399,6 +401,12 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             shutil.rmtree(tmpdir, ignore_errors=True)
         for sig, handler in old_handlers.items():
             signal.signal(sig, handler)
+
+
+def _first_name(config: LaunchConfig) -> str:
+    """The name :func:`launcher.state.create` tries first for a VM without ``--name``."""
+    stem = config.image.stem if config.image else config.kernel.stem
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", stem)[:30] or "vm"
 
 
 def _drain(vm: Vm, det: StageDetector, console: ConsoleOut,

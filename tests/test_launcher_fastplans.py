@@ -216,3 +216,22 @@ def test_service_strip_plan_spawns_without_heavy_imports(
     r = subprocess.run([sys.executable, "-c", code], cwd=runner.work, env=runner.env,
                        capture_output=True, text=True, timeout=60, check=True)
     assert r.stdout.strip() == "True []", r.stdout + r.stderr
+
+
+@pytest.mark.qemu
+def test_detached_plan_keeps_the_first_name(runner: Runner, test_kernels: TestKernels,
+                                            disk: Path) -> None:
+    """Without ``--name`` a VM is named after its image; a second one gets ``-2`` and no
+    plan of that name: once both are stopped, the plan names the first again."""
+    args = ["-d", str(test_kernels.pvh), str(disk), "--ro", "-N", "--json"]
+    runs = [runner.run(*args), runner.run(*args)]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    got = [json.loads(r.stdout) for r in runs]
+    assert [(g["name"], g["fast_path"]) for g in got] == [("disk", False), ("disk-2", False)]
+    for name in ("disk", "disk-2"):
+        assert runner.run("stop", name, "--force").returncode == 0
+    assert runner.gone()
+    r = runner.run(*args)
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)["name"], json.loads(r.stdout)["fast_path"]) == ("disk", True)
+    assert runner.run("stop", "disk", "--force").returncode == 0
