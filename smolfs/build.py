@@ -146,6 +146,7 @@ def build(
             staleness.remember(p.image, key, stats, asked)  # for smolfs.staleness.fresh
             return BuildResult(image=p.image, manifest=old)
 
+    staleness.forget(p.image)  # the record of the image this build replaces
     fast = FastCopies(sources) if fast_copies else None
     with fast if fast is not None else contextlib.nullcontext():
         while True:

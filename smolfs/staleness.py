@@ -200,6 +200,16 @@ def remember(image: str | os.PathLike[str], key: str, stats: list[list[object]],
             os.unlink(tmp)
 
 
+def forget(image: str | os.PathLike[str]) -> None:
+    """Drop the record of ``image`` (about to be replaced by a new build)."""
+    import contextlib
+
+    path = record_path(image)
+    if path is not None:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+
+
 def recorded(image: str | os.PathLike[str]) -> dict[str, object] | None:
     """The record :func:`remember` kept for ``image``, if any."""
     import json

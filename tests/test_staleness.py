@@ -135,3 +135,10 @@ def test_module_imports_os_only() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=True, timeout=60)
     assert set(eval(r.stdout)) <= {'__future__', 'smolfs', 'smolfs.staleness'}, r.stdout
+
+
+def test_a_rebuild_drops_the_record_of_the_image_it_replaces(built: dict[str, Path]) -> None:
+    record = staleness.record_path(built["image"])
+    assert record is not None and os.path.exists(record)
+    staleness.forget(built["image"])
+    assert not os.path.exists(record) and not is_fresh(built)
