@@ -178,7 +178,7 @@ def relay_log_until_ready(spawned: Spawned, relay: dict[str, object],
     timeout = relay["timeout"]
     deadline = command_start + timeout if isinstance(timeout, (int, float)) else None
     log, pos = os.path.join(spawned.vmdir, "serial.log"), 0
-    while not answered:
+    while True:  # the log is read once more after an answer: its stages count too
         try:
             with open(log, "rb") as f:
                 f.seek(pos)
@@ -189,14 +189,15 @@ def relay_log_until_ready(spawned: Spawned, relay: dict[str, object],
             t = time.monotonic()
             pos += len(data)
             out.write(t, data)
-            if any(ready.search(line) for line in seen.feed(t, data)) if ready else False:
+            lines = seen.feed(t, data)
+            if ready is not None and any(ready.search(line) for line in lines):
                 spawned.ready_at = t
                 return
-            continue
-        if spawned.vm.poll() is not None or (deadline is not None
-                                             and time.monotonic() >= deadline):
+        if answered or spawned.vm.poll() is not None or (
+                deadline is not None and time.monotonic() >= deadline):
             break
-        time.sleep(0.002)
+        if not data:
+            time.sleep(0.002)
     if answered:
         spawned.ready_at = answered[0]
         return

@@ -369,10 +369,12 @@ def test_detached_relay_answers_http_readiness(tmp_path: Path) -> None:
     server = HTTPServer(("127.0.0.1", 0), Ok)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        spawned = _detached(tmp_path, b"booting\n")
+        spawned = _detached(tmp_path, b"NetBSD 10.1 (GENERIC) #0: Mon Jan  1 00:00:00 UTC "
+                                      b"2024\nbooting\n")
         relay_log_until_ready(spawned, _relay(http=[server.server_address[1], "/"]),
                               time.monotonic())
         assert spawned.ready_at is not None and spawned.seen is not None
+        assert "banner" in spawned.seen.detector.times  # the console is watched meanwhile
     finally:
         server.shutdown()
         server.server_close()
