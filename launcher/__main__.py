@@ -292,11 +292,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"+ {shlex.join(spawned.argv)}   (started from a cached plan)",
                       file=sys.stderr, flush=True)
             if spawned is not None and spawned.relay is not None:
-                from .relay import relay_log_until_ready, relay_until_ready
+                from .relay import relay_until_ready
 
-                relay = relay_log_until_ready if spawned.vm is not None else relay_until_ready
                 try:
-                    relay(spawned, spawned.relay, _START)
+                    relay_until_ready(spawned, spawned.relay, _START)
                 except OSError:
                     if spawned.console is not None:
                         raise

