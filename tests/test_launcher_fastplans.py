@@ -184,13 +184,22 @@ def test_tcp_plan_makes_a_private_directory_per_run(runner: Runner,
 
 
 @pytest.mark.qemu
+@pytest.mark.parametrize("ready", ["console", "http"])
 def test_detached_plan_timeout_leaves_nothing(runner: Runner, test_kernels: TestKernels,
-                                              disk: Path) -> None:
+                                              disk: Path, ready: str) -> None:
     """A detached QEMU from a plan that is not ready in time is stopped, its last console
-    lines shown and its state directory removed, as on the ordinary path."""
+    lines shown and its state directory removed, as on the ordinary path (the smoltest
+    guest answers no HTTP: ``--ready http:`` times out too)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    how = (["-N", "-a", "smoltest.noready"] if ready == "console"
+           else ["-p", f"{port}:80", "--ready", f"http:{port}/"])
     for fast in (False, True):
-        r = runner.run("-d", "--name", "slow", str(test_kernels.pvh), str(disk), "-N",
-                       "-a", "smoltest.noready", "--timeout", "2", "--debug")
+        r = runner.run("-d", "--name", "slow", str(test_kernels.pvh), str(disk), *how,
+                       "--timeout", "2", "--debug")
         assert r.returncode == 1 and "not ready after 2 s" in r.stderr, r.stderr
         assert (CACHED in r.stderr) is fast
         assert "| Starting smoltest service." in r.stderr
