@@ -158,7 +158,7 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
         kernel_name = kernel
-        built_image, built_kernel, service_ready = build_service(
+        built_image, built_kernel, service_ready, service_ro = build_service(
             service, image, arch=args.arch, release=args.release,
             kernel=None if own else (kernel or "GENERIC"), services_dir=args.services_dir,
             offline=args.offline)
@@ -172,6 +172,9 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         extra["service"] = {**(snapshot or {}), "absent": absent}
         if args.ready is None and service_ready:
             args.ready = f"console:{service_ready}"  # what the service says it prints
+        # A read-only root is attached read-only: the guest cannot write the image (which
+        # would make it stale: rebuilt at the next start), and VMs may share it.
+        args.ro = args.ro or service_ro
     if kernel is None:
         raise UsageError("no kernel given", hint="startnb KERNEL [IMAGE], or -k KERNEL")
     console = args.console or ("none" if (args.detach or args.json) else "stdio")

@@ -60,9 +60,10 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
 def build_service(service: str, image: str | None, *, arch: str = "amd64",
                   release: str | None = None, kernel: str | None = "GENERIC",
                   services_dir: str | None = None, offline: bool = False
-                  ) -> tuple[Path, Path | None, str | None]:
+                  ) -> tuple[Path, Path | None, str | None, bool]:
     """Build (or reuse) the image of ``service``: (image, kernel named by the build or
-    None, the console regular expression the service declares as ready or None).
+    None, the console regular expression the service declares as ready or None, whether
+    its root filesystem is read-only).
 
     ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
     sets for ``arch`` and ``release``; None when the caller boots a kernel file of its own.
@@ -91,6 +92,7 @@ def build_service(service: str, image: str | None, *, arch: str = "amd64",
 
 
 def _built(image: str | Path, manifest: dict[str, object]
-           ) -> tuple[Path, Path | None, str | None]:
+           ) -> tuple[Path, Path | None, str | None, bool]:
     built, ready = manifest.get("kernel"), manifest.get("ready")
-    return Path(image), Path(str(built)) if built else None, str(ready) if ready else None
+    return (Path(image), Path(str(built)) if built else None, str(ready) if ready else None,
+            manifest.get("ro") is True)

@@ -87,7 +87,12 @@ def test_service_plan_until_one_input_changes(runner: Runner, test_kernels: Test
                                               services: Path) -> None:  # noqa: F811
     args = ["rescue", "--services-dir", str(services), "-k", "SMOLTEST"]
     image = runner.work / "rescue-amd64.img"
-    assert runner.boot(*args)[0] is False
+    fast, r = runner.boot(*args)
+    assert fast is False
+    # RO=yes: attached read-only, so that a guest cannot write the image (it would be
+    # stale, rebuilt at every start, and never started from a plan)
+    drive = json.loads(r.stdout.splitlines()[0])["argv"]
+    assert drive[drive.index("-drive") + 1].endswith(",readonly=on")
     fast, r = runner.boot(*args)
     assert fast and "up to date" in r.stderr
     built = image.stat().st_mtime_ns

@@ -158,7 +158,8 @@ def test_service_build_is_reused_until_its_inputs_change(tmp_path: Path, mirror:
     assert parse_console(console).boot == "pvh"  # the 10.1 amd64 kernel
     argv = result["argv"]
     assert isinstance(argv, list)
-    assert argv[argv.index("-drive") + 1].endswith("file=rescue-amd64.img")
+    # rescue's root is read-only (RO=yes): so is the disk, which the guest cannot change
+    assert argv[argv.index("-drive") + 1].endswith("file=rescue-amd64.img,readonly=on")
     manifest = json.loads((tmp_path / "rescue-amd64.img.json").read_text())
     assert "/10.1/amd64/" in manifest["kernel"] and manifest["kernel"].endswith("SMOLTEST.gz")
     built = image.stat()
@@ -235,9 +236,9 @@ def test_service_ready_line_is_the_default_readiness(tmp_path: Path, mirror: Fak
 def _build_service(cwd: Path, mirror: FakeMirror, services: Path) -> tuple[bool, str]:
     """``build_service`` in a fresh interpreter: (was smolfs.build imported, stderr)."""
     code = ("import sys\nfrom launcher.glue import build_service\n"
-            f"img, kernel, ready = build_service('rescue', None, kernel='SMOLTEST', "
+            f"img, kernel, ready, ro = build_service('rescue', None, kernel='SMOLTEST', "
             f"services_dir={str(services)!r})\n"
-            "assert img.is_file() and kernel is not None and kernel.is_file()\n"
+            "assert img.is_file() and kernel is not None and kernel.is_file() and ro\n"
             "print('smolfs.build' in sys.modules)\n")
     env = dict(os.environ, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(cwd / "cache"))
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
