@@ -14,6 +14,16 @@ Prints min and median of each, the ratio of the medians to bare QEMU (target at 
 and startnb's own start-up before QEMU's exec as startnb reports it (target under 60 ms);
 Python's own start (``python -c pass``) is printed as the floor under all of it.
 
+Then the main job, ``startnb SERVICE --strip -d`` (the service built from a local mirror
+publishing synthetic sets and the smoltest kernel as ``netbsd-SMOLTEST.gz``): repeated
+(everything cached: the plan starts QEMU), against the bare QEMU argv of the same boot
+(``--print-cmd`` of the attached form: serial on stdout), and the first command of all
+(cold: fetch, build, strip, then boot). A detached run is timed until ``startnb -d``
+returns (it returns at readiness); start-up is what its ``--json`` report says. The
+smoltest kernels have no driver table, so ``--strip`` goes through a stand-in of kstrip
+(copies the kernel; only the cold command calls it). Readiness is the service's console
+line: the smoltest guest serves no HTTP (``--ready http:`` rows need genuine NetBSD).
+
 Kernel: the smoltest PVH kernel (built from ``tests/kernels`` with gcc), carrying the
 strings of NetBSD's virtio-mmio attachment so that startnb picks ``-M microvm`` as it does
 for a MICROVM kernel; measured once as is (ready in tens of milliseconds) and once with
@@ -35,6 +45,7 @@ qemu-system-aarch64 are installed; ``--no-aarch64`` leaves it out.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import shlex
@@ -53,13 +64,13 @@ MMIO_MARKERS = b"\0virtio_mmio.device=\0mmio_cmdline\0"
 
 
 def time_to_ready(argv: list[str], env: dict[str, str], timeout: float = 60.0,
-                  stderr_until: bytes | None = None) -> tuple[float, str]:
+                  stderr_until: bytes | None = None, cwd: Path = REPO) -> tuple[float, str]:
     """Spawn ``argv``; seconds until a stdout line holds READY; then stop it (once stderr
     holds ``stderr_until``, when given). Also returns its stderr."""
     start = time.perf_counter()
     err_buf = b""
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, env=env, cwd=REPO)
+                         stderr=subprocess.PIPE, env=env, cwd=cwd)
     assert p.stdout is not None
     elapsed = None
     try:
@@ -166,6 +177,104 @@ def bench_aarch64(command: list[str], runs: int, env: dict[str, str], work: Path
           work / "cache-cold-arm64")
 
 
+#: A stand-in for kstrip (the smoltest kernels have no driver table): copies the kernel.
+FAKE_KSTRIP = ("import shutil\n"
+               "def strip(kernel, out=None, **kw):\n    shutil.copyfile(kernel, out)\n")
+
+
+def run_detached(argv: list[str], env: dict[str, str], cwd: Path, name: str
+                 ) -> tuple[float, float, float, bool]:
+    """``startnb -d``: (seconds until its ready report, until it returned, its start-up,
+    started from a plan); the VM is stopped afterwards."""
+    start = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
+    assert p.stdout is not None
+    line = p.stdout.readline()
+    reported = time.perf_counter() - start
+    _, err = p.communicate(timeout=120)
+    returned = time.perf_counter() - start
+    stop = subprocess.run([*argv[:argv.index("rescue")], "stop", name, "--force"],
+                          capture_output=True, text=True, env=env, cwd=cwd, check=False)
+    if p.returncode != 0 or stop.returncode != 0 or not line:
+        raise SystemExit(f"failed: {shlex.join(argv)}\n{err}{stop.stderr}")
+    info = json.loads(line)
+    return reported, returned, float(info["timing"]["startup"]), bool(info["fast_path"])
+
+
+def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path,
+                  kernel: Path, spin: int, machine: str) -> None:
+    """``startnb SERVICE --strip -d``: repeated, bare QEMU, first command (see above)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    import gzip
+
+    from fakemirror import FakeMirror, make_set, release_tree, write_sha512
+
+    from services import shipped_dir
+    from smolfs.fetch import DEFAULT_RELEASE
+
+    top = work / "mirror" / release_tree(DEFAULT_RELEASE, "amd64") / "binary"
+    (top / "sets").mkdir(parents=True)
+    make_set(top / "sets" / "rescue.tar.xz", "rescue")
+    write_sha512(top / "sets")
+    (top / "kernel").mkdir(parents=True)
+    (top / "kernel" / "netbsd-SMOLTEST.gz").write_bytes(
+        gzip.compress(kernel.read_bytes(), mtime=0))
+    write_sha512(top / "kernel")
+    services = work / "services"
+    shutil.copytree(shipped_dir(), services, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    conf = services / "rescue" / "service.conf"
+    conf.write_text(re.sub(r"(?m)^READY=.*$", "READY=^SERVICE READY$", conf.read_text()))
+    fake = work / "fake-kstrip" / "kstrip"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(FAKE_KSTRIP)
+    warm_dir, cold_dir = work / "svc-warm", work / "svc-cold"
+    warm_dir.mkdir()
+    args = ["rescue", "--services-dir", str(services), "-k", "SMOLTEST", "--strip", "-N",
+            "--machine", machine, "-a", f"smoltest.spin={spin}"]
+    detached = [*command, *args, "-d", "--json"]
+    with FakeMirror(work / "mirror") as mirror:
+        env = dict(env, MKSMOLNB_MIRROR=mirror.url,
+                   PYTHONPATH=os.pathsep.join([str(fake.parent), str(REPO)]))
+        env_cold = dict(env, MKSMOLNB_CACHE=str(work / "cache-svc-cold"))
+        run_detached([*detached, "--name", "warm"], env, warm_dir, "warm")  # builds, strips
+        run_detached([*detached, "--name", "warm"], env, warm_dir, "warm")  # saves the plan
+        printed = subprocess.run([*command, *args, "--console", "stdio", "--print-cmd"],
+                                 capture_output=True, text=True, env=env, cwd=warm_dir,
+                                 check=True).stdout
+        bare = shlex.split(printed)
+        time_to_ready(bare, env, cwd=warm_dir)
+        warm, warm_ret, up_warm, plain, cold, up_cold = [], [], [], [], [], []
+        for _ in range(runs):
+            t, t_ret, up, fast = run_detached([*detached, "--name", "warm"], env, warm_dir,
+                                              "warm")
+            if not fast:
+                raise SystemExit("the repeated command did not start from its plan")
+            warm.append(t)
+            warm_ret.append(t_ret)
+            up_warm.append(up)
+            plain.append(time_to_ready(bare, env, cwd=warm_dir)[0])
+            shutil.rmtree(cold_dir, ignore_errors=True)
+            shutil.rmtree(work / "cache-svc-cold", ignore_errors=True)
+            cold_dir.mkdir()
+            t, _, up, _ = run_detached([*detached, "--name", "cold"], env_cold, cold_dir,
+                                       "cold")
+            cold.append(t)
+            up_cold.append(up)
+    med_b = statistics.median(plain)
+    print(f"\nstartnb SERVICE --strip -d (smoltest kernel, smoltest.spin={spin}, {machine}): "
+          f"{runs} runs to ready")
+    print(f"  {'':30} {'min ms':>8} {'median ms':>10}")
+    row("repeated (plan), ready report", warm,
+        f"   ratio {statistics.median(warm) / med_b:.3f} (target <= 1.05)")
+    row("repeated (plan), returned", warm_ret,
+        f"   ratio {statistics.median(warm_ret) / med_b:.3f}")
+    row("first command (cold)", cold, f"   ratio {statistics.median(cold) / med_b:.3f}")
+    row("bare QEMU argv (peer)", plain)
+    row("start-up to exec, repeated", up_warm, "   (target < 10 ms)")
+    row("start-up to exec, cold", up_cold, "   (fetch, build, strip)")
+
+
 def launcher_command() -> tuple[list[str], str]:
     script = Path(sys.executable).parent / "startnb"
     if script.exists():
@@ -181,11 +290,14 @@ def main() -> int:
                     help="guest busy-wait before READY in the second case (500)")
     ap.add_argument("--no-aarch64", action="store_true",
                     help="leave out the aarch64 test kernel")
+    ap.add_argument("--only-service", action="store_true",
+                    help="measure only startnb SERVICE --strip -d")
     args = ap.parse_args()
     # Byte-compile the checkout as an installed package is (PYTHONDONTWRITEBYTECODE would
     # otherwise make every run compile the launcher from source).
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "launcher"),
-                    str(REPO / "smolfs")], check=True, stdout=subprocess.DEVNULL)
+                    str(REPO / "smolfs"), str(REPO / "services"), str(REPO / "kstrip")],
+                   check=True, stdout=subprocess.DEVNULL)
     sys.path.insert(0, str(REPO / "tests"))
     from kernels import build_test_kernels
 
@@ -203,6 +315,9 @@ def main() -> int:
         print(f"startnb: {shown}")
         base = [*command, "--console", "stdio", "--machine", args.machine]
         cold = work / "cache-cold"
+        if args.only_service:
+            bench_service(command, args.runs, env, work, kernel, args.spin, args.machine)
+            return 0
         bench(f"smoltest kernel ({args.machine} machine)",
               [*base, str(kernel), str(image)], args.runs, env, cold)
         # The same kernel waiting as long as a genuine NetBSD boot takes here (0.4-0.8 s
@@ -210,6 +325,7 @@ def main() -> int:
         bench(f"smoltest kernel, smoltest.spin={args.spin} ({args.machine} machine)",
               [*base, str(kernel), str(image), "-a", f"smoltest.spin={args.spin}"],
               args.runs, env, cold)
+        bench_service(command, args.runs, env, work, kernel, args.spin, args.machine)
         if not args.no_aarch64:
             bench_aarch64(command, args.runs, env, work, image)
         genuine_rows(args.runs, command, work, env)

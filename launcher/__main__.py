@@ -152,14 +152,18 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         image = positionals.pop(0)
     if positionals:
         raise UsageError(f"unexpected argument {positionals[0]!r}")
+    extra: dict[str, object] = {}  # what else a plan of this command depends on
     if service is not None:
         import os
+
+        from smolfs import staleness
 
         from .glue import build_service
 
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
-        built_image, built_kernel, service_ready = build_service(
+        kernel_name = kernel
+        built_image, built_kernel, service_ready, service_ro = build_service(
             service, image, arch=args.arch, release=args.release,
             kernel=None if own else (kernel or ("GENERIC64" if args.arch == "aarch64"
                                                 else "GENERIC")),
@@ -167,8 +171,17 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
             offline=args.offline)
         image = str(built_image)
         kernel = own or (str(built_kernel) if built_kernel else None)
+        snapshot = staleness.snapshot(image)  # None: no record (a daily build): no plan
+        if snapshot is None:
+            plan_key = None
+        # Names that must not become files: then they would name a kernel file.
+        absent = [service, *([kernel_name] if kernel_name and not own else [])]
+        extra["service"] = {**(snapshot or {}), "absent": absent}
         if args.ready is None and service_ready:
             args.ready = f"console:{service_ready}"  # what the service says it prints
+        # A read-only root is attached read-only: the guest cannot write the image (which
+        # would make it stale: rebuilt at the next start), and VMs may share it.
+        args.ro = args.ro or service_ro
     if kernel is None:
         raise UsageError("no kernel given", hint="startnb KERNEL [IMAGE], or -k KERNEL")
     console = args.console or ("none" if (args.detach or args.json) else "stdio")
@@ -184,14 +197,16 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     )
     from .boot import boot, prepare
 
-    if service is not None or args.strip or args.print_cmd:
-        plan_key = None  # the build and the stripping must run: no cached plan
+    if args.print_cmd:
+        plan_key = None
     prepared = prepare(config, checks=spawned is None)
     if args.strip:
         from .glue import strip_kernel
 
+        # The plan depends on the kernel stripped too (its stripped copy is stat'ed).
+        extra["files"] = [str(config.kernel), str(prepared.kernel.path)]
         config = config._replace(kernel=strip_kernel(prepared.kernel))
-        prepared = prepare(config)
+        prepared = prepare(config, checks=spawned is None)
     if prepared.accel_note and not args.print_cmd:
         print(f"startnb: {prepared.accel_note}", file=sys.stderr)
 
@@ -208,7 +223,7 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
 
     result = boot(config, command_start=_START, name=args.name, timestamps=args.timestamps,
                   print_cmd=args.print_cmd, on_ready=on_ready, prepared=prepared,
-                  spawned=spawned, plan_key=plan_key)
+                  spawned=spawned, plan_key=plan_key, plan_extra=extra)
     if args.print_cmd or args.detach:
         return 0
     status = result.exit_status or 0

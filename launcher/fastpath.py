@@ -10,8 +10,10 @@ kind of host; a NetBSD service is ready 400 ms after QEMU starts. So a boot is s
    stat of the kernel, the loaded (decompressed) kernel and the QEMU binary, QEMU's place
    on ``$PATH``, the state of ``/dev/kvm`` and the boot id. When every one of those still
    matches and the checks that cannot be cached pass (host ports free, image present and
-   neither locked by a QEMU nor used by a detached VM, console file's directory present),
-   QEMU is spawned at once.
+   neither locked by a QEMU nor used by a detached VM, console file's directory present;
+   ``startnb SERVICE``: the image still up to date by :func:`smolfs.staleness.holds`;
+   ``-d``: the VM's state directory free), QEMU is spawned at once (``-d``: under the
+   keeper of :class:`launcher.vm.Vm`, whose import is most of that path's cost).
 2. Until the ready line only :func:`launcher.relay.relay_until_ready` runs (the console
    relay and stage detection); argument parsing, the report and everything else follow.
    A cold run, a changed input, an unreadable plan file or any failed check takes the
@@ -38,19 +40,26 @@ from smolfs.cachedir import cache_root
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
 if TYPE_CHECKING:
     from .relay import ConsoleOut, ConsoleSeen
+    from .vm import Vm
 
 #: Bump when the plan format or what the argv depends on changes.
-PLAN_VERSION = 1
+PLAN_VERSION = 2
 #: Plans kept (most recently written first).
 MAX_PLANS = 32
 #: What a plan's ``relay`` holds (see :func:`launcher.relay.relay_until_ready`).
 RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
+#: The modules the argv is computed by (paths from this package's directory): the
+#: launcher's, the service lookup, the builder's version and its staleness rule.
+CODE_FILES = ("__main__.py", "boot.py", "config.py", "fastpath.py", "glue.py", "host.py",
+              "kernel.py", "qemu.py", "stripcache.py", "../smolfs/cli.py",
+              "../smolfs/service.py", "../smolfs/staleness.py", "../services/__init__.py")
 #: Environment variables the QEMU argv (or the files it names) depends on.
-#: The launcher's modules the argv is computed by (beside this one).
-CODE_FILES = ("__main__.py", "boot.py", "config.py", "fastpath.py", "host.py", "kernel.py",
-              "qemu.py")
 ENV_KEYS = ("MKSMOLNB_QEMU", "MKSMOLNB_QEMU_AARCH64", "PATH", "MKSMOLNB_CACHE",
-            "XDG_CACHE_HOME", "HOME", "MKSMOLNB_STATE", "XDG_RUNTIME_DIR")
+            "XDG_CACHE_HOME", "HOME", "MKSMOLNB_STATE", "XDG_RUNTIME_DIR",
+            "SOURCE_DATE_EPOCH")
+#: Stands in a saved argv for the private directory of one run (its QMP socket, for
+#: ``--ready tcp:``), made afresh by :func:`try_fast`.
+RUNDIR = "@RUNDIR@"
 
 KVM_HARDWARE = "hardware"
 KVM_MISSING = "missing"
@@ -367,7 +376,8 @@ def save_plan(key: tuple[object, ...], plan: dict[str, object]) -> None:
 def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
               ports: list[tuple[str, str, int]], image: tuple[str, str] | None, readonly: bool,
               interactive: bool, relay: dict[str, object] | None = None,
-              nested: bool = False) -> dict[str, object]:
+              nested: bool = False, service: dict[str, object] | None = None,
+              vmdir: str | None = None) -> dict[str, object]:
     """A plan: the argv and what must still hold for it to be the argv of the same boot.
 
     ``files`` must be unchanged (kernels, by stat); ``image`` (the path as given, and
@@ -376,11 +386,17 @@ def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
     ``relay``: what :func:`launcher.relay.relay_until_ready` needs (console, timestamps,
     ready pattern, timeout) when readiness is a console line; None otherwise.
     ``nested``: QEMU rejected ``-cpu host``; the argv names a CPU model instead.
+    ``service``: ``startnb SERVICE``: the image's :func:`smolfs.staleness.snapshot` and
+    ``absent``: the service name and kernel name as given, which must not become files
+    (they would then name a kernel file).
+    ``vmdir``: ``-d``: the VM's state directory the argv names, which must not exist (it
+    is made by :func:`try_fast`; a VM of that name running takes the ordinary path).
+    :data:`RUNDIR` in the argv stands for a private directory made afresh.
     """
     return {"argv": list(qemu_argv), "host": host_key(qemu),
             "files": [(f, fingerprint(f)) for f in files], "ports": list(ports),
             "image": image, "readonly": readonly, "interactive": interactive,
-            "relay": relay, "nested": nested}
+            "relay": relay, "nested": nested, "service": service, "vmdir": vmdir}
 
 
 def _usable(plan: dict[str, object]) -> bool:
@@ -395,6 +411,16 @@ def _usable(plan: dict[str, object]) -> bool:
     for path, fp in plan["files"]:  # type: ignore[attr-defined]
         if fp is None or fingerprint(path) != fp:
             return False
+    service = plan.get("service")
+    if service is not None:
+        from smolfs import staleness
+
+        if not isinstance(service, dict) or not staleness.holds(service) \
+                or any(os.path.lexists(str(p)) for p in service["absent"]):  # type: ignore[attr-defined]
+            return False
+    vmdir = plan.get("vmdir")
+    if vmdir is not None and os.path.lexists(str(vmdir)):
+        return False
     for proto, ip, port in plan["ports"]:  # type: ignore[attr-defined]
         if port_error(proto, ip, port) is not None:
             return False
@@ -442,13 +468,26 @@ class Spawned:
         self.seen: ConsoleSeen | None = None  # what the relay saw: stages, last lines
         self.stderr_data = b""
         self.ready_at: float | None = None
+        #: The private directory :data:`RUNDIR` stands for in the plan's argv, if any.
+        self.rundir: str | None = None
+        #: ``-d``: the VM's state directory and the :class:`launcher.vm.Vm` whose keeper
+        #: runs QEMU (no pipes then: the console is a file in that directory).
+        self.vmdir: str | None = None
+        self.vm: Vm | None = None
 
     def kill(self, grace: float = 1.0) -> None:
         """Stop and reap this QEMU (it was not adopted): SIGTERM, which lets QEMU put the
         terminal back as it found it, then SIGKILL after ``grace`` seconds. Closes its
-        pipes and the console output the relay opened."""
+        pipes and the console output the relay opened; removes its private directory."""
         import contextlib
 
+        if self.vm is not None:  # -d: through its keeper
+            self.vm.kill(grace)
+            self.vm.close()
+            self.vm = None
+            self.adopted = True
+            self.remove_dirs()
+            return
         with contextlib.suppress(OSError):
             os.kill(self.pid, 15)  # SIGTERM
         deadline = time.monotonic() + grace
@@ -474,6 +513,64 @@ class Spawned:
                 self.console.close()
             self.console = None
         self.adopted = True  # nothing left to clean up
+        self.remove_dirs()
+
+    def remove_dirs(self) -> None:
+        """Remove the run's private directory and the state directory made for it."""
+        for d in (self.rundir, self.vmdir):
+            if d is None:
+                continue
+            try:
+                for name in os.listdir(d):
+                    os.unlink(os.path.join(d, name))
+                os.rmdir(d)
+            except OSError:
+                pass
+        self.rundir = self.vmdir = None
+
+
+def _private_dir() -> str:
+    """A new directory only this user can enter, as ``tempfile.mkdtemp`` makes one."""
+    base = os.environ.get("TMPDIR") or "/tmp"
+    while True:
+        path = os.path.join(base, f"startnb-{os.urandom(6).hex()}")
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+
+
+def _start_detached(qemu_argv: list[str], vmdir: str) -> Spawned | None:
+    """``-d``: claim the state directory the plan names and start QEMU under its keeper
+    (:class:`launcher.vm.Vm`); None when the directory exists (a VM of that name, or one
+    just gone: the ordinary path tells which) or the keeper cannot start QEMU."""
+    os.makedirs(os.path.dirname(vmdir), mode=0o700, exist_ok=True)
+    try:
+        os.mkdir(vmdir, 0o700)
+    except OSError:
+        return None
+    spawned = Spawned(0, qemu_argv, 0.0, 0.0, -1, -1, False)
+    spawned.vmdir = vmdir
+    try:
+        from pathlib import Path
+
+        from .vm import Vm
+
+        d = Path(vmdir)
+        paths = {"serial_log": d / "serial.log", "qmp": d / "qmp.sock",
+                 "qemu_log": d / "qemu.log"}
+        try:  # as launcher.boot makes it: the keeper keeps its files in the state dir
+            vm = Vm(qemu_argv, **paths, detach=True, state_dir=d)  # type: ignore[call-arg]
+        except TypeError:  # a Vm from before state_dir
+            vm = Vm(qemu_argv, **paths, detach=True)
+        vm.start()
+    except Exception:
+        spawned.remove_dirs()
+        return None
+    spawned.vm, spawned.pid = vm, vm.pid
+    spawned.exec_time, spawned.started = vm.exec_time, vm.started
+    return spawned
 
 
 def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None]:
@@ -492,9 +589,20 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None
         interactive = bool(plan["interactive"])
         relay = plan.get("relay")
         nested = bool(plan.get("nested"))
+        vmdir = plan.get("vmdir")
         if relay is not None and not (isinstance(relay, dict)
                                       and all(k in relay for k in RELAY_KEYS)):
             return key, None
+        rundir = _private_dir() if any(RUNDIR in a for a in qemu_argv) else None
+        if rundir is not None:
+            qemu_argv = [a.replace(RUNDIR, rundir) for a in qemu_argv]
+        if vmdir is not None:
+            spawned = _start_detached(qemu_argv, str(vmdir))
+            if spawned is not None:
+                spawned.rundir, spawned.nested = rundir, nested
+            elif rundir is not None:
+                os.rmdir(rundir)
+            return key, spawned
     except Exception:
         return key, None
     out_r, out_w = os.pipe()
@@ -506,11 +614,15 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None
     except OSError:
         os.close(out_r)
         os.close(err_r)
+        if rundir is not None:
+            os.rmdir(rundir)
         return key, None
     finally:
         os.close(out_w)
         os.close(err_w)
         if stdin != 0:
             os.close(stdin)
-    return key, Spawned(pid, qemu_argv, exec_time, started, out_r, err_r, interactive,
-                        relay if isinstance(relay, dict) else None, nested)
+    spawned = Spawned(pid, qemu_argv, exec_time, started, out_r, err_r, interactive,
+                      relay if isinstance(relay, dict) else None, nested)
+    spawned.rundir = rundir
+    return key, spawned

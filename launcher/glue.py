@@ -1,14 +1,18 @@
 """Thin glue to the other components, imported only when asked for.
 
 - ``--strip``: :func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel
-  digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards.
-- ``startnb SERVICE``: :func:`build_service` calls ``smolfs.build.build(service=...)``
-  with the architecture, release and kernel name; it fetches what is missing and reuses
+  digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards, found by the
+  kernel's stat (:mod:`launcher.stripcache`: no hashing, no kstrip import).
+- ``startnb SERVICE``: :func:`build_service` first asks :func:`smolfs.staleness.fresh`
+  (the stat of the inputs the last build recorded: no builder imported, nothing hashed);
+  only a stale or unknown image makes it call ``smolfs.build.build(service=...)`` with
+  the architecture, release and kernel name, which fetches what is missing and reuses
   the image when its inputs (sets, service files, options, kernel) did not change.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from smolfs.errors import LaunchError
@@ -17,10 +21,22 @@ from .kernel import KernelInfo, _sha256, cache_dir
 
 
 def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
-    """The stripped copy of ``kernel`` (decompressed path), built on first use."""
-    out = (cache or cache_dir()) / "stripped" / f"{_sha256(kernel.path)}.stripped"
-    if out.exists():
-        return out
+    """The stripped copy of ``kernel`` (decompressed path), made on first use: found again
+    by the kernel's stat (:func:`launcher.stripcache.lookup`), else by its digest; a
+    stripped kernel changed since it was written is made again."""
+    from . import stripcache
+
+    root = str(cache or cache_dir())
+    src = str(kernel.path)
+    found = stripcache.lookup(src, root)
+    if found is not None:
+        return Path(found)
+    before = stripcache.stat_of(src)
+    digest = _sha256(kernel.path)
+    stripcache.remember(src, before, digest, root)
+    found = stripcache.valid(digest, root)
+    if found is not None:
+        return Path(found)
     try:
         import kstrip
     except ImportError as err:
@@ -29,23 +45,41 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
     if strip is None:
         raise LaunchError("--strip: this kstrip has no strip() function",
                           hint="update mksmolnb, or boot without --strip")
+    out = Path(stripcache.output_for(digest, root))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp")
-    strip(kernel.path, out=tmp)
-    tmp.replace(out)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        strip(kernel.path, out=tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    stripcache.written(digest, root)
     return out
 
 
 def build_service(service: str, image: str | None, *, arch: str = "amd64",
                   release: str | None = None, kernel: str | None = "GENERIC",
                   services_dir: str | None = None, offline: bool = False
-                  ) -> tuple[Path, Path | None, str | None]:
+                  ) -> tuple[Path, Path | None, str | None, bool]:
     """Build (or reuse) the image of ``service``: (image, kernel named by the build or
-    None, the console regular expression the service declares as ready or None).
+    None, the console regular expression the service declares as ready or None, whether
+    its root filesystem is read-only).
 
     ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
     sets for ``arch`` and ``release``; None when the caller boots a kernel file of its own.
     """
+    from smolfs import staleness
+    from smolfs.cli import VERSION
+
+    asked = staleness.request(service, image, arch=arch, release=release, kernel=kernel,
+                              services_dir=services_dir)
+    manifest = staleness.fresh(image or f"{service}-{arch}.img", asked, VERSION)
+    if manifest is not None:  # up to date: the builder is not even imported
+        from smolfs.log import info
+
+        dest = image or f"{service}-{arch}.img"
+        info(f"{dest}: up to date (same inputs, not modified since)")
+        return _built(dest, manifest)
     try:
         from smolfs.build import build
     except ImportError as err:
@@ -54,6 +88,11 @@ def build_service(service: str, image: str | None, *, arch: str = "amd64",
     result = build(service=service, image=Path(image) if image else None, arch=arch,
                    release=release, kernel=kernel, services_dir=services_dir,
                    offline=offline)
-    manifest = result.manifest if isinstance(result.manifest, dict) else {}
+    return _built(result.image, result.manifest if isinstance(result.manifest, dict) else {})
+
+
+def _built(image: str | Path, manifest: dict[str, object]
+           ) -> tuple[Path, Path | None, str | None, bool]:
     built, ready = manifest.get("kernel"), manifest.get("ready")
-    return Path(result.image), Path(str(built)) if built else None, ready or None
+    return (Path(image), Path(str(built)) if built else None, str(ready) if ready else None,
+            manifest.get("ro") is True)

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from smolfs import callable_module
+from smolfs import callable_module, staleness
 from smolfs import manifest as _manifest
 from smolfs.cli import VERSION
 from smolfs.devices import Arch, device_nodes
@@ -141,6 +141,7 @@ def build(
     removed by the next build. Raises :class:`~smolfs.errors.SmolError` subclasses;
     nothing is left at the destination on failure.
     """
+    release_asked = release
     p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
     if p.size_mb:  # a size over the bound fails before any set is read
         from smolfs.sizes import check_bound
@@ -154,13 +155,18 @@ def build(
                                                   mirror, offline, kernel)
     if release != p.release:
         p = dataclasses.replace(p, release=release)
-    key = inputs_key(p, sources, kernel_path)
+    key, stats = _inputs(p, sources, kernel_path)
+    asked = staleness.request(service, image, arch=arch, release=release_asked,
+                              kernel=kernel, services_dir=_opt_path(services_dir), sets=sets,
+                              size_mb=size_mb, fs=fs, ro=ro)
     if not force:
         old = up_to_date(p.image, key)
         if old is not None:
             info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
+            staleness.remember(p.image, key, stats, asked)  # for smolfs.staleness.fresh
             return BuildResult(image=p.image, manifest=old)
 
+    staleness.forget(p.image)  # the record of the image this build replaces
     fast = FastCopies(sources) if fast_copies else None
     with fast if fast is not None else contextlib.nullcontext():
         while True:
@@ -178,6 +184,7 @@ def build(
         data["kernel"] = str(kernel_path)
     data["inputs"] = key
     _manifest.write(p.image, data)
+    staleness.remember(p.image, key, stats, asked)  # for smolfs.staleness.fresh
     info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
          f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
          f"sets {', '.join(s.name for s in sources)}")
@@ -195,6 +202,10 @@ def _postinst_limit(given: float | None, svc: Service) -> float:
         raise UsageError(f"postinst time limit must be a number of seconds >= 0 "
                          f"(0: no limit), not {limit!r}")
     return float(limit)
+
+
+def _opt_path(path: str | os.PathLike[str] | None) -> str | None:
+    return os.fspath(path) if path is not None else None
 
 
 def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
@@ -554,45 +565,23 @@ def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None) -> st
     """A digest of everything a build reads: options, set files, service files, kernel.
 
     Archives and the kernel are identified by path, size and modification time (as
-    make does), service files by their content.
+    make does), service files by their content (:func:`smolfs.staleness.inputs`).
     """
-    h = hashlib.sha256()
+    return _inputs(p, sources, kernel)[0]
 
-    def feed(*parts: object) -> None:
-        h.update(repr(parts).encode() + b"\n")
 
-    feed(VERSION, p.service.name, p.fs, p.arch.value, p.release, p.ro, p.size_mb,
-         os.environ.get("SOURCE_DATE_EPOCH"))
-    for f in [*(s.path for s in sources), *([kernel] if kernel else [])]:
-        st = f.stat()
-        feed(str(f.resolve()), st.st_size, st.st_mtime_ns)
-    for top in (p.service.path, p.service.common):
-        if top is None:
-            continue
-        for dirpath, dirnames, filenames in os.walk(top):
-            dirnames.sort()
-            for name in sorted(filenames):
-                full = Path(dirpath, name)
-                rel = str(full.relative_to(top))
-                if full.is_symlink():
-                    feed(str(top), rel, "->", os.readlink(full))
-                else:
-                    feed(str(top), rel, os.access(full, os.X_OK), full.read_bytes())
-    return h.hexdigest()
+def _inputs(p: Plan, sources: Sequence[SetSource], kernel: Path | None
+            ) -> tuple[str, list[list[object]]]:
+    fields = (VERSION, p.service.name, p.fs, p.arch.value, p.release, p.ro, p.size_mb,
+              os.environ.get("SOURCE_DATE_EPOCH"))
+    files = [*(s.path for s in sources), *([kernel] if kernel else [])]
+    trees = [t for t in (p.service.path, p.service.common) if t is not None]
+    return staleness.inputs(fields, files, trees, dirs=[p.service.path.parent])
 
 
 def up_to_date(image: Path, key: str) -> dict[str, Any] | None:
     """The manifest of *image* when it was built from inputs *key* and not modified since."""
-    try:
-        old = _manifest.read(image)
-        img, man = image.stat(), _manifest.path_for(image).stat()
-    except (InputError, OSError):
-        return None
-    if old.get("inputs") != key or img.st_size != old.get("size"):
-        return None
-    if img.st_mtime_ns > man.st_mtime_ns:  # written to (booted read-write) after the build
-        return None
-    return old
+    return staleness.up_to_date(image, key)
 
 
 # ---------------------------------------------------------------------------

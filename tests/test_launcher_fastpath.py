@@ -181,3 +181,135 @@ def test_startnb_script_reaches_the_fast_path_without_heavy_imports() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60, check=True)
     assert r.stdout.strip() == "[]", r.stdout
+
+
+# -- what else a plan checks: KVM, image locks, a service's image, -d, private directories --
+
+
+def test_a_plan_is_stale_when_the_kvm_state_changes(cache: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MKSMOLNB_QEMU", "true")
+    plan, _ = _plan(tmp_path)
+    assert fastpath._usable(plan)
+    state = fastpath.kvm_state()[0]
+    other = fastpath.KVM_HARDWARE if state != fastpath.KVM_HARDWARE else fastpath.KVM_MISSING
+    monkeypatch.setattr(fastpath, "kvm_state", lambda *a: (other, "changed"))
+    assert not fastpath._usable(plan)
+
+
+def test_a_plan_is_unusable_while_its_image_is_locked(cache: Path, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A QEMU not started by startnb holds the image (its lock on bytes 100-355)."""
+    import fcntl
+    import struct
+
+    monkeypatch.setenv("MKSMOLNB_QEMU", "true")
+    image = tmp_path / "root.img"
+    image.write_bytes(b"\0" * 4096)
+    plan, _ = _plan(tmp_path, image=(str(image), str(image.resolve())))
+    assert fastpath._usable(plan)
+    if not hasattr(fcntl, "F_OFD_SETLK"):
+        pytest.skip("no open-file-description locks on this platform")
+    fd = os.open(image, os.O_RDWR)
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK,
+                    struct.pack("hhqqi4x", fcntl.F_WRLCK, os.SEEK_SET, 100, 256, 0))
+        assert not fastpath._usable(plan)
+        assert fastpath._usable({**plan, "readonly": True})  # --ro shares the image
+    finally:
+        os.close(fd)
+    assert fastpath._usable(plan)
+
+
+@pytest.fixture
+def service_plan(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                 ) -> tuple[dict[str, object], dict[str, Path]]:
+    """A plan of ``startnb web``: its image's staleness snapshot, as the builder left it."""
+    import json
+
+    from smolfs import staleness
+
+    monkeypatch.setenv("MKSMOLNB_QEMU", "true")
+    monkeypatch.chdir(tmp_path)
+    sets = tmp_path / "rescue.tgz"
+    sets.write_bytes(b"set")
+    rc = tmp_path / "services" / "web" / "etc" / "rc"
+    rc.parent.mkdir(parents=True)
+    rc.write_text("echo ready\n")
+    image = tmp_path / "web-amd64.img"
+    image.write_bytes(b"\0" * 4096)
+    key, stats = staleness.inputs((), [sets], [rc.parent.parent], dirs=[rc.parent.parent.parent])
+    (tmp_path / "web-amd64.img.json").write_text(json.dumps(
+        {"tool": "mksmolnb", "size": 4096, "inputs": key}))
+    staleness.remember(image, key, stats, ["web"])
+    snap = staleness.snapshot(image)
+    assert snap is not None
+    plan, _ = _plan(tmp_path, image=(str(image), str(image.resolve())),
+                    service={**snap, "absent": ["web", "SMOLTEST"]})
+    return plan, {"sets": sets, "rc": rc, "image": image}
+
+
+@pytest.mark.parametrize("change", ["set", "service file", "service dir", "image written",
+                                    "manifest", "service name is a file",
+                                    "kernel name is a file"])
+def test_a_service_plan_is_stale_when_one_input_changes(
+        service_plan: tuple[dict[str, object], dict[str, Path]], tmp_path: Path,
+        change: str) -> None:
+    plan, f = service_plan
+    assert fastpath._usable(plan)
+    if change == "set":
+        os.utime(f["sets"], ns=(1, 1))
+    elif change == "service file":
+        f["rc"].write_text("echo changed\n")
+    elif change == "service dir":
+        (f["rc"].parent / "motd").write_text("new file\n")
+    elif change == "image written":  # booted read-write: a rebuild is due
+        os.utime(f["image"], ns=(2**62, 2**62))
+    elif change == "manifest":
+        f["image"].with_name("web-amd64.img.json").write_text("{}")
+    elif change == "service name is a file":
+        (tmp_path / "web").write_text("")
+    elif change == "kernel name is a file":
+        (tmp_path / "SMOLTEST").write_text("")
+    assert not fastpath._usable(plan)
+
+
+def test_a_detached_plan_needs_its_state_directory_free(cache: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch
+                                                        ) -> None:
+    monkeypatch.setenv("MKSMOLNB_QEMU", "true")
+    vmdir = tmp_path / "state" / "web"
+    plan, _ = _plan(tmp_path, vmdir=str(vmdir))
+    assert fastpath._usable(plan)
+    vmdir.mkdir(parents=True)  # a VM of that name (or its remains): the ordinary path
+    assert not fastpath._usable(plan)
+
+
+def test_a_private_directory_is_made_afresh_for_each_run(cache: Path, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """``--ready tcp:`` plans name a QMP socket in a directory of the run's own."""
+    monkeypatch.setenv("MKSMOLNB_QEMU", "echo")
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    echo = fastpath.which("echo")
+    assert echo is not None
+    kernel = tmp_path / "kernel"
+    kernel.write_bytes(b"k")
+    key = fastpath.plan_key(["tcp"])
+    fastpath.save_plan(key, fastpath.make_plan(
+        [echo, f"unix:{fastpath.RUNDIR}/qmp.sock"], echo, [str(kernel)], [], None, False,
+        False))
+    dirs = []
+    for _ in range(2):
+        _, spawned = fastpath.try_fast(["tcp"])
+        assert spawned is not None and spawned.rundir is not None
+        assert os.path.isdir(spawned.rundir) and spawned.argv[1] == \
+            f"unix:{spawned.rundir}/qmp.sock"
+        assert os.stat(spawned.rundir).st_mode & 0o777 == 0o700
+        dirs.append(spawned.rundir)
+        spawned.kill()
+        assert not os.path.exists(dirs[-1])
+    assert dirs[0] != dirs[1]
+    monkeypatch.setenv("MKSMOLNB_QEMU", str(tmp_path / "gone"))  # spawn fails: nothing left
+    assert fastpath.try_fast(["tcp"])[1] is None
+    assert not list(tmp_path.glob("startnb-*"))

@@ -51,6 +51,41 @@ def test_strip_is_cached_by_digest(tmp_path: Path, test_kernels: TestKernels,
     assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 1  # reused
 
 
+def test_strip_cache_found_by_stat_and_made_again_when_changed(
+        tmp_path: Path, test_kernels: TestKernels, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found again without hashing while the kernel's stat holds; a stripped kernel
+    changed or gone, or another kernel at the same path, is stripped again."""
+    from launcher import glue
+
+    calls: list[Path] = []
+
+    def strip(kernel: Path, out: Path | None = None, **kw: object) -> object:
+        assert out is not None
+        calls.append(Path(kernel))
+        out.write_bytes(b"stripped " + Path(kernel).read_bytes()[:16])
+        return types.SimpleNamespace(out=out)
+
+    monkeypatch.setitem(sys.modules, "kstrip", types.SimpleNamespace(strip=strip))
+    kernel = tmp_path / "netbsd"
+    shutil.copy(test_kernels.pvh, kernel)
+    info = inspect_kernel(kernel, cache=tmp_path)
+    out = strip_kernel(info, cache=tmp_path)
+    hashed: list[Path] = []
+    real_sha = glue._sha256
+    monkeypatch.setattr(glue, "_sha256", lambda p: hashed.append(p) or real_sha(p))
+    assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 1 and not hashed
+    out.write_bytes(b"damaged")  # the cache entry changed: stripped again
+    assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 2
+    assert out.read_bytes().startswith(b"stripped ")
+    out.unlink()  # gone
+    assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 3
+    os.utime(kernel, ns=(1, 1))  # touched, same content: hashed again, not stripped
+    assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 3 and hashed
+    shutil.copy(test_kernels.pvh64, kernel)  # another kernel at the same path
+    other = strip_kernel(inspect_kernel(kernel, cache=tmp_path), cache=tmp_path)
+    assert other != out and len(calls) == 4
+
+
 def test_strip_missing_function(tmp_path: Path, test_kernels: TestKernels,
                                 monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "kstrip", types.SimpleNamespace())
@@ -123,7 +158,8 @@ def test_service_build_is_reused_until_its_inputs_change(tmp_path: Path, mirror:
     assert parse_console(console).boot == "pvh"  # the 10.1 amd64 kernel
     argv = result["argv"]
     assert isinstance(argv, list)
-    assert argv[argv.index("-drive") + 1].endswith("file=rescue-amd64.img")
+    # rescue's root is read-only (RO=yes): so is the disk, which the guest cannot change
+    assert argv[argv.index("-drive") + 1].endswith("file=rescue-amd64.img,readonly=on")
     manifest = json.loads((tmp_path / "rescue-amd64.img.json").read_text())
     assert "/10.1/amd64/" in manifest["kernel"] and manifest["kernel"].endswith("SMOLTEST.gz")
     built = image.stat()
@@ -195,3 +231,37 @@ def test_service_ready_line_is_the_default_readiness(tmp_path: Path, mirror: Fak
                 "--ready", "console:^SERVICE READY$", "-a", "smoltest.exit=1", *DEBUG_EXIT)
     assert r.returncode == 3, r.stderr
     assert json.loads(r.stdout.splitlines()[0])["ready"] is True
+
+
+def _build_service(cwd: Path, mirror: FakeMirror, services: Path) -> tuple[bool, str]:
+    """``build_service`` in a fresh interpreter: (was smolfs.build imported, stderr)."""
+    code = ("import sys\nfrom launcher.glue import build_service\n"
+            f"img, kernel, ready, ro = build_service('rescue', None, kernel='SMOLTEST', "
+            f"services_dir={str(services)!r})\n"
+            "assert img.is_file() and kernel is not None and kernel.is_file() and ro\n"
+            "print('smolfs.build' in sys.modules)\n")
+    env = dict(os.environ, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(cwd / "cache"))
+    r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
+                       text=True, timeout=120, check=True)
+    return r.stdout.strip() == "True", r.stderr
+
+
+def test_an_up_to_date_service_image_needs_no_builder(tmp_path: Path, mirror: FakeMirror,
+                                                      services: Path) -> None:
+    """The second ``startnb SERVICE`` learns from stats alone that the image is up to
+    date; a changed input brings the builder back (a rebuild, or the image kept when the
+    content is the same: then the stats are kept for the next time)."""
+    image = tmp_path / "rescue-amd64.img"
+    assert _build_service(tmp_path, mirror, services)[0]  # built
+    built = image.stat().st_mtime_ns
+    imported, err = _build_service(tmp_path, mirror, services)
+    assert not imported and "up to date" in err
+    rc = services / "rescue" / "etc" / "rc"
+    rc.write_text(rc.read_text())  # same content, new stat: the builder decides, keeps it
+    imported, err = _build_service(tmp_path, mirror, services)
+    assert imported and "up to date" in err and image.stat().st_mtime_ns == built
+    assert not _build_service(tmp_path, mirror, services)[0]
+    rc.write_text(rc.read_text() + "# changed\n")  # new content: rebuilt
+    imported, err = _build_service(tmp_path, mirror, services)
+    assert imported and "up to date" not in err and image.stat().st_mtime_ns != built
+    assert not _build_service(tmp_path, mirror, services)[0]

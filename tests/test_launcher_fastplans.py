@@ -1,0 +1,251 @@
+"""Plans for every launch path, end to end: ``startnb SERVICE``, ``--strip``, ``-d`` and
+``--ready tcp:`` start QEMU from a plan when nothing changed, and a change of any one
+input refuses the plan and does what the ordinary path does (a rebuild, a new strip, a
+clear error). The smoltest kernels under QEMU; ``SERVICE`` builds against the local
+mirror of test_launcher_glue.py; ``--strip`` goes through a stand-in of kstrip on
+``PYTHONPATH`` (the smoltest kernels have no driver table), which records each call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fakemirror import FakeMirror
+from kernels import TestKernels
+from test_launcher_glue import mirror, services  # noqa: F401  (fixtures)
+
+from conftest import REPO, qemu_pids
+
+DEBUG_EXIT = ["--qemu-arg=-device", "--qemu-arg=isa-debug-exit,iobase=0xf4,iosize=4"]
+CACHED = "(started from a cached plan)"
+
+#: A stand-in for kstrip with its signature: copies the kernel, counts its calls.
+FAKE_KSTRIP = '''
+import os, shutil
+def strip(kernel, out=None, **kw):
+    shutil.copyfile(kernel, out)
+    with open(os.environ["STRIP_CALLS"], "a") as f:
+        f.write(str(kernel) + "\\n")
+'''
+
+
+class Runner:
+    """``python -m launcher`` in this test's directory, its own cache and state; every
+    QEMU whose argv names the directory is killed at the end."""
+
+    def __init__(self, work: Path, env: dict[str, str]) -> None:
+        self.work, self.env = work, env
+
+    def run(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=self.work,
+                              env=self.env, capture_output=True, text=True, timeout=timeout,
+                              check=False)
+
+    def boot(self, *args: str) -> tuple[bool, subprocess.CompletedProcess[str]]:
+        """An attached boot to the guest's exit: (started from a plan, the run)."""
+        r = self.run(*args, "-N", "--json", "--console", "none", "--timeout", "60",
+                     "-a", "smoltest.exit=1", *DEBUG_EXIT)
+        assert r.returncode == 3, r.stderr
+        return bool(json.loads(r.stdout.splitlines()[0])["fast_path"]), r
+
+    def gone(self, seconds: float = 5.0) -> bool:
+        deadline = time.monotonic() + seconds
+        while qemu_pids(str(self.work)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not qemu_pids(str(self.work))
+
+
+@pytest.fixture
+def runner(tmp_path: Path, mirror: FakeMirror) -> Iterator[Runner]:  # noqa: F811
+    fake = tmp_path / "fake"
+    (fake / "kstrip").mkdir(parents=True)
+    (fake / "kstrip" / "__init__.py").write_text(FAKE_KSTRIP)
+    (tmp_path / "tmp").mkdir()
+    env = dict(os.environ, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(tmp_path / "cache"),
+               MKSMOLNB_STATE=str(tmp_path / "state"), TMPDIR=str(tmp_path / "tmp"),
+               STRIP_CALLS=str(tmp_path / "strip-calls"),
+               PYTHONPATH=os.pathsep.join([str(fake), str(REPO)]))
+    r = Runner(tmp_path, env)
+    try:
+        yield r
+    finally:
+        for pid in qemu_pids(str(tmp_path)):
+            os.kill(pid, 9)
+        assert r.gone(), "QEMU left running"
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_service_plan_until_one_input_changes(runner: Runner, test_kernels: TestKernels,
+                                              services: Path) -> None:  # noqa: F811
+    args = ["rescue", "--services-dir", str(services), "-k", "SMOLTEST"]
+    image = runner.work / "rescue-amd64.img"
+    fast, r = runner.boot(*args)
+    assert fast is False
+    # RO=yes: attached read-only, so that a guest cannot write the image (it would be
+    # stale, rebuilt at every start, and never started from a plan)
+    drive = json.loads(r.stdout.splitlines()[0])["argv"]
+    assert drive[drive.index("-drive") + 1].endswith(",readonly=on")
+    fast, r = runner.boot(*args)
+    assert fast and "up to date" in r.stderr
+    built = image.stat().st_mtime_ns
+    cache = runner.work / "cache" / "10.1" / "amd64"
+    (set_file,) = (cache / "sets").glob("rescue.*")
+    (kernel,) = (cache / "kernel").glob("netbsd-SMOLTEST*")
+    rc = services / "rescue" / "etc" / "rc"
+    for what, change in [
+        ("a set", lambda: os.utime(set_file)),
+        ("the kernel", lambda: os.utime(kernel)),
+        ("a service file", lambda: rc.write_text(rc.read_text() + "# changed\n")),
+        ("the services", lambda: (services / "rescue" / "etc" / "motd").write_text("hi\n")),
+        ("the image", lambda: os.utime(image, ns=(time.time_ns() + 10**9,) * 2)),
+    ]:
+        change()
+        fast, r = runner.boot(*args)  # refused: rebuilt by the ordinary path
+        assert not fast and "up to date" not in r.stderr, what
+        assert image.stat().st_mtime_ns != built, what
+        built = image.stat().st_mtime_ns
+        assert runner.boot(*args)[0], what  # and the next run has a plan again
+    (runner.work / "SMOLTEST").write_text("")  # -k SMOLTEST now names this (empty) file
+    r = runner.run(*args, "-N", "--console", "none", "--timeout", "30", "--debug")
+    assert r.returncode == 1 and CACHED not in r.stderr
+    assert "kernel" in r.stderr and "SMOLTEST" in r.stderr, r.stderr
+
+
+@pytest.mark.qemu
+def test_strip_plan_until_the_kernel_or_its_stripped_copy_changes(
+        runner: Runner, test_kernels: TestKernels) -> None:
+    kernel = runner.work / "netbsd"
+    kernel.write_bytes(test_kernels.pvh.read_bytes())
+    calls = runner.work / "strip-calls"
+
+    def strips() -> int:
+        return len(calls.read_text().splitlines()) if calls.exists() else 0
+
+    assert runner.boot(str(kernel), "--strip")[0] is False and strips() == 1
+    assert runner.boot(str(kernel), "--strip")[0] and strips() == 1
+    (stripped,) = (runner.work / "cache" / "stripped").glob("*.stripped")
+    with stripped.open("ab") as f:  # the cache entry changed: refused, stripped again
+        f.write(b"\0")
+    assert not runner.boot(str(kernel), "--strip")[0] and strips() == 2
+    assert stripped.read_bytes() == test_kernels.pvh.read_bytes()
+    assert runner.boot(str(kernel), "--strip")[0] and strips() == 2
+    stripped.unlink()  # gone
+    assert not runner.boot(str(kernel), "--strip")[0] and strips() == 3
+    kernel.write_bytes(test_kernels.pvh64.read_bytes())  # another kernel
+    assert not runner.boot(str(kernel), "--strip")[0] and strips() == 4
+    assert runner.boot(str(kernel), "--strip")[0] and strips() == 4
+
+
+@pytest.mark.qemu
+def test_detached_plan_needs_a_free_name(runner: Runner, test_kernels: TestKernels,
+                                         disk: Path) -> None:
+    args = ["-d", "--name", "web", str(test_kernels.pvh), str(disk), "--ro", "-N", "--json"]
+    for fast in (False, True):
+        r = runner.run(*args)
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert info["fast_path"] is fast and info["name"] == "web"
+        assert qemu_pids(str(runner.work)) == [info["pid"]]
+        state = Path(info["state_dir"])
+        assert {"qemu.pid", "serial.log", "manifest.json", "image"} <= \
+            {p.name for p in state.iterdir()}
+        assert "SERVICE READY" in runner.run("logs", "web").stdout
+        if fast:  # the name is taken: refused, and the ordinary path says why
+            again = runner.run(*args, "--debug")
+            assert again.returncode == 1 and CACHED not in again.stderr
+            assert "already running" in again.stderr, again.stderr
+        stop = runner.run("stop", "web", "--grace", "0.3")
+        assert stop.returncode == 0, stop.stderr
+        assert runner.gone() and not state.exists()
+
+
+@pytest.mark.qemu
+def test_tcp_plan_makes_a_private_directory_per_run(runner: Runner,
+                                                    test_kernels: TestKernels) -> None:
+    """The guest never listens: not ready either way; the second run starts from the
+    plan, with a QMP socket in a directory of its own, removed afterwards."""
+    import socket
+
+    kernel = runner.work / "netbsd"
+    kernel.write_bytes(test_kernels.pvh.read_bytes())
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for fast in (False, True):
+        r = runner.run(str(kernel), "-p", f"{port}:80", "--ready", f"tcp:{port}",
+                       "--timeout", "2", "--console", "none", "--debug")
+        assert r.returncode == 1 and "not ready after 2 s" in r.stderr, r.stderr
+        assert (CACHED in r.stderr) is fast
+        assert not list((runner.work / "tmp").iterdir())
+    assert runner.gone()
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("ready", ["console", "http"])
+def test_detached_plan_timeout_leaves_nothing(runner: Runner, test_kernels: TestKernels,
+                                              disk: Path, ready: str) -> None:
+    """A detached QEMU from a plan that is not ready in time is stopped, its last console
+    lines shown and its state directory removed, as on the ordinary path (the smoltest
+    guest answers no HTTP: ``--ready http:`` times out too)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    how = (["-N", "-a", "smoltest.noready"] if ready == "console"
+           else ["-p", f"{port}:80", "--ready", f"http:{port}/"])
+    for fast in (False, True):
+        r = runner.run("-d", "--name", "slow", str(test_kernels.pvh), str(disk), *how,
+                       "--timeout", "2", "--debug")
+        assert r.returncode == 1 and "not ready after 2 s" in r.stderr, r.stderr
+        assert (CACHED in r.stderr) is fast
+        assert "| Starting smoltest service." in r.stderr
+        assert runner.gone() and not (runner.work / "state" / "slow").exists()
+
+
+@pytest.mark.qemu
+@pytest.mark.slow
+def test_service_strip_plan_spawns_without_heavy_imports(
+        runner: Runner, test_kernels: TestKernels, services: Path) -> None:  # noqa: F811
+    """From a plan, ``startnb SERVICE --strip`` reaches QEMU's exec without the builder,
+    kstrip, hashing, JSON or ``re``: stats and the plan file only."""
+    args = ["rescue", "--services-dir", str(services), "-k", "SMOLTEST", "--strip"]
+    assert runner.boot(*args)[0] is False
+    full = [*args, "-N", "--json", "--console", "none", "--timeout", "60", "-a",
+            "smoltest.exit=1", *DEBUG_EXIT]
+    code = ("import sys\nfrom launcher.fastpath import try_fast\n"
+            f"key, spawned = try_fast({full!r})\n"
+            "heavy = {'re', 'json', 'hashlib', 'argparse', 'typing', 'enum', 'smolfs.build',\n"
+            "         'kstrip', 'elftools', 'launcher.boot', 'launcher.glue'}\n"
+            "print(spawned is not None, sorted(heavy & set(sys.modules)))\n"
+            "if spawned is not None:\n    spawned.kill()\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=runner.work, env=runner.env,
+                       capture_output=True, text=True, timeout=60, check=True)
+    assert r.stdout.strip() == "True []", r.stdout + r.stderr
+
+
+@pytest.mark.qemu
+def test_detached_plan_keeps_the_first_name(runner: Runner, test_kernels: TestKernels,
+                                            disk: Path) -> None:
+    """Without ``--name`` a VM is named after its image; a second one gets ``-2`` and no
+    plan of that name: once both are stopped, the plan names the first again."""
+    args = ["-d", str(test_kernels.pvh), str(disk), "--ro", "-N", "--json"]
+    runs = [runner.run(*args), runner.run(*args)]
+    assert [r.returncode for r in runs] == [0, 0], [r.stderr for r in runs]
+    got = [json.loads(r.stdout) for r in runs]
+    assert [(g["name"], g["fast_path"]) for g in got] == [("disk", False), ("disk-2", False)]
+    for name in ("disk", "disk-2"):
+        assert runner.run("stop", name, "--force").returncode == 0
+    assert runner.gone()
+    r = runner.run(*args)
+    assert r.returncode == 0, r.stderr
+    assert (json.loads(r.stdout)["name"], json.loads(r.stdout)["fast_path"]) == ("disk", True)
+    assert runner.run("stop", "disk", "--force").returncode == 0
