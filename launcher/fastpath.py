@@ -560,10 +560,8 @@ def _start_detached(qemu_argv: list[str], vmdir: str) -> Spawned | None:
         d = Path(vmdir)
         paths = {"serial_log": d / "serial.log", "qmp": d / "qmp.sock",
                  "qemu_log": d / "qemu.log"}
-        try:  # as launcher.boot makes it: the keeper keeps its files in the state dir
-            vm = Vm(qemu_argv, **paths, detach=True, state_dir=d)  # type: ignore[call-arg]
-        except TypeError:  # a Vm from before state_dir
-            vm = Vm(qemu_argv, **paths, detach=True)
+        # as launcher.boot makes it: the keeper keeps its files in the state dir
+        vm = Vm(qemu_argv, **paths, detach=True, state_dir=d)
         vm.start()
     except Exception:
         spawned.remove_dirs()
