@@ -76,7 +76,7 @@ def test_cycle_named() -> None:
 def test_conflict_named() -> None:
     idx = Index([pkg("mysql-client-8.0", conflicts=("mariadb-client-[0-9]*",)),
                  pkg("mariadb-client-10.6"), pkg("app-1", ("mariadb-client>=10",))])
-    with pytest.raises(ResolveError, match="mysql-client-8.0 conflicts with mariadb-client-10.6"):
+    with pytest.raises(ResolveError, match=r"mysql-client-8.0 conflicts with mariadb-client-10.6"):
         resolve(["mysql-client", "app"], idx)
 
 
