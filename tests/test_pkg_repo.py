@@ -125,6 +125,5 @@ def test_bad_repositories(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"holds no pkg_summary and no .tgz"):
         open_repository(str(tmp_path / "empty")).index()
     (tmp_path / "m").mkdir()
-    with FakeMirror(tmp_path / "m") as fake:
-        with pytest.raises(FetchError, match="no package index at"):
-            open_repository(fake.url + "/x/All", cache_dir=tmp_path / "c").index()
+    with FakeMirror(tmp_path / "m") as fake, pytest.raises(FetchError, match="no package index"):
+        open_repository(fake.url + "/x/All", cache_dir=tmp_path / "c").index()
