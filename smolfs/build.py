@@ -95,6 +95,8 @@ class Plan:
     release: str | None  # None: not given (the fetch default when sets are fetched)
     ro: bool
     now: int  # SOURCE_DATE_EPOCH, else the current time
+    pkgs: tuple[str, ...] = ()  # pkgsrc package patterns (smolfs.pkg)
+    pkg_repo: str | None = None
 
 
 def build(
@@ -112,6 +114,8 @@ def build(
     kernel: str | None = None,
     force: bool = False,
     fast_copies: bool = True,
+    pkgs: str | Sequence[str] | None = None,
+    pkg_repo: str | None = None,
 ) -> BuildResult:
     """Build the root image of *service*; return its path and manifest.
 
@@ -126,15 +130,26 @@ def build(
     was built, and which was not modified since, is kept as it is unless ``force``.
     ``fast_copies``: read each set from a zstd copy kept in the cache, made the first
     time the set is read (see :mod:`smolfs.fastsets`); False reads the archives only.
+    ``pkgs``: pkgsrc packages (names or patterns, list or comma/space-separated string;
+    None → the service's ``PKGS``) installed with their dependencies from ``pkg_repo``
+    (None → the service's ``PKG_REPO``, ``$MKSMOLNB_PKG_REPO``, else the official
+    repository of the release; see :mod:`smolfs.pkg`).
     Raises :class:`~smolfs.errors.SmolError` subclasses; nothing is left at the
     destination on failure.
     """
-    p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
+    p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir, pkgs, pkg_repo)
     sources, release, kernel_path = _resolve_sets(p.set_tokens, p.release, p.arch.value,
                                                   mirror, offline, kernel)
     if release != p.release:
         p = dataclasses.replace(p, release=release)
-    key = inputs_key(p, sources, kernel_path)
+    packages = None
+    if p.pkgs:
+        from smolfs.fetch import DEFAULT_RELEASE
+        from smolfs.pkg.build import prepare
+
+        packages = prepare(p.pkgs, p.pkg_repo, p.arch.value, p.release or DEFAULT_RELEASE,
+                           mirror, offline)
+    key = inputs_key(p, sources, kernel_path, packages.files if packages else ())
     if not force:
         old = up_to_date(p.image, key)
         if old is not None:
@@ -145,7 +160,7 @@ def build(
     with fast if fast is not None else contextlib.nullcontext():
         while True:
             try:
-                size, digests = _make_image(p, sources, fast)
+                size, digests = _make_image(p, sources, fast, packages)
                 break
             except DamagedCopy as err:  # removed; this set is read from its archive instead
                 warn(f"{err.message}; removed it, reading the set itself")
@@ -156,6 +171,8 @@ def build(
     data = manifest_for(p, sources, digests, size)
     if kernel_path is not None:
         data["kernel"] = str(kernel_path)
+    if packages is not None:
+        data["pkgs"] = packages.manifest()
     data["inputs"] = key
     _manifest.write(p.image, data)
     info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
@@ -164,8 +181,8 @@ def build(
     return BuildResult(image=p.image, manifest=data)
 
 
-def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None
-                ) -> tuple[int, list[str]]:
+def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
+                packages: Any = None) -> tuple[int, list[str]]:
     """Assemble the tree, run the postinst scripts, write the image; its size and the
     digests of the sets."""
     from smolfs.mkfs import write_image
@@ -173,7 +190,7 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None
 
     workdir = p.image.resolve().parent
     with Spool(dir=str(workdir)) as spool, contextlib.ExitStack() as stack:
-        tree, digests = assemble(p, sources, spool, fast)
+        tree, digests = assemble(p, sources, spool, fast, packages)
         if p.service.postinst:
             from smolfs.postinst import run_scripts
 
@@ -208,6 +225,8 @@ def plan(
     release: str | None = None,
     ro: bool | None = None,
     services_dir: str | os.PathLike[str] | None = None,
+    pkgs: str | Sequence[str] | None = None,
+    pkg_repo: str | None = None,
 ) -> Plan:
     """Check the arguments and fill in the service's defaults (no side effects)."""
     arch_ = Arch.parse(arch)
@@ -234,11 +253,20 @@ def plan(
         fs=fs, arch=arch_, release=release,
         ro=bool(ro if ro is not None else svc.ro),
         now=int(time.time()) if epoch is None else epoch,
+        pkgs=tuple(_pkg_tokens(pkgs, svc)),
+        pkg_repo=pkg_repo or svc.pkg_repo,
     )
 
 
+def _pkg_tokens(pkgs: str | Sequence[str] | None, svc: Service) -> list[str]:
+    if pkgs is None:
+        return list(svc.pkgs or ())
+    items = [pkgs] if isinstance(pkgs, str) else list(pkgs)
+    return [t for item in items for t in split_list(item)]
+
+
 def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
-             fast: FastCopies | None = None) -> tuple[Tree, list[str]]:
+             fast: FastCopies | None = None, packages: Any = None) -> tuple[Tree, list[str]]:
     """The image tree: the sets, then fstab, the service, devices and rescue links.
 
     Returns the tree and the SHA512 digest of each set archive. With *fast*, sets are
@@ -248,6 +276,10 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
     """
     tree = Tree(mtime=p.now)
     digests = [add_set(tree, src, spool, fast) for src in sources]
+    if packages is not None:  # smolfs.pkg.build.Prepared
+        from smolfs.pkg.build import add_packages
+
+        add_packages(tree, packages, spool, p.now, [s.name for s in sources])
     with step(f"add service {p.service.name}"):
         # generated over the sets' fstab, under the service's own if it has one
         tree.add("etc/fstab", _file(fstab(p.fs, p.ro), p.now, 0o644))
@@ -505,7 +537,8 @@ def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror:
 # reusing an up-to-date image
 
 
-def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None) -> str:
+def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None,
+               packages: Sequence[Path] = ()) -> str:
     """A digest of everything a build reads: options, set files, service files, kernel.
 
     Archives and the kernel are identified by path, size and modification time (as
@@ -517,8 +550,8 @@ def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None) -> st
         h.update(repr(parts).encode() + b"\n")
 
     feed(VERSION, p.service.name, p.fs, p.arch.value, p.release, p.ro, p.size_mb,
-         os.environ.get("SOURCE_DATE_EPOCH"))
-    for f in [*(s.path for s in sources), *([kernel] if kernel else [])]:
+         os.environ.get("SOURCE_DATE_EPOCH"), *((p.pkgs, p.pkg_repo) if p.pkgs else ()))
+    for f in [*(s.path for s in sources), *([kernel] if kernel else []), *packages]:
         st = f.stat()
         feed(str(f.resolve()), st.st_size, st.st_mtime_ns)
     for top in (p.service.path, p.service.common):

@@ -68,7 +68,7 @@ def test_conf_parsing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("conf", "needle"), [
     ("SETS=base\nPORT=80\n",
-     "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS, READY)"),
+     "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS, READY, PKGS, PKG_REPO)"),
     ("READY=\n", "service.conf:1: READY='': expected a regular expression"),
     ("READY=(unclosed\n", "service.conf:1: READY='(unclosed': not a regular expression"),
     ("SIZE_MB=big\n", "service.conf:1: SIZE_MB='big': expected a whole number"),

@@ -131,6 +131,9 @@ class Installer:
         name = pl.name or label
         prefix = pl.cwd or "/usr/pkg"
         inst = Installed(name, prefix, meta)
+        directives = installscript.parse(meta.text("+INSTALL"), label)
+        installscript.apply(directives, self.tree, self.accounts, prefix, name, self.mtime,
+                            "pre")
         md5s: dict[str, str] = {}
         for entry in pl.files:
             if entry.ignored:
@@ -159,8 +162,8 @@ class Installer:
             rel = d.removeprefix(prefix.rstrip("/") + "/") if d.startswith(prefix) else d
             self.tree.mkdirs(self._target(label, prefix, prefix, rel), mtime=self.mtime)
         inst.execs = pl.execs
-        directives = installscript.parse(meta.text("+INSTALL"), label)
-        installscript.apply(directives, self.tree, self.accounts, prefix, name, self.mtime)
+        installscript.apply(directives, self.tree, self.accounts, prefix, name, self.mtime,
+                            "post")
         self.installed.append(inst)
         return inst
 

@@ -51,11 +51,17 @@ def parse(text: str, pkg: str = "package") -> list[Directive]:
     return out
 
 
+#: What +INSTALL does before the files are extracted (PRE-INSTALL) and after.
+PHASES = {"pre": ("GROUP", "USER"), "post": ("DIR", "FILE", "SHELL")}
+
+
 def apply(directives: list[Directive], tree: Tree, accounts: Accounts, prefix: str,
-          pkg: str, mtime: int) -> None:
-    """Groups first, then users, directories, files and shells, as the script orders them."""
-    order = {"GROUP": 0, "USER": 1, "DIR": 2, "FILE": 3, "SHELL": 4}
-    for d in sorted(directives, key=lambda d: order[d.kind]):
+          pkg: str, mtime: int, phase: str) -> None:
+    """The directives of *phase*, in the script's order: groups, users (``pre``, before
+    the files, so that ``@owner`` can name them); directories, files, shells (``post``)."""
+    kinds = PHASES[phase]
+    for d in sorted((d for d in directives if d.kind in kinds),
+                    key=lambda d: kinds.index(d.kind)):
         _apply(d, tree, accounts, prefix, pkg, mtime)
 
 
