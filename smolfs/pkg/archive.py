@@ -101,3 +101,27 @@ def read_meta(path: Path) -> Meta:
         raise InputError(f"cannot read {path}: {err.strerror}") from None
     with f, open_tar(f, str(path)) as tf:
         return read_members(tf, str(path))[0]
+
+
+def is_package(path: str) -> bool:
+    """True when the file at *path* is a binary package: a tar (plain or gzip, bzip2, xz)
+    whose first member is ``+CONTENTS``. Reads only its first bytes."""
+    import bz2
+    import lzma
+    import zlib
+
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 16)
+    except OSError:
+        return False
+    try:
+        if head[:2] == b"\x1f\x8b":
+            head = zlib.decompressobj(wbits=31).decompress(head, 1024)
+        elif head[:3] == b"BZh":
+            head = bz2.BZ2Decompressor().decompress(head, 1024)
+        elif head[:6] == b"\xfd7zXZ\x00":
+            head = lzma.LZMADecompressor().decompress(head, 1024)
+    except (zlib.error, OSError, lzma.LZMAError, EOFError):
+        return False
+    return head[:12] in (b"+CONTENTS\0\0\0", b"./+CONTENTS\0") and head[257:262] == b"ustar"
