@@ -125,6 +125,9 @@ class Accounts:
             self.tree.mkdirs("etc", mtime=mtime)
             self.tree.add(path, Node(Kind.FILE, mode=mode, mtime=mtime,
                                      data=BytesData(("\n".join(lines) + "\n").encode())))
+        from smolfs.pkg import pwdb
+
+        pwdb.add_databases(self.tree, master, mtime)
 
 
 def _free(taken: set[int]) -> int:
