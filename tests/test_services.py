@@ -26,7 +26,7 @@ def make_service(root: Path, name: str, conf: str | None = None, rc: bool = True
 
 def test_shipped_services_are_complete() -> None:
     base = service.shipped_dir()
-    assert service.available(base) == ["base", "bozohttpd", "rescue"]
+    assert service.available(base) == ["base", "bozohttpd", "caddy", "rescue"]
     rescue = service.load("rescue")
     assert rescue.sets == ("rescue",) and rescue.ro is True and rescue.fs is None
     # each shipped service's READY matches the line its etc/rc prints
