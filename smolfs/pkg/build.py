@@ -54,6 +54,5 @@ def add_packages(tree: Any, prepared: Prepared, spool: Any, mtime: int,
     check_requires(pkgs, lambda path: tree.get(path) is not None, sets)
     with step(f"install {len(pkgs)} package{'s' if len(pkgs) != 1 else ''}"):
         inst = Installer(tree, spool, mtime)
-        for pkg, path in prepared.items:
-            inst.install(path, pkg)
+        inst.install_all([(path, pkg) for pkg, path in prepared.items])
         inst.finish(prepared.requests)

@@ -54,18 +54,84 @@ class Installed:
     automatic: bool = False
 
 
-class _Hashing:
-    """A reader that feeds an MD5 with what passes through it."""
+@dataclass
+class _Member:
+    """A member of a package file as read: its header and, for a file, where its data went
+    in the spool and the MD5 of that data."""
 
-    def __init__(self, src: Any) -> None:
-        self.src = src
-        self.md5 = hashlib.md5(usedforsecurity=False)
+    info: tarfile.TarInfo
+    offset: int = 0
+    md5: str = ""
 
-    def readinto(self, buf: Any) -> int:
-        n = self.src.readinto(buf)
-        if n:
-            self.md5.update(memoryview(buf)[:n])
-        return n
+
+class SpoolRegions:
+    """Hands out regions of a :class:`~smolfs.sources.Spool` to several readers at once:
+    each reserves the size of a file, then writes it there with ``pwrite``."""
+
+    def __init__(self, spool: Any) -> None:
+        import threading
+
+        self.spool = spool
+        self._lock = threading.Lock()
+
+    def write(self, pieces: Any, size: int) -> tuple[int, str]:
+        """Copy *size* bytes of *pieces* (memoryviews) into a new region; its offset and
+        the MD5 of the bytes."""
+        with self._lock:
+            start = self.spool.size
+            self.spool.size += size
+        md5 = hashlib.md5(usedforsecurity=False)
+        fd = self.spool.fileno()
+        at = start
+        try:
+            for view in pieces:
+                md5.update(view)
+                done = 0
+                while done < len(view):
+                    done += os.pwrite(fd, view[done:], at + done)
+                at += len(view)
+        except OSError as err:
+            from smolfs.sources import write_error
+
+            raise write_error(err, "the spool file of package data", self.spool.dir) from err
+        return start, md5.hexdigest()
+
+
+def read_package(path: Path, label: str, regions: SpoolRegions
+                 ) -> tuple[archive.Meta, list[_Member]]:
+    """Read a package file once, front to back: its metadata, and every other member with
+    the data of files copied into the spool (decompression runs in a thread of its own)."""
+    from smolfs.sources import _Corrupt, _Stream, detect_format
+
+    where = f"{label} ({path.name})"
+    try:
+        f = path.open("rb")
+    except OSError as err:
+        raise PackageError(f"cannot read {path}: {err.strerror}") from None
+    with f:
+        head = f.read(512)
+        fmt = detect_format(head)
+        if fmt is None:
+            raise PackageError(f"{where}: not a binary package (not a tar archive)")
+        stream = _Stream(f, fmt, head, checksum=False)
+        try:
+            with tarfile.open(fileobj=stream, mode="r:") as tf:  # type: ignore[call-overload]
+                meta, m = archive.read_members(tf, where)
+                members: list[_Member] = []
+                while m is not None:
+                    rec = _Member(m)
+                    if m.isreg():
+                        stream.seek(m.offset_data)
+                        rec.offset, rec.md5 = regions.write(stream.pieces(m.size), m.size)
+                    members.append(rec)
+                    m = tf.next()
+                tf.members = []
+            stream.finish()
+        except (_Corrupt, tarfile.TarError, EOFError, ValueError) as err:
+            raise PackageError(f"{where}: corrupt or truncated package ({err})") from None
+        finally:
+            stream.close()
+    return meta, members
 
 
 def apply_mode(spec: str, mode: int, pkg: str) -> int:
@@ -111,22 +177,31 @@ class Installer:
         self.installed: list[Installed] = []
 
     def install(self, path: Path, pkg: Package | None = None) -> Installed:
-        label = pkg.name if pkg is not None else path.name
-        try:
-            f = path.open("rb")
-        except OSError as err:
-            raise PackageError(f"cannot read {path}: {err.strerror}") from None
-        with f, archive.open_tar(f, f"{label} ({path.name})") as tf:
-            try:
-                return self._install(tf, label, path)
-            except (tarfile.TarError, EOFError, OSError) as err:
-                if isinstance(err, OSError) and err.errno is not None:
-                    raise
-                raise PackageError(f"{label}: {path.name} is corrupt or truncated ({err})"
-                                   ) from None
+        """Install one package file (*pkg*: its index entry, for messages)."""
+        return self.install_all([(path, pkg)])[0]
 
-    def _install(self, tf: tarfile.TarFile, label: str, path: Path) -> Installed:
-        meta, member = archive.read_members(tf, f"{label} ({path.name})")
+    def install_all(self, items: Sequence[tuple[Path, Package | None]]) -> list[Installed]:
+        """Install package files in order. They are read (decompressed, hashed, spooled)
+        two at a time in threads; each goes into the tree, in order, once read."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        regions = SpoolRegions(self.spool)
+        labels = [pkg.name if pkg is not None else path.name for path, pkg in items]
+        out: list[Installed] = []
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="pkg-read") as pool:
+            futures = [pool.submit(read_package, path, label, regions)
+                       for (path, _), label in zip(items, labels, strict=True)]
+            try:
+                for fut, label in zip(futures, labels, strict=True):
+                    meta, members = fut.result()
+                    out.append(self._install(meta, members, label))
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+        return out
+
+    def _install(self, meta: archive.Meta, members: list[_Member], label: str) -> Installed:
         pl = meta.plist(label)
         name = pl.name or label
         prefix = pl.cwd or "/usr/pkg"
@@ -135,6 +210,8 @@ class Installer:
         installscript.apply(directives, self.tree, self.accounts, prefix, name, self.mtime,
                             "pre")
         md5s: dict[str, str] = {}
+        it = iter(members)
+        member = next(it, None)
         for entry in pl.files:
             if entry.ignored:
                 continue
@@ -142,21 +219,22 @@ class Installer:
             if member is None:
                 raise PackageError(f"{label}: +CONTENTS lists {entry.name}, which the "
                                    "package file lacks")
-            if member.name.removeprefix("./") != entry.name:
+            m = member.info
+            if m.name.removeprefix("./") != entry.name:
                 raise PackageError(f"{label}: +CONTENTS lists {entry.name} where the package "
-                                   f"file has {member.name} (out of order or not listed)")
+                                   f"file has {m.name} (out of order or not listed)")
             other = self.owners.get(full)
             if other is not None and other != name:
                 raise PackageError(f"{full} is in two packages: {other} and {name}",
                                    hint=f"install only one of {other} and {name}")
-            md5s[full] = self._add(tf, member, full, entry, label, prefix, md5s)
+            md5s[full] = self._add(member, full, entry, label, prefix, md5s)
             self.owners[full] = name
             inst.files.append(full)
-            if member.isreg():
-                inst.size_pkg += member.size
-            member = tf.next()
+            if m.isreg():
+                inst.size_pkg += m.size
+            member = next(it, None)
         if member is not None:
-            raise PackageError(f"{label}: the package file has {member.name}, which "
+            raise PackageError(f"{label}: the package file has {member.info.name}, which "
                                "+CONTENTS does not list")
         for d in pl.pkgdirs:
             rel = d.removeprefix(prefix.rstrip("/") + "/") if d.startswith(prefix) else d
@@ -177,8 +255,9 @@ class Installer:
         split_path(full)
         return full
 
-    def _add(self, tf: tarfile.TarFile, m: tarfile.TarInfo, full: str, entry: Any,
-             label: str, prefix: str, md5s: dict[str, str]) -> str:
+    def _add(self, member: _Member, full: str, entry: Any, label: str, prefix: str,
+             md5s: dict[str, str]) -> str:
+        m = member.info
         mode = m.mode & 0o7777
         if entry.mode:
             mode = apply_mode(entry.mode, mode, label)
@@ -187,13 +266,9 @@ class Installer:
         mtime = int(m.mtime)
         got = ""
         if m.isreg():
-            src = tf.extractfile(m)
-            assert src is not None
-            reader = _Hashing(src)
-            offset = self.spool.append(reader, m.size) if m.size else self.spool.size
-            got = reader.md5.hexdigest()
+            got = member.md5
             node = Node(Kind.FILE, mode=mode, uid=uid, gid=gid, mtime=mtime,
-                        data=self.spool.data(offset, m.size))
+                        data=self.spool.data(member.offset, m.size))
             self.tree.add(full, node)
         elif m.issym():
             if entry.symlink is not None and entry.symlink != m.linkname:
