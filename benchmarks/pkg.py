@@ -59,7 +59,8 @@ def closure() -> list[SynthPkg]:
         name = f"lib{i:02d}-1.{i}nb1"
         files = {f"lib/lib{i:02d}.so.1.{i}": _blob(rng, size << 20)}
         files.update({f"include/lib{i:02d}/h{j}.h": _blob(rng, 4000) for j in range(20)})
-        libs.append(SynthPkg(name, files=files, symlinks={f"lib/lib{i:02d}.so": f"lib{i:02d}.so.1.{i}"},
+        link = {f"lib/lib{i:02d}.so": f"lib{i:02d}.so.1.{i}"}
+        libs.append(SynthPkg(name, files=files, symlinks=link,
                              depends=[f"lib{i - 1:02d}>=1.0"] if i else [],
                              provides=[f"/usr/pkg/lib/lib{i:02d}.so.1.{i}"]))
     runtime_files = {f"lib/runtime/m{d:02d}/f{j:03d}.py": _blob(rng, rng.randint(500, 12000))
@@ -136,7 +137,10 @@ def main() -> int:
         if not shutil.which(tool):
             raise SystemExit(f"{tool} not found (apt-get install {tool})")
     repo, tiny, pkgs = inputs(args.cache)
-    installed = sum(m.size for p in pkgs for m in tarfile.open(p) if not m.name.startswith("+"))
+    installed = 0
+    for p in pkgs:
+        with tarfile.open(p) as tar:
+            installed += sum(m.size for m in tar if not m.name.startswith("+"))
     print(f"{len(pkgs)} packages, {sum(p.stat().st_size for p in pkgs) / 1e6:.1f} MB "
           f"compressed, {installed / 1e6:.1f} MB installed")
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "smolfs")], check=True,
