@@ -44,6 +44,8 @@ class SynthPkg:
     comment: str = ""
     bad_md5: set[str] = field(default_factory=set)  # files recorded with a wrong MD5
     plist_extra: list[str] = field(default_factory=list)  # raw +CONTENTS file lines
+    plist_before: dict[str, list[str]] = field(default_factory=dict)  # raw lines before a file
+    plist_head: list[str] = field(default_factory=list)  # raw lines right after @cwd
     unlisted: dict[str, bytes] = field(default_factory=dict)  # in the tar only
 
     @property
@@ -59,7 +61,9 @@ class SynthPkg:
         lines += [f"@pkgdep {d}" for d in self.depends]
         lines += [f"@pkgcfl {c}" for c in self.conflicts]
         lines.append(f"@cwd {self.prefix}")
+        lines += self.plist_head
         for n in self.order():
+            lines += self.plist_before.get(n, [])
             if n in self.plist_mode:
                 lines.append(f"@mode {self.plist_mode[n]}")
             if n in self.plist_owner:

@@ -222,6 +222,27 @@ def test_files_keep_content_and_digest(tmp_path: Path) -> None:
     assert node is not None and node.data is not None and node.data.size == len(data)
 
 
+def test_ignore_cwd_and_exec(tmp_path: Path) -> None:
+    """@ignore skips the next name (metadata, not among the files); a later @cwd inside
+    the prefix moves what follows; @exec goes to the first-boot script, %F/%D/%B/%f
+    expanded; a @cwd outside the prefix is refused by name."""
+    pkg = SynthPkg("odd-1.0", files={"bin/odd": b"odd", "doc/README": b"r"},
+                   plist_head=["@ignore", "+DISPLAY"],
+                   plist_before={"doc/README": ["@cwd /usr/pkg/share"]},
+                   plist_extra=["@exec echo %F in %D: %B %f"])
+    tree = install(tmp_path, [pkg])
+    assert tree.get("usr/pkg/share/doc/README") is not None
+    assert tree.get("usr/pkg/doc/README") is None
+    node = tree.get("etc/rc.pkgfirstboot")
+    assert node is not None and node.data is not None
+    script = node.data.read(0, node.data.size).decode()
+    assert "( echo doc/README in /usr/pkg/share: /usr/pkg/share/doc README )" in script
+    evil = SynthPkg("evil-2.0", files={"x": b"x"}, plist_before={"x": ["@cwd /etc"]})
+    with pytest.raises(PackageError, match=r"evil-2.0: \+CONTENTS names 'x' \(in /etc\), "
+                                           r"outside the prefix /usr/pkg"):
+        install(tmp_path / "e", [evil])
+
+
 @pytest.mark.parametrize(("spec", "before", "after"), [
     ("0644", 0o755, 0o644), ("4555", 0o644, 0o4555), ("u+s", 0o755, 0o4755),
     ("go-w", 0o777, 0o755), ("a=r", 0o755, 0o444), ("g+w,o-rx", 0o755, 0o770),

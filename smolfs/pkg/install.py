@@ -203,7 +203,7 @@ class Installer:
 
     def _install(self, meta: archive.Meta, members: list[_Member], label: str) -> Installed:
         pl = meta.plist(label)
-        name = pl.name or label
+        name = label = pl.name or label
         prefix = pl.cwd or "/usr/pkg"
         inst = Installed(name, prefix, meta)
         directives = installscript.parse(meta.text("+INSTALL"), label)
