@@ -8,7 +8,7 @@ DESCRIPTION = """\
 Look up pkgsrc binary packages in the repository an image build would use.
 
   search PATTERN   packages whose name matches the pattern, or contains it, or whose
-                   one-line comment contains it
+                   one-line comment contains it (exit status 1 when none does)
   info NAME        what the best match of NAME is: version, file, size, dependencies,
                    conflicts, shared libraries required and provided, description
   deps NAME...     the packages 'smolfs build --pkg NAME...' would install, dependencies

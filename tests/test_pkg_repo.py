@@ -127,3 +127,27 @@ def test_bad_repositories(tmp_path: Path) -> None:
     (tmp_path / "m").mkdir()
     with FakeMirror(tmp_path / "m") as fake, pytest.raises(FetchError, match="no package index"):
         open_repository(fake.url + "/x/All", cache_dir=tmp_path / "c").index()
+
+
+def test_two_builds_fetching_one_package_download_it_once(tmp_path: Path) -> None:
+    import threading
+
+    write_repo(repo_path(tmp_path / "m"), packages())
+    cache = tmp_path / "cache"
+    with FakeMirror(tmp_path / "m") as fake:
+        open_repository(None, mirror=fake.url, cache_dir=cache).index()  # index cached
+        fake.delay = 0.01
+        paths: list[Path] = []
+
+        def one() -> None:
+            repo = open_repository(None, mirror=fake.url, cache_dir=cache)
+            lib = next(p for p in repo.index() if p.name.startswith("libfoo"))
+            paths.append(repo.fetch(lib))
+
+        threads = [threading.Thread(target=one) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(paths) == 2 and paths[0] == paths[1]
+        assert len(fake.requests_for("libfoo-1.2nb3.tgz")) == 1
