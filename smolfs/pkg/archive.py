@@ -105,12 +105,17 @@ def read_meta(path: Path) -> Meta:
 
 def is_package(path: str) -> bool:
     """True when the file at *path* is a binary package: a tar (plain or gzip, bzip2, xz)
-    whose first member is ``+CONTENTS``. Reads only its first bytes."""
+    whose first member is ``+CONTENTS``. Reads only its first bytes, and nothing from
+    what is not a regular file (a pipe's bytes are the archive's)."""
     import bz2
     import lzma
+    import os
+    import stat
     import zlib
 
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as f:
             head = f.read(1 << 16)
     except OSError:
