@@ -11,7 +11,7 @@ import pytest
 from fakemirror import FakeMirror
 from pkgsynth import SynthPkg, repo_path, write_repo
 
-from smolfs.errors import ChecksumMismatch, FetchError, InputError
+from smolfs.errors import ChecksumMismatch, FetchError, InputError, UsageError
 from smolfs.pkg.repo import NotCachedPkg, default_url, open_repository
 
 
@@ -25,6 +25,9 @@ def test_default_url_is_the_official_layout() -> None:
         "https://cdn.netbsd.org/pub/pkgsrc/packages/NetBSD/x86_64/10.0/All"
     assert default_url("i386", "9.4", "https://m.example/pub/NetBSD") == \
         "https://m.example/pub/pkgsrc/packages/NetBSD/i386/9.0/All"
+    assert default_url("amd64", "netbsd-10", "https://m.example").endswith("/x86_64/10.0/All")
+    with pytest.raises(UsageError, match="no pkgsrc packages for release 'HEAD'"):
+        default_url("amd64", "HEAD")
 
 
 @pytest.mark.parametrize("compression", ["gz", "bz2", "xz"])

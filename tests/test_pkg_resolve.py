@@ -104,6 +104,8 @@ def test_os_compatibility() -> None:
     assert not os_compatible("10.0", "10.1")
     assert not os_compatible("9.4", "10.0")
     assert not os_compatible("10.1", "9.0")
+    assert os_compatible("HEAD", "11.0")  # a daily build: no number to check against
+    assert os_compatible("netbsd-10", "10.0") and not os_compatible("netbsd-10", "9.0")
 
 
 def test_requires_against_provides_and_files() -> None:

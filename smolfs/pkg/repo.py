@@ -57,7 +57,7 @@ def default_url(arch: str, release: str, mirror: str | None = None) -> str:
 
     base = (mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR).rstrip("/")
     base = re.sub(r"/pub/NetBSD$", "", base)
-    major = re.match(r"\d+", release)
+    major = re.search(r"\d+", release)
     if major is None:
         raise UsageError(f"no pkgsrc packages for release {release!r}",
                          hint="give a numbered release (--release 10.1), or --pkg-repo URL")

@@ -43,9 +43,16 @@ class Platform:
 def os_compatible(host: str, built_for: str) -> bool:
     """A package built for NetBSD *built_for* runs on *host* when both are of the same major
     release and the package is not newer (NetBSD keeps the ABI within a major release;
-    pkg_install only warns, but an image cannot be fixed after the fact)."""
+    pkg_install only warns, but an image cannot be fixed after the fact). A host without
+    a version number (a daily build: ``HEAD``) is not checked; ``netbsd-10`` is a 10."""
+    import re
+
+    m = re.search(r"\d+(\.\d+)*", host)
+    if m is None:
+        return True
+    host = m.group(0) if "." in m.group(0) else f"{m.group(0)}.99"
     hmaj, pmaj = host.split(".")[0], built_for.split(".")[0]
-    if not hmaj.isdigit() or hmaj != pmaj:
+    if hmaj != pmaj:
         return False
     return dewey.compare(built_for.split("_")[0], host.split("_")[0]) <= 0
 
