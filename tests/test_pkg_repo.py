@@ -154,3 +154,14 @@ def test_two_builds_fetching_one_package_download_it_once(tmp_path: Path) -> Non
             t.join()
         assert len(paths) == 2 and paths[0] == paths[1]
         assert len(fake.requests_for("libfoo-1.2nb3.tgz")) == 1
+
+
+def test_package_missing_from_the_mirror(tmp_path: Path) -> None:
+    all_dir = write_repo(repo_path(tmp_path / "m"), packages())
+    (all_dir / "app-1.0.tgz").unlink()
+    with FakeMirror(tmp_path / "m") as fake:
+        repo = open_repository(None, mirror=fake.url, cache_dir=tmp_path / "cache")
+        app = next(p for p in repo.index() if p.name == "app-1.0")
+        with pytest.raises(FetchError, match=r"app-1.0: the index names app-1.0.tgz, but "
+                                             r"http://.*/All/app-1.0.tgz does not exist"):
+            repo.fetch(app)

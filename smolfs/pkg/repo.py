@@ -199,8 +199,17 @@ class Repository:
                     return dest
                 dest.unlink()
             part = dest.with_name(dest.name + ".part")
+            from smolfs.mirror import NotFound
+
             for attempt in (1, 2):
-                _download_with_retries(self.mirror, fname, part, "sha512")  # type: ignore[arg-type]
+                try:
+                    _download_with_retries(self.mirror, fname, part,  # type: ignore[arg-type]
+                                           "sha512")
+                except NotFound as err:
+                    raise FetchError(f"{pkg.name}: the index names {fname}, but {err.url} "
+                                     "does not exist",
+                                     hint="the repository is being updated or damaged: try "
+                                          "again later, or another with --pkg-repo") from None
                 bad = _verify(part, pkg.file_size, checks)
                 if not bad:
                     os.replace(part, dest)
