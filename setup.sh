@@ -43,6 +43,10 @@ if [ $tests = 1 ] && ! echo 'int main(void){return 0;}' \
     | gcc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
   missing+=(gcc-multilib)
 fi
+# An independent reader of Berkeley DB 1.85 hash files (the image's /etc/pwd.db).
+if [ $tests = 1 ] && ! ls /lib/libdb1.so.2 /usr/lib/*/libdb1.so.2 >/dev/null 2>&1; then
+  missing+=(libdb1-compat)
+fi
 python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)

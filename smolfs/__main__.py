@@ -19,6 +19,7 @@ VERBS: dict[str, tuple[str, str]] = {
     "fetch": ("smolfs.cmd_fetch", "download NetBSD sets and kernels into the cache"),
     "mkfs": ("smolfs.cmd_mkfs", "write an FFS or ext2 image from directories and archives"),
     "info": ("smolfs.cmd_info", "show what an image was built from"),
+    "pkg": ("smolfs.cmd_pkg", "look up pkgsrc binary packages (search, info, deps)"),
 }
 
 EPILOG = """\
@@ -28,6 +29,7 @@ examples:
   smolfs fetch --release 10.1 base etc
   smolfs mkfs -t ffs -s 32m root.img ./tree base.tar.xz
   smolfs info rescue-amd64.img
+  smolfs pkg search caddy
 
 Run 'smolfs VERB --help' for a verb's options. Nothing here needs root."""
 

@@ -99,6 +99,8 @@ class Plan:
     release: str | None  # None: not given (the fetch default when sets are fetched)
     ro: bool
     now: int  # SOURCE_DATE_EPOCH, else the current time
+    pkgs: tuple[str, ...] = ()  # pkgsrc package patterns (smolfs.pkg)
+    pkg_repo: str | None = None
 
 
 def build(
@@ -117,6 +119,8 @@ def build(
     force: bool = False,
     fast_copies: bool = True,
     postinst_timeout: float | None = None,
+    pkgs: str | Sequence[str] | None = None,
+    pkg_repo: str | None = None,
 ) -> BuildResult:
     """Build the root image of *service*; return its path and manifest.
 
@@ -134,6 +138,10 @@ def build(
     :data:`RW_FREE_FILES` free inodes beyond the content.
     ``fast_copies``: read each set from a zstd copy kept in the cache, made the first
     time the set is read (see :mod:`smolfs.fastsets`); False reads the archives only.
+    ``pkgs``: pkgsrc packages (names or patterns, list or comma/space-separated string;
+    None → the service's ``PKGS``) installed with their dependencies from ``pkg_repo``
+    (None → the service's ``PKG_REPO``, ``$MKSMOLNB_PKG_REPO``, else the official
+    repository of the release; see :mod:`smolfs.pkg`).
     ``postinst_timeout``: seconds each postinst script may run (0: no limit); None →
     the service's ``POSTINST_TIMEOUT``, else :data:`smolfs.postinst.DEFAULT_TIMEOUT`.
     Everything temporary lives in a ``.smolfs-staging-*`` directory beside the image
@@ -142,7 +150,8 @@ def build(
     nothing is left at the destination on failure.
     """
     release_asked = release
-    p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir)
+    p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir, pkgs,
+             pkg_repo)
     if p.size_mb:  # a size over the bound fails before any set is read
         from smolfs.sizes import check_bound
 
@@ -155,7 +164,14 @@ def build(
                                                   mirror, offline, kernel)
     if release != p.release:
         p = dataclasses.replace(p, release=release)
-    key, stats = _inputs(p, sources, kernel_path)
+    packages = None
+    if p.pkgs:
+        from smolfs.fetch import DEFAULT_RELEASE
+        from smolfs.pkg.build import prepare
+
+        packages = prepare(p.pkgs, p.pkg_repo, p.arch.value, p.release or DEFAULT_RELEASE,
+                           mirror, offline)
+    key, stats = _inputs(p, sources, kernel_path, packages.files if packages else ())
     asked = staleness.request(service, image, arch=arch, release=release_asked,
                               kernel=kernel, services_dir=_opt_path(services_dir), sets=sets,
                               size_mb=size_mb, fs=fs, ro=ro)
@@ -171,7 +187,7 @@ def build(
     with fast if fast is not None else contextlib.nullcontext():
         while True:
             try:
-                size, digests = _make_image(p, sources, fast, limit, force)
+                size, digests = _make_image(p, sources, fast, limit, force, packages)
                 break
             except DamagedCopy as err:  # removed; this set is read from its archive instead
                 warn(f"{err.message}; removed it, reading the set itself")
@@ -182,6 +198,8 @@ def build(
     data = manifest_for(p, sources, digests, size)
     if kernel_path is not None:
         data["kernel"] = str(kernel_path)
+    if packages is not None:
+        data["pkgs"] = packages.manifest()
     data["inputs"] = key
     _manifest.write(p.image, data)
     staleness.remember(p.image, key, stats, asked)  # for smolfs.staleness.fresh
@@ -209,7 +227,8 @@ def _opt_path(path: str | os.PathLike[str] | None) -> str | None:
 
 
 def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
-                postinst_timeout: float = 0, force: bool = False
+                postinst_timeout: float = 0, force: bool = False,
+                packages: Any = None
                 ) -> tuple[int, list[str]]:
     """Assemble the tree, run the postinst scripts, write the image; its size and the
     digests of the sets. Everything but the finished image stays in a staging
@@ -221,7 +240,7 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
 
     workdir = p.image.resolve().parent
     with staging_dir(workdir) as work, Spool(dir=str(workdir)) as spool:
-        tree, digests = assemble(p, sources, spool, fast)
+        tree, digests = assemble(p, sources, spool, fast, packages)
         if p.service.postinst:
             from smolfs.postinst import run_scripts
 
@@ -264,6 +283,8 @@ def plan(
     release: str | None = None,
     ro: bool | None = None,
     services_dir: str | os.PathLike[str] | None = None,
+    pkgs: str | Sequence[str] | None = None,
+    pkg_repo: str | None = None,
 ) -> Plan:
     """Check the arguments and fill in the service's defaults (no side effects)."""
     arch_ = Arch.parse(arch)
@@ -290,11 +311,20 @@ def plan(
         fs=fs, arch=arch_, release=release,
         ro=bool(ro if ro is not None else svc.ro),
         now=int(time.time()) if epoch is None else epoch,
+        pkgs=tuple(_pkg_tokens(pkgs, svc)),
+        pkg_repo=pkg_repo or svc.pkg_repo,
     )
 
 
+def _pkg_tokens(pkgs: str | Sequence[str] | None, svc: Service) -> list[str]:
+    if pkgs is None:
+        return list(svc.pkgs or ())
+    items = [pkgs] if isinstance(pkgs, str) else list(pkgs)
+    return [t for item in items for t in split_list(item)]
+
+
 def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
-             fast: FastCopies | None = None) -> tuple[Tree, list[str]]:
+             fast: FastCopies | None = None, packages: Any = None) -> tuple[Tree, list[str]]:
     """The image tree: the sets, then fstab, the service, devices and rescue links.
 
     Returns the tree and the SHA512 digest of each set archive. With *fast*, sets are
@@ -304,6 +334,10 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
     """
     tree = Tree(mtime=p.now)
     digests = [add_set(tree, src, spool, fast) for src in sources]
+    if packages is not None:  # smolfs.pkg.build.Prepared
+        from smolfs.pkg.build import add_packages
+
+        add_packages(tree, packages, spool, p.now, [s.name for s in sources])
     with step(f"add service {p.service.name}"):
         # generated over the sets' fstab, under the service's own if it has one
         tree.add("etc/fstab", _file(fstab(p.fs, p.ro, p.arch), p.now, 0o644))
@@ -561,20 +595,22 @@ def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror:
 # reusing an up-to-date image
 
 
-def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None) -> str:
+def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None,
+               packages: Sequence[Path] = ()) -> str:
     """A digest of everything a build reads: options, set files, service files, kernel.
 
     Archives and the kernel are identified by path, size and modification time (as
     make does), service files by their content (:func:`smolfs.staleness.inputs`).
     """
-    return _inputs(p, sources, kernel)[0]
+    return _inputs(p, sources, kernel, packages)[0]
 
 
-def _inputs(p: Plan, sources: Sequence[SetSource], kernel: Path | None
-            ) -> tuple[str, list[list[object]]]:
+def _inputs(p: Plan, sources: Sequence[SetSource], kernel: Path | None,
+            packages: Sequence[Path] = ()) -> tuple[str, list[list[object]]]:
     fields = (VERSION, p.service.name, p.fs, p.arch.value, p.release, p.ro, p.size_mb,
-              os.environ.get("SOURCE_DATE_EPOCH"))
-    files = [*(s.path for s in sources), *([kernel] if kernel else [])]
+              os.environ.get("SOURCE_DATE_EPOCH"),
+              *((p.pkgs, p.pkg_repo) if p.pkgs else ()))
+    files = [*(s.path for s in sources), *([kernel] if kernel else []), *packages]
     trees = [t for t in (p.service.path, p.service.common) if t is not None]
     return staleness.inputs(fields, files, trees, dirs=[p.service.path.parent])
 

@@ -26,6 +26,7 @@ examples:
                                         # your own services (see services/README.md)
   SOURCE_DATE_EPOCH=1700000000 smolfs build   # reproducible: same inputs, same bytes
   smolfs build -f                       # rebuild although nothing changed
+  smolfs build -s base --pkg nginx,curl # pkgsrc packages and their dependencies
 
 An image is kept as it is when its inputs (options, sets, service files) did not change
 and it was not written to since its build: run it again, it costs a few milliseconds.
@@ -75,6 +76,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-f", "--force", action="store_true",
                         help="rebuild even when the image is up to date; allow an image "
                              "over 64 GiB")
+    parser.add_argument("--pkg", action="append", default=None, metavar="NAME[,NAME...]",
+                        help="pkgsrc packages to install with their dependencies: names or "
+                             "patterns ('nginx>=1.24', 'py3*-flask'), repeatable (default: "
+                             "the service's PKGS)")
+    parser.add_argument("--pkg-repo", default=None, metavar="URL",
+                        help="package repository: https, http, file URL or a directory of "
+                             ".tgz (default: the service's PKG_REPO, $MKSMOLNB_PKG_REPO, else "
+                             "the official one for the release and arch)")
     parser.add_argument("--no-fast-copy", action="store_false", dest="fast_copies",
                         help="read the set archives themselves: neither use nor keep the "
                              "zstd copies of sets that make later builds faster")
@@ -112,5 +121,7 @@ def run(args: argparse.Namespace) -> int:
         force=args.force,
         fast_copies=args.fast_copies,
         postinst_timeout=args.postinst_timeout,
+        pkgs=args.pkg,
+        pkg_repo=args.pkg_repo,
     )
     return 0

@@ -16,8 +16,10 @@ and an optional mtree spec, never from chown or mknod. Modelled on NetBSD's make
 EPILOG = """\
 sources:
   Each SOURCE is a directory or a tar archive (.tar, .tgz, .tar.xz, .tar.zst, .tar.bz2,
-  recognised by content). Sources are merged in order: later entries replace earlier
-  ones, directories merge. The spec (-F) is applied last.
+  recognised by content), or a pkgsrc binary package (a .tgz whose first member is
+  +CONTENTS: installed as pkg_add would, with its package database entry; its
+  dependencies are not fetched, name them too). Sources are merged in order: later
+  entries replace earlier ones, directories merge. The spec (-F) is applied last.
 
 options (-o, comma-separated, repeatable):
   ffs:   version=1|2 (UFS1 default), bsize=N, fsize=N, density=N (bytes per inode),

@@ -99,6 +99,10 @@ def format_text(m: dict[str, Any]) -> str:
         lines.append(f"kernel:    {m['kernel']}")
     if m.get("ready"):
         lines.append(f"ready:     console line matching {m['ready']!r}")
+    pkgs = m.get("pkgs") or {}
+    if pkgs.get("installed"):
+        lines.append(f"packages:  {len(pkgs['installed'])} from {pkgs.get('repo', '?')}")
+        lines.extend(f"  {p.get('name', '?')}" for p in pkgs["installed"])
     scripts = m.get("postinst") or []
     if scripts:
         lines.append(f"postinst:  {', '.join(scripts)}")

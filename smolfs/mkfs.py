@@ -281,6 +281,24 @@ def _is_dir(path: str) -> bool:
         raise InputError(f"cannot read source {path}: {err.strerror}") from err
 
 
+def _is_package(path: str) -> bool:
+    from smolfs.pkg.archive import is_package
+
+    return is_package(path)
+
+
+def _install_package(tree: Tree, path: str, spool: Spool | Callable[[], Spool],
+                     installer: Any) -> Any:
+    from smolfs.pkg.install import Installer
+
+    if installer is None:
+        epoch = source_date_epoch()
+        installer = Installer(tree, spool if isinstance(spool, Spool) else spool(),
+                              int(time.time()) if epoch is None else epoch)
+    installer.install(Path(path))
+    return installer
+
+
 def build_tree(sources: Iterable[str | os.PathLike[str]], spool: Spool | Callable[[], Spool],
                spec: str | os.PathLike[str] | None = None, progress: bool = False,
                owner: tuple[int, int] | None = None,
@@ -298,15 +316,21 @@ def build_tree(sources: Iterable[str | os.PathLike[str]], spool: Spool | Callabl
 
     tree = Tree()
     archives: list[ArchiveInfo] = []
+    installer: Any = None
     for source in sources:
         path = os.fspath(source)
         if _is_dir(path):
             with step(f"read directory {path}"):
                 add_directory(tree, path, owner=owner, exclude=exclude)
+        elif _is_package(path):  # a pkgsrc binary package: installed as pkg_add would
+            with step(f"install package {path}"):
+                installer = _install_package(tree, path, spool, installer)
         else:
             with step(f"read archive {path}"):
                 archives.append(add_archive(tree, path, spool if isinstance(spool, Spool)
                                             else spool()))
+    if installer is not None:
+        installer.finish()
     if spec is not None:
         from smolfs.mtree import apply_spec
 

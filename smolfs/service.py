@@ -54,6 +54,19 @@ def _fs(value: str) -> str:
     return value
 
 
+def _pkgs(value: str) -> tuple[str, ...]:
+    names = tuple(split_list(value))
+    if not names:
+        raise ValueError("expected one or more package names, e.g. PKGS=caddy")
+    return names
+
+
+def _repo(value: str) -> str:
+    if not value:
+        raise ValueError("expected a URL or a directory, e.g. PKG_REPO=https://...")
+    return value
+
+
 def _regex(value: str) -> str:
     if not value:
         raise ValueError("expected a regular expression, e.g. READY=^web: listening")
@@ -105,6 +118,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("POSTINST_BIND", "postinst_bind", _dirs,
             "host directories (absolute, space-separated) shown read-only to the postinst "
             "scripts under bubblewrap, at their own paths"),
+    Setting("PKGS", "pkgs", _pkgs,
+            "pkgsrc packages to install (names or patterns, comma- or space-separated; "
+            "their dependencies come too)"),
+    Setting("PKG_REPO", "pkg_repo", _repo,
+            "repository of the packages (URL or directory; else the official one)"),
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
@@ -127,6 +145,8 @@ class Service:
     ready: str | None = None
     postinst_timeout: float | None = None
     postinst_bind: tuple[str, ...] = ()
+    pkgs: tuple[str, ...] | None = None
+    pkg_repo: str | None = None
 
     @property
     def etc(self) -> Path:

@@ -504,7 +504,7 @@ def _assert_nothing_written(d: Path) -> None:
 
 def test_unknown_service(tmp_path: Path) -> None:
     err = one_line_error(smolfs("build", "-s", "nope", cwd=tmp_path))
-    assert "unknown service 'nope'" in err and "(available: base, bozohttpd, rescue)" in err
+    assert "unknown service 'nope'" in err and "(available: base, bozohttpd, caddy, rescue)" in err
     _assert_nothing_written(tmp_path)
 
 

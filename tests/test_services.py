@@ -26,7 +26,7 @@ def make_service(root: Path, name: str, conf: str | None = None, rc: bool = True
 
 def test_shipped_services_are_complete() -> None:
     base = service.shipped_dir()
-    assert service.available(base) == ["base", "bozohttpd", "rescue"]
+    assert service.available(base) == ["base", "bozohttpd", "caddy", "rescue"]
     rescue = service.load("rescue")
     assert rescue.sets == ("rescue",) and rescue.ro is True and rescue.fs is None
     # each shipped service's READY matches the line its etc/rc prints
@@ -76,7 +76,7 @@ def test_conf_parsing(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("conf", "needle"), [
     ("SETS=base\nPORT=80\n",
      "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS, READY, "
-     "POSTINST_TIMEOUT, POSTINST_BIND)"),
+     "POSTINST_TIMEOUT, POSTINST_BIND, PKGS, PKG_REPO)"),
     ("POSTINST_TIMEOUT=soon\n", "service.conf:1: POSTINST_TIMEOUT='soon': expected a number "
      "of seconds (0: no limit)"),
     ("POSTINST_TIMEOUT=-1\n", "POSTINST_TIMEOUT='-1': expected a number of seconds"),
