@@ -386,8 +386,10 @@ class Vm:
     exited, was killed, crashed) makes the keeper stop QEMU, and the end of file of the
     keeper's report pipe (the keeper died) is seen by :meth:`poll` at once:
     :attr:`lost_keeper` then says why, and QEMU is gone. :meth:`detach` tells the keeper
-    to let QEMU run; it stays QEMU's parent, and writes its exit status to
-    ``state_dir/qemu.exit`` (``state_dir/keeper.pid`` names the keeper).
+    to let QEMU run; it stays QEMU's parent, stops QEMU when the serial log says the
+    guest halted or panicked, and writes its exit status to ``state_dir/qemu.exit``
+    (``state_dir/keeper.pid`` names the keeper). A keeper forked earlier (by
+    :func:`start_keeper`) is taken over with :meth:`adopt_keeper` instead of :meth:`start`.
     """
 
     def __init__(self, argv: list[str], *, serial_log: Path | None = None,
