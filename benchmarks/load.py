@@ -9,7 +9,10 @@ Starts N (default 20) ``startnb -d --ro`` of the smoltest PVH kernel (built from
 Then: how many got ready and how long each took (from its spawn to startnb's exit,
 which happens at readiness: min, median, slowest); the resident memory (``VmRSS`` of
 ``/proc/PID/status``) of each QEMU and of each keeper (the process of startnb that stays
-QEMU's parent; with its proportional share, ``Pss``, as keepers share most pages);
+QEMU's parent; with its proportional share, ``Pss``, as keepers share most pages); the
+CPU time each keeper and each QEMU used over ``--idle`` seconds (10) of the running VMs
+(``utime + stime`` of ``/proc/PID/stat``: the keeper reads the serial log 10 times a
+second);
 ``startnb ps`` over all of them (its time, and whether it lists every VM); ``startnb
 stop --all`` (the guests power off on the ACPI button: ``smoltest.acpi``); and a final
 count of the processes left with the benchmark's directory in their argv, which must be
@@ -57,6 +60,28 @@ def vm_rss_kib(pid: int) -> int | None:
 
 def pss_kib(pid: int) -> int | None:
     return memory_kib(pid, "Pss", "smaps_rollup")
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time ``pid`` used so far, in seconds; None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_over(pids: list[int], seconds: float) -> list[float]:
+    """The CPU time (ms) each of ``pids`` used over ``seconds`` of wall clock."""
+    before = {pid: cpu_seconds(pid) for pid in pids}
+    time.sleep(seconds)
+    out = []
+    for pid, t0 in before.items():
+        t1 = cpu_seconds(pid)
+        if t0 is not None and t1 is not None:
+            out.append((t1 - t0) * 1000)
+    return out
 
 
 def processes_with(needle: str) -> list[int]:
@@ -111,6 +136,8 @@ def main() -> int:
                     help="guest busy-wait before its ready line (0)")
     ap.add_argument("--timeout", type=float, default=120.0, metavar="S",
                     help="--timeout of each startnb (120)")
+    ap.add_argument("--idle", type=float, default=10.0, metavar="S",
+                    help="seconds over which the CPU time of keepers and QEMUs is read (10)")
     args = ap.parse_args()
     sys.path.insert(0, str(REPO / "tests"))
     from kernels import build_test_kernels
@@ -161,6 +188,12 @@ def main() -> int:
         print(f"QEMU VmRSS: {spread(qemu_rss, 'MiB', '.1f')} (sum {sum(qemu_rss):.0f} MiB)")
         print(f"keeper VmRSS: {spread(keeper_rss, 'MiB', '.1f')}; its own share (Pss): "
               f"{spread(keeper_pss, 'MiB', '.1f')} (sum {sum(keeper_pss):.0f} MiB)")
+        if args.idle > 0:
+            cpu = cpu_over(keepers + pids, args.idle)
+            keeper_cpu, qemu_cpu = cpu[:len(keepers)], cpu[len(keepers):]
+            print(f"CPU over {args.idle:g} s: keeper {spread(keeper_cpu, 'ms', '.0f')}; "
+                  f"QEMU {spread(qemu_cpu, 'ms', '.0f')} (clock tick "
+                  f"{1000 / os.sysconf('SC_CLK_TCK'):.0f} ms)")
 
         start = time.perf_counter()
         ps = subprocess.run([*startnb, "ps", "--json"], cwd=REPO, env=env,

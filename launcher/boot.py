@@ -396,11 +396,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             detached = True
             if prober is not None:
                 prober.stop.set()
-                prober.join()  # one thread again before the watcher's fork
-            if vmdir is not None:
-                from .watch import watch
-
-                watch(vm.pid, vmdir.serial_log, vmdir.manifest_path)
+                prober.join()
             return result
         while det.end is None and (vm.poll() is None or vm.console_open):
             for t, chunk in vm.read_console(0.2):
@@ -455,20 +451,21 @@ def _drain(vm: Vm, det: StageDetector, console: ConsoleOut,
 #: How long a panicking guest may go on printing (the trap, the debugger's prompt) before
 #: QEMU is stopped: those lines belong in the error.
 PANIC_GRACE = 1.0
-_DEBUGGER_PROMPT = re.compile(r"db\{\d+\}> ?$")
 
 
 def _guest_ended(vm: Vm, det: StageDetector, console: ConsoleOut, ready_seen: bool) -> None:
     """The console said the guest ended (``det.end``): stop QEMU. A panic raises
     :class:`GuestEnded` with its line, after the console's last lines; so does a halt
     before the service was ready. A halt after it returns (the attached run's end)."""
+    from .detect import DEBUGGER_PROMPT
+
     assert det.end is not None
     kind, line = det.end
     if kind == "panic":
         deadline = time.monotonic() + PANIC_GRACE
         while time.monotonic() < deadline and vm.poll() is None:
             last = vm.last_lines()
-            if last and _DEBUGGER_PROMPT.search(last[-1]):
+            if last and re.search(DEBUGGER_PROMPT, last[-1]):
                 break
             for t, chunk in vm.read_console(0.05):
                 console.write(t, chunk)

@@ -12,7 +12,8 @@ text after the prefix is what the banner and root patterns are matched against.
 
 It also sees the guest's end (:attr:`StageDetector.end`): NetBSD's kernel saying it has
 halted (``halt``, or ``halt -p`` on a machine without ACPI: QEMU keeps running), or a
-kernel panic, a fatal trap, the kernel debugger taking over.
+kernel panic, a fatal trap, the kernel debugger taking over. :func:`scan_end` finds it in
+raw console bytes as they come (the keeper of a detached VM follows its serial log so).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ HALTED = r"^The operating system has halted\."
 #: mode``, ``fatal breakpoint trap ...``), or its debugger stopped it (``Stopped in pid
 #: ...``, the ``db{0}>`` prompt).
 PANIC = r"^(panic: |fatal [a-z ]*(trap|fault) in (supervisor|user) mode|Stopped in |db\{\d+\}>)"
+#: The kernel debugger waits for a command: a panicking guest prints nothing more.
+DEBUGGER_PROMPT = r"db\{\d+\}> ?$"
+#: The longest unfinished console line :func:`scan_end` keeps (an end line is short).
+MAX_PARTIAL = 4096
 
 
 def guest_end(line: str) -> str | None:
@@ -42,6 +47,27 @@ def guest_end(line: str) -> str | None:
     if re.match(HALTED, line):
         return "halted"
     return None
+
+
+def unstamped(line: str) -> tuple[str, bool]:
+    """A console line without the kernel's uptime stamp (NetBSD >= 9), and whether it
+    had one (then the line is the kernel's)."""
+    stamp = re.match(KERNEL_STAMP, line)
+    return (line[stamp.end():], True) if stamp else (line, False)
+
+
+def scan_end(partial: bytes, data: bytes) -> tuple[bytes, tuple[str, str] | None]:
+    """Look for the guest's end in console bytes: ``data`` follows the unfinished line
+    ``partial``. Returns the unfinished line to carry on with (its last
+    :data:`MAX_PARTIAL` bytes) and the first complete line saying the guest ended, as
+    ``(kind, line)`` (the line without its line end and uptime stamp), else None."""
+    *lines, rest = (partial + data).split(b"\n")
+    for raw in lines:
+        line = unstamped(raw.decode("utf-8", "replace").strip("\r"))[0]
+        kind = guest_end(line)
+        if kind is not None:
+            return rest[-MAX_PARTIAL:], (kind, line)
+    return rest[-MAX_PARTIAL:], None
 
 
 class StageDetector:
@@ -70,10 +96,7 @@ class StageDetector:
         """Classify one console line (without its line end); the stages it reached."""
         self.mark("first_byte", t)
         new = []
-        line = line.strip("\r")
-        stamp = re.match(KERNEL_STAMP, line)
-        if stamp:
-            line = line[stamp.end():]
+        line, stamp = unstamped(line.strip("\r"))
         if self.end is None:
             kind = guest_end(line)
             if kind is not None:

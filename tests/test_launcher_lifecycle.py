@@ -151,11 +151,12 @@ def test_keeper_stops_its_child_when_the_launcher_is_gone(marker: str, launcher_
     assert _pids_with_arg(marker) == [], "the keeper left its child running"
 
 
-def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | None = None
-                 ) -> tuple[int, int, int]:
+def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | None = None,
+                 state: Path | None = None) -> tuple[int, int, int]:
     """Fork a keeper of ``sleep MARKER`` as the launcher does: (keeper pid, the control
     pipe's write end, the report pipe's read end). ``launcher_gone``: both ends are
-    closed before the fork (returned as -1), as when the launcher died at once."""
+    closed before the fork (returned as -1), as when the launcher died at once.
+    ``state``: the directory of its serial log and manifest."""
     from launcher.vm import _keep
 
     ctl_r, ctl_w = os.pipe()
@@ -172,7 +173,9 @@ def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | Non
                 if fd >= 0:
                     os.close(fd)
             _keep(["/bin/sleep", marker], null, null, ctl_r, st_w,
-                  str(exit_file) if exit_file else None)
+                  str(exit_file) if exit_file else None,
+                  serial_log=str(state / "serial.log") if state else None,
+                  manifest=str(state / "manifest.json") if state else None)
         finally:
             os._exit(0)
     for fd in (ctl_r, st_w, null):
@@ -264,6 +267,89 @@ def test_a_signalled_keeper_takes_its_child_with_it(marker: str, tmp_path: Path,
     assert code == 0
     assert exit_file.read_text() == f"{-signal.SIGTERM}\n"
     assert reports == (b"" if detached else f"signal {int(sig)}\nexit -15\n".encode())
+
+
+# -- the keeper follows the serial log of a detached VM -----------------------------------
+
+BOOT_LINES = (b"NetBSD 7.99.4 (SMOL) #0: Mon Jan  1 00:00:00 UTC 2024\r\n"
+              b"root file system type: ffs\r\nhalt: halted by root\r\n"
+              b"sh: panic: not found\r\nSERVICE READY\r\n")
+
+
+@pytest.mark.parametrize(("say", "kind", "line"), [
+    (b"syncing disks... done\r\nThe operating system has halted.\r\n"
+     b"Please press any key to reboot.\r\n", "halted", "The operating system has halted."),
+    (b"[  12.3456789] The operating system has halted.\r\n", "halted",
+     "The operating system has halted."),  # NetBSD >= 9 stamps kernel lines with uptime
+    (b"panic: kernel diagnostic assertion failed\r\nfatal breakpoint trap in supervisor "
+     b"mode\r\nStopped in pid 0.1 (system) at 0xffffffff802a3ef5: leave\r\ndb{0}> ",
+     "panic", "panic: kernel diagnostic assertion failed"),
+], ids=["halted", "halted-stamped", "panic"])
+def test_keeper_stops_its_child_when_the_guest_ends(marker: str, tmp_path: Path, say: bytes,
+                                                    kind: str, line: str) -> None:
+    """Once detached, the keeper reads the serial log (from its start, even if it appears
+    late): lines that merely look alike leave the child running; a halt or a panic line
+    gets ``guest_end`` into the manifest, the child stopped (SIGTERM), its exit status
+    recorded, and the keeper gone."""
+    exit_file = tmp_path / "qemu.exit"
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({"name": "vm", "ready": True}))
+    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=exit_file, state=tmp_path)
+    try:
+        pid = int(os.read(st_r, 64).split()[1])
+        os.write(ctl_w, b"d")
+        assert _read_to_eof(st_r) == b""
+        with open(tmp_path / "serial.log", "wb", buffering=0) as log:
+            log.write(BOOT_LINES)
+            time.sleep(0.5)  # several of the keeper's reads
+            assert _pids_with_arg(marker) == [pid], "the child was stopped too early"
+            for i in range(0, len(say), 7):  # lines split across reads
+                log.write(say[i:i + 7])
+        assert _wait_exited(keeper, 10) == 0
+    finally:
+        os.close(ctl_w)
+        os.close(st_r)
+    assert not _gone(marker)
+    assert json.loads(manifest.read_text()) == {
+        "name": "vm", "ready": True, "guest_end": {"kind": kind, "line": line}}
+    assert exit_file.read_text() == f"{-signal.SIGTERM}\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "manifest.json", "qemu.exit", "serial.log"]
+
+
+def test_keeper_without_an_end_leaves_the_manifest_alone(marker: str, tmp_path: Path
+                                                         ) -> None:
+    """A child that ends by itself (QEMU stopped by 'startnb stop') ends the keeper at
+    once, with no ``guest_end``."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    (tmp_path / "serial.log").write_bytes(BOOT_LINES)
+    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=tmp_path / "qemu.exit",
+                                       state=tmp_path)
+    try:
+        pid = int(os.read(st_r, 64).split()[1])
+        os.write(ctl_w, b"d")
+        assert _read_to_eof(st_r) == b""
+        os.kill(pid, signal.SIGKILL)
+        assert _wait_exited(keeper) == 0
+    finally:
+        os.close(ctl_w)
+        os.close(st_r)
+    assert manifest.read_text() == "{}"
+    assert (tmp_path / "qemu.exit").read_text() == f"{-signal.SIGKILL}\n"
+
+
+def test_scan_end_carries_lines_across_chunks() -> None:
+    from launcher.detect import MAX_PARTIAL, scan_end
+
+    partial, end = scan_end(b"", b"boot\r\nThe operating system ha")
+    assert (partial, end) == (b"The operating system ha", None)
+    partial, end = scan_end(partial, b"s halted.\r\nPlease press any key")
+    assert end == ("halted", "The operating system has halted.")
+    partial, end = scan_end(b"", b"x" * (3 * MAX_PARTIAL))  # no line end: bounded
+    assert end is None and len(partial) == MAX_PARTIAL
+    assert scan_end(b"", b"[   3.5] panic: init died\n")[1] == ("panic", "panic: init died")
+    assert scan_end(b"", b"halt: halted by root\nsh: panic: not found\n")[1] is None
 
 
 # -- the relay: bounded memory, same stages ----------------------------------------------

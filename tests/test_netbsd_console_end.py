@@ -127,7 +127,7 @@ def test_panic_is_reported_at_once(runner: Runner, pvh: Path, when: str) -> None
 @pytest.mark.parametrize("kind", ["halted", "panic"])
 def test_detached_vm_that_ends_is_stopped_and_forgotten(runner: Runner, pvh: Path,
                                                         kind: str) -> None:
-    # the end comes 1 s after the ready line: the watcher, not startnb, sees it
+    # the end comes 1 s after the ready line: the keeper, not startnb, sees it
     say = HALTED if kind == "halted" else PANIC
     r = runner.startnb(str(pvh), "-N", "-d", "--name", "ender", "--timeout", "60",
                        "-a", "smoltest.saywait=1000", *words(*say), timeout=60)
@@ -136,6 +136,12 @@ def test_detached_vm_that_ends_is_stopped_and_forgotten(runner: Runner, pvh: Pat
     assert not runner.qemu_left(wait=10), "the ended guest's QEMU still runs"
     manifest = json.loads((runner.state / "ender" / "manifest.json").read_text())
     assert manifest["guest_end"]["kind"] == kind
+    keeper = int((runner.state / "ender" / "keeper.pid").read_text())
+    deadline = time.monotonic() + 5
+    while _alive(keeper) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert not _alive(keeper), "the keeper outlived its QEMU"
+    assert (runner.state / "ender" / "qemu.exit").exists(), "QEMU's end not recorded"
     logs = runner.startnb("logs", "ender")
     assert ("Stopped in pid 0.1" in logs.stdout) is (kind == "panic")
     ps = runner.startnb("ps", "--json")
@@ -180,7 +186,7 @@ def test_genuine_halt_ends_the_vm(runner: Runner, halting_image: Path, detach: b
     t0 = time.monotonic()
     r = runner.startnb(*args)
     assert r.returncode == 0, r.stderr
-    if detach:  # startnb returned at ready; the watcher stops QEMU after the halt
+    if detach:  # startnb returned at ready; the keeper stops QEMU after the halt
         assert not runner.qemu_left(wait=30), "the halted guest's QEMU still runs"
         manifest = runner.state / "halting" / "manifest.json"
         if manifest.exists():  # (ps may have forgotten the VM already)
@@ -229,10 +235,25 @@ def test_error_line_spares_clean_genuine_consoles() -> None:
     assert error_lines("no root here\n") == ["(the root was never mounted)"]
 
 
+def _alive(pid: int) -> bool:
+    """``pid`` runs (not a zombie: a keeper's parent, startnb, has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
 @pytest.mark.qemu
-def test_watcher_goes_with_its_qemu(runner: Runner, pvh: Path) -> None:
-    """The watcher of a detached VM (a fork of startnb: its argv names the kernel) exits
-    as soon as QEMU does, whoever stopped it."""
+@pytest.mark.parametrize("how", ["stop", "qemu-killed"])
+def test_one_keeper_beside_a_detached_vm_goes_with_its_qemu(runner: Runner, pvh: Path,
+                                                            how: str) -> None:
+    """Beside a detached QEMU runs exactly one process of ours, its keeper (a fork of
+    startnb: its argv names the kernel), which also watches the console; it exits as soon
+    as QEMU does, whoever stopped it."""
+    import os
+    import signal
+
     from conftest import live_processes
 
     def ours() -> list[int]:
@@ -241,12 +262,20 @@ def test_watcher_goes_with_its_qemu(runner: Runner, pvh: Path) -> None:
 
     r = runner.startnb(str(pvh), "-N", "-d", "--name", "quiet", "--timeout", "60")
     assert r.returncode == 0, r.stderr
-    assert len(ours()) == 1, "no watcher runs beside the detached VM"
-    runner.startnb("stop", "--force", "quiet")
+    keeper = int((runner.state / "quiet" / "keeper.pid").read_text())
+    assert ours() == [keeper], "not the keeper alone beside the detached VM"
+    with open(f"/proc/{keeper}/comm") as f:
+        assert f.read() == "startnb-keeper\n"
+    if how == "stop":
+        runner.startnb("stop", "--force", "quiet")
+    else:
+        qemu = int((runner.state / "quiet" / "qemu.pid").read_text())
+        os.kill(qemu, signal.SIGKILL)
     deadline = time.monotonic() + 2
     while ours() and time.monotonic() < deadline:
         time.sleep(0.01)
     assert ours() == []
+    assert runner.qemu_left() == []
 
 
 @pytest.mark.netbsd
