@@ -11,9 +11,11 @@ machine load:
   set's digest, remembered from the cold build since the set file did not change), as
   every build after the first one of a set does;
 - **classic**: ``tar -xpf`` of the set into a temporary directory, the service's files,
-  fstab and rescue links copied in, then ``makefs -t ffs -o version=1 -F spec``, where the
-  mtree spec (owners, modes, the device nodes) was generated from the archive headers
-  beforehand, outside the timing, as mkimg.sh-era users kept one beside their sets.
+  fstab and rescue links copied in, then ``makefs -t ffs -o version=1 -b 32m -f 4096 -F
+  spec`` (the room ``smolfs build`` gives a read-write root: 32 MiB and 4,096 inodes
+  free), where the mtree spec (owners, modes, the device nodes) was generated from the
+  archive headers beforehand, outside the timing, as mkimg.sh-era users kept one beside
+  their sets.
 
 Inputs are synthetic NetBSD-shaped sets, generated once and cached in
 ``$XDG_CACHE_HOME/mksmolnb-bench`` (or ``--cache DIR``):
@@ -46,7 +48,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from smolfs.build import fstab  # noqa: E402
+from smolfs.build import RW_FREE_FILES, RW_FREE_SPACE, fstab  # noqa: E402
 from smolfs.devices import device_nodes  # noqa: E402
 
 MTIME = 1_700_000_000
@@ -223,8 +225,10 @@ def run_classic(archive: Path, spec: Path, service: str, work: Path) -> float:
         for d, name in (("sbin", "init"), ("bin", "sh")):
             (root / d).mkdir(exist_ok=True)
             os.symlink(f"/rescue/{name}", root / d / name)
-    subprocess.run(["makefs", "-t", "ffs", "-o", "version=1", "-F", str(spec), str(img),
-                    str(root)], check=True, stdout=subprocess.DEVNULL)
+    # The same room a read-write root gets from smolfs build (RW_FREE_SPACE, _FILES).
+    subprocess.run(["makefs", "-t", "ffs", "-o", "version=1", "-b", f"{RW_FREE_SPACE}",
+                    "-f", f"{RW_FREE_FILES}", "-F", str(spec), str(img), str(root)],
+                   check=True, stdout=subprocess.DEVNULL)
     elapsed = time.perf_counter() - t0
     shutil.rmtree(root)
     img.unlink()
