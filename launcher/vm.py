@@ -138,9 +138,9 @@ def _raise_signalled(signum: int, _frame: object) -> None:
 
 
 def _isolate(keep: Iterable[int]) -> None:
-    """In the keeper: /dev/null as 0, 1 and 2, every other descriptor but ``keep`` closed,
-    ``/`` as the working directory. A keeper outlives ``startnb -d``: it must not hold
-    the caller's pipes (whoever waits for their end of file would wait for the VM)."""
+    """In the keeper: /dev/null as 0, 1 and 2, every other descriptor but ``keep``
+    closed. A keeper outlives ``startnb -d``: it must not hold the caller's pipes
+    (whoever waits for their end of file would wait for the VM)."""
     null = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         if fd != null:
@@ -153,8 +153,6 @@ def _isolate(keep: Iterable[int]) -> None:
             os.closerange(low, fd)
             low = fd + 1
     os.closerange(low, MAX_FD)
-    with contextlib.suppress(OSError):
-        os.chdir("/")
 
 
 def _name_process(name: bytes) -> None:
@@ -298,6 +296,10 @@ def _keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
         finally:
             for fd in {stdin, log}:
                 os.close(fd)
+        # QEMU keeps the caller's directory (its argv may name files relative to it);
+        # the keeper moves to / so that it holds no directory of the caller's.
+        with contextlib.suppress(OSError):
+            os.chdir("/")
         _report(report, f"pid {pid}\n")
         while True:  # until ready: tied to the launcher
             if select.select([ctl], [], [], 0.02)[0]:

@@ -298,6 +298,27 @@ def test_detach_ps_logs_stop(vm: Vms, kernels: Kernels, disk: Path) -> None:
 
 
 @pytest.mark.qemu
+def test_detach_with_relative_paths(vm: Vms, kernels: Kernels, disk: Path) -> None:
+    """Kernel and image named relative to the caller's directory: the keeper leaves its
+    directory only once QEMU has opened them."""
+    r = subprocess.run(vm.argv("-d", "--name", "rel", "--json",
+                               str(kernels.pvh.relative_to(disk.parent)), disk.name),
+                       cwd=disk.parent, env=vm.env, capture_output=True, text=True,
+                       timeout=60, check=False)
+    assert r.returncode == 0, r.stderr
+    pid = json.loads(r.stdout)["pid"]
+    try:
+        ps = json.loads(vm.run("ps", "--json").stdout)
+        assert [(v["name"], v["pid"]) for v in ps] == [("rel", pid)]
+        assert ps[0]["image"] == str(disk.resolve())
+        stop = vm.run("stop", "rel", "--grace", "0.3")
+        assert stop.returncode == 0, stop.stderr
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.qemu
 def test_read_only_image_is_shared(vm: Vms, kernels: Kernels, disk: Path) -> None:
     for name in ("a", "b"):
         r = vm.run("-d", "--name", name, "--ro", str(kernels.pvh), str(disk), "-N")
