@@ -306,8 +306,9 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             old_handlers[sig] = signal.signal(sig, _raise_on_signal)
     try:
         fast = spawned is not None and spawned.argv == argv
-        if fast and spawned is not None and spawned.vm is not None:  # -d: with its keeper
-            vm, spawned.adopted = spawned.vm, True
+        if fast and spawned is not None and spawned.keeper is not None:  # -d: its keeper
+            keeper, spawned.keeper, spawned.adopted = spawned.keeper, None, True
+            vm.adopt_keeper(keeper)
         elif fast:
             assert spawned is not None
             vm.adopt(spawned)
