@@ -21,75 +21,19 @@ import signal
 import sys
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 from smolfs.errors import LaunchError
 
 from .keeper import Keeper, start_keeper
-from .proc import image_locked as _image_locked
-from .proc import is_qemu, port_error, spawn
+from .proc import is_qemu, spawn
 from .relay import TAIL_LINES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .fastpath import Spawned
-
-
-class Qmp:
-    """A minimal QMP client over a unix socket: negotiate, run commands, skip events."""
-
-    def __init__(self, path: Path, timeout: float = 2.0) -> None:
-        import socket
-
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(timeout)
-        try:
-            self.sock.connect(str(path))
-            self.file = self.sock.makefile("rwb")
-            self._read()  # greeting
-            self.execute("qmp_capabilities")
-        except OSError:
-            self.sock.close()
-            raise
-
-    def _read(self) -> dict[str, object]:
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise ConnectionError("QMP socket closed")
-            import json
-
-            msg = json.loads(line)
-            if "event" not in msg:
-                return dict(msg)
-
-    def execute(self, command: str, **arguments: object) -> object:
-        req: dict[str, object] = {"execute": command}
-        if arguments:
-            req["arguments"] = arguments
-        import json
-
-        self.file.write(json.dumps(req).encode() + b"\n")
-        self.file.flush()
-        reply = self._read()
-        if "error" in reply:
-            raise LaunchError(f"QMP {command}: {reply['error']}")
-        return reply.get("return")
-
-    def hmp(self, command_line: str) -> str:
-        return str(self.execute("human-monitor-command", **{"command-line": command_line}))
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self.file.close()
-            self.sock.close()
-
-    def __enter__(self) -> Qmp:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    from .qmp import Qmp
 
 
 def _spawn_error(binary: str, err: OSError) -> LaunchError:
@@ -409,6 +353,8 @@ class Vm:
     # -- QMP ---------------------------------------------------------------------------
 
     def qmp(self) -> Qmp:
+        from .qmp import Qmp
+
         if self.qmp_path is None:
             raise LaunchError("this VM has no QMP socket")
         return Qmp(self.qmp_path)
@@ -419,62 +365,3 @@ def _signame(signum: int) -> str:
         return signal.Signals(signum).name
     except ValueError:
         return f"signal {signum}"
-
-
-def stop_pid(pid: int, qmp_path: Path | None, grace: float, force: bool,
-             alive: Callable[[int], bool], acpi: bool = True) -> tuple[str, str]:
-    """Stop a QEMU we did not start: ACPI power-down over QMP, SIGTERM, then SIGKILL.
-
-    ``acpi=False`` (a machine without ACPI, such as ``microvm,acpi=off``): no power button
-    to press, SIGTERM at once. Returns how it ended ("powerdown", "sigterm" or "sigkill")
-    and one line saying why.
-    """
-    start = time.monotonic()
-
-    def wait(seconds: float) -> bool:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            if not alive(pid):
-                return True
-            time.sleep(0.02)
-        return not alive(pid)
-
-    if force:
-        why = "--force"
-    else:
-        why = "no QMP socket" if acpi else "the machine has no ACPI power button"
-        if acpi and qmp_path is not None and qmp_path.exists():
-            try:
-                with Qmp(qmp_path) as q:
-                    q.execute("system_powerdown")
-            except (OSError, ConnectionError, LaunchError, ValueError) as err:
-                why = f"QMP power-down failed ({err})"
-            else:
-                if wait(grace):
-                    return "powerdown", (f"the guest powered off (ACPI) in "
-                                         f"{time.monotonic() - start:.2f} s")
-                why = f"the guest ignored the ACPI power button for {grace:g} s"
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if wait(2.0):
-            return "sigterm", f"{why}; QEMU ended on SIGTERM"
-        why += "; QEMU ignored SIGTERM for 2 s"
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGKILL)
-    wait(2.0)
-    return "sigkill", f"{why}; killed (SIGKILL)"
-
-
-def check_host_port(proto: str, host_ip: str, port: int) -> None:
-    """Raise :class:`LaunchError` if the host port cannot be bound (as QEMU would)."""
-    err = port_error(proto, host_ip, port)
-    if err is not None:
-        raise LaunchError(
-            f"host port {proto}:{host_ip}:{port} is not available: {err}",
-            hint="pick another host port with -p HOSTPORT:GUESTPORT "
-            "(see who holds it: ss -ltnp)")
-
-
-def image_locked(image: Path) -> bool:
-    """Does another process (a QEMU) hold a lock on ``image``?"""
-    return _image_locked(str(image))
