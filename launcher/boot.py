@@ -2,7 +2,7 @@
 
 ``boot(config)`` checks everything it can before QEMU starts (QEMU installed, kernel
 bootable, image present and not in use, host ports free), starts QEMU, pumps its serial
-console through :class:`~launcher.stages.StageDetector`, runs the readiness probe, and
+console through :class:`~launcher.stagescan.StageDetector`, runs the readiness probe, and
 returns a :class:`BootResult` with the timing report. QEMU never outlives a failed boot.
 """
 
@@ -33,7 +33,7 @@ from .vm import Vm
 __all__ = ["BootResult", "Prepared", "boot", "prepare"]
 
 if TYPE_CHECKING:
-    from .stages import TimingReport
+    from .timing import TimingReport
 
 
 class BootResult(NamedTuple):
@@ -175,7 +175,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         paths = paths._replace(interactive=True)
     argv = qemu_argv(config, prep.host, prep.kernel, paths)
     if print_cmd:
-        from .stages import StageDetector, report
+        from .timing import StageDetector, report
 
         print(shlex.join(argv))
         return BootResult(argv, None, False, report(start, StageDetector()),
@@ -208,7 +208,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         save_key = plan_key if not fast else None
         if vmdir is not None and vmdir.name != (name or _first_name(config)):
             save_key = None  # web-2 because web was taken: the next run would pick web
-        from .stages import StageDetector, report  # after the exec: not on QEMU's path
+        from .timing import StageDetector, report  # after the exec: not on QEMU's path
 
         det = StageDetector()
         if fast and spawned is not None and spawned.seen is not None:

@@ -17,7 +17,7 @@ from .vm import Vm
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .detect import StageDetector
+    from .stagescan import StageDetector
 
 
 class CpuModelRejected(Exception):
@@ -41,7 +41,7 @@ def guest_ended(vm: Vm, det: StageDetector, console: ConsoleOut, ready_seen: boo
     """The console said the guest ended (``det.end``): stop QEMU. A panic raises
     :class:`GuestEnded` with its line, after the console's last lines; so does a halt
     before the service was ready. A halt after it returns (the attached run's end)."""
-    from .detect import DEBUGGER_PROMPT
+    from .stagescan import DEBUGGER_PROMPT
 
     assert det.end is not None
     kind, line = det.end

@@ -160,7 +160,7 @@ def _record_end(manifest: str | None, end: tuple[str, str]) -> None:
 def tend(pid: int, serial_log: str | None, manifest: str | None) -> int | None:
     """The keeper's work once the VM is ready: reap QEMU ``pid``; meanwhile, with a
     ``serial_log``, read its new bytes every :data:`POLL` seconds (and at once when QEMU
-    ends) and, on a line saying the guest ended (:func:`launcher.detect.scan_end`:
+    ends) and, on a line saying the guest ended (:func:`launcher.stagescan.scan_end`:
     halted, or a panic, given :data:`PANIC_GRACE` seconds to print its trap and reach
     the debugger's prompt), record ``guest_end`` in ``manifest`` and stop QEMU (SIGTERM,
     then SIGKILL). QEMU's exit status (None if it cannot be known)."""
@@ -168,7 +168,7 @@ def tend(pid: int, serial_log: str | None, manifest: str | None) -> int | None:
         return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     import re
 
-    from .detect import DEBUGGER_PROMPT, scan_end
+    from .stagescan import DEBUGGER_PROMPT, scan_end
 
     wait = _child_waiter()
     log = -1

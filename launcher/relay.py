@@ -78,13 +78,13 @@ TAIL_LINES = 15
 
 class ConsoleSeen:
     """What the relay saw of the console, in bounded memory however long the guest talks:
-    the stage times (:class:`launcher.detect.StageDetector`), the last :data:`TAIL_LINES`
+    the stage times (:class:`launcher.stagescan.StageDetector`), the last :data:`TAIL_LINES`
     complete lines and the unfinished one."""
 
     def __init__(self) -> None:
         from collections import deque  # loaded with re already
 
-        from .detect import StageDetector
+        from .stagescan import StageDetector
 
         self.detector = StageDetector()
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)

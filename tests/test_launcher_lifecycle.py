@@ -340,7 +340,7 @@ def test_keeper_without_an_end_leaves_the_manifest_alone(marker: str, tmp_path: 
 
 
 def test_scan_end_carries_lines_across_chunks() -> None:
-    from launcher.detect import MAX_PARTIAL, scan_end
+    from launcher.stagescan import MAX_PARTIAL, scan_end
 
     partial, end = scan_end(b"", b"boot\r\nThe operating system ha")
     assert (partial, end) == (b"The operating system ha", None)
