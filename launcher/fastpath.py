@@ -30,8 +30,8 @@ MAX_PLANS = 32
 RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
 #: The modules the argv is computed by (paths from this package's directory): the
 #: launcher's, the service lookup, the builder's version and its staleness rule.
-CODE_FILES = ("__main__.py", "boot.py", "config.py", "fastpath.py", "glue.py", "host.py",
-              "kernel.py", "proc.py", "qemu.py", "stripcache.py", "../smolfs/cli.py",
+CODE_FILES = ("__main__.py", "boot.py", "checks.py", "config.py", "fastpath.py", "glue.py",
+              "host.py", "kernel.py", "proc.py", "qemu.py", "stripcache.py", "../smolfs/cli.py",
               "../smolfs/service.py", "../smolfs/staleness.py", "../services/__init__.py")
 #: Environment variables the QEMU argv (or the files it names) depends on.
 ENV_KEYS = ("MKSMOLNB_QEMU", "MKSMOLNB_QEMU_AARCH64", "PATH", "MKSMOLNB_CACHE",

@@ -435,8 +435,8 @@ def test_a_plan_with_a_broken_relay_is_not_used(cache: Path, tmp_path: Path,
     assert fastpath.try_fast(["k"]) == (key, None)
 
 
-@pytest.mark.parametrize("name", ["__main__.py", "boot.py", "config.py", "fastpath.py",
-                                  "host.py", "kernel.py", "qemu.py"])
+@pytest.mark.parametrize("name", ["__main__.py", "boot.py", "checks.py", "config.py",
+                                  "fastpath.py", "host.py", "kernel.py", "proc.py", "qemu.py"])
 def test_changing_the_code_that_computes_the_argv_retires_plans(cache: Path, name: str
                                                                 ) -> None:
     source = Path(fastpath.__file__).parent / name
