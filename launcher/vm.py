@@ -1,15 +1,6 @@
-"""A running QEMU: start it, pump its serial console, talk QMP, stop it, never orphan it.
-
-Attached runs give QEMU ``PR_SET_PDEATHSIG`` (SIGKILL) so even a killed launcher takes QEMU
-down; Ctrl-C, SIGTERM, a timeout or an exception go through :meth:`Vm.kill` in a
-``finally``. Detached runs start QEMU under a keeper process in its own session
-(:mod:`launcher.keeper`), which stops QEMU if the launcher goes away (killed, crashed) before
-the VM was ready and detached; so a detached QEMU outlives the launcher only once it is
-ready. The keeper stays QEMU's parent for its whole life, and QEMU has
-``PR_SET_PDEATHSIG`` towards it: QEMU never outlives both the launcher and its keeper.
-Once the VM is ready the keeper also follows its serial log and stops QEMU when the guest
-halts or panics (NetBSD without ACPI cannot power QEMU off).
-"""
+"""A running QEMU (:class:`Vm`): start it or adopt it (from the fast path, or a detached
+VM's keeper), read its console, poll it, stop it; it never outlives a failed boot. How
+attached and detached QEMUs are tied to the launcher: ``launcher/README.md`` ("Keeper")."""
 
 from __future__ import annotations
 
@@ -27,7 +18,7 @@ from pathlib import Path
 from smolfs.errors import LaunchError
 
 from .keeper import Keeper, start_keeper
-from .proc import is_qemu, spawn
+from .proc import is_qemu, spawn, stop_child
 from .relay import TAIL_LINES
 
 TYPE_CHECKING = False
@@ -261,7 +252,10 @@ class Vm:
 
     def kill(self, grace: float = 1.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace`` seconds; wait for the process."""
-        if self._pid is not None and self.poll() is None:
+        if self._pid is not None and self.poll() is None and not self.detach_mode:
+            self._status = stop_child(self._pid, grace)
+        elif self._pid is not None and self.poll() is None:
+            # QEMU is the keeper's child: signalled here, its end told by the keeper.
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self._pid, signal.SIGTERM)
             if self.wait(grace) is None:
