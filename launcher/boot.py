@@ -195,7 +195,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         fast = spawned is not None and spawned.argv == argv
         if fast and spawned is not None and spawned.keeper is not None:  # -d: its keeper
             keeper, spawned.keeper, spawned.adopted = spawned.keeper, None, True
-            vm.adopt_keeper(keeper)
+            vm.adopt_keeper(keeper, spawned.keeper_reports)
         elif fast:
             assert spawned is not None
             vm.adopt(spawned)

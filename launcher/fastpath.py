@@ -37,6 +37,9 @@ CODE_FILES = ("__main__.py", "boot.py", "checks.py", "config.py", "fastpath.py",
 ENV_KEYS = ("MKSMOLNB_QEMU", "MKSMOLNB_QEMU_AARCH64", "PATH", "MKSMOLNB_CACHE",
             "XDG_CACHE_HOME", "HOME", "MKSMOLNB_STATE", "XDG_RUNTIME_DIR",
             "SOURCE_DATE_EPOCH")
+#: ``-d``: the longest the fast path waits for QEMU's first console byte before the
+#: launcher goes on (see :func:`_await_first_byte`).
+FIRST_BYTE_WAIT = 1.0
 #: Stands in a saved argv for the private directory of one run (its QMP socket, for
 #: ``--ready tcp:``), made afresh by :func:`try_fast`.
 RUNDIR = "@RUNDIR@"
@@ -233,6 +236,8 @@ class Spawned:
         #: keeper's first report, read when it is adopted).
         self.vmdir: str | None = None
         self.keeper: Keeper | None = None
+        #: What was read of the keeper's report pipe already (``pid N``, ...).
+        self.keeper_reports = b""
 
     def kill(self, grace: float = 1.0) -> None:
         """Stop and reap this QEMU (it was not adopted): SIGTERM, which lets QEMU put the
@@ -247,7 +252,7 @@ class Spawned:
             keeper, self.keeper = self.keeper, None
             self.adopted = True
             try:
-                vm.adopt_keeper(keeper)
+                vm.adopt_keeper(keeper, self.keeper_reports)
             except Exception:  # QEMU did not start: the keeper is reaped already
                 pass
             else:
@@ -315,7 +320,35 @@ def _start_detached(qemu_argv: list[str], vmdir: str) -> Spawned | None:
         return None
     spawned.keeper = keeper
     spawned.exec_time, spawned.started = keeper.exec_time, keeper.started
+    spawned.keeper_reports = _await_first_byte(keeper.report,
+                                               os.path.join(vmdir, "serial.log"))
     return spawned
+
+
+def _await_first_byte(report: int, serial_log: str) -> bytes:
+    """``-d``: wait until QEMU's first console byte reaches ``serial_log``, or the keeper
+    reports QEMU's end (or its own), at most :data:`FIRST_BYTE_WAIT` seconds: the ordinary
+    path that follows (about 100 ms of CPU) would otherwise slow QEMU's own start (measured
+    here: the guest ready about 15 ms later, all of it before its first byte). What the
+    keeper reported meanwhile is returned, for :meth:`launcher.vm.Vm.adopt_keeper`."""
+    import select
+
+    got = b""
+    deadline = time.monotonic() + FIRST_BYTE_WAIT
+    while True:
+        try:
+            if os.stat(serial_log).st_size:
+                return got
+        except OSError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return got
+        if select.select([report], [], [], min(left, 0.002))[0]:
+            data = os.read(report, 256)
+            got += data
+            if not data or any(w in got for w in (b"exit", b"error", b"signal")):
+                return got
 
 
 def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None]:

@@ -126,12 +126,14 @@ class Vm:
             self.argv, str(self.state_dir) if self.state_dir is not None else None,
             str(self.qemu_log) if self.qemu_log is not None else None))
 
-    def adopt_keeper(self, keeper: Keeper) -> None:
+    def adopt_keeper(self, keeper: Keeper, reports: bytes = b"") -> None:
         """Take over the keeper :func:`start_keeper` forked for this argv: wait for its
-        first report (QEMU's pid, or why it could not start)."""
+        first report (QEMU's pid, or why it could not start). ``reports``: what was
+        already read from its report pipe (by the fast path)."""
         self.exec_time, self.started = keeper.exec_time, keeper.started
         self._keeper, self._keeper_ctl, self._keeper_status = (keeper.pid, keeper.ctl,
                                                                keeper.report)
+        self._take_reports(reports)
         while self._pid is None and self._status is None:
             if not self._read_keeper(None):
                 break
@@ -154,6 +156,10 @@ class Vm:
             if self._status is None and self._pid is not None:
                 self._keeper_died()
             return False
+        self._take_reports(data)
+        return True
+
+    def _take_reports(self, data: bytes) -> None:
         self._keeper_buf += data
         *lines, self._keeper_buf = self._keeper_buf.split(b"\n")
         for line in lines:
@@ -165,7 +171,6 @@ class Vm:
             elif word == "signal":
                 self.lost_keeper = (f"the keeper of QEMU (pid {self._keeper}) got "
                                     f"{_signame(int(value))} before the VM was ready")
-        return True
 
     def _keeper_died(self) -> None:
         """The keeper's report pipe ended without QEMU's exit status: the keeper died

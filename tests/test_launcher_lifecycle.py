@@ -590,3 +590,34 @@ def test_keeper_starts_its_child_in_the_callers_directory(tmp_path: Path,
         assert out.read_text().strip() == str(work)
     finally:
         os.close(keeper.report)
+
+
+@pytest.mark.parametrize("script", ["printf 'hello\\n' >> serial.log; exec sleep 30",
+                                    "exit 3"], ids=["first-byte", "qemu-exits"])
+def test_detached_fast_path_waits_for_the_first_byte_or_the_end(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 script: str) -> None:
+    """``-d`` from a plan: the launcher waits for QEMU's first console byte before its own
+    work, but no longer once the keeper reports QEMU's end; what it read of the keeper's
+    reports is handed to the Vm that adopts the keeper."""
+    from launcher.keeper import start_keeper
+    from launcher.vm import Vm
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fastpath, "FIRST_BYTE_WAIT", 10.0)
+    keeper = start_keeper(["/bin/sh", "-c", script], str(tmp_path))
+    t = time.monotonic()
+    reports = fastpath._await_first_byte(keeper.report, str(tmp_path / "serial.log"))
+    assert time.monotonic() - t < 5.0
+    vm = Vm(["/bin/sh"], detach=True)
+    vm.adopt_keeper(keeper, reports)
+    try:
+        if script == "exit 3":
+            assert b"exit 3" in reports
+            assert vm.wait(5.0) == 3
+        else:
+            assert (tmp_path / "serial.log").read_bytes() == b"hello\n"
+            assert vm.poll() is None
+    finally:
+        vm.kill()
+        vm.close()
