@@ -64,9 +64,11 @@ MMIO_MARKERS = b"\0virtio_mmio.device=\0mmio_cmdline\0"
 
 
 def time_to_ready(argv: list[str], env: dict[str, str], timeout: float = 60.0,
-                  stderr_until: bytes | None = None, cwd: Path = REPO) -> tuple[float, str]:
+                  stderr_until: bytes | None = None, cwd: Path = REPO,
+                  first_byte: list[float] | None = None) -> tuple[float, str]:
     """Spawn ``argv``; seconds until a stdout line holds READY; then stop it (once stderr
-    holds ``stderr_until``, when given). Also returns its stderr."""
+    holds ``stderr_until``, when given). Also returns its stderr. ``first_byte``: the
+    seconds until its first stdout byte are appended to it."""
     start = time.perf_counter()
     err_buf = b""
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -80,6 +82,8 @@ def time_to_ready(argv: list[str], env: dict[str, str], timeout: float = 60.0,
             chunk = os.read(p.stdout.fileno(), 65536)
             if not chunk:
                 break
+            if not buf and first_byte is not None:
+                first_byte.append(time.perf_counter() - start)
             buf += chunk
             if READY in buf:
                 elapsed = time.perf_counter() - start
@@ -182,10 +186,12 @@ FAKE_KSTRIP = ("import shutil\n"
                "def strip(kernel, out=None, **kw):\n    shutil.copyfile(kernel, out)\n")
 
 
-def run_detached(argv: list[str], env: dict[str, str], cwd: Path, name: str
+def run_detached(argv: list[str], env: dict[str, str], cwd: Path, name: str,
+                 stages: dict[str, list[float]] | None = None
                  ) -> tuple[float, float, float, bool]:
     """``startnb -d``: (seconds until its ready report, until it returned, its start-up,
-    started from a plan); the VM is stopped afterwards."""
+    started from a plan); the VM is stopped afterwards. ``stages``: where each part of
+    the time to the ready report went (see :func:`detached_stages`) is appended to it."""
     start = time.perf_counter()
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
@@ -199,7 +205,29 @@ def run_detached(argv: list[str], env: dict[str, str], cwd: Path, name: str
     if p.returncode != 0 or stop.returncode != 0 or not line:
         raise SystemExit(f"failed: {shlex.join(argv)}\n{err}{stop.stderr}")
     info = json.loads(line)
+    if stages is not None:
+        for k, v in detached_stages(reported, info["timing"]).items():
+            stages.setdefault(k, []).append(v)
     return reported, returned, float(info["timing"]["startup"]), bool(info["fast_path"])
+
+
+def detached_stages(reported: float, timing: dict[str, object]) -> dict[str, float]:
+    """The time to a ``startnb -d`` ready report in parts, from its ``--json`` timing
+    (``total``: command start to ready; ``startup``: to QEMU's exec; stages from exec):
+    the rest (the interpreter's start and ``bin/startnb``'s first import, before the
+    command start; the report written once ready), start-up to QEMU's exec, exec to the
+    first console byte as the launcher reads it (the keeper's fork and QEMU's own start;
+    the bare run's spawn to its first byte is the peer; a detached launcher reads the
+    serial log only once its own work is done, so the split between the last two parts
+    says more about the launcher than about the guest; their sum is the comparison),
+    first byte read to ready."""
+    stages = timing["stages"]
+    assert isinstance(stages, dict)
+    total, startup = float(timing["total"]), float(timing["startup"])  # type: ignore[arg-type]
+    first = float(stages["first_byte"])
+    return {"interpreter start + report": reported - total, "start-up to exec": startup,
+            "exec to first console byte read": first,
+            "first byte read to ready": total - startup - first}
 
 
 def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path,
@@ -245,15 +273,17 @@ def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path
         bare = shlex.split(printed)
         time_to_ready(bare, env, cwd=warm_dir)
         warm, warm_ret, up_warm, plain, cold, up_cold = [], [], [], [], [], []
+        parts: dict[str, list[float]] = {}
+        plain_first: list[float] = []
         for _ in range(runs):
             t, t_ret, up, fast = run_detached([*detached, "--name", "warm"], env, warm_dir,
-                                              "warm")
+                                              "warm", parts)
             if not fast:
                 raise SystemExit("the repeated command did not start from its plan")
             warm.append(t)
             warm_ret.append(t_ret)
             up_warm.append(up)
-            plain.append(time_to_ready(bare, env, cwd=warm_dir)[0])
+            plain.append(time_to_ready(bare, env, cwd=warm_dir, first_byte=plain_first)[0])
             shutil.rmtree(cold_dir, ignore_errors=True)
             shutil.rmtree(work / "cache-svc-cold", ignore_errors=True)
             cold_dir.mkdir()
@@ -273,6 +303,16 @@ def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path
     row("bare QEMU argv (peer)", plain)
     row("start-up to exec, repeated", up_warm, "   (target < 10 ms)")
     row("start-up to exec, cold", up_cold, "   (fetch, build, strip)")
+    print("  where the repeated run's time went (medians; the peer's in brackets):")
+    peer = {"exec to first console byte read": plain_first,
+            "first byte read to ready": [r - f for r, f in zip(plain, plain_first,
+                                                                   strict=True)]}
+    for label, values in parts.items():
+        mine = statistics.median(values) * 1e3
+        other = f"   [{statistics.median(peer[label]) * 1e3:7.1f}]" if label in peer else ""
+        print(f"    {label:36} {mine:7.1f} ms{other}")
+    print(f"    {'(python -c pass, for scale)':36} "
+          f"{statistics.median(interpreter_floor(runs)) * 1e3:7.1f} ms")
 
 
 def launcher_command() -> tuple[list[str], str]:

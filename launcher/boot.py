@@ -2,7 +2,7 @@
 
 ``boot(config)`` checks everything it can before QEMU starts (QEMU installed, kernel
 bootable, image present and not in use, host ports free), starts QEMU, pumps its serial
-console through :class:`~launcher.stages.StageDetector`, runs the readiness probe, and
+console through :class:`~launcher.stagescan.StageDetector`, runs the readiness probe, and
 returns a :class:`BootResult` with the timing report. QEMU never outlives a failed boot.
 """
 
@@ -18,19 +18,22 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from smolfs.errors import GuestEnded, InputError, LaunchError, ReadyTimeout
+from smolfs.errors import InputError
 
-from . import state
+from . import endings, state
+from .checks import Prepared, prepare
 from .config import LaunchConfig, Ready
 from .fastpath import Spawned
-from .host import HostInfo, choose_accel, probe_host, qemu_binary, qemu_package
-from .kernel import KernelInfo, cache_dir, inspect_kernel, require_bootable
+from .kernel import KernelInfo
 from .qemu import RunPaths, qemu_argv
+from .ready import Prober
 from .relay import ConsoleOut
-from .vm import Vm, check_host_port, image_locked
+from .vm import Vm
+
+__all__ = ["BootResult", "Prepared", "boot", "prepare"]
 
 if TYPE_CHECKING:
-    from .stages import StageDetector, TimingReport
+    from .timing import TimingReport
 
 
 class BootResult(NamedTuple):
@@ -62,47 +65,6 @@ class BootResult(NamedTuple):
                 "guest_end": self.guest_end}
 
 
-class Prepared(NamedTuple):
-    host: HostInfo
-    kernel: KernelInfo
-    accel_note: str | None
-    accel: str = "tcg"
-
-
-def prepare(config: LaunchConfig, cache: Path | None = None, checks: bool = True) -> Prepared:
-    """All checks that can fail before QEMU starts. ``checks=False`` leaves out those a
-    running QEMU of this very config would fail (image lock, host ports): for a QEMU the
-    fast path already started."""
-    kernel = inspect_kernel(config.kernel, cache=cache or cache_dir())
-    require_bootable(kernel)
-    binary = qemu_binary(kernel.arch)  # the guest's: qemu-system-x86_64 or -aarch64
-    host = probe_host(qemu=binary, want_version=False)
-    if host.qemu is None:
-        raise LaunchError(f"{binary} not found",
-                          hint=f"install QEMU: apt-get install {qemu_package(kernel.arch)}")
-    accel, note = choose_accel(config.accel, host, kernel.arch)
-    if config.image is not None:
-        check_image(config.image, config.readonly, checks)
-    check_console(config)
-    for p in config.ports if checks else ():
-        check_host_port(p.proto, p.host_ip, p.host_port)
-    return Prepared(host, kernel, note, accel)
-
-
-def check_console(config: LaunchConfig) -> None:
-    """``--console file:PATH`` must name a file in an existing directory."""
-    path = config.console.path
-    if config.console.kind != "file" or path is None:
-        return
-    if path.is_dir():
-        raise InputError(f"console file {path} is a directory",
-                         hint="give a file name: --console file:DIR/serial.log")
-    if not path.parent.is_dir():
-        raise InputError(f"directory of the console file not found: {path.parent}",
-                         hint=f"create it (mkdir -p {shlex.quote(str(path.parent))}) or "
-                         "give another --console file:PATH")
-
-
 def open_console(config: LaunchConfig, timestamps: bool, exec_time: float) -> ConsoleOut:
     path = config.console.path
     try:
@@ -112,77 +74,6 @@ def open_console(config: LaunchConfig, timestamps: bool, exec_time: float) -> Co
         raise InputError(f"cannot write the console file {path}: {err.strerror}") from err
 
 
-def check_image(image: Path, readonly: bool, in_use: bool = True) -> None:
-    if not image.exists():
-        raise InputError(f"image not found: {image}",
-                         hint="build one with 'smolfs build' or give its path with -i")
-    if not image.is_file() and not image.is_block_device():
-        raise InputError(f"image {image} is not a file")
-    if not in_use:
-        return
-    users = state.images_in_use()
-    user = users.get(str(image.resolve()))
-    if user and (not readonly or not user[1]):
-        raise LaunchError(f"image {image} is in use by the running VM {user[0]!r}",
-                          hint=f"stop it ('startnb stop {user[0]}') or boot with --ro "
-                          "(every VM sharing the image read-only)")
-    if not readonly and image_locked(image):
-        raise LaunchError(f"image {image} is locked by a running QEMU",
-                          hint="stop that VM, or boot with --ro to share the image read-only")
-
-
-#: How long a stopped prober may take to finish its attempt (one probe's timeout).
-ATTEMPT_TIMEOUT_JOIN = 2.0
-
-
-class _Prober:
-    """Retries an HTTP or TCP probe in a thread until it succeeds or is stopped."""
-
-    def __init__(self, ready: Ready, guest_port: int, qmp: Path | None, wake: int) -> None:
-        import threading  # only port readiness needs a thread
-
-        self.ready = ready
-        self.guest_port = guest_port
-        self.qmp = qmp
-        self.wake = wake
-        self.stop = threading.Event()
-        self.at: float | None = None
-        self._thread = threading.Thread(target=self.run, daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def join(self) -> None:
-        self._thread.join(timeout=ATTEMPT_TIMEOUT_JOIN)
-
-    def _confirm(self) -> bool:
-        from .ready import usernet_established
-        from .vm import Qmp
-
-        if self.qmp is None:
-            return True
-        try:
-            with Qmp(self.qmp) as q:
-                return usernet_established(q.hmp("info usernet"), self.ready.port,
-                                           self.guest_port)
-        except (OSError, ConnectionError, LaunchError, ValueError):
-            return False
-
-    def run(self) -> None:
-        from .ready import probe_http, probe_tcp
-
-        while not self.stop.is_set():
-            if self.ready.kind == "http":
-                ok = probe_http(self.ready.port, self.ready.path) is not None
-            else:
-                ok = probe_tcp(self.ready.port, confirm=self._confirm)
-            if ok:
-                self.at = time.monotonic()
-                os.write(self.wake, b"!")
-                return
-            self.stop.wait(0.02)
-
-
 def _in_main_thread() -> bool:
     threading = sys.modules.get("threading")  # not imported: there is one thread
     return threading is None or threading.current_thread() is threading.main_thread()
@@ -190,10 +81,6 @@ def _in_main_thread() -> bool:
 
 def _raise_on_signal(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
-
-
-class _CpuModelRejected(Exception):
-    """QEMU refused ``-cpu host`` (seen on nested hosts: ``failed to set MSR``)."""
 
 
 def boot(config: LaunchConfig, *, command_start: float | None = None, name: str | None = None,
@@ -222,7 +109,7 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
     try:
         return _boot(config, start, prep, name, timestamps, print_cmd, on_ready, spawned,
                      plan_key, plan_extra)
-    except _CpuModelRejected:
+    except endings.CpuModelRejected:
         print("startnb: QEMU rejected -cpu host; using a named CPU model", file=sys.stderr)
         prep = prep._replace(host=prep.host._replace(nested=True))
         return _boot(config, start, prep, name, timestamps, print_cmd, on_ready, None,
@@ -288,7 +175,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         paths = paths._replace(interactive=True)
     argv = qemu_argv(config, prep.host, prep.kernel, paths)
     if print_cmd:
-        from .stages import StageDetector, report
+        from .timing import StageDetector, report
 
         print(shlex.join(argv))
         return BootResult(argv, None, False, report(start, StageDetector()),
@@ -306,8 +193,9 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             old_handlers[sig] = signal.signal(sig, _raise_on_signal)
     try:
         fast = spawned is not None and spawned.argv == argv
-        if fast and spawned is not None and spawned.vm is not None:  # -d: with its keeper
-            vm, spawned.adopted = spawned.vm, True
+        if fast and spawned is not None and spawned.keeper is not None:  # -d: its keeper
+            keeper, spawned.keeper, spawned.adopted = spawned.keeper, None, True
+            vm.adopt_keeper(keeper, spawned.keeper_reports)
         elif fast:
             assert spawned is not None
             vm.adopt(spawned)
@@ -320,7 +208,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         save_key = plan_key if not fast else None
         if vmdir is not None and vmdir.name != (name or _first_name(config)):
             save_key = None  # web-2 because web was taken: the next run would pick web
-        from .stages import StageDetector, report  # after the exec: not on QEMU's path
+        from .timing import StageDetector, report  # after the exec: not on QEMU's path
 
         det = StageDetector()
         if fast and spawned is not None and spawned.seen is not None:
@@ -339,13 +227,13 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         if ready.kind != "console":
             guest = next(p.guest_port for p in config.ports
                          if p.proto == "tcp" and p.host_port == ready.port)
-            prober = _Prober(ready, guest, paths.qmp, wake_w)
+            prober = Prober(ready, guest, paths.qmp, wake_w)
             prober.start()
         deadline = start + config.timeout if config.timeout else None
         while not is_ready:
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                _timeout(vm, config, ready)
+                endings.timeout(vm, config, ready)
             wait = 0.05 if deadline is None else max(0.0, min(0.05, deadline - now))
             if prober is not None:
                 import select
@@ -367,17 +255,17 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                     if pattern is not None and pattern.search(line) and det.mark("ready", t):
                         is_ready = True
             if det.end is not None and (not is_ready or det.end[0] == "panic"):
-                _guest_ended(vm, det, console, ready_seen=is_ready)
+                endings.guest_ended(vm, det, console, ready_seen=is_ready)
             if not is_ready and vm.poll() is not None:
                 # QEMU is gone; what it wrote last may still be in the pipe, and may be
                 # the ready line (a guest that prints it and powers off at once).
-                is_ready = _drain(vm, det, console, pattern)
+                is_ready = endings.drain(vm, det, console, pattern)
                 if not is_ready:
                     if det.end is not None:  # a panic that reset the machine, say
-                        _guest_ended(vm, det, console, ready_seen=False)
-                    _exited(vm, config, first_byte="first_byte" in det.times)
+                        endings.guest_ended(vm, det, console, ready_seen=False)
+                    endings.exited(vm, config, first_byte="first_byte" in det.times)
         if det.end is not None and (not is_ready or det.end[0] == "panic"):
-            _guest_ended(vm, det, console, ready_seen=is_ready)  # seen by the relay
+            endings.guest_ended(vm, det, console, ready_seen=is_ready)  # seen by the relay
         if save_key is not None:  # ready without a console byte (a port answered)
             _save_plan(save_key, config, prep, argv, paths.interactive, ready, timestamps,
                        plan_extra, tmpdir, vmdir)
@@ -406,7 +294,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             if not vm.console_open:
                 vm.wait()
         if det.end is not None:  # a halted guest's QEMU runs on: stop it; a panic fails
-            _guest_ended(vm, det, console, ready_seen=True)
+            endings.guest_ended(vm, det, console, ready_seen=True)
             return result._replace(exit_status=0, guest_end="halted")
         return result._replace(exit_status=vm.poll())
     finally:
@@ -433,83 +321,6 @@ def _first_name(config: LaunchConfig) -> str:
     """The name :func:`launcher.state.create` tries first for a VM without ``--name``."""
     stem = config.image.stem if config.image else config.kernel.stem
     return re.sub(r"[^A-Za-z0-9_.-]", "-", stem)[:30] or "vm"
-
-
-def _drain(vm: Vm, det: StageDetector, console: ConsoleOut,
-           pattern: re.Pattern[str] | None) -> bool:
-    """Relay what an exited QEMU left in the console pipe; whether it held the ready line."""
-    ready = False
-    for t, chunk in vm.read_console(0.05):
-        console.write(t, chunk)
-        for line in vm.split_lines(chunk):
-            det.feed_line(t, line)
-            if pattern is not None and pattern.search(line) and det.mark("ready", t):
-                ready = True
-    return ready
-
-
-#: How long a panicking guest may go on printing (the trap, the debugger's prompt) before
-#: QEMU is stopped: those lines belong in the error.
-PANIC_GRACE = 1.0
-
-
-def _guest_ended(vm: Vm, det: StageDetector, console: ConsoleOut, ready_seen: bool) -> None:
-    """The console said the guest ended (``det.end``): stop QEMU. A panic raises
-    :class:`GuestEnded` with its line, after the console's last lines; so does a halt
-    before the service was ready. A halt after it returns (the attached run's end)."""
-    from .detect import DEBUGGER_PROMPT
-
-    assert det.end is not None
-    kind, line = det.end
-    if kind == "panic":
-        deadline = time.monotonic() + PANIC_GRACE
-        while time.monotonic() < deadline and vm.poll() is None:
-            last = vm.last_lines()
-            if last and re.search(DEBUGGER_PROMPT, last[-1]):
-                break
-            for t, chunk in vm.read_console(0.05):
-                console.write(t, chunk)
-                vm.split_lines(chunk)
-    vm.kill()
-    if kind == "halted" and ready_seen:
-        print("startnb: the guest halted; QEMU stopped", file=sys.stderr)
-        return
-    print(f"startnb: last console lines:\n{_tail_text(vm)}", file=sys.stderr)
-    if kind == "panic":
-        raise GuestEnded(f"the guest's kernel panicked ({line.strip()}); QEMU stopped",
-                         hint="the console's last lines are above; a GENERIC kernel may "
-                         "boot once stripped (startnb --strip, or kstrip)")
-    raise GuestEnded("the guest halted before the service was ready; QEMU stopped",
-                     hint="the console's last lines are above (a failing /etc/rc?)")
-
-
-def _tail_text(vm: Vm) -> str:
-    lines = vm.last_lines()
-    return "\n".join(f"  | {line}" for line in lines) if lines else "  (no console output)"
-
-
-def _timeout(vm: Vm, config: LaunchConfig, ready: Ready) -> None:
-    vm.kill()
-    print(f"startnb: last console lines:\n{_tail_text(vm)}", file=sys.stderr)
-    raise ReadyTimeout(f"not ready after {config.timeout:g} s (waiting for --ready {ready}); "
-                       "QEMU stopped",
-                       hint="raise --timeout, or check the service with --console stdio")
-
-
-def _exited(vm: Vm, config: LaunchConfig, first_byte: bool) -> None:
-    status = vm.poll()
-    if vm.lost_keeper:  # a detached VM's keeper died or was signalled: QEMU is gone too
-        raise LaunchError(f"{vm.lost_keeper}; QEMU stopped")
-    err = vm.stderr_text().strip()
-    cpu = vm.argv[vm.argv.index("-cpu") + 1] if "-cpu" in vm.argv else None
-    if cpu == "host" and not first_byte and re.search(r"MSR|-cpu host|CPU model", err):
-        raise _CpuModelRejected(err)
-    if re.search(r'Failed to get ".*" lock', err) and config.image is not None:
-        raise LaunchError(f"image {config.image} is locked by another VM",
-                          hint="stop that VM, or boot with --ro to share the image read-only")
-    print(f"startnb: last console lines:\n{_tail_text(vm)}", file=sys.stderr)
-    last = err.splitlines()[-1] if err else "no message"
-    raise LaunchError(f"QEMU exited with status {status} before the service was ready: {last}")
 
 
 def _manifest(vmdir: state.VmDir, vm: Vm, config: LaunchConfig, argv: list[str], *,

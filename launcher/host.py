@@ -17,7 +17,7 @@ import os
 from pathlib import Path
 from typing import NamedTuple
 
-from .fastpath import (
+from .proc import (
     KVM_DENIED,
     KVM_HARDWARE,
     KVM_MISSING,

@@ -15,10 +15,19 @@ Each function makes one attempt and returns a bool; the caller retries until its
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import time
 from collections.abc import Callable
+
+from smolfs.errors import LaunchError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from .config import Ready
 
 #: How long one attempt waits for an answer.
 ATTEMPT_TIMEOUT = 1.0
@@ -73,3 +82,52 @@ def usernet_established(info: str, host_port: int, guest_port: int) -> bool:
     """Does QEMU's ``info usernet`` list a forwarded connection the guest accepted?"""
     return any(state == "ESTABLISHED" and int(hp) == host_port and int(gp) == guest_port
                for state, _ha, hp, _ga, gp in _USERNET.findall(info))
+
+
+#: How long a stopped prober may take to finish its attempt (one probe's timeout).
+ATTEMPT_TIMEOUT_JOIN = 2.0
+
+
+class Prober:
+    """Retries an HTTP or TCP probe in a thread until it succeeds or is stopped."""
+
+    def __init__(self, ready: Ready, guest_port: int, qmp: Path | None, wake: int) -> None:
+        import threading  # only port readiness needs a thread
+
+        self.ready = ready
+        self.guest_port = guest_port
+        self.qmp = qmp
+        self.wake = wake
+        self.stop = threading.Event()
+        self.at: float | None = None
+        self._thread = threading.Thread(target=self.run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def join(self) -> None:
+        self._thread.join(timeout=ATTEMPT_TIMEOUT_JOIN)
+
+    def _confirm(self) -> bool:
+        from .qmp import Qmp
+
+        if self.qmp is None:
+            return True
+        try:
+            with Qmp(self.qmp) as q:
+                return usernet_established(q.hmp("info usernet"), self.ready.port,
+                                           self.guest_port)
+        except (OSError, ConnectionError, LaunchError, ValueError):
+            return False
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            if self.ready.kind == "http":
+                ok = probe_http(self.ready.port, self.ready.path) is not None
+            else:
+                ok = probe_tcp(self.ready.port, confirm=self._confirm)
+            if ok:
+                self.at = time.monotonic()
+                os.write(self.wake, b"!")
+                return
+            self.stop.wait(0.02)

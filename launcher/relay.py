@@ -1,17 +1,8 @@
-"""The guest's console on its way to the user, and the relay that runs before readiness.
-
-:class:`ConsoleOut` writes console bytes to stdout, a file or nowhere, optionally with a
-timestamp at the start of each line; every chunk is flushed as it arrives.
-
-:func:`relay_until_ready` is what a QEMU started by the fast path gets first: relaying its
-console and watching for the ready line needs only ``os``, ``select`` and ``re``, so the
-launcher's other imports (argument parsing, the timing report: tens of milliseconds of
-CPU) wait until the service is ready instead of competing with QEMU's boot for the CPU.
-It detects the boot stages as it goes and keeps only those times and the last lines
-(:class:`ConsoleSeen`: bounded, however long the guest talks without the ready line),
-which :func:`launcher.boot.boot` takes over to carry on (the report, an attached run's
-console, errors and timeouts).
-"""
+"""The guest's console on its way to the user (:class:`ConsoleOut`: stdout, a file or
+nowhere, optionally timestamped), and :func:`relay_until_ready`, all that runs of the
+launcher between a fast-path QEMU's exec and its ready line (``os``, ``select``, ``re``):
+the stages and the last lines it saw (:class:`ConsoleSeen`, bounded) go to
+:func:`launcher.boot.boot`."""
 
 from __future__ import annotations
 
@@ -78,13 +69,13 @@ TAIL_LINES = 15
 
 class ConsoleSeen:
     """What the relay saw of the console, in bounded memory however long the guest talks:
-    the stage times (:class:`launcher.detect.StageDetector`), the last :data:`TAIL_LINES`
+    the stage times (:class:`launcher.stagescan.StageDetector`), the last :data:`TAIL_LINES`
     complete lines and the unfinished one."""
 
     def __init__(self) -> None:
         from collections import deque  # loaded with re already
 
-        from .detect import StageDetector
+        from .stagescan import StageDetector
 
         self.detector = StageDetector()
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)

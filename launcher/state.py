@@ -16,14 +16,14 @@ from typing import NamedTuple
 
 from smolfs.errors import LaunchError, UsageError
 
-from . import fastpath
-from .fastpath import is_qemu
+from . import proc
+from .proc import is_qemu
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}"
 
 
 def state_root() -> Path:
-    return Path(fastpath.state_root())
+    return Path(proc.state_root())
 
 
 class VmDir(NamedTuple):
@@ -201,4 +201,4 @@ def remove(vm: VmDir) -> None:
 
 def images_in_use() -> dict[str, tuple[str, bool]]:
     """Resolved image path → (VM name, read-only) for every running detached VM."""
-    return fastpath.image_users()
+    return proc.image_users()

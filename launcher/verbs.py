@@ -91,7 +91,7 @@ def stop(argv: Sequence[str]) -> int:
 
 def _stop_one(vm: state.VmDir, grace: float, force: bool) -> str:
     """Stop one VM, wait for its keeper to record the end, forget it; one line."""
-    from .vm import stop_pid
+    from .qmp import stop_pid
 
     pid = vm.pid()
     if pid is None:

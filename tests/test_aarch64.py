@@ -27,7 +27,7 @@ from launcher.config import LaunchConfig, parse_port
 from launcher.host import KVM_HARDWARE, KVM_MISSING, HostInfo
 from launcher.kernel import inspect_kernel, require_bootable
 from launcher.qemu import RunPaths, qemu_argv
-from launcher.stages import StageDetector
+from launcher.timing import StageDetector
 from services import shipped_dir
 from smolfs.errors import KernelError, UsageError
 

@@ -338,7 +338,7 @@ def test_image_locked_by_foreign_qemu(vm: Vms, kernels: Kernels, disk: Path) -> 
                              f"if=none,id=d,format=raw,file={disk}"],
                             stdin=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        from launcher.vm import image_locked
+        from launcher.proc import image_locked
 
         deadline = time.monotonic() + 10
         while not image_locked(disk) and time.monotonic() < deadline:

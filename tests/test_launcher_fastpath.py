@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher import fastpath
+from launcher import fastpath, proc
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_plan_key_covers_argv_directory_and_environment(tmp_path: Path,
 def _plan(tmp_path: Path, **kw: object) -> tuple[dict[str, object], Path]:
     kernel = tmp_path / "kernel"
     kernel.write_bytes(b"kernel")
-    qemu = fastpath.which("true")
+    qemu = proc.which("true")
     assert qemu is not None
     args: dict[str, object] = {"files": [str(kernel)], "ports": [], "image": None,
                                "readonly": False, "interactive": False, **kw}
@@ -88,14 +88,14 @@ def test_a_plan_is_unusable_while_its_port_is_taken(cache: Path, tmp_path: Path,
         port = s.getsockname()[1]
         plan, _ = _plan(tmp_path, ports=[("tcp", "127.0.0.1", port)])
         assert not fastpath._usable(plan)
-        assert fastpath.port_error("tcp", "127.0.0.1", port) is not None
+        assert proc.port_error("tcp", "127.0.0.1", port) is not None
     assert fastpath._usable(plan)
 
 
 def test_try_fast_spawns_from_a_valid_plan(cache: Path, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MKSMOLNB_QEMU", "echo")
-    echo = fastpath.which("echo")
+    echo = proc.which("echo")
     assert echo is not None
     kernel = tmp_path / "kernel"
     kernel.write_bytes(b"k")
@@ -117,14 +117,14 @@ def test_try_fast_spawns_from_a_valid_plan(cache: Path, tmp_path: Path,
 
 def test_spawn_reports_a_missing_binary(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        fastpath.spawn([str(tmp_path / "no-such-qemu")], 0, 1, 2, die_with_parent=True)
+        proc.spawn([str(tmp_path / "no-such-qemu")], 0, 1, 2, die_with_parent=True)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
 def test_spawned_child_dies_with_its_parent() -> None:
     """A parent that is SIGKILLed (no clean-up at all) still takes the child down."""
     code = ("import os, sys, time\n"
-            "from launcher.fastpath import spawn\n"
+            "from launcher.proc import spawn\n"
             "pid = spawn(['/bin/sleep', '60'], 0, 1, 2, die_with_parent=True)\n"
             "print(pid, flush=True)\n"
             "time.sleep(60)\n")
@@ -168,15 +168,17 @@ def test_image_may_change_but_must_still_exist(cache: Path, tmp_path: Path,
 
 
 def test_startnb_script_reaches_the_fast_path_without_heavy_imports() -> None:
-    """The installed ``startnb`` (bin/startnb) and the modules the fast path needs import
+    """The installed ``startnb`` (bin/startnb) and the modules the fast path needs (the
+    plan cache, the keeper of ``-d``, the staleness check of ``startnb SERVICE``) import
     none of the modules that cost milliseconds (``re`` alone is 6 ms here)."""
     from conftest import REPO
 
     script = (REPO / "bin" / "startnb").read_text()
     assert script.startswith("#!python\n") and script.rstrip().endswith("sys.exit(main())")
     code = (script.rstrip().removesuffix("sys.exit(main())")
-            + "import launcher.fastpath\n"
-            "heavy = {'re', 'enum', 'typing', 'argparse', 'subprocess', 'threading'}\n"
+            + "import launcher.fastpath, launcher.keeper, smolfs.staleness\n"
+            "heavy = {'re', 'enum', 'typing', 'argparse', 'subprocess', 'threading',\n"
+            "         'pathlib', 'contextlib', 'signal', 'collections', 'json'}\n"
             "print(sorted(heavy & set(sys.modules)))\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=60, check=True)
@@ -191,8 +193,8 @@ def test_a_plan_is_stale_when_the_kvm_state_changes(cache: Path, tmp_path: Path,
     monkeypatch.setenv("MKSMOLNB_QEMU", "true")
     plan, _ = _plan(tmp_path)
     assert fastpath._usable(plan)
-    state = fastpath.kvm_state()[0]
-    other = fastpath.KVM_HARDWARE if state != fastpath.KVM_HARDWARE else fastpath.KVM_MISSING
+    state = proc.kvm_state()[0]
+    other = proc.KVM_HARDWARE if state != proc.KVM_HARDWARE else proc.KVM_MISSING
     monkeypatch.setattr(fastpath, "kvm_state", lambda *a: (other, "changed"))
     assert not fastpath._usable(plan)
 
@@ -291,7 +293,7 @@ def test_a_private_directory_is_made_afresh_for_each_run(cache: Path, tmp_path: 
     """``--ready tcp:`` plans name a QMP socket in a directory of the run's own."""
     monkeypatch.setenv("MKSMOLNB_QEMU", "echo")
     monkeypatch.setenv("TMPDIR", str(tmp_path))
-    echo = fastpath.which("echo")
+    echo = proc.which("echo")
     assert echo is not None
     kernel = tmp_path / "kernel"
     kernel.write_bytes(b"k")

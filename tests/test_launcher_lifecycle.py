@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, live_processes
-from launcher import fastpath
+from launcher import fastpath, proc
 from launcher.relay import relay_until_ready
 from launcher.vm import TAIL_LINES
 
@@ -55,7 +55,7 @@ def test_spawned_child_inherits_no_stray_fds_and_default_sigpipe() -> None:
     os.set_inheritable(keep_w, True)  # a descriptor the caller of startnb passed down
     out_r, out_w = os.pipe()
     try:
-        pid = fastpath.spawn(["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
+        pid = proc.spawn(["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
                              0, out_w, 2, die_with_parent=True)
     finally:
         os.close(out_w)
@@ -74,7 +74,7 @@ def test_spawn_reports_a_failure_in_the_child(tmp_path: Path) -> None:
     target = tmp_path / "not-executable"
     target.write_text("data")
     with pytest.raises(PermissionError):
-        fastpath.spawn([str(target)], 0, 1, 2, die_with_parent=False)
+        proc.spawn([str(target)], 0, 1, 2, die_with_parent=False)
 
 
 # -- Spawned.kill: SIGTERM first ------------------------------------------------------------
@@ -89,7 +89,7 @@ def test_spawned_kill_sends_sigterm_before_sigkill() -> None:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         code = ("trap '' TERM; echo up; while :; do sleep 0.02; done" if ignores else script)
-        pid = fastpath.spawn(["/bin/sh", "-c", code], 0, out_w, err_w, die_with_parent=True)
+        pid = proc.spawn(["/bin/sh", "-c", code], 0, out_w, err_w, die_with_parent=True)
         os.close(out_w)
         os.close(err_w)
         assert os.read(out_r, 3) == b"up\n"
@@ -113,7 +113,7 @@ def test_spawned_kill_closes_the_console_its_relay_opened(tmp_path: Path) -> Non
 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    pid = fastpath.spawn(["/bin/sleep", "30"], 0, out_w, err_w, die_with_parent=True)
+    pid = proc.spawn(["/bin/sleep", "30"], 0, out_w, err_w, die_with_parent=True)
     os.close(out_w)
     os.close(err_w)
     spawned = fastpath.Spawned(pid, ["sleep"], time.monotonic(), time.time(), out_r, err_r,
@@ -157,7 +157,7 @@ def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | Non
     pipe's write end, the report pipe's read end). ``launcher_gone``: both ends are
     closed before the fork (returned as -1), as when the launcher died at once.
     ``state``: the directory of its serial log and manifest."""
-    from launcher.vm import _keep
+    from launcher.keeper import keep as _keep
 
     ctl_r, ctl_w = os.pipe()
     st_r, st_w = os.pipe()
@@ -340,7 +340,7 @@ def test_keeper_without_an_end_leaves_the_manifest_alone(marker: str, tmp_path: 
 
 
 def test_scan_end_carries_lines_across_chunks() -> None:
-    from launcher.detect import MAX_PARTIAL, scan_end
+    from launcher.stagescan import MAX_PARTIAL, scan_end
 
     partial, end = scan_end(b"", b"boot\r\nThe operating system ha")
     assert (partial, end) == (b"The operating system ha", None)
@@ -427,7 +427,7 @@ def test_an_unexpected_plan_file_is_ignored(cache: Path, content: object,
 def test_a_plan_with_a_broken_relay_is_not_used(cache: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MKSMOLNB_QEMU", "true")
-    qemu = fastpath.which("true")
+    qemu = proc.which("true")
     assert qemu is not None
     key = fastpath.plan_key(["k"])
     plan = fastpath.make_plan([qemu], qemu, [], [], None, False, False, relay={"console": 1})
@@ -435,8 +435,8 @@ def test_a_plan_with_a_broken_relay_is_not_used(cache: Path, tmp_path: Path,
     assert fastpath.try_fast(["k"]) == (key, None)
 
 
-@pytest.mark.parametrize("name", ["__main__.py", "boot.py", "config.py", "fastpath.py",
-                                  "host.py", "kernel.py", "qemu.py"])
+@pytest.mark.parametrize("name", ["__main__.py", "boot.py", "checks.py", "config.py",
+                                  "fastpath.py", "host.py", "kernel.py", "proc.py", "qemu.py"])
 def test_changing_the_code_that_computes_the_argv_retires_plans(cache: Path, name: str
                                                                 ) -> None:
     source = Path(fastpath.__file__).parent / name
@@ -470,7 +470,7 @@ def test_image_users_are_looked_up_by_the_path_resolved_now(cache: Path, tmp_pat
     for image in (a, b):
         image.write_bytes(b"\0" * 4096)
     link.symlink_to(a)
-    qemu = fastpath.which("true")
+    qemu = proc.which("true")
     assert qemu is not None
     plan = fastpath.make_plan([qemu], qemu, [], [], (str(link), str(link.resolve())),
                               False, False)
@@ -496,7 +496,7 @@ def test_a_plan_whose_console_directory_is_gone_is_not_used(cache: Path, tmp_pat
                                                            monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
     monkeypatch.setenv("MKSMOLNB_QEMU", "true")
-    qemu = fastpath.which("true")
+    qemu = proc.which("true")
     assert qemu is not None
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -566,3 +566,58 @@ def test_ps_does_not_forget_a_vm_being_started(tmp_path: Path) -> None:
     r = _startnb("ps", "--json", state=state)
     assert r.returncode == 0 and json.loads(r.stdout) == []
     assert (state / "starting").is_dir()
+
+
+def test_keeper_starts_its_child_in_the_callers_directory(tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch
+                                                         ) -> None:
+    """QEMU's argv may name the image relatively (``startnb SERVICE`` builds it in the
+    working directory): the keeper starts QEMU there, and only then leaves for ``/``."""
+    from launcher.keeper import start_keeper
+
+    work = tmp_path / "work"
+    work.mkdir()
+    out = tmp_path / "cwd.txt"
+    monkeypatch.chdir(work)
+    keeper = start_keeper(["/bin/sh", "-c", f"pwd > {out}.tmp && mv {out}.tmp {out}"],
+                          None)
+    try:
+        assert os.read(keeper.report, 64).startswith(b"pid ")
+        os.write(keeper.ctl, b"d")
+        os.close(keeper.ctl)
+        assert _read_to_eof(keeper.report) == b""
+        assert _wait_exited(keeper.pid) == 0
+        assert out.read_text().strip() == str(work)
+    finally:
+        os.close(keeper.report)
+
+
+@pytest.mark.parametrize("script", ["printf 'hello\\n' >> serial.log; exec sleep 30",
+                                    "exit 3"], ids=["first-byte", "qemu-exits"])
+def test_detached_fast_path_waits_for_the_first_byte_or_the_end(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch,
+                                                                 script: str) -> None:
+    """``-d`` from a plan: the launcher waits for QEMU's first console byte before its own
+    work, but no longer once the keeper reports QEMU's end; what it read of the keeper's
+    reports is handed to the Vm that adopts the keeper."""
+    from launcher.keeper import start_keeper
+    from launcher.vm import Vm
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(fastpath, "FIRST_BYTE_WAIT", 10.0)
+    keeper = start_keeper(["/bin/sh", "-c", script], str(tmp_path))
+    t = time.monotonic()
+    reports = fastpath._await_first_byte(keeper.report, str(tmp_path / "serial.log"))
+    assert time.monotonic() - t < 5.0
+    vm = Vm(["/bin/sh"], detach=True)
+    vm.adopt_keeper(keeper, reports)
+    try:
+        if script == "exit 3":
+            assert b"exit 3" in reports
+            assert vm.wait(5.0) == 3
+        else:
+            assert (tmp_path / "serial.log").read_bytes() == b"hello\n"
+            assert vm.poll() is None
+    finally:
+        vm.kill()
+        vm.close()

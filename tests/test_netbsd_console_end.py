@@ -20,7 +20,7 @@ import pytest
 from kernels import TestKernels
 from runner import Runner
 
-from launcher.detect import StageDetector, guest_end
+from launcher.stagescan import StageDetector, guest_end
 
 HALTED = ("smoltest.say=The_operating_system_has_halted.",
           "smoltest.say=Please_press_any_key_to_reboot.")

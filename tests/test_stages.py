@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.stages import StageDetector, report
+from launcher.timing import StageDetector, report
 
 #: Serial consoles of genuine NetBSD boots under QEMU (see README.md there).
 CONSOLES = Path(__file__).resolve().parent / "data" / "console"

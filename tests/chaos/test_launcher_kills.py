@@ -105,7 +105,7 @@ class Lab:
         left = self.wait_no_process()
         assert not left, f"processes left: {left}"
         self.assert_ps_truthful()
-        from launcher.vm import image_locked
+        from launcher.proc import image_locked
 
         assert not image_locked(self.image), "the image is still locked"
         r = self.run("-d", "--name", reuse, "-N", "--timeout", "60", str(self.kernel),

@@ -1,17 +1,11 @@
-"""Boot stages read from the serial console, and the timing report built from them.
-
-The detector lives in :mod:`launcher.detect` (cheap to import). Stages, in order: QEMU
-exec → first console byte → kernel banner (``NetBSD X.Y (CONF)``) → root mounted
-(``root file system type: ...``) → first line from ``/etc/rc`` (the first console line
-after the root mount that is not a kernel message) → ready (judged by the readiness
-probe).
-"""
+"""The timing report of a boot: seconds from the command start to QEMU's exec, and from
+the exec to each stage :mod:`launcher.stagescan` finds on the console (re-exported here)."""
 
 from __future__ import annotations
 
 from typing import NamedTuple
 
-from .detect import BANNER, KERNEL_LINE, ROOT, StageDetector
+from .stagescan import BANNER, KERNEL_LINE, ROOT, StageDetector
 
 __all__ = ["BANNER", "KERNEL_LINE", "LABELS", "ROOT", "STAGES", "StageDetector",
            "TimingReport", "report"]

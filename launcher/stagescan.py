@@ -1,5 +1,5 @@
-"""Console stage detection, kept to ``re``: the fast path's relay runs it while QEMU boots
-(:mod:`launcher.stages` re-exports it with the timing report).
+"""Console lines scanned for the boot's stages and the guest's end, kept to ``re``: the
+fast path's relay and the keeper run it (:mod:`launcher.timing` builds the report).
 
 Stages, in order: QEMU exec → first console byte → kernel banner (``NetBSD X.Y (CONF)``)
 → root mounted (``root file system type: ...``) → first line from ``/etc/rc`` (the first

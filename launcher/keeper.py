@@ -1,0 +1,311 @@
+"""The keeper of a detached VM: a fork of ``startnb -d`` that starts QEMU and stays its
+parent for life (QEMU has ``PR_SET_PDEATHSIG`` towards it), stops it if the launcher goes
+away before the VM is ready, follows the serial log once detached (a halt or panic ends
+QEMU), reaps it and records its exit status. The lifecycle is in ``launcher/README.md``
+("Keeper").
+
+Only ``os``, ``select``, ``time`` and :mod:`launcher.proc` are imported here: the fast
+path forks the keeper before anything else of the launcher is loaded; whatever else the
+keeper needs is imported inside it, after the fork, where it delays nobody.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+
+from .proc import MAX_FD, spawn, stop_child
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+
+#: SIGINT, SIGTERM, SIGHUP (the numbers are the same on every POSIX system).
+KEEPER_SIGNALS = (2, 15, 1)
+#: How often the keeper of a detached VM reads new bytes of its serial log.
+POLL = 0.1
+#: A panicking guest may print its trap and debugger lines this long before QEMU stops.
+PANIC_GRACE = 1.0
+#: How long QEMU may take to end on SIGTERM after the guest's end, before SIGKILL.
+END_GRACE = 2.0
+
+
+class Keeper(tuple):  # type: ignore[type-arg]  (a NamedTuple would import typing)
+    """A keeper just forked by :func:`start_keeper`: (pid, ctl, report, exec_time,
+    started). ``ctl`` is the write end of its control pipe (``d`` lets QEMU run; end of
+    file stops it), ``report`` the read end of its report pipe (``pid N``, ``error E``,
+    ``signal N``, ``exit S``); ``exec_time``/``started``: when QEMU's start began
+    (``time.monotonic()``, ``time.time()``)."""
+
+    __slots__ = ()
+
+    def __new__(cls, pid: int, ctl: int, report: int, exec_time: float,
+                started: float) -> Keeper:
+        return tuple.__new__(cls, (pid, ctl, report, exec_time, started))
+
+    pid = property(lambda self: self[0])
+    ctl = property(lambda self: self[1])
+    report = property(lambda self: self[2])
+    exec_time = property(lambda self: self[3])
+    started = property(lambda self: self[4])
+
+
+class Signalled(Exception):
+    """The keeper got SIGINT, SIGTERM or SIGHUP: stop QEMU, then exit."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _raise_signalled(signum: int, _frame: object) -> None:
+    raise Signalled(signum)
+
+
+def _report(fd: int, line: str) -> None:
+    """Write one report line; the launcher may be gone (EPIPE): nobody to tell then."""
+    try:  # noqa: SIM105 (contextlib costs milliseconds)
+        os.write(fd, line.encode())
+    except OSError:
+        pass
+
+
+def _isolate(keep: Iterable[int]) -> None:
+    """In the keeper: /dev/null as 0, 1 and 2, every other descriptor but ``keep`` closed.
+    A keeper outlives ``startnb -d``: it must not hold the caller's pipes (whoever waits
+    for their end of file would wait for the VM)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        if fd != null:
+            os.dup2(null, fd)
+    if null > 2:
+        os.close(null)
+    low = 3
+    for fd in sorted(set(keep)):
+        if fd >= low:
+            os.closerange(low, fd)
+            low = fd + 1
+    os.closerange(low, MAX_FD)
+
+
+def _name_process(name: bytes) -> None:
+    """The name ``ps -e`` and ``top`` show (Linux ``PR_SET_NAME``); elsewhere nothing."""
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import _ctypes
+
+        prctl = _ctypes.dlsym(_ctypes.dlopen(None, 2), "prctl")
+        _ctypes.call_function(prctl, (15, name[:15], 0, 0, 0))  # PR_SET_NAME
+    except Exception:
+        pass
+
+
+def _record_exit(exit_file: str | None, code: int) -> None:
+    """Write QEMU's exit status (negative: the signal that killed it) to ``exit_file``
+    (temp file + rename); the state directory may be gone already (``startnb stop``)."""
+    if exit_file is None:
+        return
+    tmp = f"{exit_file}.tmp"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            os.write(fd, f"{code}\n".encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, exit_file)
+    except OSError:
+        pass
+
+
+def _child_waiter() -> Callable[[float], object]:
+    """A sleep of up to the given seconds that ends the moment a child of this process
+    ends: SIGCHLD blocked and waited for (no handler, no descriptor). Where there is no
+    ``sigtimedwait`` (macOS), a plain sleep."""
+    import _signal
+
+    timed = getattr(_signal, "sigtimedwait", None)
+    if timed is None:
+        return time.sleep
+    chld = {_signal.SIGCHLD}
+    _signal.pthread_sigmask(_signal.SIG_BLOCK, chld)  # pending until taken: none missed
+    return lambda seconds: timed(chld, seconds)
+
+
+def _record_end(manifest: str | None, end: tuple[str, str]) -> None:
+    """Add ``guest_end`` (``{"kind": ..., "line": ...}``) to the VM's manifest (temp file
+    + rename); the state directory may be gone already (``startnb stop``)."""
+    if manifest is None:
+        return
+    import json
+
+    try:
+        with open(manifest, "rb") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return
+    data["guest_end"] = {"kind": end[0], "line": end[1]}
+    tmp = f"{manifest}.end.tmp"
+    try:
+        with open(tmp, "w") as f:
+            f.write(json.dumps(data, indent=1, sort_keys=True) + "\n")
+        os.replace(tmp, manifest)
+    except OSError:
+        pass
+
+
+def tend(pid: int, serial_log: str | None, manifest: str | None) -> int | None:
+    """The keeper's work once the VM is ready: reap QEMU ``pid``; meanwhile, with a
+    ``serial_log``, read its new bytes every :data:`POLL` seconds (and at once when QEMU
+    ends) and, on a line saying the guest ended (:func:`launcher.stagescan.scan_end`:
+    halted, or a panic, given :data:`PANIC_GRACE` seconds to print its trap and reach
+    the debugger's prompt), record ``guest_end`` in ``manifest`` and stop QEMU (SIGTERM,
+    then SIGKILL). QEMU's exit status (None if it cannot be known)."""
+    if serial_log is None:
+        return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+    import re
+
+    from .stagescan import DEBUGGER_PROMPT, scan_end
+
+    wait = _child_waiter()
+    log = -1
+    partial = tail = b""
+    end: tuple[str, str] | None = None
+    deadline = 0.0
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            if end is not None:  # a panic that ended QEMU itself (a reset, -no-reboot)
+                _record_end(manifest, end)
+            return os.waitstatus_to_exitcode(status)
+        if log < 0:  # kept open: 'startnb stop' may remove the state directory
+            try:  # noqa: SIM105 (contextlib costs milliseconds)
+                log = os.open(serial_log, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pass
+        data = os.read(log, 65536) if log >= 0 else b""
+        if end is None:
+            partial, end = scan_end(partial, data)
+            tail = partial
+            deadline = time.monotonic() + PANIC_GRACE
+        else:
+            tail = (tail + data)[-256:]
+        left = deadline - time.monotonic()
+        if end is not None and (end[0] == "halted" or left <= 0 or re.search(
+                DEBUGGER_PROMPT, tail.decode("utf-8", "replace").rstrip("\r\n"))):
+            _record_end(manifest, end)  # first: once QEMU is gone, 'ps' forgets the VM
+            return stop_child(pid, END_GRACE)
+        if len(data) < 65536:
+            wait(POLL if end is None else max(0.0, min(POLL, left)))
+
+
+def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
+         exit_file: str | None = None, *, serial_log: str | None = None,
+         manifest: str | None = None) -> None:
+    """The keeper of a detached QEMU (runs in a forked child; never returns to the caller's
+    code). QEMU is its child for its whole life, with ``PR_SET_PDEATHSIG`` (SIGKILL): the
+    keeper's death, however it dies, takes QEMU with it. QEMU starts in the caller's
+    working directory (relative paths in ``argv``); the keeper then moves to ``/``.
+
+    Reports ``pid N`` on ``report``, then ``exit S`` if QEMU ends before the launcher says
+    ``d`` (detach) on ``ctl``, preceded by ``signal N`` if the keeper got that signal.
+    Whatever goes wrong before ``d`` (the pipe's end of file: the launcher is gone; a
+    failed report write; SIGINT, SIGTERM or SIGHUP; any exception) stops QEMU: SIGTERM,
+    then SIGKILL. After ``d`` the keeper stays QEMU's parent: it follows ``serial_log``
+    and stops QEMU when the guest halts or panics (:func:`tend`, recording ``guest_end``
+    in ``manifest``), reaps it and writes its exit status to ``exit_file``; SIGINT,
+    SIGTERM or SIGHUP stop QEMU the same way.
+    """
+    import _signal
+
+    os.setsid()
+    _isolate((stdin, log, ctl, report))
+    for sig in KEEPER_SIGNALS:
+        _signal.signal(sig, _raise_signalled)
+    pid: int | None = None
+    code: int | None = None
+    try:
+        try:
+            pid = spawn(argv, stdin, log, log, die_with_parent=True, new_session=False)
+        except OSError as err:
+            _report(report, f"error {err.errno}\n")
+            return
+        finally:
+            for fd in {stdin, log}:
+                os.close(fd)
+        _report(report, f"pid {pid}\n")
+        # Not before the spawn: QEMU resolves relative paths from the caller's directory.
+        try:  # noqa: SIM105 (contextlib costs milliseconds)
+            os.chdir("/")
+        except OSError:
+            pass
+        _name_process(b"startnb-keeper")
+        while True:  # until ready: tied to the launcher
+            if select.select([ctl], [], [], 0.02)[0]:
+                if os.read(ctl, 1) != b"d":
+                    return  # the launcher is gone before QEMU was ready: stop it
+                break
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                code = os.waitstatus_to_exitcode(status)
+                _report(report, f"exit {code}\n")
+                return
+        os.close(ctl)
+        os.close(report)
+        report = -1
+        code = tend(pid, serial_log, manifest)  # detached: until QEMU ends or is stopped
+    except Signalled as sig:
+        _report(report, f"signal {sig.signum}\n")
+    finally:
+        _signal.pthread_sigmask(_signal.SIG_BLOCK, KEEPER_SIGNALS)  # finish cleaning up
+        if pid is not None and code is None:
+            code = stop_child(pid)
+            if code is not None:
+                _report(report, f"exit {code}\n")
+        if code is not None:
+            _record_exit(exit_file, code)
+
+
+def start_keeper(argv: list[str], state_dir: str | None,
+                 qemu_log: str | None = None) -> Keeper:
+    """Fork the keeper of a detached QEMU (:func:`keep`), which starts QEMU with ``argv``
+    (its stdout and stderr to ``qemu_log``), and name it in ``state_dir/keeper.pid``.
+    Once ready it follows ``state_dir/serial.log``, records ``guest_end`` in
+    ``state_dir/manifest.json`` (written before ``d``) and QEMU's exit status in
+    ``state_dir/qemu.exit`` (the layout of :class:`launcher.state.VmDir`).
+    :meth:`launcher.vm.Vm.adopt_keeper` takes the keeper over (reads its first report)."""
+    log = os.open(qemu_log or os.devnull,
+                  os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+    ctl_r, ctl_w = os.pipe()
+    st_r, st_w = os.pipe()
+    files = {name: os.path.join(state_dir, name) if state_dir is not None else None
+             for name in ("qemu.exit", "serial.log", "manifest.json")}
+    import _signal  # noqa: F401  (loaded before the fork, as spawn() wants it)
+
+    exec_time, started = time.monotonic(), time.time()
+    keeper = os.fork()
+    if keeper == 0:
+        try:
+            os.close(ctl_w)
+            os.close(st_r)
+            keep(argv, null, log, ctl_r, st_w, files["qemu.exit"],
+                 serial_log=files["serial.log"], manifest=files["manifest.json"])
+        finally:
+            os._exit(0)
+    for fd in (ctl_r, st_w, log, null):
+        os.close(fd)
+    if state_dir is not None:
+        try:
+            fd = os.open(os.path.join(state_dir, "keeper.pid"),
+                         os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                os.write(fd, f"{keeper}\n".encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass
+    return Keeper(keeper, ctl_w, st_r, exec_time, started)
