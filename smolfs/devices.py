@@ -144,7 +144,9 @@ class Arch(enum.Enum):
     @property
     def qemu_package(self) -> str:
         """Debian's package of :attr:`qemu_binary`."""
-        return "qemu-system-arm" if self is Arch.AARCH64 else "qemu-system-x86"
+        from smolfs.run import PACKAGES
+
+        return PACKAGES[self.qemu_binary]
 
     @property
     def cpu_family(self) -> str:
