@@ -47,7 +47,15 @@ from smolfs.devices import Arch, device_nodes
 from smolfs.errors import ImageTooSmall, InputError, UsageError
 from smolfs.fastsets import DamagedCopy, discard
 from smolfs.log import info, step, warn
-from smolfs.service import FILESYSTEMS, Service, load, split_list
+from smolfs.options import (
+    BY_NAME,
+    FILESYSTEMS,
+    OPTIONS,
+    BuildOptions,
+    split_list,
+)
+from smolfs.options import request as options_request
+from smolfs.service import Service, load
 from smolfs.tree import BytesData, FileData, Kind, Node, Tree, source_date_epoch
 
 MIB = 1 << 20
@@ -88,42 +96,31 @@ class SetSource:
 
 @dataclass(frozen=True)
 class Plan:
-    """Every choice of a build, resolved from the arguments and the service's defaults."""
+    """Every choice of a build, resolved from the options and the service's defaults.
+
+    ``options`` holds the resolved values (``fs``, ``ro``, ``size_mb``, ``release``,
+    ``pkgs``, ``hostname``...: a service's ``service.conf`` default, else the option's
+    fallback); they read as attributes of the plan too (``p.fs``)."""
 
     service: Service
     image: Path
     set_tokens: tuple[str, ...]
-    size_mb: int | None
-    fs: str
     arch: Arch
-    release: str | None  # None: not given (the fetch default when sets are fetched)
-    ro: bool
     now: int  # SOURCE_DATE_EPOCH, else the current time
-    pkgs: tuple[str, ...] = ()  # pkgsrc package patterns (smolfs.pkg)
-    pkg_repo: str | None = None
+    options: BuildOptions
+
+    def __getattr__(self, name: str) -> Any:
+        if name in BY_NAME:
+            return getattr(self.options, name)
+        raise AttributeError(name)
 
 
-def build(
-    service: str = "rescue",
-    image: str | os.PathLike[str] | None = None,
-    sets: str | Sequence[str | os.PathLike[str]] | None = None,
-    size_mb: int | None = None,
-    fs: str | None = None,
-    arch: str = "amd64",
-    release: str | None = None,
-    ro: bool | None = None,
-    services_dir: str | os.PathLike[str] | None = None,
-    mirror: str | None = None,
-    offline: bool = False,
-    kernel: str | None = None,
-    force: bool = False,
-    fast_copies: bool = True,
-    postinst_timeout: float | None = None,
-    pkgs: str | Sequence[str] | None = None,
-    pkg_repo: str | None = None,
-) -> BuildResult:
-    """Build the root image of *service*; return its path and manifest.
+def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
+    """Build the root image of a service; return its path and manifest.
 
+    Takes a :class:`~smolfs.options.BuildOptions` (``options=``) or its fields as
+    keywords (``build(service="bozohttpd", sets="base,etc")``), never both; the options
+    are declared in :data:`smolfs.options.OPTIONS`.
     ``sets``: set names (fetched into the cache when missing) and/or archive paths,
     as a list or a comma/space-separated string; None → the service's ``SETS``,
     else ``rescue``. ``size_mb``/``fs``/``ro`` None → the service's
@@ -149,41 +146,39 @@ def build(
     removed by the next build. Raises :class:`~smolfs.errors.SmolError` subclasses;
     nothing is left at the destination on failure.
     """
-    release_asked = release
-    p = plan(service, image, sets, size_mb, fs, arch, release, ro, services_dir, pkgs,
-             pkg_repo)
+    asked = _options(options, given, "build")
+    p = plan(options=asked)
     if p.size_mb:  # a size over the bound fails before any set is read
         from smolfs.sizes import check_bound
 
-        check_bound(p.size_mb * MIB, str(p.image), force)
-    limit = _postinst_limit(postinst_timeout, p.service)
+        check_bound(p.size_mb * MIB, str(p.image), asked.force)
+    limit = _postinst_limit(p.postinst_timeout)
     from smolfs.staging import sweep
 
     sweep(p.image.resolve().parent)  # what killed builds left here, even if nothing is built
     sources, release, kernel_path = _resolve_sets(p.set_tokens, p.release, p.arch.value,
-                                                  mirror, offline, kernel)
+                                                  asked.mirror, asked.offline, asked.kernel)
     if release != p.release:
-        p = dataclasses.replace(p, release=release)
+        p = dataclasses.replace(p, options=p.options.replace(release=release))
     packages = None
     if p.pkgs:
         from smolfs.fetch import DEFAULT_RELEASE
         from smolfs.pkg.build import prepare
 
         packages = prepare(p.pkgs, p.pkg_repo, p.arch.value, p.release or DEFAULT_RELEASE,
-                           mirror, offline)
+                           asked.mirror, asked.offline)
     key, stats = _inputs(p, sources, kernel_path, packages.files if packages else ())
-    asked = staleness.request(service, image, arch=arch, release=release_asked,
-                              kernel=kernel, services_dir=_opt_path(services_dir), sets=sets,
-                              size_mb=size_mb, fs=fs, ro=ro)
+    request = staleness.request(options_request(asked))
+    force = asked.force
     if not force:
         old = up_to_date(p.image, key)
         if old is not None:
             info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
-            staleness.remember(p.image, key, stats, asked)  # for smolfs.staleness.fresh
+            staleness.remember(p.image, key, stats, request)  # for smolfs.staleness.fresh
             return BuildResult(image=p.image, manifest=old)
 
     staleness.forget(p.image)  # the record of the image this build replaces
-    fast = FastCopies(sources) if fast_copies else None
+    fast = FastCopies(sources) if asked.fast_copies else None
     with fast if fast is not None else contextlib.nullcontext():
         while True:
             try:
@@ -202,28 +197,34 @@ def build(
         data["pkgs"] = packages.manifest()
     data["inputs"] = key
     _manifest.write(p.image, data)
-    staleness.remember(p.image, key, stats, asked)  # for smolfs.staleness.fresh
+    staleness.remember(p.image, key, stats, request)  # for smolfs.staleness.fresh
     info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
          f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
          f"sets {', '.join(s.name for s in sources)}")
     return BuildResult(image=p.image, manifest=data)
 
 
-def _postinst_limit(given: float | None, svc: Service) -> float:
+def _options(options: BuildOptions | None, given: dict[str, Any], caller: str
+             ) -> BuildOptions:
+    """The options of a call: the object given, or one made of the keywords."""
+    if options is not None and given:
+        raise TypeError(f"{caller}() takes options= or option keywords, not both")
+    for name in given:
+        if name not in BY_NAME:
+            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
+    return options if options is not None else BuildOptions(**given)
+
+
+def _postinst_limit(limit: float | None) -> float:
     """Seconds each postinst script may run (0: no limit)."""
     from smolfs.postinst import DEFAULT_TIMEOUT
 
-    limit = given if given is not None else svc.postinst_timeout
     if limit is None:
         return DEFAULT_TIMEOUT
     if isinstance(limit, bool) or not isinstance(limit, int | float) or not limit >= 0:
         raise UsageError(f"postinst time limit must be a number of seconds >= 0 "
                          f"(0: no limit), not {limit!r}")
     return float(limit)
-
-
-def _opt_path(path: str | os.PathLike[str] | None) -> str | None:
-    return os.fspath(path) if path is not None else None
 
 
 def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
@@ -273,31 +274,32 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
     return size, digests
 
 
-def plan(
-    service: str = "rescue",
-    image: str | os.PathLike[str] | None = None,
-    sets: str | Sequence[str | os.PathLike[str]] | None = None,
-    size_mb: int | None = None,
-    fs: str | None = None,
-    arch: str = "amd64",
-    release: str | None = None,
-    ro: bool | None = None,
-    services_dir: str | os.PathLike[str] | None = None,
-    pkgs: str | Sequence[str] | None = None,
-    pkg_repo: str | None = None,
-) -> Plan:
-    """Check the arguments and fill in the service's defaults (no side effects)."""
-    arch_ = Arch.parse(arch)
-    svc = load(service, services_dir)
-    fs = fs or svc.fs or "ffs"
+def plan(*, options: BuildOptions | None = None, **given: Any) -> Plan:
+    """Check the options and fill in the service's defaults (no side effects). Takes
+    ``options=`` or the options as keywords, as :func:`build`."""
+    asked = _options(options, given, "plan")
+    arch = Arch.parse(asked.arch)
+    svc = load(asked.service, asked.services_dir)
+    resolved = {o.name: _resolve(getattr(asked, o.name), svc.defaults.get(o.name), o.fallback)
+                for o in OPTIONS if o.key}
+    fs = resolved["fs"]
     if fs not in FILESYSTEMS:
         raise UsageError(f"unknown filesystem {fs!r} (choose from {', '.join(FILESYSTEMS)})")
-    size_mb = size_mb if size_mb is not None else svc.size_mb
+    size_mb = resolved["size_mb"]
     if size_mb is not None and (isinstance(size_mb, bool) or not isinstance(size_mb, int)
                                 or size_mb <= 0):
         raise UsageError(f"image size must be a positive number of megabytes, not {size_mb!r}")
-    tokens = tuple(_set_tokens(sets, svc))
-    dest = Path(image) if image is not None else Path(f"{svc.name}-{arch_.value}.img")
+    for o in OPTIONS:  # a string given through the API is checked as a flag's would be
+        value = getattr(asked, o.name)
+        if o.kind == "value" and o.parse is not None and isinstance(value, str):
+            try:
+                o.from_string(value)
+            except ValueError as err:
+                raise UsageError(f"{o.flags[-1]} {value!r}: "
+                                 f"{str(err).replace(f'{o.key}=', '')}") from None
+    tokens = tuple(_set_tokens(resolved["sets"]))
+    image = asked.image
+    dest = Path(image) if image is not None else Path(f"{svc.name}-{arch.value}.img")
     if dest.is_dir():
         raise UsageError(f"{dest} is a directory; give the image file name with -i")
     parent = dest.resolve().parent
@@ -306,19 +308,23 @@ def plan(
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"cannot write {dest}: directory {parent} is not writable")
     epoch = source_date_epoch()
+    resolved.update(ro=bool(resolved["ro"]), pkgs=tuple(_pkg_tokens(resolved["pkgs"])),
+                    pkg_repo=resolved["pkg_repo"] or None, sets=tokens)
     return Plan(
-        service=svc, image=dest, set_tokens=tokens, size_mb=size_mb,
-        fs=fs, arch=arch_, release=release,
-        ro=bool(ro if ro is not None else svc.ro),
+        service=svc, image=dest, set_tokens=tokens, arch=arch,
         now=int(time.time()) if epoch is None else epoch,
-        pkgs=tuple(_pkg_tokens(pkgs, svc)),
-        pkg_repo=pkg_repo or svc.pkg_repo,
+        options=asked.replace(image=dest, arch=arch.value, **resolved),
     )
 
 
-def _pkg_tokens(pkgs: str | Sequence[str] | None, svc: Service) -> list[str]:
-    if pkgs is None:
-        return list(svc.pkgs or ())
+def _resolve(given: Any, service_default: Any, fallback: Any) -> Any:
+    """An option's value: given, else the service's default, else the fallback."""
+    if given is not None:
+        return given
+    return service_default if service_default is not None else fallback
+
+
+def _pkg_tokens(pkgs: str | Sequence[str]) -> list[str]:
     items = [pkgs] if isinstance(pkgs, str) else list(pkgs)
     return [t for item in items for t in split_list(item)]
 
@@ -504,12 +510,8 @@ def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
         "format": _manifest.FORMAT,
         "version": VERSION,
         "image": p.image.name,
-        "service": p.service.name,
-        "arch": p.arch.value,
-        "release": p.release,
-        "fs": p.fs,
+        **{o.name: getattr(p.options, o.name) for o in OPTIONS if o.manifest},
         "size": size,
-        "ro": p.ro,
         "sets": [{"name": s.name, "file": s.path.name, "sha512": d}
                  for s, d in zip(sources, digests, strict=True)],
         "postinst": [s.name for s in p.service.postinst],
@@ -523,9 +525,7 @@ def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
 # sets
 
 
-def _set_tokens(sets: str | Sequence[str | os.PathLike[str]] | None, svc: Service) -> list[str]:
-    if sets is None:
-        return list(svc.sets or ("rescue",))
+def _set_tokens(sets: str | Sequence[str | os.PathLike[str]]) -> list[str]:
     if isinstance(sets, str | os.PathLike):
         sets = [sets]
     tokens: list[str] = []
@@ -607,9 +607,9 @@ def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None,
 
 def _inputs(p: Plan, sources: Sequence[SetSource], kernel: Path | None,
             packages: Sequence[Path] = ()) -> tuple[str, list[list[object]]]:
-    fields = (VERSION, p.service.name, p.fs, p.arch.value, p.release, p.ro, p.size_mb,
-              os.environ.get("SOURCE_DATE_EPOCH"),
-              *((p.pkgs, p.pkg_repo) if p.pkgs else ()))
+    fields = (VERSION, os.environ.get("SOURCE_DATE_EPOCH"),
+              *([o.name, value] for o in OPTIONS if o.keyed
+                for value in [getattr(p.options, o.name)] if value not in (None, ())))
     files = [*(s.path for s in sources), *([kernel] if kernel else []), *packages]
     trees = [t for t in (p.service.path, p.service.common) if t is not None]
     return staleness.inputs(fields, files, trees, dirs=[p.service.path.parent])

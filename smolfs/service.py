@@ -14,57 +14,18 @@ only the keys below are allowed and anything else is an error naming the line.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from smolfs.errors import InputError
+from smolfs.options import BY_NAME, FILESYSTEMS, OPTIONS, parse_seconds, split_list
+
+__all__ = ["FILESYSTEMS", "SETTINGS", "Service", "load", "parse_seconds", "split_list"]
 
 CONF_NAME = "service.conf"
 COMMON = "common"
-FILESYSTEMS = ("ffs", "ext2")
-
-
-def _sets(value: str) -> tuple[str, ...]:
-    names = tuple(split_list(value))
-    if not names:
-        raise ValueError("expected one or more set names, e.g. SETS=base,etc")
-    return names
-
-
-def _size(value: str) -> int:
-    if not value.isdigit() or int(value) <= 0:
-        raise ValueError("expected a whole number of megabytes, e.g. SIZE_MB=64")
-    return int(value)
-
-
-def _bool(value: str) -> bool:
-    low = value.lower()
-    if low in ("yes", "true", "1", "on"):
-        return True
-    if low in ("no", "false", "0", "off"):
-        return False
-    raise ValueError("expected yes or no")
-
-
-def _fs(value: str) -> str:
-    if value not in FILESYSTEMS:
-        raise ValueError(f"expected one of {', '.join(FILESYSTEMS)}")
-    return value
-
-
-def _pkgs(value: str) -> tuple[str, ...]:
-    names = tuple(split_list(value))
-    if not names:
-        raise ValueError("expected one or more package names, e.g. PKGS=caddy")
-    return names
-
-
-def _repo(value: str) -> str:
-    if not value:
-        raise ValueError("expected a URL or a directory, e.g. PKG_REPO=https://...")
-    return value
 
 
 def _regex(value: str) -> str:
@@ -75,16 +36,6 @@ def _regex(value: str) -> str:
     except re.error as err:
         raise ValueError(f"not a regular expression: {err}") from None
     return value
-
-
-def seconds_value(value: str) -> float:
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = -1.0
-    if not seconds >= 0 or seconds == float("inf"):
-        raise ValueError("expected a number of seconds (0: no limit), e.g. POSTINST_TIMEOUT=600")
-    return seconds
 
 
 def _dirs(value: str) -> tuple[str, ...]:
@@ -103,50 +54,42 @@ class Setting:
     help: str
 
 
-#: Every key ``service.conf`` may hold, declared once (README and errors derive from it).
-SETTINGS: tuple[Setting, ...] = (
-    Setting("SETS", "sets", _sets, "default sets, comma- or space-separated (else: rescue)"),
-    Setting("SIZE_MB", "size_mb", _size, "default image size in MiB (else: automatic)"),
-    Setting("RO", "ro", _bool, "yes: read-only root filesystem by default"),
-    Setting("FS", "fs", _fs, "default filesystem: ffs or ext2"),
+#: The keys ``service.conf`` may hold beyond the build options' (:data:`OPTIONS`).
+SERVICE_ONLY: tuple[Setting, ...] = (
     Setting("READY", "ready", _regex,
             "console line (regular expression) the service prints once it is ready: "
             "what `startnb SERVICE` waits for unless given --ready"),
-    Setting("POSTINST_TIMEOUT", "postinst_timeout", seconds_value,
-            "seconds each postinst script may run before the build kills it and fails "
-            "(else: 300; 0: no limit)"),
     Setting("POSTINST_BIND", "postinst_bind", _dirs,
             "host directories (absolute, space-separated) shown read-only to the postinst "
             "scripts under bubblewrap, at their own paths"),
-    Setting("PKGS", "pkgs", _pkgs,
-            "pkgsrc packages to install (names or patterns, comma- or space-separated; "
-            "their dependencies come too)"),
-    Setting("PKG_REPO", "pkg_repo", _repo,
-            "repository of the packages (URL or directory; else the official one)"),
+)
+#: Every key ``service.conf`` may hold, declared once: the build options that have a key
+#: (a service's default for that option) and the service's own (README and errors derive
+#: from it).
+SETTINGS: tuple[Setting, ...] = (
+    *(Setting(o.key, o.name, o.from_string, o.help) for o in OPTIONS if o.key),
+    *SERVICE_ONLY,
 )
 _BY_KEY = {s.key: s for s in SETTINGS}
 _LINE = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 
 
-def split_list(value: str) -> list[str]:
-    """``"base, etc  rescue"`` → ``["base", "etc", "rescue"]``."""
-    return [v for v in re.split(r"[,\s]+", value.strip()) if v]
-
-
 @dataclass(frozen=True)
 class Service:
+    """A service directory and its ``service.conf``: ``defaults`` holds the build options
+    it sets (by option name; read also as attributes: ``svc.sets``, None when unset)."""
+
     name: str
     path: Path
     common: Path | None
-    sets: tuple[str, ...] | None = None
-    size_mb: int | None = None
-    ro: bool | None = None
-    fs: str | None = None
     ready: str | None = None
-    postinst_timeout: float | None = None
     postinst_bind: tuple[str, ...] = ()
-    pkgs: tuple[str, ...] | None = None
-    pkg_repo: str | None = None
+    defaults: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    def __getattr__(self, name: str) -> Any:
+        if name in BY_NAME and BY_NAME[name].key:
+            return self.defaults.get(name)
+        raise AttributeError(name)
 
     @property
     def etc(self) -> Path:
@@ -238,4 +181,6 @@ def load(name: str, services_dir: str | Path | None = None) -> Service:
     if not common.is_dir():
         common = shipped_dir() / COMMON
     conf = parse_conf(path / CONF_NAME) if (path / CONF_NAME).is_file() else {}
-    return Service(name=name, path=path, common=common if common.is_dir() else None, **conf)
+    own = {s.attr: conf.pop(s.attr) for s in SERVICE_ONLY if s.attr in conf}
+    return Service(name=name, path=path, common=common if common.is_dir() else None,
+                   defaults=conf, **own)

@@ -142,25 +142,17 @@ def up_to_date(image: str | os.PathLike[str], key: str) -> dict[str, object] | N
     return old
 
 
-def request(service: str, image: str | os.PathLike[str] | None, *, arch: str,
-            release: str | None, kernel: str | None, services_dir: str | None,
-            sets: object = None, size_mb: int | None = None, fs: str | None = None,
-            ro: bool | None = None) -> list[object] | None:
-    """What a build was asked for: the arguments of :func:`smolfs.build.build` that decide
-    the image, with paths made absolute and the environment that changes what the build
-    reads. None when a stat of the inputs cannot tell (a daily build, whose checksums
-    move: the fetch decides)."""
+def request(asked: dict[str, object]) -> list[object] | None:
+    """What a build was asked for: the options that decide the image by name
+    (:func:`smolfs.options.request`: paths absolute), with the environment that changes
+    what the build reads. None when a stat of the inputs cannot tell (a daily build,
+    whose checksums move: the fetch decides)."""
     from smolfs.cachedir import cache_root
 
-    if release is not None and not all(c.isdigit() or c == "." for c in release):
+    release = asked.get("release")
+    if isinstance(release, str) and not all(c.isdigit() or c == "." for c in release):
         return None
-    if isinstance(sets, (str, os.PathLike)):
-        sets = [sets]
-    if sets is not None:
-        sets = [os.fspath(s) for s in sets]  # type: ignore[attr-defined]
-    dest = os.fspath(image) if image is not None else f"{service}-{arch}.img"
-    return [service, os.path.abspath(dest), sets, size_mb, fs, arch, release, ro,
-            os.path.abspath(services_dir) if services_dir else None, kernel,
+    return [*([name, value] for name, value in asked.items()),
             os.path.abspath(cache_root()), os.environ.get("SOURCE_DATE_EPOCH")]
 
 

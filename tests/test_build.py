@@ -247,7 +247,7 @@ def test_genuine_rescue_set_image_is_clean(netbsd_dir: Path, tmp_path: Path, fs:
 
 
 def test_base_service_with_postinst(sets_dir: Path, tmp_path: Path) -> None:
-    res = build("bozohttpd", image=tmp_path / "web.img", fs="ext2",
+    res = build(service="bozohttpd", image=tmp_path / "web.img", fs="ext2",
                 sets=[sets_dir / "base.tar.xz", sets_dir / "etc.tar.xz"])
     img = Image(res.image, "ext2")
     page = img.read("var/www/index.html").decode()
@@ -276,10 +276,10 @@ def test_no_staging_without_postinst(sets_dir: Path, tmp_path: Path,
         raise AssertionError("the tree was materialised on the host")
 
     monkeypatch.setattr(smolfs.postinst, "materialise", refuse)
-    res = build("base", image=tmp_path / "b.img", sets=[sets_dir / "base.tar.xz"])
+    res = build(service="base", image=tmp_path / "b.img", sets=[sets_dir / "base.tar.xz"])
     assert res.manifest["postinst"] == []
     with pytest.raises(AssertionError, match="materialised"):
-        build("bozohttpd", image=tmp_path / "w.img", sets=[sets_dir / "base.tar.xz"])
+        build(service="bozohttpd", image=tmp_path / "w.img", sets=[sets_dir / "base.tar.xz"])
 
 
 def test_i386_and_rw(sets_dir: Path, tmp_path: Path) -> None:
@@ -359,7 +359,7 @@ def test_services_dir_and_conf(sets_dir: Path, tmp_path: Path) -> None:
     (svc / "service.conf").write_text(f"SETS={sets_dir / 'rescue.tgz'}\nFS=ext2\nSIZE_MB=3\n")
     out = tmp_path / "out"
     out.mkdir()
-    r = build("hello", services_dir=tmp_path / "svcs", image=out / "h.img")
+    r = build(service="hello", services_dir=tmp_path / "svcs", image=out / "h.img")
     assert r.manifest["fs"] == "ext2" and r.manifest["size"] == 3 << 20 and not r.manifest["ro"]
     img = Image(r.image, "ext2")
     assert img.read("etc/motd") == b"hi\n"
@@ -583,7 +583,7 @@ def test_image_too_small_names_minimum(sets_dir: Path, tmp_path: Path) -> None:
 
 def test_api_errors_are_typed(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown service"):
-        build("nope", image=tmp_path / "x.img")
+        build(service="nope", image=tmp_path / "x.img")
     with pytest.raises(InputError, match=r"set archive .*missing\.tgz"):
         build(image=tmp_path / "x.img", sets=str(tmp_path / "missing.tgz"))
 

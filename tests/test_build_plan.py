@@ -13,24 +13,24 @@ from smolfs.errors import InputError, UsageError
 def test_defaults_from_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234")
-    p = plan("rescue", release="10.1")
+    p = plan(service="rescue", release="10.1")
     assert (p.set_tokens, p.ro, p.fs, p.size_mb) == (("rescue",), True, "ffs", None)
     assert p.image == Path("rescue-amd64.img") and p.now == 1234
-    p = plan("base", release="10.1", arch="i386", ro=True, fs="ext2", size_mb=300,
+    p = plan(service="base", release="10.1", arch="i386", ro=True, fs="ext2", size_mb=300,
              image="b.img", sets="base, etc comp")
     assert (p.set_tokens, p.ro, p.fs, p.size_mb) == (("base", "etc", "comp"), True, "ext2", 300)
     assert p.arch.value == "i386" and p.image == Path("b.img")
-    assert plan("rescue", release="10.1", ro=False).ro is False  # --rw beats RO=yes
-    p = plan("rescue", release="10.1", sets=["a.tgz", tmp_path / "my dir/b.tar.xz"])
+    assert plan(service="rescue", release="10.1", ro=False).ro is False  # --rw beats RO=yes
+    p = plan(service="rescue", release="10.1", sets=["a.tgz", tmp_path / "my dir/b.tar.xz"])
     assert p.set_tokens == ("a.tgz", str(tmp_path / "my dir/b.tar.xz"))
 
 
 def test_services_without_sets_default_to_rescue(tmp_path: Path) -> None:
     (tmp_path / "s/etc").mkdir(parents=True)
     (tmp_path / "s/etc/rc").write_text("#!/bin/sh\n")
-    p = plan("s", services_dir=tmp_path, image=tmp_path / "s.img", release="9.3")
+    p = plan(service="s", services_dir=tmp_path, image=tmp_path / "s.img", release="9.3")
     assert (p.set_tokens, p.ro, p.fs, p.release) == (("rescue",), False, "ffs", "9.3")
-    assert plan("s", services_dir=tmp_path, image=tmp_path / "s.img").release is None
+    assert plan(service="s", services_dir=tmp_path, image=tmp_path / "s.img").release is None
 
 
 @pytest.mark.parametrize(("kwargs", "err", "needle"), [
@@ -44,13 +44,13 @@ def test_bad_arguments(kwargs: dict, err: type, needle: str,  # type: ignore[typ
                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(err) as exc:
-        plan("rescue", release="10.1", **kwargs)
+        plan(service="rescue", release="10.1", **kwargs)
     assert needle in exc.value.message
 
 
 def test_image_is_a_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is a directory"):
-        plan("rescue", image=tmp_path, release="10.1")
+        plan(service="rescue", image=tmp_path, release="10.1")
 
 
 def test_set_tokens() -> None:
@@ -73,4 +73,4 @@ def test_package_level_build_stays_callable() -> None:
     # the submodule import made smolfs.build the module: calling it still builds
     assert callable(smolfs.build)
     with pytest.raises(InputError, match="unknown service"):
-        smolfs.build("no-such-service")
+        smolfs.build(service="no-such-service")

@@ -134,7 +134,7 @@ def test_an_image_may_bear_the_name_of_a_staging_entry(tmp_path: Path, name: str
     rescue = setsynth.make_set(tmp_path / "rescue.tar.xz", kind="rescue")
     out = tmp_path / "out"
     out.mkdir()
-    build("bozohttpd", image=out / name, sets=[rescue], fast_copies=False)
+    build(service="bozohttpd", image=out / name, sets=[rescue], fast_copies=False)
     assert sorted(p.name for p in out.iterdir()) == [name, f"{name}.json"]
 
 

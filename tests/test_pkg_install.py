@@ -151,7 +151,7 @@ def test_service_conf_pkgs(sets: Path, tmp_path: Path) -> None:
     (svc / "etc").mkdir(parents=True)
     (svc / "etc" / "rc").write_text("#!/bin/sh\n")
     (svc / "service.conf").write_text(f"PKGS=libfoo\nPKG_REPO={repo}\n")
-    res = build("appsvc", services_dir=tmp_path / "svcs", image=tmp_path / "s.img",
+    res = build(service="appsvc", services_dir=tmp_path / "svcs", image=tmp_path / "s.img",
                 sets=[sets / "rescue.tgz"])
     assert "usr/pkg/lib/libfoo.so.1.2" in Image(res.image, "ffs").entries
 

@@ -41,9 +41,11 @@ def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
 
 def ask(services: Path, **kw: object) -> list[object] | None:
+    from smolfs.options import BuildOptions, request
+
     args: dict[str, object] = {"arch": "amd64", "release": None, "kernel": "GENERIC",
                                "services_dir": str(services), **kw}
-    return staleness.request("web", None, **args)  # type: ignore[arg-type]
+    return staleness.request(request(BuildOptions(service="web", **args)))
 
 
 def is_fresh(b: dict[str, Path], **kw: object) -> bool:
