@@ -348,6 +348,8 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
         # generated over the sets' fstab, under the service's own if it has one
         tree.add("etc/fstab", _file(fstab(p.fs, p.ro, p.arch), p.now, 0o644))
         add_service(tree, p.service, p.now)
+        if p.hostname is not None:  # over the sets' and the service's own
+            tree.add("etc/myname", _file(f"{p.hostname}\n", p.now, 0o644))
         add_devices(tree, p.arch, p.now)
         add_rescue_links(tree, p.now)
     return tree, digests

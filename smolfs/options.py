@@ -80,6 +80,19 @@ def parse_seconds(value: str) -> float:
     return seconds
 
 
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+
+
+def parse_hostname(value: str) -> str:
+    """A host name NetBSD takes from ``/etc/myname``: dot-separated labels of letters,
+    digits and inner hyphens, at most 255 characters."""
+    if not value or len(value) > 255 or not all(_LABEL.fullmatch(la)
+                                                for la in value.split(".")):
+        raise ValueError("expected a host name (letters, digits, '-', dot-separated), "
+                         "e.g. HOSTNAME=web1")
+    return value
+
+
 class Option:
     """One build option: the keyword of :func:`smolfs.build.build` (``name``), its flags,
     its ``service.conf`` key (a service's default for it), how a string becomes its value,
@@ -165,6 +178,10 @@ OPTIONS: tuple[Option, ...] = (
            "read-only root filesystem (--rw: read-write even if the service defaults to "
            "read-only)", key="RO", parse=parse_bool, fallback=False, kind="ro",
            decides=True, keyed=True, manifest=True),
+    Option("hostname", ("--hostname",),
+           "host name written to /etc/myname (default: the service's HOSTNAME, else the "
+           "sets' /etc/myname if any)", key="HOSTNAME", parse=parse_hostname,
+           metavar="NAME", decides=True, keyed=True, manifest=True, startnb=True),
     Option("services_dir", ("--services-dir",),
            "directory of service definitions (default: the shipped ones)", metavar="DIR",
            decides=True, path=True, startnb=True),

@@ -201,6 +201,31 @@ def test_rescue_image(sets_dir: Path, tmp_path: Path, fs: str, archive: str) -> 
     assert "rescue-amd64.img" in r.stderr
 
 
+def test_hostname_goes_to_etc_myname(sets_dir: Path, tmp_path: Path) -> None:
+    """--hostname (service.conf HOSTNAME=) writes /etc/myname; the flag beats the key; a
+    bad name is a one-line usage error; the host name is an input of the image."""
+    rescue = sets_dir / "rescue.tar.xz"
+    ok(smolfs("build", "-x", rescue, "--hostname", "web1.example", cwd=tmp_path))
+    img = Image(tmp_path / "rescue-amd64.img", "ffs")
+    assert img.read("etc/myname") == b"web1.example\n"
+    assert img.owner_mode("etc/myname") == (0, 0, "rw-r--r--")
+    manifest = json.loads((tmp_path / "rescue-amd64.img.json").read_text())
+    assert manifest["hostname"] == "web1.example"
+    # another name is another image: rebuilt, not kept
+    r = ok(smolfs("build", "-x", rescue, "--hostname", "web2", cwd=tmp_path))
+    assert "up to date" not in r.stderr
+    assert Image(tmp_path / "rescue-amd64.img", "ffs").read("etc/myname") == b"web2\n"
+    services = tmp_path / "svcs"
+    shutil.copytree(REPO / "services" / "rescue", services / "named")
+    (services / "named" / "service.conf").write_text("RO=yes\nHOSTNAME=fromconf\n")
+    ok(smolfs("build", "--services-dir", services, "-s", "named", "-x", rescue, cwd=tmp_path))
+    assert Image(tmp_path / "named-amd64.img", "ffs").read("etc/myname") == b"fromconf\n"
+    msg = one_line_error(smolfs("build", "-x", rescue, "--hostname", "bad_name",
+                                cwd=tmp_path), 2)
+    assert "--hostname" in msg and "expected a host name" in msg
+
+
+
 @pytest.mark.parametrize("fs", ["ffs", "ext2"])
 def test_read_write_root_has_room_to_live(sets_dir: Path, tmp_path: Path, fs: str) -> None:
     """Issue 10: a read-write root fitted to its content ran out of inodes after ~60

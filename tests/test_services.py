@@ -75,8 +75,9 @@ def test_conf_parsing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("conf", "needle"), [
     ("SETS=base\nPORT=80\n",
-     "service.conf:2: unknown key 'PORT' (valid: SIZE_MB, SETS, FS, RO, PKGS, PKG_REPO, "
-     "POSTINST_TIMEOUT, READY, POSTINST_BIND)"),
+     "service.conf:2: unknown key 'PORT' (valid: SIZE_MB, SETS, FS, RO, HOSTNAME, PKGS, "
+     "PKG_REPO, POSTINST_TIMEOUT, READY, POSTINST_BIND)"),
+    ("HOSTNAME=web_1\n", "service.conf:1: HOSTNAME='web_1': expected a host name"),
     ("POSTINST_TIMEOUT=soon\n", "service.conf:1: POSTINST_TIMEOUT='soon': expected a number "
      "of seconds (0: no limit)"),
     ("POSTINST_TIMEOUT=-1\n", "POSTINST_TIMEOUT='-1': expected a number of seconds"),
