@@ -93,7 +93,7 @@ def _boot_parser() -> Parser:
     p.add_argument("--machine", default="auto", choices=("auto", "microvm", "pc", "virt"),
                    help="auto: virt for aarch64 kernels, microvm for PVH kernels with "
                    "virtio-mmio, else pc")
-    from smolfs.options import STARTNB, add_arguments
+    from smolfs.image.options import STARTNB, add_arguments
 
     add_arguments(p.add_argument_group("building a SERVICE (smolfs build)"), STARTNB)
     p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
@@ -149,14 +149,14 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     if service is not None:
         import os
 
-        from smolfs import staleness
+        from smolfs.image import staleness
 
         from .glue import build_service
 
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
         kernel_name = kernel
-        from smolfs.options import STARTNB
+        from smolfs.image.options import STARTNB
 
         built_image, built_kernel, service_ready, service_ro = build_service(
             service, image,

@@ -3,9 +3,9 @@
 - ``--strip``: :func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel
   digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards, found by the
   kernel's stat (:mod:`launcher.stripcache`: no hashing, no kstrip import).
-- ``startnb SERVICE``: :func:`build_service` first asks :func:`smolfs.staleness.fresh`
+- ``startnb SERVICE``: :func:`build_service` first asks :func:`smolfs.image.staleness.fresh`
   (the stat of the inputs the last build recorded: no builder imported, nothing hashed);
-  only a stale or unknown image makes it call ``smolfs.build.build`` with the build
+  only a stale or unknown image makes it call ``smolfs.image.build.build`` with the build
   options ``startnb`` forwards by name and the kernel name, which fetches what is missing and reuses
   the image when its inputs (sets, service files, options, kernel) did not change.
 """
@@ -65,12 +65,12 @@ def build_service(service: str, image: str | None, *, kernel: str | None = "GENE
 
     ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
     sets; None when the caller boots a kernel file of its own. ``forwarded``: the build
-    options ``startnb`` has (:data:`smolfs.options.OPTIONS` marked ``startnb``), by name.
+    options ``startnb`` has (:data:`smolfs.image.options.OPTIONS` marked ``startnb``), by name.
     """
-    from smolfs import staleness
     from smolfs.cli import VERSION
-    from smolfs.options import BuildOptions
-    from smolfs.options import request as options_request
+    from smolfs.image import staleness
+    from smolfs.image.options import BuildOptions
+    from smolfs.image.options import request as options_request
 
     options = BuildOptions(service=service, image=image, kernel=kernel, **forwarded)
     dest = image or f"{service}-{options.arch}.img"
@@ -82,9 +82,9 @@ def build_service(service: str, image: str | None, *, kernel: str | None = "GENE
         info(f"{dest}: up to date (same inputs, not modified since)")
         return _built(dest, manifest)
     try:
-        from smolfs.build import build
+        from smolfs.image.build import build
     except ImportError as err:
-        raise LaunchError(f"cannot build service {service!r}: smolfs.build is not available",
+        raise LaunchError(f"cannot build service {service!r}: smolfs.image.build is not available",
                           hint="give a kernel file and an image instead") from err
     result = build(options=options.replace(image=Path(image) if image else None))
     return _built(result.image, result.manifest if isinstance(result.manifest, dict) else {})

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from smolfs.errors import ImageTooSmall
-from smolfs.tree import Data, Tree
+from smolfs.fs.tree import Data, Tree
 
 
 class SparseData(Data):
@@ -55,7 +55,7 @@ def refused_as_too_small(writer: ModuleType, tree: Tree, path: Path, opts: Any,
 
 def write_image(writer: ModuleType, tree: Tree, path: Path, opts: Any,
                 size: int | None = None) -> int:
-    """Write *tree* with *writer* (``smolfs.ffs`` or ``smolfs.ext2``) into a new file at
+    """Write *tree* with *writer* (``smolfs.fs.ffs`` or ``smolfs.fs.ext2``) into a new file at
     *path*, at *size* bytes or the writer's minimum; return the size written."""
     size = writer.minimum_size(tree, opts) if size is None else size
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)

@@ -24,8 +24,8 @@ import pytest
 from fsimage import fsck_ffs
 
 from conftest import REPO
-from smolfs.build import build
 from smolfs.errors import InputError
+from smolfs.image.build import build
 
 setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
 
@@ -232,8 +232,8 @@ def test_read_write_root_has_room_to_live(sets_dir: Path, tmp_path: Path, fs: st
     files. An automatic size now keeps RW_FREE_SPACE and RW_FREE_FILES free on a
     read-write root (read from the image), and only the usual headroom on a read-only
     one; a fixed size keeps the C tools' density."""
-    from smolfs.build import RW_FREE_FILES, RW_FREE_SPACE
-    from smolfs.fsstat import stat_image
+    from smolfs.fs.fsstat import stat_image
+    from smolfs.image.build import RW_FREE_FILES, RW_FREE_SPACE
 
     archive = sets_dir / "rescue.tar.xz"
     ok(smolfs("build", "-x", archive, "--fs", fs, "--rw", "-i", "rw.img", cwd=tmp_path))
@@ -295,12 +295,12 @@ def test_base_service_with_postinst(sets_dir: Path, tmp_path: Path) -> None:
 def test_no_staging_without_postinst(sets_dir: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Sets go from the archive into the image; nothing is extracted on the host."""
-    import smolfs.postinst
+    import smolfs.image.postinst
 
     def refuse(*_: object) -> None:
         raise AssertionError("the tree was materialised on the host")
 
-    monkeypatch.setattr(smolfs.postinst, "materialise", refuse)
+    monkeypatch.setattr(smolfs.image.postinst, "materialise", refuse)
     res = build(service="base", image=tmp_path / "b.img", sets=[sets_dir / "base.tar.xz"])
     assert res.manifest["postinst"] == []
     with pytest.raises(AssertionError, match="materialised"):
@@ -398,7 +398,7 @@ def test_services_dir_and_conf(sets_dir: Path, tmp_path: Path) -> None:
 
 
 def test_sets_fetched_from_mirror_then_offline(sets_dir: Path, tmp_path: Path) -> None:
-    from smolfs.fetch import DEFAULT_RELEASE, set_filename
+    from smolfs.sets.fetch import DEFAULT_RELEASE, set_filename
 
     name = set_filename("rescue", DEFAULT_RELEASE, "amd64")
     tree = tmp_path / "mirror/pub/NetBSD" / f"NetBSD-{DEFAULT_RELEASE}" / "amd64/binary/sets"

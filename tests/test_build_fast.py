@@ -1,4 +1,4 @@
-"""Fast copies of sets (``smolfs.fastsets``): made once, read by later builds, never stale,
+"""Fast copies of sets (``smolfs.sets.fastsets``): made once, read by later builds, never stale,
 never trusted when damaged, safe under concurrent builds. Images are read back with
 sleuthkit, as in ``test_build``."""
 
@@ -24,11 +24,11 @@ from test_build import EPOCH, Image, ok, one_line_error
 from test_build import smolfs as cli
 
 from conftest import REPO
-from smolfs import fastsets
-from smolfs import sources as smolfs_sources
-from smolfs.build import FastCopies, build
 from smolfs.errors import InputError
-from smolfs.sources import ArchiveCorrupt, WriteError
+from smolfs.image.build import FastCopies, build
+from smolfs.sets import fastsets
+from smolfs.sets import sources as smolfs_sources
+from smolfs.sets.sources import ArchiveCorrupt, WriteError
 
 setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
 
@@ -254,7 +254,7 @@ def test_no_copy_of_a_set_that_fails_to_read(cache: Path, rescue: Path, tmp_path
 def test_fetched_set_copy_is_named_by_the_published_digest(cache: Path, rescue: Path,
                                                            tmp_path: Path,
                                                            read_from: list[Path]) -> None:
-    from smolfs.fetch import DEFAULT_RELEASE, set_filename
+    from smolfs.sets.fetch import DEFAULT_RELEASE, set_filename
 
     name = set_filename("rescue", DEFAULT_RELEASE, "amd64")
     sets = tmp_path / "mirror/pub/NetBSD" / f"NetBSD-{DEFAULT_RELEASE}" / "amd64/binary/sets"

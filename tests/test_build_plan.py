@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from smolfs.build import fstab, is_archive_path, plan, set_name_of
 from smolfs.errors import InputError, UsageError
+from smolfs.image.build import fstab, is_archive_path, plan, set_name_of
 
 
 def test_defaults_from_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -68,9 +68,9 @@ def test_fstab() -> None:
 
 def test_package_level_build_stays_callable() -> None:
     import smolfs
-    import smolfs.build
+    import smolfs.image.build
 
-    # the submodule import made smolfs.build the module: calling it still builds
-    assert callable(smolfs.build)
+    # importing the module that holds it does not hide the package's function
+    assert callable(smolfs.build) and smolfs.build is smolfs.image.build.build
     with pytest.raises(InputError, match="unknown service"):
         smolfs.build(service="no-such-service")

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, live_processes
-from smolfs import postinst
 from smolfs.errors import InputError
-from smolfs.postinst import (
+from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.image import postinst
+from smolfs.image.postinst import (
     PostinstError,
     PostinstTimeout,
     bwrap_problem,
@@ -27,7 +28,6 @@ from smolfs.postinst import (
     run_scripts,
     script_argv,
 )
-from smolfs.tree import BytesData, Kind, Node, Tree
 
 
 @pytest.fixture(autouse=True)

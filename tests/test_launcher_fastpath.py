@@ -227,7 +227,7 @@ def service_plan(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     """A plan of ``startnb web``: its image's staleness snapshot, as the builder left it."""
     import json
 
-    from smolfs import staleness
+    from smolfs.image import staleness
 
     monkeypatch.setenv("MKSMOLNB_QEMU", "true")
     monkeypatch.chdir(tmp_path)

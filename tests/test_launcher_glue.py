@@ -1,8 +1,8 @@
-"""The glue to kstrip (``--strip``) and smolfs.build (``startnb SERVICE``).
+"""The glue to kstrip (``--strip``) and smolfs.image.build (``startnb SERVICE``).
 
 ``--strip`` goes through a stand-in honouring kstrip's agreed signature (the launcher's
 side of the contract: call shape, caching by digest, errors). ``startnb SERVICE`` runs
-the real ``smolfs.build`` against a real HTTP mirror on 127.0.0.1 publishing synthetic
+the real ``smolfs.image.build`` against a real HTTP mirror on 127.0.0.1 publishing synthetic
 sets and the smoltest kernels as ``netbsd-SMOLTEST.gz`` of several releases and
 architectures, then boots the result under QEMU: the guest tells which kernel came.
 """
@@ -234,12 +234,12 @@ def test_service_ready_line_is_the_default_readiness(tmp_path: Path, mirror: Fak
 
 
 def _build_service(cwd: Path, mirror: FakeMirror, services: Path) -> tuple[bool, str]:
-    """``build_service`` in a fresh interpreter: (was smolfs.build imported, stderr)."""
+    """``build_service`` in a fresh interpreter: (was smolfs.image.build imported, stderr)."""
     code = ("import sys\nfrom launcher.glue import build_service\n"
             f"img, kernel, ready, ro = build_service('rescue', None, kernel='SMOLTEST', "
             f"services_dir={str(services)!r})\n"
             "assert img.is_file() and kernel is not None and kernel.is_file() and ro\n"
-            "print('smolfs.build' in sys.modules)\n")
+            "print('smolfs.image.build' in sys.modules)\n")
     env = dict(os.environ, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(cwd / "cache"))
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=120, check=True)

@@ -1,7 +1,7 @@
 """NetBSD itself judges the images smolfs writes.
 
 For each kind of filesystem smolfs writes (FFS UFS1 and UFS2, ext2 revisions 1 and 0), a
-read-only and a read-write root: ``smolfs.mkfs`` writes a NetBSD-shaped tree
+read-only and a read-write root: ``smolfs.image.mkfs`` writes a NetBSD-shaped tree
 (:mod:`nbtree`) plus the genuine rescue set, ``startnb`` boots it on the genuine amd64
 kernel with a second virtio disk, and the image's own ``/etc/rc``
 (``tests/guest/fscheck/rc``) has NetBSD

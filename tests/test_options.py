@@ -1,4 +1,4 @@
-"""Build options are declared once (smolfs.options.OPTIONS): parser, service.conf keys,
+"""Build options are declared once (smolfs.image.options.OPTIONS): parser, service.conf keys,
 README table, request and startnb's forwarding are derived from that declaration."""
 
 from __future__ import annotations
@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from smolfs import options, service
-from smolfs.options import OPTIONS, STARTNB, BuildOptions
+from smolfs.image import options, service
+from smolfs.image.options import OPTIONS, STARTNB, BuildOptions
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def build_parser():  # type: ignore[no-untyped-def]
     from smolfs.cli import Parser
-    from smolfs.cmd_build import add_arguments
+    from smolfs.cli.build import add_arguments
 
     parser = Parser(prog="smolfs build")
     add_arguments(parser)
@@ -30,7 +30,7 @@ def test_readme_table_is_the_declaration() -> None:
     m = re.search(r"<!-- build-options:[^>]*-->\n(.*?)<!-- /build-options -->", text, re.S)
     assert m is not None, "README.md lost its build options table"
     assert m.group(1) == options.markdown_table(), \
-        "README.md's table is stale: paste smolfs.options.markdown_table()"
+        "README.md's table is stale: paste smolfs.image.options.markdown_table()"
 
 
 def test_every_option_is_a_flag_and_an_api_keyword() -> None:

@@ -90,7 +90,7 @@ def test_help_and_plain_builds_do_not_import_packages(tmp_path: Path) -> None:
     setsynth.make_set(tmp_path / "rescue.tgz", kind="rescue", compression="gz")
     mods = _modules_after(
         f"import os\nos.environ['MKSMOLNB_CACHE'] = {str(tmp_path / 'c')!r}\n"
-        "from smolfs.build import build\n"
+        "from smolfs.image.build import build\n"
         f"build(image={str(tmp_path / 'x.img')!r}, sets=[{str(tmp_path / 'rescue.tgz')!r}])")
-    assert "smolfs.build" in mods
+    assert "smolfs.image.build" in mods
     assert not {m for m in mods if m.startswith("smolfs.pkg")}

@@ -15,11 +15,11 @@ import pytest
 from pkgsynth import SynthPkg, write_repo
 from test_build import Image, ok, one_line_error, smolfs
 
-from smolfs.build import build
 from smolfs.errors import InputError
+from smolfs.fs.tree import Kind, Tree
+from smolfs.image.build import build
 from smolfs.pkg.install import Installer, PackageError, apply_mode
-from smolfs.sources import Spool
-from smolfs.tree import Kind, Tree
+from smolfs.sets.sources import Spool
 
 setsynth = pytest.importorskip("setsynth")
 

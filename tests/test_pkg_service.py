@@ -19,8 +19,8 @@ from pkgsynth import SynthPkg, write_repo
 from test_build import Image
 
 from conftest import REPO
-from smolfs import service
-from smolfs.build import build
+from smolfs.image import service
+from smolfs.image.build import build
 
 setsynth = pytest.importorskip("setsynth")
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from smolfs import service
-from smolfs.devices import Arch, device_nodes, makedev
 from smolfs.errors import InputError, UsageError
-from smolfs.tree import Kind
+from smolfs.fs.tree import Kind
+from smolfs.image import service
+from smolfs.image.devices import Arch, device_nodes, makedev
 
 
 def make_service(root: Path, name: str, conf: str | None = None, rc: bool = True) -> Path:

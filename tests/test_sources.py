@@ -15,7 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smolfs.errors import InputError
-from smolfs.sources import (
+from smolfs.fs.tree import Kind, Tree
+from smolfs.sets.sources import (
     ArchiveCorrupt,
     Spool,
     WriteError,
@@ -23,7 +24,6 @@ from smolfs.sources import (
     add_directory,
     detect_format,
 )
-from smolfs.tree import Kind, Tree
 
 TYPES = {"file": Kind.FILE, "dir": Kind.DIR, "symlink": Kind.SYMLINK, "char": Kind.CHR,
          "block": Kind.BLK, "fifo": Kind.FIFO}

@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from smolfs.errors import InputError
+from smolfs.fs.tree import BytesData, Kind, Node, Tree, split_path
 from smolfs.pkg import archive, installscript, pattern
 from smolfs.pkg.plist import with_prefix
 from smolfs.pkg.summary import Package
 from smolfs.pkg.users import Accounts
-from smolfs.tree import BytesData, Kind, Node, Tree, split_path
 
 PKG_DBDIR = "/usr/pkg/pkgdb"
 FIRSTBOOT = "/etc/rc.pkgfirstboot"
@@ -65,7 +65,7 @@ class _Member:
 
 
 class SpoolRegions:
-    """Hands out regions of a :class:`~smolfs.sources.Spool` to several readers at once:
+    """Hands out regions of a :class:`~smolfs.sets.sources.Spool` to several readers at once:
     each reserves the size of a file, then writes it there with ``pwrite``."""
 
     def __init__(self, spool: Any) -> None:
@@ -91,7 +91,7 @@ class SpoolRegions:
                     done += os.pwrite(fd, view[done:], at + done)
                 at += len(view)
         except OSError as err:
-            from smolfs.sources import write_error
+            from smolfs.sets.sources import write_error
 
             raise write_error(err, "the spool file of package data", self.spool.dir) from err
         return start, md5.hexdigest()
@@ -101,7 +101,7 @@ def read_package(path: Path, label: str, regions: SpoolRegions
                  ) -> tuple[archive.Meta, list[_Member]]:
     """Read a package file once, front to back: its metadata, and every other member with
     the data of files copied into the spool (decompression runs in a thread of its own)."""
-    from smolfs.sources import _Corrupt, _Stream, detect_format
+    from smolfs.sets.sources import _Corrupt, _Stream, detect_format
 
     where = f"{label} ({path.name})"
     try:
