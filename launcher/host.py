@@ -39,7 +39,7 @@ NVMM_USABLE, NVMM_MISSING, NVMM_DENIED = "usable", "missing", "denied"
 #: ``uname -m`` spellings → the CPU family QEMU's accelerators run natively.
 _CPU_FAMILY = {"x86_64": "x86_64", "amd64": "x86_64", "i386": "x86_64", "i686": "x86_64",
                "aarch64": "aarch64", "arm64": "aarch64", "evbarm": "aarch64"}
-#: A guest architecture (``smolfs.image.devices.Arch`` value) → its CPU family.
+#: A guest architecture (``smolfs.arch.Arch`` value) → its CPU family.
 GUEST_FAMILY = {"amd64": "x86_64", "i386": "x86_64", "aarch64": "aarch64"}
 #: The name users know a CPU family by, and the --arch that runs natively on it.
 _FAMILY_NAME = {"x86_64": "amd64", "aarch64": "arm64"}

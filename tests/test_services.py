@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
+from smolfs.arch import Arch
 from smolfs.errors import InputError, UsageError
 from smolfs.fs.tree import Kind
 from smolfs.image import service
-from smolfs.image.devices import Arch, device_nodes, makedev
+from smolfs.image.devices import device_nodes, makedev
 
 
 def make_service(root: Path, name: str, conf: str | None = None, rc: bool = True) -> Path:

@@ -12,12 +12,12 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
+from smolfs import __version__ as VERSION
+from smolfs import log
 from smolfs.errors import SmolError, UsageError
 
-VERSION = "0.1.0"
-
-#: Set by ``--debug``: tracebacks on errors and logging of every external command.
-DEBUG = bool(os.environ.get("MKSMOLNB_DEBUG"))
+#: Set by ``--debug`` (mirrors :data:`smolfs.log.DEBUG`): tracebacks on errors.
+DEBUG = log.DEBUG
 
 
 class Parser(argparse.ArgumentParser):
@@ -43,7 +43,7 @@ def add_common(parser: argparse.ArgumentParser) -> None:
 
 def set_debug(on: bool) -> None:
     global DEBUG
-    DEBUG = DEBUG or on
+    DEBUG = log.DEBUG = DEBUG or on
 
 
 def print_error(prog: str, err: SmolError) -> None:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolfs.errors import InputError
-from smolfs.fs.tree import Kind, Node, Tree, source_date_epoch
+from smolfs.fs.tree import HostFileData, Kind, Node, Tree, source_date_epoch
 
 #: NetBSD's standard users (``/etc/master.passwd`` of a fresh install).
 USERS: dict[str, int] = {
@@ -368,8 +368,6 @@ def _set_attributes(node: Node, kw: dict[str, str], where: str) -> None:
             elif key == "device" and node.kind in (Kind.CHR, Kind.BLK):
                 node.rdev = parse_device(value)
             elif key == "contents" and node.kind == Kind.FILE:
-                from smolfs.sets.sources import HostFileData
-
                 if not os.path.isfile(value):
                     raise InputError(f"{where}: contents={value}: no such file")
                 node.data = HostFileData(value)

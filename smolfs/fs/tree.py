@@ -167,6 +167,41 @@ class FileData(Data):
 # Nodes
 
 
+class HostFileData(FileData):
+    """A whole host file, opened only while it is being read.
+
+    A tree may hold thousands of files: keeping each one open would run out of
+    file descriptors, so every operation opens and closes the file. A file whose
+    allocated blocks cover its size has no holes: its extents are known without
+    opening it. Extents are computed once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int = 0, size: int | None = None,
+                 sparse: bool = True) -> None:
+        super().__init__(path, offset, size, sparse)
+        self._extents: list[tuple[int, int]] | None = None
+
+    def extents(self) -> list[tuple[int, int]]:
+        if self._extents is None:
+            try:
+                self._extents = super().extents()
+            finally:
+                self.close()
+        return list(self._extents)
+
+    def copy_to(self, fd: int, src_offset: int, dst_offset: int, length: int) -> None:
+        try:
+            super().copy_to(fd, src_offset, dst_offset, length)
+        finally:
+            self.close()
+
+    def read(self, offset: int, length: int) -> bytes:
+        try:
+            return super().read(offset, length)
+        finally:
+            self.close()
+
+
 @dataclass(eq=False)
 class Node:
     """One inode. A hard link is the same ``Node`` object under several names."""

@@ -40,12 +40,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from smolfs.cli import VERSION
+from smolfs import __version__ as VERSION
+from smolfs.arch import Arch
 from smolfs.errors import ImageTooSmall, InputError, UsageError
 from smolfs.fs.tree import BytesData, FileData, Kind, Node, Tree, source_date_epoch
 from smolfs.image import manifest as _manifest
 from smolfs.image import staleness
-from smolfs.image.devices import Arch, device_nodes
+from smolfs.image.devices import device_nodes
 from smolfs.image.options import (
     BY_NAME,
     FILESYSTEMS,

@@ -74,9 +74,9 @@ class DamagedCopy(InputError):
 def directory(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """Where the copies live: ``fast`` in the download cache (``MKSMOLNB_CACHE``...)."""
     if cache_dir is None:
-        from smolfs.sets.cache import default_cache_dir
+        from smolfs.cachedir import cache_root
 
-        return default_cache_dir() / "fast"
+        return Path(cache_root()) / "fast"
     return Path(cache_dir) / "fast"
 
 

@@ -35,9 +35,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolfs import log
+from smolfs.arch import Arch
 from smolfs.errors import FetchError, UsageError
 from smolfs.fileutil import atomic_output
-from smolfs.image.devices import Arch
 from smolfs.sets.cache import (
     CACHE_ENV,
     NoSpace,
@@ -77,7 +77,7 @@ __all__ = [
 ]
 
 DEFAULT_RELEASE = "10.1"
-#: ``--arch`` values; ``aarch64`` is NetBSD's ``evbarm-aarch64`` port (smolfs.image.devices.Arch).
+#: ``--arch`` values; ``aarch64`` is NetBSD's ``evbarm-aarch64`` port (smolfs.arch.Arch).
 ARCHES = ("amd64", "i386", "aarch64")
 #: Set names NetBSD publishes for amd64/i386/evbarm-aarch64 (a release's SHA512 list is the
 #: authority).
