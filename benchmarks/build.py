@@ -46,7 +46,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from smolfs.image.build import fstab  # noqa: E402
+from smolfs.image.content import fstab  # noqa: E402
 from smolfs.image.devices import device_nodes  # noqa: E402
 
 MTIME = 1_700_000_000

@@ -25,9 +25,10 @@ from test_build import smolfs as cli
 
 from conftest import REPO
 from smolfs.errors import InputError
-from smolfs.image.build import FastCopies, build
+from smolfs.image.build import build
 from smolfs.sets import fastsets
 from smolfs.sets import sources as smolfs_sources
+from smolfs.sets.fastcopies import FastCopies
 from smolfs.sets.sources import ArchiveCorrupt, WriteError
 
 setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 
 from smolfs.errors import InputError, UsageError
-from smolfs.image.build import fstab, is_archive_path, plan, set_name_of
+from smolfs.image.content import fstab
+from smolfs.image.plan import plan
+from smolfs.sets.setfiles import is_archive_path, set_name_of
 
 
 def test_defaults_from_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

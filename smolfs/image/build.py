@@ -1,63 +1,44 @@
-"""Build a bootable NetBSD root image for a service: ``smolfs build`` and :func:`build`.
+"""Build a bootable NetBSD root image for a service: :func:`build` (``smolfs build``).
 
-The image is assembled as a :class:`~smolfs.fs.tree.Tree` and written by a
-filesystem writer, without root and without extracting anything on the host:
-
-1. the sets are streamed from their archives into the tree (file data goes to a
-   spool file and is copied from there into the image); a set compressed with xz,
-   gzip or bzip2 is read, from its second build on, from a zstd copy kept in the
-   cache, which the first build wrote on the side (:mod:`smolfs.sets.fastsets`);
-2. ``<service>/etc/*`` is laid over ``/etc``, ``common/*`` goes to ``/etc/include``;
-3. ``/etc/fstab`` is generated (unless the service ships one), the device nodes a
-   kernel needs before ``MAKEDEV`` exists are added, and when the sets have a
-   crunched ``/rescue`` but no ``/sbin/init``, the usual links into it are made;
-4. ``postinst/*.sh`` scripts, if any, run on a staging copy (:mod:`smolfs.image.postinst`);
-5. the image is written atomically, then the manifest beside it (``IMAGE.json``).
-
-An image is rebuilt only when needed: the manifest records a digest of the inputs
-(options, set archives by path/size/mtime, service files by content, kernel), and an
-image built from the same inputs and not written to since is kept (``force`` rebuilds).
-
-Embedding::
-
-    from smolfs.image.build import build
-    result = build("bozohttpd", image="web.img", sets=["base.tar.xz", "etc.tar.xz"])
-    print(result.image, result.manifest["size"])
+Plan (:mod:`smolfs.image.plan`), sets streamed into a tree, the image's own content
+(:mod:`smolfs.image.content`), postinst scripts, the image written atomically with its
+manifest; an image whose inputs did not change is kept. See ``smolfs/README.md``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import math
 import os
-import re
-import stat
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from smolfs import __version__ as VERSION
-from smolfs.arch import Arch
-from smolfs.errors import ImageTooSmall, InputError, UsageError
-from smolfs.fs.tree import BytesData, FileData, Kind, Node, Tree, source_date_epoch
+from smolfs.errors import ImageTooSmall, UsageError
+from smolfs.fs.tree import Tree
 from smolfs.image import manifest as _manifest
 from smolfs.image import staleness
-from smolfs.image.devices import device_nodes
+from smolfs.image.content import (
+    add_devices,
+    add_rescue_links,
+    add_service,
+    file_node,
+    fstab,
+)
 from smolfs.image.options import (
-    BY_NAME,
-    FILESYSTEMS,
     OPTIONS,
     BuildOptions,
-    split_list,
 )
 from smolfs.image.options import request as options_request
-from smolfs.image.service import Service, load
+from smolfs.image.plan import Plan, options_of, plan
 from smolfs.log import info, step, warn
+from smolfs.sets.fastcopies import FastCopies, add_set
 from smolfs.sets.fastsets import DamagedCopy, discard
+from smolfs.sets.setfiles import SetSource, resolve_sets
 
 MIB = 1 << 20
 #: What an automatically sized read-write root keeps free beyond its content (makefs
@@ -66,19 +47,6 @@ MIB = 1 << 20
 RW_FREE_SPACE = 32 * MIB
 RW_FREE_FILES = 4096
 
-#: Links made when the sets bring a crunched /rescue but not the programs init needs.
-RESCUE_LINKS: tuple[tuple[str, str], ...] = (
-    ("sbin/init", "/rescue/init"),
-    ("bin/sh", "/rescue/sh"),
-    ("sbin/mount_ffs", "/rescue/mount_ffs"),
-    ("sbin/mount_ext2fs", "/rescue/mount_ext2fs"),
-)
-
-#: How each filesystem is named in /etc/fstab.
-FSTAB_TYPE = {"ffs": "ffs", "ext2": "ext2fs"}
-
-_ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar.xz", ".txz", ".tar.zst", ".tzst", ".tar")
-
 
 @dataclass(frozen=True)
 class BuildResult:
@@ -86,34 +54,6 @@ class BuildResult:
 
     image: Path
     manifest: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class SetSource:
-    name: str  # "base"
-    path: Path
-    digest: str | None = None  # SHA512 of the archive when known (verified by fetch)
-
-
-@dataclass(frozen=True)
-class Plan:
-    """Every choice of a build, resolved from the options and the service's defaults.
-
-    ``options`` holds the resolved values (``fs``, ``ro``, ``size_mb``, ``release``,
-    ``pkgs``, ``hostname``...: a service's ``service.conf`` default, else the option's
-    fallback); they read as attributes of the plan too (``p.fs``)."""
-
-    service: Service
-    image: Path
-    set_tokens: tuple[str, ...]
-    arch: Arch
-    now: int  # SOURCE_DATE_EPOCH, else the current time
-    options: BuildOptions
-
-    def __getattr__(self, name: str) -> Any:
-        if name in BY_NAME:
-            return getattr(self.options, name)
-        raise AttributeError(name)
 
 
 def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
@@ -147,7 +87,7 @@ def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
     removed by the next build. Raises :class:`~smolfs.errors.SmolError` subclasses;
     nothing is left at the destination on failure.
     """
-    asked = _options(options, given, "build")
+    asked = options_of(options, given, "build")
     p = plan(options=asked)
     if p.size_mb:  # a size over the bound fails before any set is read
         from smolfs.fs.sizes import check_bound
@@ -157,7 +97,7 @@ def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
     from smolfs.image.staging import sweep
 
     sweep(p.image.resolve().parent)  # what killed builds left here, even if nothing is built
-    sources, release, kernel_path = _resolve_sets(p.set_tokens, p.release, p.arch.value,
+    sources, release, kernel_path = resolve_sets(p.set_tokens, p.release, p.arch.value,
                                                   asked.mirror, asked.offline, asked.kernel)
     if release != p.release:
         p = dataclasses.replace(p, options=p.options.replace(release=release))
@@ -203,17 +143,6 @@ def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
          f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
          f"sets {', '.join(s.name for s in sources)}")
     return BuildResult(image=p.image, manifest=data)
-
-
-def _options(options: BuildOptions | None, given: dict[str, Any], caller: str
-             ) -> BuildOptions:
-    """The options of a call: the object given, or one made of the keywords."""
-    if options is not None and given:
-        raise TypeError(f"{caller}() takes options= or option keywords, not both")
-    for name in given:
-        if name not in BY_NAME:
-            raise TypeError(f"{caller}() got an unexpected keyword argument {name!r}")
-    return options if options is not None else BuildOptions(**given)
 
 
 def _postinst_limit(limit: float | None) -> float:
@@ -275,61 +204,6 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
     return size, digests
 
 
-def plan(*, options: BuildOptions | None = None, **given: Any) -> Plan:
-    """Check the options and fill in the service's defaults (no side effects). Takes
-    ``options=`` or the options as keywords, as :func:`build`."""
-    asked = _options(options, given, "plan")
-    arch = Arch.parse(asked.arch)
-    svc = load(asked.service, asked.services_dir)
-    resolved = {o.name: _resolve(getattr(asked, o.name), svc.defaults.get(o.name), o.fallback)
-                for o in OPTIONS if o.key}
-    fs = resolved["fs"]
-    if fs not in FILESYSTEMS:
-        raise UsageError(f"unknown filesystem {fs!r} (choose from {', '.join(FILESYSTEMS)})")
-    size_mb = resolved["size_mb"]
-    if size_mb is not None and (isinstance(size_mb, bool) or not isinstance(size_mb, int)
-                                or size_mb <= 0):
-        raise UsageError(f"image size must be a positive number of megabytes, not {size_mb!r}")
-    for o in OPTIONS:  # a string given through the API is checked as a flag's would be
-        value = getattr(asked, o.name)
-        if o.kind == "value" and o.parse is not None and isinstance(value, str):
-            try:
-                o.from_string(value)
-            except ValueError as err:
-                raise UsageError(f"{o.flags[-1]} {value!r}: "
-                                 f"{str(err).replace(f'{o.key}=', '')}") from None
-    tokens = tuple(_set_tokens(resolved["sets"]))
-    image = asked.image
-    dest = Path(image) if image is not None else Path(f"{svc.name}-{arch.value}.img")
-    if dest.is_dir():
-        raise UsageError(f"{dest} is a directory; give the image file name with -i")
-    parent = dest.resolve().parent
-    if not parent.is_dir():
-        raise InputError(f"cannot write {dest}: no such directory {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"cannot write {dest}: directory {parent} is not writable")
-    epoch = source_date_epoch()
-    resolved.update(ro=bool(resolved["ro"]), pkgs=tuple(_pkg_tokens(resolved["pkgs"])),
-                    pkg_repo=resolved["pkg_repo"] or None, sets=tokens)
-    return Plan(
-        service=svc, image=dest, set_tokens=tokens, arch=arch,
-        now=int(time.time()) if epoch is None else epoch,
-        options=asked.replace(image=dest, arch=arch.value, **resolved),
-    )
-
-
-def _resolve(given: Any, service_default: Any, fallback: Any) -> Any:
-    """An option's value: given, else the service's default, else the fallback."""
-    if given is not None:
-        return given
-    return service_default if service_default is not None else fallback
-
-
-def _pkg_tokens(pkgs: str | Sequence[str]) -> list[str]:
-    items = [pkgs] if isinstance(pkgs, str) else list(pkgs)
-    return [t for item in items for t in split_list(item)]
-
-
 def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
              fast: FastCopies | None = None, packages: Any = None) -> tuple[Tree, list[str]]:
     """The image tree: the sets, then fstab, the service, devices and rescue links.
@@ -347,163 +221,13 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
         add_packages(tree, packages, spool, p.now, [s.name for s in sources])
     with step(f"add service {p.service.name}"):
         # generated over the sets' fstab, under the service's own if it has one
-        tree.add("etc/fstab", _file(fstab(p.fs, p.ro, p.arch), p.now, 0o644))
+        tree.add("etc/fstab", file_node(fstab(p.fs, p.ro, p.arch), p.now, 0o644))
         add_service(tree, p.service, p.now)
         if p.hostname is not None:  # over the sets' and the service's own
-            tree.add("etc/myname", _file(f"{p.hostname}\n", p.now, 0o644))
+            tree.add("etc/myname", file_node(f"{p.hostname}\n", p.now, 0o644))
         add_devices(tree, p.arch, p.now)
         add_rescue_links(tree, p.now)
     return tree, digests
-
-
-class FastCopies:
-    """Sets are read from (and kept as) fast copies, except those whose digest is in
-    ``avoid`` (copies found damaged) and those already quick to read (zstd, plain tar).
-
-    The digests of sets given as files are computed from the start, one thread per set
-    (hashlib releases the GIL): they are ready by the time the build, done importing
-    and setting up, looks for the copies, and the first set waits for its own digest
-    only. A file's digest is remembered for its next builds
-    (:func:`smolfs.sets.fastsets.remember_digest`). :meth:`close` (or the end of a ``with``
-    block) stops the hashing still under way and waits for it: once it returns, no
-    thread reads a set or writes a remembered digest.
-    """
-
-    #: Set formats worth a fast copy: those that decompress slowly.
-    SLOW = ("xz", "gz", "bz2")
-
-    def __init__(self, sources: Sequence[SetSource]) -> None:
-        import threading
-
-        self.avoid: set[str] = set()
-        self._cancel = threading.Event()
-        self._digests: dict[Path, str | BaseException | None] = {}
-        self._threads: dict[Path, threading.Thread] = {}
-        for i, src in enumerate(sources):
-            if src.path not in self._threads:
-                self._threads[src.path] = threading.Thread(
-                    target=self._hash, args=(src,), daemon=True, name=f"set-digest-{i}")
-                self._threads[src.path].start()
-
-    def _hash(self, src: SetSource) -> None:
-        from smolfs.sets.sources import detect_format
-
-        try:
-            with open(src.path, "rb") as f:
-                if detect_format(f.read(512)) not in self.SLOW:
-                    found: str | None = None
-                elif src.digest is not None:
-                    found = src.digest
-                else:
-                    found = self._file_digest(src.path, f)
-            self._digests[src.path] = found
-        except BaseException as err:  # re-raised by digest()
-            self._digests[src.path] = err
-
-    def _file_digest(self, path: Path, f: BinaryIO) -> str:
-        from smolfs.sets import fastsets
-
-        def compute() -> str:
-            f.seek(0)
-            return hashlib.file_digest(_Cancellable(f, self._cancel), "sha512").hexdigest()
-
-        return fastsets.file_digest(path, os.fstat(f.fileno()), compute)
-
-    def digest(self, src: SetSource) -> str | None:
-        """The SHA512 of *src*'s archive (verified by fetch, else computed here), or None
-        when the set is not worth a copy."""
-        thread = self._threads.get(src.path)
-        if thread is not None:
-            thread.join()
-        else:  # not a set this object was made for: hashed here
-            self._hash(src)
-        found = self._digests[src.path]
-        if isinstance(found, OSError):
-            raise InputError(f"set archive {src.path}: {found.strerror or found}") from found
-        if isinstance(found, BaseException):
-            raise InputError(f"set archive {src.path}: cannot compute its SHA512 "
-                             f"({type(found).__name__}: {found})") from found
-        return found
-
-    def close(self) -> None:
-        """Stop hashing and wait until every thread of this object has ended."""
-        self._cancel.set()
-        for thread in self._threads.values():
-            thread.join()
-
-    def __enter__(self) -> FastCopies:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-class _Cancelled(Exception):
-    """Hashing stopped by :meth:`FastCopies.close`."""
-
-
-class _Cancellable:
-    """A binary file whose reads raise :class:`_Cancelled` once *cancel* is set."""
-
-    def __init__(self, f: BinaryIO, cancel: Any) -> None:
-        self._f, self._cancel = f, cancel
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buf: Any) -> int:
-        if self._cancel.is_set():
-            raise _Cancelled("the build ended")
-        return self._f.readinto(buf)  # type: ignore[attr-defined]
-
-
-def add_set(tree: Tree, src: SetSource, spool: Any, fast: FastCopies | None = None) -> str:
-    """Stream one set into *tree* (from its fast copy when *fast* and there is one);
-    the SHA512 of the set archive.
-
-    Raises :class:`~smolfs.sets.fastsets.DamagedCopy` when the copy itself is corrupt or
-    truncated, and only then: a member the tree cannot take, or a failure to write the
-    spool, is the build's error, and the copy stays."""
-    from smolfs.sets.sources import ArchiveCorrupt, add_archive
-
-    digest = fast.digest(src) if fast is not None else None
-    if fast is None or digest is None:
-        with step(f"stream {src.path.name}"):
-            return add_archive(tree, src.path, spool).sha512
-    from smolfs.sets import fastsets
-
-    copy = fastsets.find(digest) if digest not in fast.avoid else None
-    if copy is not None:
-        with step(f"stream {src.path.name} (fast copy)"):
-            try:
-                add_archive(tree, copy, spool, checksum=False)
-            except ArchiveCorrupt as err:
-                reason = err.message.removeprefix(f"{copy}: ")
-                raise DamagedCopy(copy, digest, reason) from err
-            except InputError as err:  # about a member: name the set, not its copy
-                if err.message.startswith(f"{copy}: "):
-                    err.message = f"{src.path}: {err.message.removeprefix(f'{copy}: ')}"
-                    err.args = (err.message,)
-                raise
-        return digest
-    writer = fastsets.Writer.start(digest, size=_file_size(src.path))
-    with step(f"stream {src.path.name}" + (" (keeping a fast copy)" if writer else "")):
-        try:
-            info = add_archive(tree, src.path, spool, tee=writer)
-        except BaseException:
-            if writer is not None:
-                writer.abort()
-            raise
-    if writer is not None:
-        writer.commit(info.sha512)
-    return info.sha512
-
-
-def _file_size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except OSError:
-        return 0
 
 
 def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
@@ -522,80 +246,6 @@ def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
         "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.now)),
         "built_epoch": p.now,
     }
-
-
-# ---------------------------------------------------------------------------
-# sets
-
-
-def _set_tokens(sets: str | Sequence[str | os.PathLike[str]]) -> list[str]:
-    if isinstance(sets, str | os.PathLike):
-        sets = [sets]
-    tokens: list[str] = []
-    for item in sets:
-        if isinstance(item, os.PathLike):
-            tokens.append(os.fspath(item))
-        else:
-            tokens.extend(split_list(item))
-    if not tokens:
-        raise UsageError("no sets given", hint="name sets (-x base,etc) or archive files")
-    return tokens
-
-
-def is_archive_path(token: str) -> bool:
-    """A token names a file (not a set) when it has a directory part or an archive suffix."""
-    return "/" in token or token.endswith(_ARCHIVE_SUFFIXES) or os.path.isfile(token)
-
-
-def set_name_of(path: Path) -> str:
-    """``/x/base.tar.xz`` → ``base``."""
-    name = path.name
-    for suffix in _ARCHIVE_SUFFIXES:
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return name
-
-
-def _resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror: str | None,
-                  offline: bool, kernel: str | None = None
-                  ) -> tuple[list[SetSource], str | None, Path | None]:
-    """Archive paths for *tokens*, fetching named sets (and *kernel*); the release used."""
-    names = [t for t in tokens if not is_archive_path(t)]
-    for n in names:
-        if not re.fullmatch(r"[a-z][a-z0-9_-]*", n):
-            raise UsageError(f"{n!r} is neither a set name nor an archive file")
-    fetched: dict[str, Path] = {}
-    known: dict[str, str | None] = {}
-    kernel_path: Path | None = None
-    if names or kernel:
-        from smolfs.sets.fetch import DEFAULT_RELEASE, fetch
-
-        release = release or DEFAULT_RELEASE
-        what = ", ".join([*names, *([f"kernel {kernel}"] if kernel else [])])
-        with step(f"fetch {what} (NetBSD {release} {arch})"):
-            res = fetch(names, release=release, arch=arch, kernel=kernel, mirror=mirror,
-                        offline=offline)
-        fetched = {n: Path(res.sets[n]) for n in names}
-        known = {n: res.digests.get(n) for n in names}
-        kernel_path = Path(res.kernel).resolve() if res.kernel else None
-    out: list[SetSource] = []
-    for t in tokens:
-        if t in fetched:
-            out.append(SetSource(t, fetched[t], known.get(t)))
-            continue
-        path = Path(t)
-        try:
-            st = path.stat()
-        except OSError as err:
-            raise InputError(f"set archive {t}: {err.strerror}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise InputError(f"set archive {t} is not a regular file")
-        out.append(SetSource(set_name_of(path), path))
-    return out, release, kernel_path
-
-
-# ---------------------------------------------------------------------------
-# reusing an up-to-date image
 
 
 def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None,
@@ -623,78 +273,3 @@ def up_to_date(image: Path, key: str) -> dict[str, Any] | None:
     return staleness.up_to_date(image, key)
 
 
-# ---------------------------------------------------------------------------
-# what the build adds to the sets
-
-
-def _file(content: str | bytes, mtime: int, mode: int) -> Node:
-    data = content.encode() if isinstance(content, str) else content
-    return Node(Kind.FILE, mode=mode, mtime=mtime, data=BytesData(data))
-
-
-def fstab(fs: str, ro: bool, arch: Arch = Arch.AMD64) -> str:
-    """The generated ``/etc/fstab``: the root filesystem on the first virtio disk
-    (``ld0a``; ``ld4a`` on aarch64, see :attr:`Arch.root_disk`)."""
-    opts = "ro" if ro else "rw"
-    return (
-        "# /etc/fstab written by smolfs build\n"
-        f"/dev/{arch.root_disk}a / {FSTAB_TYPE[fs]} {opts} 1 1\n"
-    )
-
-
-def add_overlay(tree: Tree, host_dir: Path, prefix: str, mtime: int) -> None:
-    """Copy a host directory into the tree below *prefix*, owned root:wheel.
-
-    Modes are normalised (0755 for directories and executable files, else 0644)
-    so that the image does not depend on the host's umask or owner.
-    """
-    tree.mkdirs(prefix, mtime=mtime)
-    for dirpath, dirnames, filenames in os.walk(host_dir):
-        dirnames.sort()
-        rel = os.path.relpath(dirpath, host_dir)
-        base = prefix if rel == "." else f"{prefix}/{rel}"
-        for d in dirnames:
-            full = os.path.join(dirpath, d)
-            if os.path.islink(full):
-                tree.add(f"{base}/{d}", Node(Kind.SYMLINK, mtime=mtime,
-                                             target=os.fsencode(os.readlink(full))))
-            else:
-                tree.mkdirs(f"{base}/{d}", mtime=mtime)
-        for f in sorted(filenames):
-            full = os.path.join(dirpath, f)
-            st = os.lstat(full)
-            if stat.S_ISLNK(st.st_mode):
-                node = Node(Kind.SYMLINK, mtime=mtime, target=os.fsencode(os.readlink(full)))
-            elif stat.S_ISREG(st.st_mode):
-                mode = 0o755 if st.st_mode & 0o111 else 0o644
-                node = Node(Kind.FILE, mode=mode, mtime=mtime, data=FileData(full))
-            else:
-                raise InputError(f"{full}: only files, directories and symlinks may be "
-                                 "in a service directory")
-            tree.add(f"{base}/{f}", node)
-
-
-def add_service(tree: Tree, svc: Service, mtime: int) -> None:
-    """``<service>/etc`` over ``/etc``; ``common`` into ``/etc/include``."""
-    add_overlay(tree, svc.etc, "etc", mtime)
-    if svc.common is not None:
-        add_overlay(tree, svc.common, "etc/include", mtime)
-
-
-def add_devices(tree: Tree, arch: Arch, mtime: int) -> None:
-    """Device nodes for *arch* in ``/dev``; nodes the sets already have are kept."""
-    if tree.get("dev") is None:
-        tree.mkdirs("dev", mtime=mtime)
-    for d in device_nodes(arch):
-        path = f"dev/{d.name}"
-        if tree.get(path) is None:
-            tree.add(path, Node(d.kind, mode=d.mode, uid=0, gid=d.gid, mtime=mtime,
-                                rdev=(d.major, d.minor)))
-
-
-def add_rescue_links(tree: Tree, mtime: int) -> None:
-    """``sbin/init`` → ``/rescue/init`` etc., for each program /rescue has and the tree lacks."""
-    for link, target in RESCUE_LINKS:
-        if tree.get(target) is not None and tree.get(link) is None:
-            tree.mkdirs(os.path.dirname(link), mtime=mtime)
-            tree.add(link, Node(Kind.SYMLINK, mode=0o755, mtime=mtime, target=target.encode()))
