@@ -43,7 +43,8 @@ from corpus import corpus  # noqa: E402
 
 READ_SET = """\
 import sys
-from smolfs.sets.sources import Spool, add_archive
+from smolfs.sets.sources import add_archive
+from smolfs.sets.spool import Spool
 from smolfs.fs.tree import Tree
 with Spool(dir=sys.argv[2]) as spool:
     add_archive(Tree(), sys.argv[1], spool)
@@ -88,7 +89,7 @@ def _tool(name: str) -> str:
 def auto_size(fstype: str, tree: Path) -> int:
     from smolfs.fs.tree import Tree
     from smolfs.image.mkfs import image_size, make_options
-    from smolfs.sets.sources import add_directory
+    from smolfs.sets.hostdir import add_directory
 
     t = Tree()
     add_directory(t, tree)

@@ -28,8 +28,10 @@ from smolfs.errors import InputError
 from smolfs.image.build import build
 from smolfs.sets import fastsets
 from smolfs.sets import sources as smolfs_sources
+from smolfs.sets import spool as smolfs_spool
 from smolfs.sets.fastcopies import FastCopies
-from smolfs.sets.sources import ArchiveCorrupt, WriteError
+from smolfs.sets.sources import ArchiveCorrupt
+from smolfs.sets.spool import WriteError
 
 setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
 
@@ -534,7 +536,7 @@ def test_failed_build_leaves_no_thread_hashing(cache: Path, rescue: Path, tmp_pa
         raise InputError("cannot create a spool file")
 
     monkeypatch.setattr(fastsets, "recall_digest", slow)
-    monkeypatch.setattr(smolfs_sources, "Spool", no_spool)
+    monkeypatch.setattr(smolfs_spool, "Spool", no_spool)
     with pytest.raises(InputError, match="spool"):
         build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     assert _digest_threads() == []

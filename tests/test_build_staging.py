@@ -143,7 +143,7 @@ def test_a_staging_directory_that_cannot_be_made_is_one_line(
     import errno
     import tempfile
 
-    from smolfs.sets.sources import WriteError
+    from smolfs.sets.spool import WriteError
 
     def full(**_: object) -> str:
         raise OSError(errno.ENOSPC, "No space left on device")

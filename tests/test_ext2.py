@@ -27,7 +27,7 @@ from smolfs.fs.ext2 import Ext2Options, minimum_size
 from smolfs.fs.ext2 import structs as S
 from smolfs.fs.ext2.layout import has_super, rdev_encode
 from smolfs.fs.tree import BytesData, Data, FileData, Kind, Node, Tree
-from smolfs.sets.sources import add_directory
+from smolfs.sets.hostdir import add_directory
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("e2fsck") and shutil.which("debugfs") and shutil.which("dumpe2fs")),

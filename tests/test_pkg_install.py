@@ -19,7 +19,7 @@ from smolfs.errors import InputError
 from smolfs.fs.tree import Kind, Tree
 from smolfs.image.build import build
 from smolfs.pkg.install import Installer, PackageError, apply_mode
-from smolfs.sets.sources import Spool
+from smolfs.sets.spool import Spool
 
 setsynth = pytest.importorskip("setsynth")
 

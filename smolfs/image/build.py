@@ -167,7 +167,7 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
     root keeps room to live (RW_FREE_*)."""
     from smolfs.image.mkfs import Room, write_image
     from smolfs.image.staging import staging_dir
-    from smolfs.sets.sources import Spool, WriteError
+    from smolfs.sets.spool import Spool, WriteError
 
     workdir = p.image.resolve().parent
     with staging_dir(workdir) as work, Spool(dir=str(workdir)) as spool:

@@ -29,7 +29,9 @@ from smolfs import log
 from smolfs.errors import ImageTooSmall, InputError, SmolError, UsageError
 from smolfs.fs.sizes import check_bound, format_size, parse_size, size_arg
 from smolfs.fs.tree import Tree, source_date_epoch
-from smolfs.sets.sources import ArchiveInfo, Spool, add_archive, add_directory, write_error
+from smolfs.sets.hostdir import add_directory
+from smolfs.sets.sources import ArchiveInfo, add_archive
+from smolfs.sets.spool import Spool, write_error
 
 #: Filesystem type → module holding its writer (``Options``, ``minimum_size``, ``write``).
 WRITERS: dict[str, tuple[str, str]] = {

@@ -123,7 +123,7 @@ def staging_dir(parent: Path) -> Iterator[Path]:
     """A new owned staging directory in *parent*, after sweeping stale ones; removed at
     the end, whatever the end. Inside, SIGTERM and SIGHUP (unless ignored) raise
     :class:`BuildStopped`, so that the removal happens for them too."""
-    from smolfs.sets.sources import write_error
+    from smolfs.sets.spool import write_error
 
     sweep(parent)
     try:

@@ -46,7 +46,7 @@ class FastCopies:
                 self._threads[src.path].start()
 
     def _hash(self, src: SetSource) -> None:
-        from smolfs.sets.sources import detect_format
+        from smolfs.sets.decompress import detect_format
 
         try:
             with open(src.path, "rb") as f:

@@ -31,7 +31,7 @@ def phase(name: str) -> None:
 
 def install() -> None:
     from smolfs.image import mkfs
-    from smolfs.sets import sources
+    from smolfs.sets import spool as sources
 
     append = sources.Spool.append
 
