@@ -208,7 +208,7 @@ def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path
     sys.path.insert(0, str(REPO / "tests"))
     import gzip
 
-    from fakemirror import FakeMirror, make_set, release_tree, write_sha512
+    from helpers.fakemirror import FakeMirror, make_set, release_tree, write_sha512
 
     from services import shipped_dir
     from smolfs.sets.fetch import DEFAULT_RELEASE

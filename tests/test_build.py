@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fsimage import fsck_ffs
+from helpers.fsimage import fsck_ffs
 
 from conftest import REPO
 from smolfs.errors import InputError
 from smolfs.image.build import build
 
-setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
+setsynth = pytest.importorskip("helpers.setsynth", reason="tests/helpers/setsynth.py is missing")
 
 EPOCH = "1700000000"
 SLEUTH_FS = {"ffs": "ufs", "ext2": "ext2"}

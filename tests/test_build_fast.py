@@ -33,7 +33,7 @@ from smolfs.sets.fastcopies import FastCopies
 from smolfs.sets.sources import ArchiveCorrupt
 from smolfs.sets.spool import WriteError
 
-setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
+setsynth = pytest.importorskip("helpers.setsynth", reason="tests/helpers/setsynth.py is missing")
 
 
 @pytest.fixture

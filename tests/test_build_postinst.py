@@ -452,7 +452,7 @@ def build_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
 ])
 def test_build_fails_on_a_script_past_its_limit(tmp_path: Path, conf: str,
                                                 flag: list[str]) -> None:
-    setsynth = pytest.importorskip("setsynth")
+    setsynth = pytest.importorskip("helpers.setsynth")
     marker = str(uuid.uuid4().int)[:12]
     svc = tmp_path / "svcs/hang"
     (svc / "etc").mkdir(parents=True)

@@ -130,7 +130,7 @@ def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
 def test_an_image_may_bear_the_name_of_a_staging_entry(tmp_path: Path, name: str) -> None:
     from smolfs.image.build import build
 
-    setsynth = pytest.importorskip("setsynth")
+    setsynth = pytest.importorskip("helpers.setsynth")
     rescue = setsynth.make_set(tmp_path / "rescue.tar.xz", kind="rescue")
     out = tmp_path / "out"
     out.mkdir()

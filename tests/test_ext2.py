@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fsimage import SparseData, refused_as_too_small, write_image
+from helpers.fsimage import SparseData, refused_as_too_small, write_image
 
 from smolfs.errors import FilesystemLimitError, UsageError
 from smolfs.fs import ext2

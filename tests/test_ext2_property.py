@@ -14,7 +14,7 @@ import random
 import tempfile
 from pathlib import Path
 
-from fsimage import SparseData
+from helpers.fsimage import SparseData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ext2 import T0, compare, fsck, make_image, pytestmark  # noqa: F401

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakemirror import FakeMirror, build_release, make_set, write_sha512
+from helpers.fakemirror import FakeMirror, build_release, make_set, write_sha512
 
 from smolfs.errors import ChecksumMismatch, FetchError, UsageError
 from smolfs.sets import mirror as transport

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakemirror import FakeMirror, build_release
+from helpers.fakemirror import FakeMirror, build_release
 
 from conftest import REPO
 

@@ -1,6 +1,6 @@
 """The FFS writer, judged by readers that did not write the image: sleuthkit
 (fls, istat, icat, fsstat, blkls), NetBSD's makefs, and an independent reader
-(tests/ffsread.py) that recomputes every map and summary from the inodes."""
+(tests/helpers/ffsread.py) that recomputes every map and summary from the inodes."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import ffsread
 import pytest
-from fsimage import SparseData, fsck_ffs, refused_as_too_small, write_image
+from helpers import ffsread
+from helpers.fsimage import SparseData, fsck_ffs, refused_as_too_small, write_image
 
 from smolfs.errors import FilesystemLimitError, InputError, UsageError
 from smolfs.fs import ffs

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 import tempfile
 
-import ffsread
-from fsimage import SparseData, fsck_ffs
+from helpers import ffsread
+from helpers.fsimage import SparseData, fsck_ffs
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from test_ffs import check_with_reader

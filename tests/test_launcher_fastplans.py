@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakemirror import FakeMirror
+from helpers.fakemirror import FakeMirror
 from kernels import TestKernels
 from test_launcher_glue import mirror, services  # noqa: F401  (fixtures)
 

@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import setsynth
-from fakemirror import FakeMirror, release_tree, write_sha512
+from helpers import setsynth
+from helpers.fakemirror import FakeMirror, release_tree, write_sha512
 from kernels import TestKernels, parse_console
 
 from launcher.glue import strip_kernel

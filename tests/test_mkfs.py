@@ -13,7 +13,7 @@ import os
 import sys
 
 import pytest
-import setsynth
+from helpers import setsynth
 
 from smolfs.errors import ImageTooSmall, InputError, UsageError
 from smolfs.fs.sizes import format_size, parse_size

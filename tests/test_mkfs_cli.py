@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-import setsynth
-from fsimage import fsck_ffs
+from helpers import setsynth
+from helpers.fsimage import fsck_ffs
 
 from conftest import REPO
 

@@ -13,8 +13,8 @@ import stat
 import subprocess
 
 import pytest
-import setsynth
-from fsimage import fsck_ffs
+from helpers import setsynth
+from helpers.fsimage import fsck_ffs
 
 from smolfs.image.mkfs import mkfs
 

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fsimage import fsck_ffs, fsck_ffs_path
+from helpers.fsimage import fsck_ffs, fsck_ffs_path
 
 from smolfs.errors import ImageTooSmall, UsageError
 from smolfs.fs import ext2, ffs

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fsimage import fsck_ffs
+from helpers.fsimage import fsck_ffs
 
 from smolfs.fs.fsstat import stat_image
 

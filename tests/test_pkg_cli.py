@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pkgsynth import SynthPkg, write_repo
+from helpers.pkgsynth import SynthPkg, write_repo
 from test_build import Image, ok, one_line_error, smolfs
 
 from conftest import REPO
@@ -85,7 +85,7 @@ def test_help_and_plain_builds_do_not_import_packages(tmp_path: Path) -> None:
     mods = _modules_after("from smolfs.__main__ import main\ntry:\n main(['--help'])\n"
                           "except SystemExit:\n pass")
     assert not {m for m in mods if m.startswith("smolfs.pkg")}
-    import setsynth
+    from helpers import setsynth
 
     setsynth.make_set(tmp_path / "rescue.tgz", kind="rescue", compression="gz")
     mods = _modules_after(

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pkgsynth import SynthPkg, write_repo
+from helpers.pkgsynth import SynthPkg, write_repo
 from test_build import Image, ok, one_line_error, smolfs
 
 from smolfs.errors import InputError
@@ -21,7 +21,7 @@ from smolfs.image.build import build
 from smolfs.pkg.install import Installer, PackageError, apply_mode
 from smolfs.sets.spool import Spool
 
-setsynth = pytest.importorskip("setsynth")
+setsynth = pytest.importorskip("helpers.setsynth")
 
 INSTALL = """#!/bin/sh
 # GROUP: www:3001

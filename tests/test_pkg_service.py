@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import test_services
-from pkgsynth import SynthPkg, write_repo
+from helpers.pkgsynth import SynthPkg, write_repo
 from test_build import Image
 
 from conftest import REPO
 from smolfs.image import service
 from smolfs.image.build import build
 
-setsynth = pytest.importorskip("setsynth")
+setsynth = pytest.importorskip("helpers.setsynth")
 
 #: What pkgsrc's www/caddy declares: a user of its own, a sample Caddyfile, an rc.d script.
 CADDY_INSTALL = """#!/bin/sh

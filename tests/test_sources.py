@@ -10,7 +10,7 @@ import stat
 import tarfile
 
 import pytest
-import setsynth
+from helpers import setsynth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -29,7 +29,7 @@ import pytest
 from conftest import REPO, live_processes
 from smolfs.image.postinst import bwrap_problem
 
-setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
+setsynth = pytest.importorskip("helpers.setsynth", reason="tests/helpers/setsynth.py is missing")
 
 pytestmark = pytest.mark.chaos
 

@@ -10,9 +10,9 @@ import re
 from pathlib import Path
 
 import pytest
-from runner import Runner
 
 from conftest import NETBSD_DIR_VAR
+from helpers.runner import Runner
 
 #: TCG on a loaded CI machine; a boot here takes one or two seconds.
 BOOT_TIMEOUT = "180"
