@@ -17,7 +17,7 @@ from pathlib import Path
 
 from smolfs.errors import LaunchError
 
-from .kernel import KernelInfo, _sha256, cache_dir
+from .kernel import KernelInfo, cache_dir, sha256_of
 
 
 def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
@@ -32,7 +32,7 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
     if found is not None:
         return Path(found)
     before = stripcache.stat_of(src)
-    digest = _sha256(kernel.path)
+    digest = sha256_of(kernel.path)
     stripcache.remember(src, before, digest, root)
     found = stripcache.valid(digest, root)
     if found is not None:

@@ -71,8 +71,8 @@ def test_strip_cache_found_by_stat_and_made_again_when_changed(
     info = inspect_kernel(kernel, cache=tmp_path)
     out = strip_kernel(info, cache=tmp_path)
     hashed: list[Path] = []
-    real_sha = glue._sha256
-    monkeypatch.setattr(glue, "_sha256", lambda p: hashed.append(p) or real_sha(p))
+    real_sha = glue.sha256_of
+    monkeypatch.setattr(glue, "sha256_of", lambda p: hashed.append(p) or real_sha(p))
     assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 1 and not hashed
     out.write_bytes(b"damaged")  # the cache entry changed: stripped again
     assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 2

@@ -88,42 +88,43 @@ def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
     nothing is left at the destination on failure.
     """
     asked = options_of(options, given, "build")
-    p = plan(options=asked)
-    if p.size_mb:  # a size over the bound fails before any set is read
+    planned = plan(options=asked)
+    if planned.size_mb:  # a size over the bound fails before any set is read
         from smolfs.fs.sizes import check_bound
 
-        check_bound(p.size_mb * MIB, str(p.image), asked.force)
-    limit = _postinst_limit(p.postinst_timeout)
+        check_bound(planned.size_mb * MIB, str(planned.image), asked.force)
+    limit = _postinst_limit(planned.postinst_timeout)
     from smolfs.image.staging import sweep
 
-    sweep(p.image.resolve().parent)  # what killed builds left here, even if nothing is built
-    sources, release, kernel_path = resolve_sets(p.set_tokens, p.release, p.arch.value,
-                                                  asked.mirror, asked.offline, asked.kernel)
-    if release != p.release:
-        p = dataclasses.replace(p, options=p.options.replace(release=release))
+    sweep(planned.image.resolve().parent)  # what killed builds left here, even if none is built
+    sources, release, kernel_path = resolve_sets(planned.set_tokens, planned.release,
+                                                 planned.arch.value, asked.mirror,
+                                                 asked.offline, asked.kernel)
+    if release != planned.release:
+        planned = dataclasses.replace(planned, options=planned.options.replace(release=release))
     packages = None
-    if p.pkgs:
+    if planned.pkgs:
         from smolfs.pkg.build import prepare
         from smolfs.sets.fetch import DEFAULT_RELEASE
 
-        packages = prepare(p.pkgs, p.pkg_repo, p.arch.value, p.release or DEFAULT_RELEASE,
-                           asked.mirror, asked.offline)
-    key, stats = _inputs(p, sources, kernel_path, packages.files if packages else ())
+        packages = prepare(planned.pkgs, planned.pkg_repo, planned.arch.value,
+                           planned.release or DEFAULT_RELEASE, asked.mirror, asked.offline)
+    key, stats = _inputs(planned, sources, kernel_path, packages.files if packages else ())
     request = staleness.request(options_request(asked))
     force = asked.force
     if not force:
-        old = up_to_date(p.image, key)
+        old = up_to_date(planned.image, key)
         if old is not None:
-            info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
-            staleness.remember(p.image, key, stats, request)  # for smolfs.image.staleness.fresh
-            return BuildResult(image=p.image, manifest=old)
+            info(f"{planned.image}: up to date (same inputs, not modified since); --force rebuilds")
+            staleness.remember(planned.image, key, stats, request)  # for staleness.fresh
+            return BuildResult(image=planned.image, manifest=old)
 
-    staleness.forget(p.image)  # the record of the image this build replaces
+    staleness.forget(planned.image)  # the record of the image this build replaces
     fast = FastCopies(sources) if asked.fast_copies else None
     with fast if fast is not None else contextlib.nullcontext():
         while True:
             try:
-                size, digests = _make_image(p, sources, fast, limit, force, packages)
+                size, digests = _make_image(planned, sources, fast, limit, force, packages)
                 break
             except DamagedCopy as err:  # removed; this set is read from its archive instead
                 warn(f"{err.message}; removed it, reading the set itself")
@@ -131,18 +132,18 @@ def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
                 assert fast is not None
                 fast.avoid.add(err.digest)
 
-    data = manifest_for(p, sources, digests, size)
+    data = manifest_for(planned, sources, digests, size)
     if kernel_path is not None:
         data["kernel"] = str(kernel_path)
     if packages is not None:
         data["pkgs"] = packages.manifest()
     data["inputs"] = key
-    _manifest.write(p.image, data)
-    staleness.remember(p.image, key, stats, request)  # for smolfs.image.staleness.fresh
-    info(f"{p.image}: {_manifest.format_size(size)} {p.fs}"
-         f"{' (read-only root)' if p.ro else ''}, service {p.service.name}, "
+    _manifest.write(planned.image, data)
+    staleness.remember(planned.image, key, stats, request)  # for smolfs.image.staleness.fresh
+    info(f"{planned.image}: {_manifest.format_size(size)} {planned.fs}"
+         f"{' (read-only root)' if planned.ro else ''}, service {planned.service.name}, "
          f"sets {', '.join(s.name for s in sources)}")
-    return BuildResult(image=p.image, manifest=data)
+    return BuildResult(image=planned.image, manifest=data)
 
 
 def _postinst_limit(limit: float | None) -> float:
@@ -157,7 +158,7 @@ def _postinst_limit(limit: float | None) -> float:
     return float(limit)
 
 
-def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
+def _make_image(planned: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
                 postinst_timeout: float = 0, force: bool = False,
                 packages: Any = None
                 ) -> tuple[int, list[str]]:
@@ -169,28 +170,28 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
     from smolfs.image.staging import staging_dir
     from smolfs.sets.spool import Spool, WriteError
 
-    workdir = p.image.resolve().parent
+    workdir = planned.image.resolve().parent
     with staging_dir(workdir) as work, Spool(dir=str(workdir)) as spool:
-        tree, digests = assemble(p, sources, spool, fast, packages)
-        if p.service.postinst:
+        tree, digests = assemble(planned, sources, spool, fast, packages)
+        if planned.service.postinst:
             from smolfs.image.postinst import run_scripts
 
-            run_scripts(tree, p.service.postinst, work / "root", {
-                "SERVICE": p.service.name, "ARCH": p.arch.value, "FS": p.fs,
-                "RO": "yes" if p.ro else "no",
-            }, timeout=postinst_timeout, binds=p.service.postinst_bind)
+            run_scripts(tree, planned.service.postinst, work / "root", {
+                "SERVICE": planned.service.name, "ARCH": planned.arch.value, "FS": planned.fs,
+                "RO": "yes" if planned.ro else "no",
+            }, timeout=postinst_timeout, binds=planned.service.postinst_bind)
         (work / "image").mkdir()  # apart from root/, home/... whatever the image's name
-        staged = work / "image" / p.image.name
-        with step(f"write {p.image.name} ({p.fs})"):
+        staged = work / "image" / planned.image.name
+        with step(f"write {planned.image.name} ({planned.fs})"):
             try:
-                room = None if p.ro or p.size_mb else Room(RW_FREE_FILES, RW_FREE_SPACE)
-                size = write_image(tree, staged, fstype=p.fs,
-                                   size=p.size_mb * MIB if p.size_mb else None,
+                room = None if planned.ro or planned.size_mb else Room(RW_FREE_FILES, RW_FREE_SPACE)
+                size = write_image(tree, staged, fstype=planned.fs,
+                                   size=planned.size_mb * MIB if planned.size_mb else None,
                                    room=room, force=force)
             except ImageTooSmall as err:
                 need = math.ceil(err.minimum / MIB)
                 raise ImageTooSmall(
-                    f"{p.size_mb} MB is too small for service {p.service.name!r}: "
+                    f"{planned.size_mb} MB is too small for service {planned.service.name!r}: "
                     f"the content needs at least {need} MB",
                     minimum=err.minimum,
                     hint=f"use -m {need} or more, or leave -m out for an automatic size",
@@ -200,11 +201,11 @@ def _make_image(p: Plan, sources: Sequence[SetSource], fast: FastCopies | None,
                 raise WriteError(err.message.replace(here, str(workdir)),
                                  hint=(err.hint or "").replace(here, str(workdir))
                                  or None) from None
-        os.replace(staged, p.image)
+        os.replace(staged, planned.image)
     return size, digests
 
 
-def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
+def assemble(planned: Plan, sources: Sequence[SetSource], spool: Any,
              fast: FastCopies | None = None, packages: Any = None) -> tuple[Tree, list[str]]:
     """The image tree: the sets, then fstab, the service, devices and rescue links.
 
@@ -213,59 +214,60 @@ def assemble(p: Plan, sources: Sequence[SetSource], spool: Any,
     of the others (:mod:`smolfs.sets.fastsets`). Raises
     :class:`~smolfs.sets.fastsets.DamagedCopy` when a copy cannot be read back.
     """
-    tree = Tree(mtime=p.now)
+    tree = Tree(mtime=planned.now)
     digests = [add_set(tree, src, spool, fast) for src in sources]
     if packages is not None:  # smolfs.pkg.build.Prepared
         from smolfs.pkg.build import add_packages
 
-        add_packages(tree, packages, spool, p.now, [s.name for s in sources])
-    with step(f"add service {p.service.name}"):
+        add_packages(tree, packages, spool, planned.now, [s.name for s in sources])
+    with step(f"add service {planned.service.name}"):
         # generated over the sets' fstab, under the service's own if it has one
-        tree.add("etc/fstab", file_node(fstab(p.fs, p.ro, p.arch), p.now, 0o644))
-        add_service(tree, p.service, p.now)
-        if p.hostname is not None:  # over the sets' and the service's own
-            tree.add("etc/myname", file_node(f"{p.hostname}\n", p.now, 0o644))
-        add_devices(tree, p.arch, p.now)
-        add_rescue_links(tree, p.now)
+        tree.add("etc/fstab", file_node(fstab(planned.fs, planned.ro, planned.arch),
+                                        planned.now, 0o644))
+        add_service(tree, planned.service, planned.now)
+        if planned.hostname is not None:  # over the sets' and the service's own
+            tree.add("etc/myname", file_node(f"{planned.hostname}\n", planned.now, 0o644))
+        add_devices(tree, planned.arch, planned.now)
+        add_rescue_links(tree, planned.now)
     return tree, digests
 
 
-def manifest_for(p: Plan, sources: Sequence[SetSource], digests: Sequence[str],
+def manifest_for(planned: Plan, sources: Sequence[SetSource], digests: Sequence[str],
                  size: int) -> dict[str, Any]:
     return {
         "tool": "mksmolnb",
         "format": _manifest.FORMAT,
         "version": VERSION,
-        "image": p.image.name,
-        **{o.name: getattr(p.options, o.name) for o in OPTIONS if o.manifest},
+        "image": planned.image.name,
+        **{o.name: getattr(planned.options, o.name) for o in OPTIONS if o.manifest},
         "size": size,
         "sets": [{"name": s.name, "file": s.path.name, "sha512": d}
                  for s, d in zip(sources, digests, strict=True)],
-        "postinst": [s.name for s in p.service.postinst],
-        "ready": p.service.ready,
-        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(p.now)),
-        "built_epoch": p.now,
+        "postinst": [s.name for s in planned.service.postinst],
+        "ready": planned.service.ready,
+        "built": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(planned.now)),
+        "built_epoch": planned.now,
     }
 
 
-def inputs_key(p: Plan, sources: Sequence[SetSource], kernel: Path | None,
+def inputs_key(planned: Plan, sources: Sequence[SetSource], kernel: Path | None,
                packages: Sequence[Path] = ()) -> str:
     """A digest of everything a build reads: options, set files, service files, kernel.
 
     Archives and the kernel are identified by path, size and modification time (as
     make does), service files by their content (:func:`smolfs.image.staleness.inputs`).
     """
-    return _inputs(p, sources, kernel, packages)[0]
+    return _inputs(planned, sources, kernel, packages)[0]
 
 
-def _inputs(p: Plan, sources: Sequence[SetSource], kernel: Path | None,
+def _inputs(planned: Plan, sources: Sequence[SetSource], kernel: Path | None,
             packages: Sequence[Path] = ()) -> tuple[str, list[list[object]]]:
     fields = (VERSION, os.environ.get("SOURCE_DATE_EPOCH"),
               *([o.name, value] for o in OPTIONS if o.keyed
-                for value in [getattr(p.options, o.name)] if value not in (None, ())))
+                for value in [getattr(planned.options, o.name)] if value not in (None, ())))
     files = [*(s.path for s in sources), *([kernel] if kernel else []), *packages]
-    trees = [t for t in (p.service.path, p.service.common) if t is not None]
-    return staleness.inputs(fields, files, trees, dirs=[p.service.path.parent])
+    trees = [t for t in (planned.service.path, planned.service.common) if t is not None]
+    return staleness.inputs(fields, files, trees, dirs=[planned.service.path.parent])
 
 
 def up_to_date(image: Path, key: str) -> dict[str, Any] | None:

@@ -23,7 +23,7 @@ class Plan:
 
     ``options`` holds the resolved values (``fs``, ``ro``, ``size_mb``, ``release``,
     ``pkgs``, ``hostname``...: a service's ``service.conf`` default, else the option's
-    fallback); they read as attributes of the plan too (``p.fs``)."""
+    fallback); they read as attributes of the plan too (``planned.fs``)."""
 
     service: Service
     image: Path

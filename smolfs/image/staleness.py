@@ -81,20 +81,20 @@ def inputs(fields: Sequence[object], files: Sequence[str | os.PathLike[str]],
         stats.extend([full, stat_of(full)] for full, _rel, _d in entries)
     h = hashlib.sha256()
 
-    def feed(*parts: object) -> None:
+    def add(*parts: object) -> None:
         h.update(repr(parts).encode() + b"\n")
 
-    feed(*fields)
+    add(*fields)
     for f in files:
         st = os.stat(f)
-        feed(os.path.realpath(f), st.st_size, st.st_mtime_ns)
+        add(os.path.realpath(f), st.st_size, st.st_mtime_ns)
     for top, entries in listing:
         for full, rel, is_dir in entries:
             if os.path.islink(full):
-                feed(top, rel, "->", os.readlink(full))
+                add(top, rel, "->", os.readlink(full))
             elif not is_dir:
                 with open(full, "rb") as fh:
-                    feed(top, rel, os.access(full, os.X_OK), fh.read())
+                    add(top, rel, os.access(full, os.X_OK), fh.read())
     return h.hexdigest(), stats
 
 

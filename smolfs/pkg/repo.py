@@ -190,7 +190,7 @@ class Repository:
                 return dest
             raise NotCachedPkg(f"offline, and {fname} ({pkg.name}) is not in the cache",
                                hint="run the same command once without --offline")
-        from smolfs.sets.cache import _download_with_retries, locked
+        from smolfs.sets.cache import download_with_retries, locked
 
         with locked(dest):
             if dest.is_file():
@@ -203,7 +203,7 @@ class Repository:
 
             for attempt in (1, 2):
                 try:
-                    _download_with_retries(self.mirror, fname, part,  # type: ignore[arg-type]
+                    download_with_retries(self.mirror, fname, part,  # type: ignore[arg-type]
                                            "sha512")
                 except NotFound as err:
                     raise FetchError(f"{pkg.name}: the index names {fname}, but {err.url} "

@@ -123,7 +123,7 @@ def download(mirror: Mirror, rel: str, dest: Path, expected: str, algo: str = "s
     part = dest.with_name(dest.name + ".part")
     may_restart = True
     while True:
-        actual, resumed = _download_with_retries(mirror, rel, part, algo)
+        actual, resumed = download_with_retries(mirror, rel, part, algo)
         if actual == expected:
             os.replace(part, dest)
             return
@@ -142,7 +142,7 @@ def download(mirror: Mirror, rel: str, dest: Path, expected: str, algo: str = "s
         )
 
 
-def _download_with_retries(mirror: Mirror, rel: str, part: Path, algo: str) -> tuple[str, bool]:
+def download_with_retries(mirror: Mirror, rel: str, part: Path, algo: str) -> tuple[str, bool]:
     for delay in transport.RETRY_DELAYS:
         try:
             return _download_once(mirror, rel, part, algo)
