@@ -236,10 +236,10 @@ def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path
     sys.path.insert(0, str(REPO / "tests"))
     import gzip
 
-    from fakemirror import FakeMirror, make_set, release_tree, write_sha512
+    from helpers.fakemirror import FakeMirror, make_set, release_tree, write_sha512
 
     from services import shipped_dir
-    from smolfs.fetch import DEFAULT_RELEASE
+    from smolfs.sets.fetch import DEFAULT_RELEASE
 
     top = work / "mirror" / release_tree(DEFAULT_RELEASE, "amd64") / "binary"
     (top / "sets").mkdir(parents=True)

@@ -48,8 +48,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from smolfs.build import RW_FREE_FILES, RW_FREE_SPACE, fstab  # noqa: E402
-from smolfs.devices import device_nodes  # noqa: E402
+from smolfs.image.build import RW_FREE_FILES, RW_FREE_SPACE  # noqa: E402
+from smolfs.image.content import fstab  # noqa: E402
+from smolfs.image.devices import device_nodes  # noqa: E402
 
 MTIME = 1_700_000_000
 TARGET = 0.7  # smolfs at most this fraction of the classic pipeline's time

@@ -5,7 +5,7 @@ Usage: python benchmarks/mkfs.py [--runs 5] [--fs ffs,ext2] [--files 8000] [--mb
                                  [--workdir DIR] [--archive]
 
 For each filesystem, N runs (default 5) of:
-- smolfs: ``smolfs.mkfs.mkfs(image, [corpus], fstype=..., size=SIZE)``, each run in a
+- smolfs: ``smolfs.image.mkfs.mkfs(image, [corpus], fstype=..., size=SIZE)``, each run in a
   fresh Python process (its start-up is counted, as the C tools' is);
 - the peer from the same directory to the same size: ``makefs -t ffs -o version=1 -s
   SIZE`` for ffs, ``mke2fs -q -F -t ext2 -d DIR IMAGE SIZE`` for ext2.
@@ -19,7 +19,7 @@ cached); images are written into ``--workdir`` (default: a temporary directory o
 corpus's filesystem) and deleted after each run.
 
 ``--archive`` also times reading the corpus as a set (``.tar.xz``, made once with
-``tar | xz -0`` and cached beside the corpus): ``smolfs.sources.add_archive`` (stream,
+``tar | xz -0`` and cached beside the corpus): ``smolfs.sets.sources.add_archive`` (stream,
 spool, SHA-512) against ``xz -dc`` alone. Target: ratio close to 1.
 """
 
@@ -43,15 +43,16 @@ from corpus import corpus  # noqa: E402
 
 READ_SET = """\
 import sys
-from smolfs.sources import Spool, add_archive
-from smolfs.tree import Tree
+from smolfs.sets.sources import add_archive
+from smolfs.sets.spool import Spool
+from smolfs.fs.tree import Tree
 with Spool(dir=sys.argv[2]) as spool:
     add_archive(Tree(), sys.argv[1], spool)
 """
 
 SMOLFS = """\
 import sys
-from smolfs.mkfs import mkfs
+from smolfs.image.mkfs import mkfs
 mkfs(sys.argv[1], [sys.argv[2]], fstype=sys.argv[3], size=int(sys.argv[4]))
 """
 
@@ -86,9 +87,9 @@ def _tool(name: str) -> str:
 
 
 def auto_size(fstype: str, tree: Path) -> int:
-    from smolfs.mkfs import image_size, make_options
-    from smolfs.sources import add_directory
-    from smolfs.tree import Tree
+    from smolfs.fs.tree import Tree
+    from smolfs.image.mkfs import image_size, make_options
+    from smolfs.sets.hostdir import add_directory
 
     t = Tree()
     add_directory(t, tree)

@@ -39,7 +39,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from pkgsynth import SynthPkg, write_repo  # noqa: E402
+from helpers.pkgsynth import SynthPkg, write_repo  # noqa: E402
 
 TARGET = 0.7
 GEN = "pkg-v1"

@@ -27,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from smolfs.postinst import bwrap_problem, host_view, script_argv
+from smolfs.image.postinst import bwrap_problem, host_view, script_argv
 from smolfs.run import run
 
 

@@ -93,16 +93,9 @@ def _boot_parser() -> Parser:
     p.add_argument("--machine", default="auto", choices=("auto", "microvm", "pc", "virt"),
                    help="auto: virt for aarch64 kernels, microvm for PVH kernels with "
                    "virtio-mmio, else pc")
-    build = p.add_argument_group("building a SERVICE (smolfs build)")
-    build.add_argument("--arch", default="amd64", choices=("amd64", "i386", "aarch64"),
-                       help="NetBSD architecture of the sets and kernel (amd64; aarch64 is "
-                       "NetBSD's evbarm-aarch64)")
-    build.add_argument("--release", metavar="R",
-                       help="NetBSD release (default: the newest supported)")
-    build.add_argument("--services-dir", metavar="DIR",
-                       help="directory of service definitions (default: the shipped ones)")
-    build.add_argument("--offline", action="store_true",
-                       help="never download: use only the cache")
+    from smolfs.image.options import STARTNB, add_arguments
+
+    add_arguments(p.add_argument_group("building a SERVICE (smolfs build)"), STARTNB)
     p.add_argument("--qemu-arg", action="append", default=[], metavar="ARG",
                    help="extra QEMU argument, appended as is; repeatable")
     p.add_argument("--print-cmd", action="store_true", help="print the QEMU command, run nothing")
@@ -156,19 +149,20 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     if service is not None:
         import os
 
-        from smolfs import staleness
+        from smolfs.image import staleness
 
         from .glue import build_service
 
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
         kernel_name = kernel
+        from smolfs.image.options import STARTNB
+
         built_image, built_kernel, service_ready, service_ro = build_service(
-            service, image, arch=args.arch, release=args.release,
+            service, image,
             kernel=None if own else (kernel or ("GENERIC64" if args.arch == "aarch64"
                                                 else "GENERIC")),
-            services_dir=args.services_dir,
-            offline=args.offline)
+            **{name: getattr(args, name) for name in STARTNB})
         image = str(built_image)
         kernel = own or (str(built_kernel) if built_kernel else None)
         snapshot = staleness.snapshot(image)  # None: no record (a daily build): no plan

@@ -31,8 +31,10 @@ RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
 #: The modules the argv is computed by (paths from this package's directory): the
 #: launcher's, the service lookup, the builder's version and its staleness rule.
 CODE_FILES = ("__main__.py", "boot.py", "checks.py", "config.py", "fastpath.py", "glue.py",
-              "host.py", "kernel.py", "proc.py", "qemu.py", "stripcache.py", "../smolfs/cli.py",
-              "../smolfs/service.py", "../smolfs/staleness.py", "../services/__init__.py")
+              "host.py", "kernel.py", "proc.py", "qemu.py", "stripcache.py",
+              "../smolfs/cli/__init__.py", "../smolfs/image/service.py",
+              "../smolfs/image/staleness.py", "../smolfs/image/options.py",
+              "../services/__init__.py")
 #: Environment variables the QEMU argv (or the files it names) depends on.
 ENV_KEYS = ("MKSMOLNB_QEMU", "MKSMOLNB_QEMU_AARCH64", "PATH", "MKSMOLNB_CACHE",
             "XDG_CACHE_HOME", "HOME", "MKSMOLNB_STATE", "XDG_RUNTIME_DIR",
@@ -147,7 +149,7 @@ def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
     ``relay``: what :func:`launcher.relay.relay_until_ready` needs (console, timestamps,
     ready pattern, timeout) when readiness is a console line; None otherwise.
     ``nested``: QEMU rejected ``-cpu host``; the argv names a CPU model instead.
-    ``service``: ``startnb SERVICE``: the image's :func:`smolfs.staleness.snapshot` and
+    ``service``: ``startnb SERVICE``: the image's :func:`smolfs.image.staleness.snapshot` and
     ``absent``: the service name and kernel name as given, which must not become files
     (they would then name a kernel file).
     ``vmdir``: ``-d``: the VM's state directory the argv names, which must not exist (it
@@ -174,7 +176,7 @@ def _usable(plan: dict[str, object]) -> bool:
             return False
     service = plan.get("service")
     if service is not None:
-        from smolfs import staleness
+        from smolfs.image import staleness
 
         if not isinstance(service, dict) or not staleness.holds(service) \
                 or any(os.path.lexists(str(p)) for p in service["absent"]):  # type: ignore[attr-defined]

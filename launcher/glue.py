@@ -3,10 +3,10 @@
 - ``--strip``: :func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel
   digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards, found by the
   kernel's stat (:mod:`launcher.stripcache`: no hashing, no kstrip import).
-- ``startnb SERVICE``: :func:`build_service` first asks :func:`smolfs.staleness.fresh`
+- ``startnb SERVICE``: :func:`build_service` first asks :func:`smolfs.image.staleness.fresh`
   (the stat of the inputs the last build recorded: no builder imported, nothing hashed);
-  only a stale or unknown image makes it call ``smolfs.build.build(service=...)`` with
-  the architecture, release and kernel name, which fetches what is missing and reuses
+  only a stale or unknown image makes it call ``smolfs.image.build.build`` with the build
+  options ``startnb`` forwards by name and the kernel name, which fetches what is missing and reuses
   the image when its inputs (sets, service files, options, kernel) did not change.
 """
 
@@ -17,7 +17,7 @@ from pathlib import Path
 
 from smolfs.errors import LaunchError
 
-from .kernel import KernelInfo, _sha256, cache_dir
+from .kernel import KernelInfo, cache_dir, sha256_of
 
 
 def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
@@ -32,7 +32,7 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
     if found is not None:
         return Path(found)
     before = stripcache.stat_of(src)
-    digest = _sha256(kernel.path)
+    digest = sha256_of(kernel.path)
     stripcache.remember(src, before, digest, root)
     found = stripcache.valid(digest, root)
     if found is not None:
@@ -57,37 +57,36 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
     return out
 
 
-def build_service(service: str, image: str | None, *, arch: str = "amd64",
-                  release: str | None = None, kernel: str | None = "GENERIC",
-                  services_dir: str | None = None, offline: bool = False
-                  ) -> tuple[Path, Path | None, str | None, bool]:
+def build_service(service: str, image: str | None, *, kernel: str | None = "GENERIC",
+                  **forwarded: object) -> tuple[Path, Path | None, str | None, bool]:
     """Build (or reuse) the image of ``service``: (image, kernel named by the build or
     None, the console regular expression the service declares as ready or None, whether
     its root filesystem is read-only).
 
     ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
-    sets for ``arch`` and ``release``; None when the caller boots a kernel file of its own.
+    sets; None when the caller boots a kernel file of its own. ``forwarded``: the build
+    options ``startnb`` has (:data:`smolfs.image.options.OPTIONS` marked ``startnb``), by name.
     """
-    from smolfs import staleness
     from smolfs.cli import VERSION
+    from smolfs.image import staleness
+    from smolfs.image.options import BuildOptions
+    from smolfs.image.options import request as options_request
 
-    asked = staleness.request(service, image, arch=arch, release=release, kernel=kernel,
-                              services_dir=services_dir)
-    manifest = staleness.fresh(image or f"{service}-{arch}.img", asked, VERSION)
+    options = BuildOptions(service=service, image=image, kernel=kernel, **forwarded)
+    dest = image or f"{service}-{options.arch}.img"
+    asked = staleness.request(options_request(options))
+    manifest = staleness.fresh(dest, asked, VERSION)
     if manifest is not None:  # up to date: the builder is not even imported
         from smolfs.log import info
 
-        dest = image or f"{service}-{arch}.img"
         info(f"{dest}: up to date (same inputs, not modified since)")
         return _built(dest, manifest)
     try:
-        from smolfs.build import build
+        from smolfs.image.build import build
     except ImportError as err:
-        raise LaunchError(f"cannot build service {service!r}: smolfs.build is not available",
+        raise LaunchError(f"cannot build service {service!r}: smolfs.image.build is not available",
                           hint="give a kernel file and an image instead") from err
-    result = build(service=service, image=Path(image) if image else None, arch=arch,
-                   release=release, kernel=kernel, services_dir=services_dir,
-                   offline=offline)
+    result = build(options=options.replace(image=Path(image) if image else None))
     return _built(result.image, result.manifest if isinstance(result.manifest, dict) else {})
 
 

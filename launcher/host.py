@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
 QEMU_BINARY = "qemu-system-x86_64"
-QEMU_PACKAGE = "qemu-system-x86"
 #: Accelerators by host system (``uname -s``); TCG runs everywhere.
 SYSTEM_ACCEL = {"Linux": "kvm", "Darwin": "hvf", "NetBSD": "nvmm"}
 ACCEL_NAMES = {"kvm": "KVM", "hvf": "HVF (Hypervisor.framework)", "nvmm": "NVMM"}
@@ -40,7 +39,7 @@ NVMM_USABLE, NVMM_MISSING, NVMM_DENIED = "usable", "missing", "denied"
 #: ``uname -m`` spellings → the CPU family QEMU's accelerators run natively.
 _CPU_FAMILY = {"x86_64": "x86_64", "amd64": "x86_64", "i386": "x86_64", "i686": "x86_64",
                "aarch64": "aarch64", "arm64": "aarch64", "evbarm": "aarch64"}
-#: A guest architecture (``smolfs.devices.Arch`` value) → its CPU family.
+#: A guest architecture (``smolfs.arch.Arch`` value) → its CPU family.
 GUEST_FAMILY = {"amd64": "x86_64", "i386": "x86_64", "aarch64": "aarch64"}
 #: The name users know a CPU family by, and the --arch that runs natively on it.
 _FAMILY_NAME = {"x86_64": "amd64", "aarch64": "arm64"}
@@ -134,12 +133,13 @@ def qemu_version(qemu: str, cache_dir: Path | None = None) -> tuple[int, ...] | 
         except (OSError, ValueError, KeyError, TypeError):
             pass
     import re
-    import subprocess
+
+    from smolfs.errors import ExternalCommandError
+    from smolfs.run import run
 
     try:
-        out = subprocess.run([qemu, "--version"], capture_output=True, text=True, timeout=10,
-                             stdin=subprocess.DEVNULL, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        out = run([qemu, "--version"], timeout=10, check=False).stdout
+    except (OSError, ExternalCommandError):  # missing, not executable, timed out
         return None
     m = re.search(r"version (\d+)\.(\d+)(?:\.(\d+))?", out)
     if not m:
@@ -166,8 +166,11 @@ def qemu_binary(guest: str = "amd64") -> str:
 
 
 def qemu_package(guest: str = "amd64") -> str:
-    """Debian's package holding :func:`qemu_binary`."""
-    return "qemu-system-arm" if GUEST_FAMILY.get(guest) == "aarch64" else QEMU_PACKAGE
+    """Debian's package holding :func:`qemu_binary` (:data:`smolfs.run.PACKAGES`)."""
+    from smolfs.run import PACKAGES
+
+    aarch64 = GUEST_FAMILY.get(guest) == "aarch64"
+    return PACKAGES["qemu-system-aarch64" if aarch64 else QEMU_BINARY]
 
 
 def _nvmm_state(dev_nvmm: str) -> tuple[str, str]:
@@ -188,12 +191,12 @@ def _nvmm_state(dev_nvmm: str) -> tuple[str, str]:
 
 def _sysctl_hv_support() -> bool:
     """macOS: ``sysctl -n kern.hv_support`` prints 1 when Hypervisor.framework works."""
-    import subprocess
+    from smolfs.errors import ExternalCommandError
+    from smolfs.run import run
 
     try:
-        out = subprocess.run(["sysctl", "-n", "kern.hv_support"], capture_output=True,
-                             text=True, timeout=5, stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.TimeoutExpired):
+        out = run(["sysctl", "-n", "kern.hv_support"], timeout=5, check=False)
+    except (OSError, ExternalCommandError):
         return False
     return out.stdout.strip() == "1"
 

@@ -212,7 +212,7 @@ def cache_dir() -> Path:
     return Path(cache_root())
 
 
-def _sha256(path: Path) -> str:
+def sha256_of(path: Path) -> str:
     import hashlib
 
     with path.open("rb") as f:
@@ -225,7 +225,7 @@ def _decompress(path: Path, cache: Path) -> Path:
     import shutil
     import zlib
 
-    out = cache / "kernels" / f"{_sha256(path)}.elf"
+    out = cache / "kernels" / f"{sha256_of(path)}.elf"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -2,9 +2,9 @@
 
 The public API is imported lazily so that ``import smolfs`` stays cheap:
 
-- :func:`smolfs.mkfs` — write an image from directories, archives and an mtree spec.
-- :func:`smolfs.build` — build a bootable root image for a service from NetBSD sets.
-- :func:`smolfs.fetch` — download and verify NetBSD sets and kernels into the cache.
+- :func:`smolfs.image.mkfs` — write an image from directories, archives and an mtree spec.
+- :func:`smolfs.image.build` — build a bootable root image for a service from NetBSD sets.
+- :func:`smolfs.sets.fetch` — download and verify NetBSD sets and kernels into the cache.
 - :class:`smolfs.Tree` — the filesystem-neutral tree the writers lay out.
 - :class:`smolfs.SmolError` — base of every error raised to a user.
 """
@@ -18,34 +18,14 @@ if TYPE_CHECKING:
 __version__ = "0.1.0"
 
 _LAZY = {
-    "mkfs": ("smolfs.mkfs", "mkfs"),
-    "build": ("smolfs.build", "build"),
-    "fetch": ("smolfs.fetch", "fetch"),
-    "Tree": ("smolfs.tree", "Tree"),
+    "mkfs": ("smolfs.image.mkfs", "mkfs"),
+    "build": ("smolfs.image.build", "build"),
+    "fetch": ("smolfs.sets.fetch", "fetch"),
+    "Tree": ("smolfs.fs.tree", "Tree"),
     "SmolError": ("smolfs.errors", "SmolError"),
 }
 
 __all__ = sorted(_LAZY)
-
-
-def callable_module(module_name: str, function_name: str) -> None:
-    """Make module *module_name* callable as its function *function_name*.
-
-    ``smolfs.build``, ``smolfs.mkfs`` and ``smolfs.fetch`` name both a module and the
-    function the package exports; once the module is imported, the import system makes
-    the package attribute the module. Calling such a module calls the function, so
-    ``smolfs.build(...)`` works whatever was imported first. Each of those modules calls
-    this last thing."""
-    import sys
-    import types
-
-    module = sys.modules[module_name]
-
-    class _Callable(types.ModuleType):
-        def __call__(self, *args: Any, **kwargs: Any) -> Any:
-            return getattr(self, function_name)(*args, **kwargs)
-
-    module.__class__ = _Callable
 
 
 def __getattr__(name: str) -> Any:

@@ -15,11 +15,11 @@ from smolfs.cli import Parser, add_common, run_main, set_debug
 
 #: verb → (module, one-line summary). The order is the order of --help.
 VERBS: dict[str, tuple[str, str]] = {
-    "build": ("smolfs.cmd_build", "build a bootable NetBSD root image for a service"),
-    "fetch": ("smolfs.cmd_fetch", "download NetBSD sets and kernels into the cache"),
-    "mkfs": ("smolfs.cmd_mkfs", "write an FFS or ext2 image from directories and archives"),
-    "info": ("smolfs.cmd_info", "show what an image was built from"),
-    "pkg": ("smolfs.cmd_pkg", "look up pkgsrc binary packages (search, info, deps)"),
+    "build": ("smolfs.cli.build", "build a bootable NetBSD root image for a service"),
+    "fetch": ("smolfs.cli.fetch", "download NetBSD sets and kernels into the cache"),
+    "mkfs": ("smolfs.cli.mkfs", "write an FFS or ext2 image from directories and archives"),
+    "info": ("smolfs.cli.info", "show what an image was built from"),
+    "pkg": ("smolfs.cli.pkg", "look up pkgsrc binary packages (search, info, deps)"),
 }
 
 EPILOG = """\

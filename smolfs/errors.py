@@ -47,7 +47,7 @@ class ImageTooSmall(SmolError):
 
 
 class ImageTooLarge(UsageError):
-    """An image size over the sane bound (``smolfs.sizes.MAX_IMAGE``) without ``--force``."""
+    """An image size over the sane bound (``smolfs.fs.sizes.MAX_IMAGE``) without ``--force``."""
 
     def __init__(self, message: str, size: int, hint: str | None = None) -> None:
         super().__init__(message, hint)

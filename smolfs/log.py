@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 QUIET = False
+#: Set by ``--debug`` (:func:`smolfs.cli.set_debug`): log every external command.
+DEBUG = bool(os.environ.get("MKSMOLNB_DEBUG"))
 _depth = 0
 
 
@@ -21,9 +24,7 @@ def warn(msg: str, prog: str = "mksmolnb") -> None:
 
 
 def debug(msg: str) -> None:
-    from smolfs import cli
-
-    if cli.DEBUG:
+    if DEBUG:
         print(f"{'  ' * _depth}{msg}", file=sys.stderr, flush=True)
 
 

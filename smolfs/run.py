@@ -1,4 +1,5 @@
-"""Every external program goes through :func:`run`.
+"""Every external program goes through one of two doors: :func:`run` for a program
+whose end we wait for, :func:`spawn` for a long-lived child (QEMU, a keeper).
 
 A list argv (never a shell string), stdin closed, ``+ command`` logged under
 ``--debug``, a missing program turned into "X not found (install package Y)" and a
@@ -15,18 +16,35 @@ import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
 
 from smolfs.errors import ExternalCommandError
 from smolfs.log import debug
 
-#: Debian package that provides each program we may call.
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the launcher imports this module
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
+
+#: Debian package that provides each program we may call: the one table of them.
 PACKAGES = {
     "qemu-system-x86_64": "qemu-system-x86",
     "qemu-system-i386": "qemu-system-x86",
+    "qemu-system-aarch64": "qemu-system-arm",
     "bwrap": "bubblewrap",
     "sh": "dash",
+    "sysctl": "procps",
 }
+
+
+def package_of(program: str) -> str | None:
+    """The Debian package providing *program* (a name or a path), if we know it."""
+    return PACKAGES.get(program.rsplit("/", 1)[-1])
+
+
+def _not_found(argv: list[str]) -> ExternalCommandError:
+    pkg = package_of(argv[0])
+    hint = f"install it: apt-get install {pkg}" if pkg else None
+    return ExternalCommandError(f"{argv[0]} not found", argv=argv, hint=hint)
 
 #: The supervisor that ``contain=True`` puts between this process and the program.
 GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "guard.py")
@@ -73,13 +91,32 @@ def run(
             timeout=timeout,
         )
     except FileNotFoundError as err:
-        pkg = PACKAGES.get(argv[0].rsplit("/", 1)[-1])
-        hint = f"install it: apt-get install {pkg}" if pkg else None
-        raise ExternalCommandError(f"{argv[0]} not found", argv=argv, hint=hint) from err
+        raise _not_found(argv) from err
     except subprocess.TimeoutExpired as err:
         raise CommandTimeout(f"{argv[0]} did not finish within {timeout:g}s", argv,
                              timeout or 0) from err
     return _check(argv, proc, check)
+
+
+def spawn(argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
+    """Start *argv* as a long-lived child and return it without waiting.
+
+    The door for programs that outlive the call (QEMU, a detached VM's keeper): a list
+    argv, ``+ command`` logged under ``--debug``, stdin closed unless *popen* says
+    otherwise, a missing program turned into "X not found (install package Y)". The
+    keyword arguments go to :class:`subprocess.Popen` as they are (stdout, stderr,
+    pass_fds, start_new_session, env, cwd...). Stopping the child is the caller's
+    business: it knows how its program wants to be told.
+    """
+    argv = [str(a) for a in argv]
+    debug("+ " + shlex.join(argv))
+    popen.setdefault("stdin", subprocess.DEVNULL)
+    try:
+        return subprocess.Popen(argv, **popen)
+    except FileNotFoundError as err:
+        if err.filename not in (None, argv[0]):
+            raise  # a missing cwd, not the program
+        raise _not_found(argv) from err
 
 
 def _check(argv: list[str], proc: subprocess.CompletedProcess[str],
@@ -102,9 +139,7 @@ def _run_contained(argv: list[str], cwd: str | None, env: Mapping[str, str] | No
     import shutil
 
     if shutil.which(argv[0], path=(env or os.environ).get("PATH")) is None:
-        pkg = PACKAGES.get(argv[0].rsplit("/", 1)[-1])
-        hint = f"install it: apt-get install {pkg}" if pkg else None
-        raise ExternalCommandError(f"{argv[0]} not found", argv=argv, hint=hint)
+        raise _not_found(argv)
     watch, hold = os.pipe()  # both close-on-exec: only the guard gets *watch*
     try:
         proc = subprocess.Popen(

@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import setsynth
 from elftools.elf.elffile import ELFFile
-from fakemirror import FakeMirror, write_sha512
+from helpers import setsynth
+from helpers.fakemirror import FakeMirror, write_sha512
 from kernels import STAGE_LINES, Arm64Kernel, VirtioDevice, build_arm64_kernel, parse_console
 
 from conftest import REPO, qemu_pids

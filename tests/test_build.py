@@ -21,13 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fsimage import fsck_ffs
+from helpers.fsimage import fsck_ffs
 
 from conftest import REPO
-from smolfs.build import build
 from smolfs.errors import InputError
+from smolfs.image.build import build
 
-setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
+setsynth = pytest.importorskip("helpers.setsynth", reason="tests/helpers/setsynth.py is missing")
 
 EPOCH = "1700000000"
 SLEUTH_FS = {"ffs": "ufs", "ext2": "ext2"}
@@ -201,14 +201,39 @@ def test_rescue_image(sets_dir: Path, tmp_path: Path, fs: str, archive: str) -> 
     assert "rescue-amd64.img" in r.stderr
 
 
+def test_hostname_goes_to_etc_myname(sets_dir: Path, tmp_path: Path) -> None:
+    """--hostname (service.conf HOSTNAME=) writes /etc/myname; the flag beats the key; a
+    bad name is a one-line usage error; the host name is an input of the image."""
+    rescue = sets_dir / "rescue.tar.xz"
+    ok(smolfs("build", "-x", rescue, "--hostname", "web1.example", cwd=tmp_path))
+    img = Image(tmp_path / "rescue-amd64.img", "ffs")
+    assert img.read("etc/myname") == b"web1.example\n"
+    assert img.owner_mode("etc/myname") == (0, 0, "rw-r--r--")
+    manifest = json.loads((tmp_path / "rescue-amd64.img.json").read_text())
+    assert manifest["hostname"] == "web1.example"
+    # another name is another image: rebuilt, not kept
+    r = ok(smolfs("build", "-x", rescue, "--hostname", "web2", cwd=tmp_path))
+    assert "up to date" not in r.stderr
+    assert Image(tmp_path / "rescue-amd64.img", "ffs").read("etc/myname") == b"web2\n"
+    services = tmp_path / "svcs"
+    shutil.copytree(REPO / "services" / "rescue", services / "named")
+    (services / "named" / "service.conf").write_text("RO=yes\nHOSTNAME=fromconf\n")
+    ok(smolfs("build", "--services-dir", services, "-s", "named", "-x", rescue, cwd=tmp_path))
+    assert Image(tmp_path / "named-amd64.img", "ffs").read("etc/myname") == b"fromconf\n"
+    msg = one_line_error(smolfs("build", "-x", rescue, "--hostname", "bad_name",
+                                cwd=tmp_path), 2)
+    assert "--hostname" in msg and "expected a host name" in msg
+
+
+
 @pytest.mark.parametrize("fs", ["ffs", "ext2"])
 def test_read_write_root_has_room_to_live(sets_dir: Path, tmp_path: Path, fs: str) -> None:
     """Issue 10: a read-write root fitted to its content ran out of inodes after ~60
     files. An automatic size now keeps RW_FREE_SPACE and RW_FREE_FILES free on a
     read-write root (read from the image), and only the usual headroom on a read-only
     one; a fixed size keeps the C tools' density."""
-    from smolfs.build import RW_FREE_FILES, RW_FREE_SPACE
-    from smolfs.fsstat import stat_image
+    from smolfs.fs.fsstat import stat_image
+    from smolfs.image.build import RW_FREE_FILES, RW_FREE_SPACE
 
     archive = sets_dir / "rescue.tar.xz"
     ok(smolfs("build", "-x", archive, "--fs", fs, "--rw", "-i", "rw.img", cwd=tmp_path))
@@ -247,7 +272,7 @@ def test_genuine_rescue_set_image_is_clean(netbsd_dir: Path, tmp_path: Path, fs:
 
 
 def test_base_service_with_postinst(sets_dir: Path, tmp_path: Path) -> None:
-    res = build("bozohttpd", image=tmp_path / "web.img", fs="ext2",
+    res = build(service="bozohttpd", image=tmp_path / "web.img", fs="ext2",
                 sets=[sets_dir / "base.tar.xz", sets_dir / "etc.tar.xz"])
     img = Image(res.image, "ext2")
     page = img.read("var/www/index.html").decode()
@@ -270,16 +295,16 @@ def test_base_service_with_postinst(sets_dir: Path, tmp_path: Path) -> None:
 def test_no_staging_without_postinst(sets_dir: Path, tmp_path: Path,
                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Sets go from the archive into the image; nothing is extracted on the host."""
-    import smolfs.postinst
+    import smolfs.image.postinst
 
     def refuse(*_: object) -> None:
         raise AssertionError("the tree was materialised on the host")
 
-    monkeypatch.setattr(smolfs.postinst, "materialise", refuse)
-    res = build("base", image=tmp_path / "b.img", sets=[sets_dir / "base.tar.xz"])
+    monkeypatch.setattr(smolfs.image.postinst, "materialise", refuse)
+    res = build(service="base", image=tmp_path / "b.img", sets=[sets_dir / "base.tar.xz"])
     assert res.manifest["postinst"] == []
     with pytest.raises(AssertionError, match="materialised"):
-        build("bozohttpd", image=tmp_path / "w.img", sets=[sets_dir / "base.tar.xz"])
+        build(service="bozohttpd", image=tmp_path / "w.img", sets=[sets_dir / "base.tar.xz"])
 
 
 def test_i386_and_rw(sets_dir: Path, tmp_path: Path) -> None:
@@ -359,7 +384,7 @@ def test_services_dir_and_conf(sets_dir: Path, tmp_path: Path) -> None:
     (svc / "service.conf").write_text(f"SETS={sets_dir / 'rescue.tgz'}\nFS=ext2\nSIZE_MB=3\n")
     out = tmp_path / "out"
     out.mkdir()
-    r = build("hello", services_dir=tmp_path / "svcs", image=out / "h.img")
+    r = build(service="hello", services_dir=tmp_path / "svcs", image=out / "h.img")
     assert r.manifest["fs"] == "ext2" and r.manifest["size"] == 3 << 20 and not r.manifest["ro"]
     img = Image(r.image, "ext2")
     assert img.read("etc/motd") == b"hi\n"
@@ -373,7 +398,7 @@ def test_services_dir_and_conf(sets_dir: Path, tmp_path: Path) -> None:
 
 
 def test_sets_fetched_from_mirror_then_offline(sets_dir: Path, tmp_path: Path) -> None:
-    from smolfs.fetch import DEFAULT_RELEASE, set_filename
+    from smolfs.sets.fetch import DEFAULT_RELEASE, set_filename
 
     name = set_filename("rescue", DEFAULT_RELEASE, "amd64")
     tree = tmp_path / "mirror/pub/NetBSD" / f"NetBSD-{DEFAULT_RELEASE}" / "amd64/binary/sets"
@@ -583,7 +608,7 @@ def test_image_too_small_names_minimum(sets_dir: Path, tmp_path: Path) -> None:
 
 def test_api_errors_are_typed(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown service"):
-        build("nope", image=tmp_path / "x.img")
+        build(service="nope", image=tmp_path / "x.img")
     with pytest.raises(InputError, match=r"set archive .*missing\.tgz"):
         build(image=tmp_path / "x.img", sets=str(tmp_path / "missing.tgz"))
 

@@ -1,4 +1,4 @@
-"""Fast copies of sets (``smolfs.fastsets``): made once, read by later builds, never stale,
+"""Fast copies of sets (``smolfs.sets.fastsets``): made once, read by later builds, never stale,
 never trusted when damaged, safe under concurrent builds. Images are read back with
 sleuthkit, as in ``test_build``."""
 
@@ -24,13 +24,16 @@ from test_build import EPOCH, Image, ok, one_line_error
 from test_build import smolfs as cli
 
 from conftest import REPO
-from smolfs import fastsets
-from smolfs import sources as smolfs_sources
-from smolfs.build import FastCopies, build
 from smolfs.errors import InputError
-from smolfs.sources import ArchiveCorrupt, WriteError
+from smolfs.image.build import build
+from smolfs.sets import fastsets
+from smolfs.sets import sources as smolfs_sources
+from smolfs.sets import spool as smolfs_spool
+from smolfs.sets.fastcopies import FastCopies
+from smolfs.sets.sources import ArchiveCorrupt
+from smolfs.sets.spool import WriteError
 
-setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
+setsynth = pytest.importorskip("helpers.setsynth", reason="tests/helpers/setsynth.py is missing")
 
 
 @pytest.fixture
@@ -104,11 +107,11 @@ def test_first_build_keeps_a_copy_later_builds_read_it(cache: Path, rescue: Path
                                                         tmp_path: Path,
                                                         read_from: list[Path]) -> None:
     digest = sha512(rescue)
-    first = build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    first = build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     copy = cache / "fast" / f"{digest}.tar.zst"
     assert copies(cache) == [copy.name]  # no temporary or lock file left
     assert unzstd(copy) == lzma.decompress(rescue.read_bytes())  # the very same tar
-    second = build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    second = build(service="rescue", image=tmp_path / "b.img", sets=[rescue])
     assert read_from == [rescue, copy]
     # the copy gives the same image; the manifest names the set, not the copy
     assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
@@ -130,7 +133,7 @@ def test_changed_set_is_never_read_from_the_old_copy(cache: Path, tmp_path: Path
     tar = bytearray(setsynth.tar_bytes(setsynth.entries("rescue")))
     archive = tmp_path / "rescue.tgz"  # gzip without compression: a byte changed in the
     archive.write_bytes(gzip.compress(tar, compresslevel=0, mtime=0))  # tar, same size
-    build("rescue", image=tmp_path / "a.img", sets=[archive])
+    build(service="rescue", image=tmp_path / "a.img", sets=[archive])
     assert len(memos(cache)) == remembered
     st = archive.stat()
     tar[tar.index(crunched.data[:64]) + 100] ^= 0xFF
@@ -138,13 +141,13 @@ def test_changed_set_is_never_read_from_the_old_copy(cache: Path, tmp_path: Path
         f.write(gzip.compress(tar, compresslevel=0, mtime=0))
     os.utime(archive, ns=(st.st_atime_ns, st.st_mtime_ns))
     assert (archive.stat().st_size, archive.stat().st_ino) == (st.st_size, st.st_ino)
-    build("rescue", image=tmp_path / "b.img", sets=[archive])
+    build(service="rescue", image=tmp_path / "b.img", sets=[archive])
     assert read_from == [archive, archive]  # no copy of the new content yet
     changed = bytearray(crunched.data)
     changed[100] ^= 0xFF
     assert Image(tmp_path / "b.img", "ffs").read(crunched.path[2:]) == bytes(changed)
     assert len(copies(cache)) == 2
-    build("rescue", image=tmp_path / "c.img", sets=[archive])
+    build(service="rescue", image=tmp_path / "c.img", sets=[archive])
     assert read_from[-1].parent == cache / "fast"
     assert (tmp_path / "b.img").read_bytes() == (tmp_path / "c.img").read_bytes()
 
@@ -153,18 +156,18 @@ def test_digest_of_an_unchanged_set_file_is_remembered(cache: Path, rescue: Path
                                                         tmp_path: Path, hashed: list[int],
                                                         monkeypatch: pytest.MonkeyPatch
                                                         ) -> None:
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     assert memos(cache) == []  # just written: changed too recently to be remembered
     assert len(hashed) == 1
     monkeypatch.setattr(fastsets, "RACY_SECONDS", -60.0)  # as if it were old
-    build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "b.img", sets=[rescue])
     assert len(hashed) == 2 and len(memos(cache)) == 1
     assert memos(cache)[0].read_text().strip() == sha512(rescue)
-    res = build("rescue", image=tmp_path / "c.img", sets=[rescue])
+    res = build(service="rescue", image=tmp_path / "c.img", sets=[rescue])
     assert len(hashed) == 2  # neither hashed nor decompressed from the xz set
     assert res.manifest["sets"][0]["sha512"] == sha512(rescue)
     os.utime(rescue)  # touched: another key, hashed again
-    build("rescue", image=tmp_path / "d.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "d.img", sets=[rescue])
     assert len(hashed) == 3
     check_rescue_image(tmp_path / "d.img")
 
@@ -173,7 +176,7 @@ def test_digest_of_an_unchanged_set_file_is_remembered(cache: Path, rescue: Path
 def test_damaged_copy_is_detected_and_rebuilt(cache: Path, rescue: Path, tmp_path: Path,
                                               read_from: list[Path], damage: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     copy = cache / "fast" / f"{sha512(rescue)}.tar.zst"
     good = copy.read_bytes()
     raw = bytearray(good)
@@ -184,7 +187,7 @@ def test_damaged_copy_is_detected_and_rebuilt(cache: Path, rescue: Path, tmp_pat
     else:
         raw.clear()
     copy.write_bytes(raw)
-    res = build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    res = build(service="rescue", image=tmp_path / "b.img", sets=[rescue])
     assert "is damaged" in capsys.readouterr().err
     assert read_from == [rescue, copy, rescue]  # tried the copy, then the set itself
     assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
@@ -254,7 +257,7 @@ def test_no_copy_of_a_set_that_fails_to_read(cache: Path, rescue: Path, tmp_path
 def test_fetched_set_copy_is_named_by_the_published_digest(cache: Path, rescue: Path,
                                                            tmp_path: Path,
                                                            read_from: list[Path]) -> None:
-    from smolfs.fetch import DEFAULT_RELEASE, set_filename
+    from smolfs.sets.fetch import DEFAULT_RELEASE, set_filename
 
     name = set_filename("rescue", DEFAULT_RELEASE, "amd64")
     sets = tmp_path / "mirror/pub/NetBSD" / f"NetBSD-{DEFAULT_RELEASE}" / "amd64/binary/sets"
@@ -265,8 +268,8 @@ def test_fetched_set_copy_is_named_by_the_published_digest(cache: Path, rescue: 
     digest = hashlib.sha512(data).hexdigest()
     (sets / "SHA512").write_text(f"SHA512 ({name}) = {digest}\n")
     mirror = f"file://{tmp_path / 'mirror'}"
-    build("rescue", image=tmp_path / "a.img", sets="rescue", mirror=mirror)
-    build("rescue", image=tmp_path / "b.img", sets="rescue", offline=True)
+    build(service="rescue", image=tmp_path / "a.img", sets="rescue", mirror=mirror)
+    build(service="rescue", image=tmp_path / "b.img", sets="rescue", offline=True)
     assert read_from[1] == cache / "fast" / f"{digest}.tar.zst"
     assert (tmp_path / "a.img").read_bytes() == (tmp_path / "b.img").read_bytes()
 
@@ -291,10 +294,10 @@ def test_prune_removes_unused_copies_and_stale_temporaries(tmp_path: Path) -> No
 
 def test_using_a_copy_keeps_it_from_being_pruned(cache: Path, rescue: Path,
                                                  tmp_path: Path) -> None:
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     copy = cache / "fast" / f"{sha512(rescue)}.tar.zst"
     os.utime(copy, (1, 1))
-    build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "b.img", sets=[rescue])
     assert time.time() - copy.stat().st_mtime < 60
     assert json.loads((tmp_path / "b.img.json").read_text())["sets"][0]["file"] == rescue.name
 
@@ -303,8 +306,8 @@ def test_using_a_copy_keeps_it_from_being_pruned(cache: Path, rescue: Path,
 def test_no_copy_of_a_set_already_quick_to_read(cache: Path, tmp_path: Path,
                                                 read_from: list[Path], compression: str) -> None:
     archive = setsynth.make_set(tmp_path, "rescue", compression)
-    build("rescue", image=tmp_path / "a.img", sets=[archive])
-    build("rescue", image=tmp_path / "b.img", sets=[archive])
+    build(service="rescue", image=tmp_path / "a.img", sets=[archive])
+    build(service="rescue", image=tmp_path / "b.img", sets=[archive])
     assert read_from == [archive, archive]
     assert not (cache / "fast").exists()
     check_rescue_image(tmp_path / "b.img")
@@ -334,7 +337,7 @@ def test_full_disk_while_keeping_a_copy_only_costs_speed(cache: Path, rescue: Pa
 
     monkeypatch.setattr(fastsets.Writer, "start", classmethod(start))
     monkeypatch.setattr(fastsets, "_warned", set())
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     assert "no space left" in capsys.readouterr().err
     assert copies(cache) == []  # neither the copy nor its temporary file
     check_rescue_image(tmp_path / "a.img")
@@ -345,7 +348,7 @@ def test_tree_conflict_in_a_later_set_keeps_the_copy(cache: Path, rescue: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     """An earlier set has a directory where the set read from its copy has a file: the
     build fails naming the conflict and the set (not the copy); the copy is not damaged."""
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     copy = cache / "fast" / f"{sha512(rescue)}.tar.zst"
     good = copy.read_bytes()
     link = next(e for e in setsynth.entries("rescue") if e.type == "hardlink")
@@ -356,7 +359,7 @@ def test_tree_conflict_in_a_later_set_keeps_the_copy(cache: Path, rescue: Path,
         tf.addfile(ti)
     capsys.readouterr()
     with pytest.raises(InputError) as caught:
-        build("rescue", image=tmp_path / "b.img", sets=[conflict, rescue])
+        build(service="rescue", image=tmp_path / "b.img", sets=[conflict, rescue])
     assert not isinstance(caught.value, ArchiveCorrupt)
     assert str(caught.value) == f"{rescue}: {link.path} is a directory"
     assert "damaged" not in capsys.readouterr().err
@@ -388,7 +391,7 @@ def test_disk_full_for_the_build_too_keeps_the_copy(cache: Path, rescue: Path, t
     (here: a file size limit). The build fails naming the directory and the cause, not
     the set; a copy already made stays, a copy being made leaves nothing behind."""
     if warm:
-        build("rescue", image=tmp_path / "a.img", sets=[rescue])
+        build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     before = sorted((cache / "fast").iterdir()) if warm else []
     tar_size = len(lzma.decompress(rescue.read_bytes()))
     assert tar_size > 256 << 10
@@ -405,7 +408,7 @@ def test_disk_full_for_the_build_too_keeps_the_copy(cache: Path, rescue: Path, t
 def test_no_space_for_the_spool_keeps_the_copy(cache: Path, rescue: Path, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch,
                                                read_from: list[Path]) -> None:
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     copy = cache / "fast" / f"{sha512(rescue)}.tar.zst"
     good = copy.read_bytes()
 
@@ -414,7 +417,7 @@ def test_no_space_for_the_spool_keeps_the_copy(cache: Path, rescue: Path, tmp_pa
 
     monkeypatch.setattr(os, "pwrite", full)
     with pytest.raises(WriteError) as caught:
-        build("rescue", image=tmp_path / "b.img", sets=[rescue])
+        build(service="rescue", image=tmp_path / "b.img", sets=[rescue])
     assert str(caught.value).startswith(f"no space left on device in {tmp_path} ")
     assert read_from == [rescue, copy]
     assert copy.read_bytes() == good
@@ -437,11 +440,11 @@ def test_no_copy_started_on_a_nearly_full_disk(cache: Path, rescue: Path, tmp_pa
         return real(path)
 
     monkeypatch.setattr(os, "statvfs", statvfs)
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     assert asked and copies(cache) == []
     assert "warning" not in capsys.readouterr().err  # quietly: only the speed-up is lost
     Almost.f_bavail += 1
-    build("rescue", image=tmp_path / "b.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "b.img", sets=[rescue])
     assert copies(cache) == [f"{sha512(rescue)}.tar.zst"]
 
 
@@ -460,7 +463,7 @@ def test_failed_copy_frees_its_space_at_once(cache: Path, rescue: Path, tmp_path
 
     monkeypatch.setattr(fastsets.Writer, "__call__", call)
     monkeypatch.setattr(fastsets, "_warned", set())
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     assert seen and not any(seen)
     assert copies(cache) == []
     check_rescue_image(tmp_path / "a.img")
@@ -473,7 +476,7 @@ def test_temporary_copy_of_another_writer_with_our_pid_is_left_alone(
     fast.mkdir(parents=True)
     theirs = fast / f".{sha512(rescue)}.{os.getpid()}.tmp"
     theirs.write_bytes(b"being written")
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     assert theirs.read_bytes() == b"being written"
     assert copies(cache) == sorted([theirs.name, f"{sha512(rescue)}.tar.zst"])
 
@@ -485,7 +488,7 @@ def test_error_while_hashing_a_set_is_one_line(cache: Path, rescue: Path, tmp_pa
 
     monkeypatch.setattr(FastCopies, "_file_digest", boom)
     with pytest.raises(InputError, match=f"set archive {rescue}: .*no hash today"):
-        build("rescue", image=tmp_path / "a.img", sets=[rescue])
+        build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     assert not (tmp_path / "a.img").exists()
 
 
@@ -516,7 +519,7 @@ def test_first_set_does_not_wait_for_the_others_digests(cache: Path, rescue: Pat
 
     monkeypatch.setattr(fastsets, "recall_digest", recall)
     monkeypatch.setattr(smolfs_sources, "add_archive", add)
-    build("rescue", image=tmp_path / "a.img", sets=[rescue, base])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue, base])
     assert waited == [True]
 
 
@@ -533,9 +536,9 @@ def test_failed_build_leaves_no_thread_hashing(cache: Path, rescue: Path, tmp_pa
         raise InputError("cannot create a spool file")
 
     monkeypatch.setattr(fastsets, "recall_digest", slow)
-    monkeypatch.setattr(smolfs_sources, "Spool", no_spool)
+    monkeypatch.setattr(smolfs_spool, "Spool", no_spool)
     with pytest.raises(InputError, match="spool"):
-        build("rescue", image=tmp_path / "a.img", sets=[rescue])
+        build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     assert _digest_threads() == []
     time.sleep(0.7)
     assert memos(cache) == []  # stopped, not finished in the background
@@ -544,7 +547,7 @@ def test_failed_build_leaves_no_thread_hashing(cache: Path, rescue: Path, tmp_pa
 def test_image_over_the_file_size_limit_names_the_image(cache: Path, rescue: Path,
                                                         tmp_path: Path) -> None:
     """The spool fits under the limit, the image does not: the error says so."""
-    build("rescue", image=tmp_path / "a.img", sets=[rescue])
+    build(service="rescue", image=tmp_path / "a.img", sets=[rescue])
     data = sum(len(e.data) for e in setsynth.entries("rescue") if e.type == "file")
     limit = data + (64 << 10)
     assert (tmp_path / "a.img").stat().st_size > limit

@@ -6,31 +6,33 @@ from pathlib import Path
 
 import pytest
 
-from smolfs.build import fstab, is_archive_path, plan, set_name_of
 from smolfs.errors import InputError, UsageError
+from smolfs.image.content import fstab
+from smolfs.image.plan import plan
+from smolfs.sets.setfiles import is_archive_path, set_name_of
 
 
 def test_defaults_from_the_service(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SOURCE_DATE_EPOCH", "1234")
-    p = plan("rescue", release="10.1")
+    p = plan(service="rescue", release="10.1")
     assert (p.set_tokens, p.ro, p.fs, p.size_mb) == (("rescue",), True, "ffs", None)
     assert p.image == Path("rescue-amd64.img") and p.now == 1234
-    p = plan("base", release="10.1", arch="i386", ro=True, fs="ext2", size_mb=300,
+    p = plan(service="base", release="10.1", arch="i386", ro=True, fs="ext2", size_mb=300,
              image="b.img", sets="base, etc comp")
     assert (p.set_tokens, p.ro, p.fs, p.size_mb) == (("base", "etc", "comp"), True, "ext2", 300)
     assert p.arch.value == "i386" and p.image == Path("b.img")
-    assert plan("rescue", release="10.1", ro=False).ro is False  # --rw beats RO=yes
-    p = plan("rescue", release="10.1", sets=["a.tgz", tmp_path / "my dir/b.tar.xz"])
+    assert plan(service="rescue", release="10.1", ro=False).ro is False  # --rw beats RO=yes
+    p = plan(service="rescue", release="10.1", sets=["a.tgz", tmp_path / "my dir/b.tar.xz"])
     assert p.set_tokens == ("a.tgz", str(tmp_path / "my dir/b.tar.xz"))
 
 
 def test_services_without_sets_default_to_rescue(tmp_path: Path) -> None:
     (tmp_path / "s/etc").mkdir(parents=True)
     (tmp_path / "s/etc/rc").write_text("#!/bin/sh\n")
-    p = plan("s", services_dir=tmp_path, image=tmp_path / "s.img", release="9.3")
+    p = plan(service="s", services_dir=tmp_path, image=tmp_path / "s.img", release="9.3")
     assert (p.set_tokens, p.ro, p.fs, p.release) == (("rescue",), False, "ffs", "9.3")
-    assert plan("s", services_dir=tmp_path, image=tmp_path / "s.img").release is None
+    assert plan(service="s", services_dir=tmp_path, image=tmp_path / "s.img").release is None
 
 
 @pytest.mark.parametrize(("kwargs", "err", "needle"), [
@@ -44,13 +46,13 @@ def test_bad_arguments(kwargs: dict, err: type, needle: str,  # type: ignore[typ
                        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(err) as exc:
-        plan("rescue", release="10.1", **kwargs)
+        plan(service="rescue", release="10.1", **kwargs)
     assert needle in exc.value.message
 
 
 def test_image_is_a_directory(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="is a directory"):
-        plan("rescue", image=tmp_path, release="10.1")
+        plan(service="rescue", image=tmp_path, release="10.1")
 
 
 def test_set_tokens() -> None:
@@ -68,9 +70,9 @@ def test_fstab() -> None:
 
 def test_package_level_build_stays_callable() -> None:
     import smolfs
-    import smolfs.build
+    import smolfs.image.build
 
-    # the submodule import made smolfs.build the module: calling it still builds
-    assert callable(smolfs.build)
+    # importing the module that holds it does not hide the package's function
+    assert callable(smolfs.build) and smolfs.build is smolfs.image.build.build
     with pytest.raises(InputError, match="unknown service"):
-        smolfs.build("no-such-service")
+        smolfs.build(service="no-such-service")

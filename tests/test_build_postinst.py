@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, live_processes
-from smolfs import postinst
 from smolfs.errors import InputError
-from smolfs.postinst import (
+from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.image import postinst
+from smolfs.image.postinst import (
     PostinstError,
     PostinstTimeout,
     bwrap_problem,
@@ -27,7 +28,6 @@ from smolfs.postinst import (
     run_scripts,
     script_argv,
 )
-from smolfs.tree import BytesData, Kind, Node, Tree
 
 
 @pytest.fixture(autouse=True)
@@ -452,7 +452,7 @@ def build_cli(*args: str | Path, cwd: Path, env: dict[str, str] | None = None,
 ])
 def test_build_fails_on_a_script_past_its_limit(tmp_path: Path, conf: str,
                                                 flag: list[str]) -> None:
-    setsynth = pytest.importorskip("setsynth")
+    setsynth = pytest.importorskip("helpers.setsynth")
     marker = str(uuid.uuid4().int)[:12]
     svc = tmp_path / "svcs/hang"
     (svc / "etc").mkdir(parents=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from smolfs.staging import (
+from smolfs.image.staging import (
     OWNER,
     PREFIX,
     YOUNG_SECONDS,
@@ -128,13 +128,13 @@ def test_an_ignored_sighup_stays_ignored(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["root", "home", "tmp", "owner", "image"])
 def test_an_image_may_bear_the_name_of_a_staging_entry(tmp_path: Path, name: str) -> None:
-    from smolfs.build import build
+    from smolfs.image.build import build
 
-    setsynth = pytest.importorskip("setsynth")
+    setsynth = pytest.importorskip("helpers.setsynth")
     rescue = setsynth.make_set(tmp_path / "rescue.tar.xz", kind="rescue")
     out = tmp_path / "out"
     out.mkdir()
-    build("bozohttpd", image=out / name, sets=[rescue], fast_copies=False)
+    build(service="bozohttpd", image=out / name, sets=[rescue], fast_copies=False)
     assert sorted(p.name for p in out.iterdir()) == [name, f"{name}.json"]
 
 
@@ -143,7 +143,7 @@ def test_a_staging_directory_that_cannot_be_made_is_one_line(
     import errno
     import tempfile
 
-    from smolfs.sources import WriteError
+    from smolfs.sets.spool import WriteError
 
     def full(**_: object) -> str:
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -19,15 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from fsimage import SparseData, refused_as_too_small, write_image
+from helpers.fsimage import SparseData, refused_as_too_small, write_image
 
-from smolfs import ext2
 from smolfs.errors import FilesystemLimitError, UsageError
-from smolfs.ext2 import Ext2Options, minimum_size
-from smolfs.ext2 import structs as S
-from smolfs.ext2.layout import has_super, rdev_encode
-from smolfs.sources import add_directory
-from smolfs.tree import BytesData, Data, FileData, Kind, Node, Tree
+from smolfs.fs import ext2
+from smolfs.fs.ext2 import Ext2Options, minimum_size
+from smolfs.fs.ext2 import structs as S
+from smolfs.fs.ext2.layout import has_super, rdev_encode
+from smolfs.fs.tree import BytesData, Data, FileData, Kind, Node, Tree
+from smolfs.sets.hostdir import add_directory
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("e2fsck") and shutil.which("debugfs") and shutil.which("dumpe2fs")),

@@ -14,13 +14,13 @@ import random
 import tempfile
 from pathlib import Path
 
-from fsimage import SparseData
+from helpers.fsimage import SparseData
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_ext2 import T0, compare, fsck, make_image, pytestmark  # noqa: F401
 
-from smolfs.ext2 import Ext2Options, minimum_size
-from smolfs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.ext2 import Ext2Options, minimum_size
+from smolfs.fs.tree import BytesData, Kind, Node, Tree
 
 DOUBLE_INDIRECT_1K = (12 + 256) * 1024  # first byte reached through the double indirect block
 

@@ -1,4 +1,4 @@
-"""smolfs.fetch against a real HTTP server on 127.0.0.1 serving a synthetic release tree."""
+"""smolfs.sets.fetch against a real HTTP server on 127.0.0.1 serving a synthetic release tree."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakemirror import FakeMirror, build_release, make_set, write_sha512
+from helpers.fakemirror import FakeMirror, build_release, make_set, write_sha512
 
-from smolfs import mirror as transport
-from smolfs.cache import default_cache_dir
 from smolfs.errors import ChecksumMismatch, FetchError, UsageError
-from smolfs.fetch import (
+from smolfs.sets import mirror as transport
+from smolfs.sets.cache import default_cache_dir
+from smolfs.sets.fetch import (
     DEFAULT_RELEASE,
     NoSpace,
     NotCached,
@@ -29,7 +29,7 @@ from smolfs.fetch import (
     parse_sha512,
     set_filename,
 )
-from smolfs.mirror import MirrorUnreachable
+from smolfs.sets.mirror import MirrorUnreachable
 
 SETS = "pub/NetBSD/NetBSD-10.1/amd64/binary/sets"
 
@@ -248,8 +248,8 @@ def test_unchanged_cached_file_is_not_hashed_again(server: FakeMirror, cache: Pa
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """A digest checked once is remembered for the file in its exact state; any change to
     the file (a new ctime) makes the next use hash it, and a damaged file is caught."""
-    from smolfs import cache as cache_mod
-    from smolfs import fastsets
+    from smolfs.sets import cache as cache_mod
+    from smolfs.sets import fastsets
 
     monkeypatch.setattr(fastsets, "RACY_SECONDS", 0.0)  # the file is seconds old, not minutes
     hashed: list[str] = []
@@ -479,7 +479,7 @@ class FakeTTY(io.StringIO):
 
 
 def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
-    from smolfs import progress
+    from smolfs.sets import progress
 
     monkeypatch.setattr(progress, "REDRAW", 0.0)
     out = FakeTTY()
@@ -531,7 +531,7 @@ def test_kernel_by_url(tmp_path: Path, cache: Path) -> None:
 
 
 def test_available(server: FakeMirror, tmp_path: Path, cache: Path) -> None:
-    from smolfs.fetch import available
+    from smolfs.sets.fetch import available
 
     found = available("9.4", "i386", mirror=server.url, cache_dir=cache)
     assert found == {"sets": ["etc", "rescue"], "kernels": ["GENERIC"]}

@@ -1,6 +1,6 @@
 """The FFS writer, judged by readers that did not write the image: sleuthkit
 (fls, istat, icat, fsstat, blkls), NetBSD's makefs, and an independent reader
-(tests/ffsread.py) that recomputes every map and summary from the inodes."""
+(tests/helpers/ffsread.py) that recomputes every map and summary from the inodes."""
 
 from __future__ import annotations
 
@@ -11,15 +11,15 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import ffsread
 import pytest
-from fsimage import SparseData, fsck_ffs, refused_as_too_small, write_image
+from helpers import ffsread
+from helpers.fsimage import SparseData, fsck_ffs, refused_as_too_small, write_image
 
-from smolfs import ffs
 from smolfs.errors import FilesystemLimitError, InputError, UsageError
-from smolfs.ffs import FfsOptions, minimum_size, write
-from smolfs.ffs.writer import makedev
-from smolfs.tree import BytesData, FileData, Kind, Node, Tree
+from smolfs.fs import ffs
+from smolfs.fs.ffs import FfsOptions, minimum_size, write
+from smolfs.fs.ffs.writer import makedev
+from smolfs.fs.tree import BytesData, FileData, Kind, Node, Tree
 
 T0 = 1_700_000_000
 needs_tsk = pytest.mark.skipif(shutil.which("fls") is None, reason="sleuthkit not installed")
@@ -378,7 +378,7 @@ def test_makedev_is_netbsds_encoding() -> None:
 def test_set_bits_matches_a_naive_bitmap() -> None:
     import random
 
-    from smolfs.ffs.cylgroup import set_bits
+    from smolfs.fs.ffs.cylgroup import set_bits
 
     rng = random.Random(5)
     for _ in range(300):

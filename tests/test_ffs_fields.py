@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import REPO
-from smolfs.ffs import fields
-from smolfs.ffs import structs as s
+from smolfs.fs.ffs import fields
+from smolfs.fs.ffs import structs as s
 
 DECLS = {
     "Superblock": (s.Superblock, s.SUPERBLOCK),
@@ -69,7 +69,8 @@ def test_packed_agrees_with_construct(name: str) -> None:
 
 
 def test_ffs_writer_does_not_import_construct() -> None:
-    code = ("import sys, smolfs.ffs, smolfs.build, smolfs.sources, smolfs.mkfs; "
+    code = ("import sys, smolfs.fs.ffs, smolfs.image.build, smolfs.sets.sources, "
+            "smolfs.image.mkfs; "
             "sys.exit('construct' in sys.modules)")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, check=False)
     assert r.returncode == 0, "importing the FFS writer imports construct"

@@ -9,14 +9,14 @@ import shutil
 import subprocess
 import tempfile
 
-import ffsread
-from fsimage import SparseData, fsck_ffs
+from helpers import ffsread
+from helpers.fsimage import SparseData, fsck_ffs
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 from test_ffs import check_with_reader
 
-from smolfs.ffs import FfsOptions, minimum_size, write
-from smolfs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.ffs import FfsOptions, minimum_size, write
+from smolfs.fs.tree import BytesData, Kind, Node, Tree
 
 T0 = 1_600_000_000
 BSIZE, FSIZE = 4096, 512
@@ -143,12 +143,12 @@ def test_random_trees(tree: Tree, version: int, extra: int) -> None:
        free_space=st.sampled_from([None, "100k", "10%"]))
 def test_random_trees_with_room(tree: Tree, version: int, size: str | None,
                                 free_files: str | None, free_space: str | None) -> None:
-    """Sizes, inode densities and -f/-b as smolfs.mkfs chooses them (default block
+    """Sizes, inode densities and -f/-b as smolfs.image.mkfs chooses them (default block
     sizes): every image read back, its maps recomputed, and NetBSD's fsck_ffs clean."""
     from pathlib import Path
 
     from smolfs.errors import ImageTooSmall
-    from smolfs.mkfs import Room, write_image
+    from smolfs.image.mkfs import Room, write_image
 
     note(repr([(p, n.kind.name, n.size) for p, n in tree.walk()]))
     with tempfile.TemporaryDirectory() as tmp:

@@ -176,7 +176,7 @@ def test_startnb_script_reaches_the_fast_path_without_heavy_imports() -> None:
     script = (REPO / "bin" / "startnb").read_text()
     assert script.startswith("#!python\n") and script.rstrip().endswith("sys.exit(main())")
     code = (script.rstrip().removesuffix("sys.exit(main())")
-            + "import launcher.fastpath, launcher.keeper, smolfs.staleness\n"
+            + "import launcher.fastpath, launcher.keeper, smolfs.image.staleness\n"
             "heavy = {'re', 'enum', 'typing', 'argparse', 'subprocess', 'threading',\n"
             "         'pathlib', 'contextlib', 'signal', 'collections', 'json'}\n"
             "print(sorted(heavy & set(sys.modules)))\n")
@@ -229,7 +229,7 @@ def service_plan(cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     """A plan of ``startnb web``: its image's staleness snapshot, as the builder left it."""
     import json
 
-    from smolfs import staleness
+    from smolfs.image import staleness
 
     monkeypatch.setenv("MKSMOLNB_QEMU", "true")
     monkeypatch.chdir(tmp_path)

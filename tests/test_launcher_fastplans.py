@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from fakemirror import FakeMirror
+from helpers.fakemirror import FakeMirror
 from kernels import TestKernels
 from test_launcher_glue import mirror, services  # noqa: F401  (fixtures)
 
@@ -223,7 +223,8 @@ def test_service_strip_plan_spawns_without_heavy_imports(
             "smoltest.exit=1", *DEBUG_EXIT]
     code = ("import sys\nfrom launcher.fastpath import try_fast\n"
             f"key, spawned = try_fast({full!r})\n"
-            "heavy = {'re', 'json', 'hashlib', 'argparse', 'typing', 'enum', 'smolfs.build',\n"
+            "heavy = {'re', 'json', 'hashlib', 'argparse', 'typing', 'enum',\n"
+            "         'smolfs.image.build',\n"
             "         'kstrip', 'elftools', 'launcher.boot', 'launcher.glue'}\n"
             "print(spawned is not None, sorted(heavy & set(sys.modules)))\n"
             "if spawned is not None:\n    spawned.kill()\n")

@@ -1,8 +1,8 @@
-"""The glue to kstrip (``--strip``) and smolfs.build (``startnb SERVICE``).
+"""The glue to kstrip (``--strip``) and smolfs.image.build (``startnb SERVICE``).
 
 ``--strip`` goes through a stand-in honouring kstrip's agreed signature (the launcher's
 side of the contract: call shape, caching by digest, errors). ``startnb SERVICE`` runs
-the real ``smolfs.build`` against a real HTTP mirror on 127.0.0.1 publishing synthetic
+the real ``smolfs.image.build`` against a real HTTP mirror on 127.0.0.1 publishing synthetic
 sets and the smoltest kernels as ``netbsd-SMOLTEST.gz`` of several releases and
 architectures, then boots the result under QEMU: the guest tells which kernel came.
 """
@@ -20,8 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import setsynth
-from fakemirror import FakeMirror, release_tree, write_sha512
+from helpers import setsynth
+from helpers.fakemirror import FakeMirror, release_tree, write_sha512
 from kernels import TestKernels, parse_console
 
 from launcher.glue import strip_kernel
@@ -71,8 +71,8 @@ def test_strip_cache_found_by_stat_and_made_again_when_changed(
     info = inspect_kernel(kernel, cache=tmp_path)
     out = strip_kernel(info, cache=tmp_path)
     hashed: list[Path] = []
-    real_sha = glue._sha256
-    monkeypatch.setattr(glue, "_sha256", lambda p: hashed.append(p) or real_sha(p))
+    real_sha = glue.sha256_of
+    monkeypatch.setattr(glue, "sha256_of", lambda p: hashed.append(p) or real_sha(p))
     assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 1 and not hashed
     out.write_bytes(b"damaged")  # the cache entry changed: stripped again
     assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 2
@@ -234,12 +234,12 @@ def test_service_ready_line_is_the_default_readiness(tmp_path: Path, mirror: Fak
 
 
 def _build_service(cwd: Path, mirror: FakeMirror, services: Path) -> tuple[bool, str]:
-    """``build_service`` in a fresh interpreter: (was smolfs.build imported, stderr)."""
+    """``build_service`` in a fresh interpreter: (was smolfs.image.build imported, stderr)."""
     code = ("import sys\nfrom launcher.glue import build_service\n"
             f"img, kernel, ready, ro = build_service('rescue', None, kernel='SMOLTEST', "
             f"services_dir={str(services)!r})\n"
             "assert img.is_file() and kernel is not None and kernel.is_file() and ro\n"
-            "print('smolfs.build' in sys.modules)\n")
+            "print('smolfs.image.build' in sys.modules)\n")
     env = dict(os.environ, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(cwd / "cache"))
     r = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True,
                        text=True, timeout=120, check=True)

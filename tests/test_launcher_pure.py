@@ -374,7 +374,7 @@ def test_launcher_and_smolfs_share_one_cache(monkeypatch: pytest.MonkeyPatch, ca
                                              xdg: str | None) -> None:
     """Kernels the launcher caches and sets smolfs fetches live under the same root."""
     from launcher.kernel import cache_dir
-    from smolfs.cache import default_cache_dir
+    from smolfs.sets.cache import default_cache_dir
 
     for var, value in (("MKSMOLNB_CACHE", cache), ("XDG_CACHE_HOME", xdg)):
         if value is None:

@@ -9,8 +9,8 @@ import subprocess
 import sys
 
 import pytest
-import setsynth
-from fsimage import fsck_ffs
+from helpers import setsynth
+from helpers.fsimage import fsck_ffs
 
 from conftest import REPO
 
@@ -22,7 +22,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 
 def has_writer(fstype: str) -> bool:
-    module = importlib.import_module(f"smolfs.{fstype}")
+    module = importlib.import_module(f"smolfs.fs.{fstype}")
     return hasattr(module, "write") and hasattr(module, "minimum_size")
 
 
@@ -47,11 +47,11 @@ def test_help_teaches():
 
 
 def test_verb_module_is_cheap_to_import():
-    code = ("import sys, smolfs.cmd_mkfs; "
+    code = ("import sys, smolfs.cli.mkfs; "
             "print(sorted(m for m in sys.modules if m.startswith('smolfs')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO, check=True).stdout
-    assert "smolfs.sources" not in out and "smolfs.mkfs'" not in out
+    assert "smolfs.sets.sources" not in out and "smolfs.image.mkfs'" not in out
 
 
 def test_usage_errors(tmp_path):
@@ -189,6 +189,6 @@ def test_size_over_the_bound_needs_force(tmp_path):
     proc = run("-s", "65g", "--force", out / "o.img", src)
     assert proc.returncode == 0, proc.stderr
     assert os.stat(out / "o.img").st_size == 65 << 30
-    from smolfs.fsstat import stat_image
+    from smolfs.fs.fsstat import stat_image
 
     assert stat_image(out / "o.img").size == 65 << 30  # (fsck_ffs takes 15 s over it)

@@ -1,4 +1,4 @@
-"""Images written by ``smolfs.mkfs`` from NetBSD-shaped sets, a directory and a spec,
+"""Images written by ``smolfs.image.mkfs`` from NetBSD-shaped sets, a directory and a spec,
 judged by readers that did not write them: e2fsck and debugfs (ext2), sleuthkit
 (ffs). Every entry of the sources is looked up and compared."""
 
@@ -13,10 +13,10 @@ import stat
 import subprocess
 
 import pytest
-import setsynth
-from fsimage import fsck_ffs
+from helpers import setsynth
+from helpers.fsimage import fsck_ffs
 
-from smolfs.mkfs import mkfs
+from smolfs.image.mkfs import mkfs
 
 SPEC = """\
 /set type=file uname=root gname=wheel
@@ -30,7 +30,7 @@ KINDS = ("rescue", "base", "etc", "dev")
 
 
 def has_writer(fstype: str) -> bool:
-    return hasattr(importlib.import_module(f"smolfs.{fstype}"), "write")
+    return hasattr(importlib.import_module(f"smolfs.fs.{fstype}"), "write")
 
 
 def tool(name: str) -> str:

@@ -3,7 +3,7 @@
 A fixed size gets the C tools' inode density for that size; an automatic size gets
 free inodes in proportion to its free space; ``-f``/``-b`` (makefs) ask for more.
 Every image is judged by NetBSD's ``fsck_ffs`` (when ``$MKSMOLNB_NETBSD_DIR`` has it)
-or ``e2fsck -fn``; the totals read by :mod:`smolfs.fsstat` are checked against what
+or ``e2fsck -fn``; the totals read by :mod:`smolfs.fs.fsstat` are checked against what
 those checkers and ``dumpe2fs`` report.
 """
 
@@ -15,13 +15,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from fsimage import fsck_ffs, fsck_ffs_path
+from helpers.fsimage import fsck_ffs, fsck_ffs_path
 
-from smolfs import ext2, ffs
 from smolfs.errors import ImageTooSmall, UsageError
-from smolfs.fsstat import stat_image
-from smolfs.mkfs import Room, parse_free, write_image
-from smolfs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs import ext2, ffs
+from smolfs.fs.fsstat import stat_image
+from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.image.mkfs import Room, parse_free, write_image
 
 T0 = 1_700_000_000
 MIB = 1 << 20

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.runner import Runner
 from kernels import TestKernels
-from runner import Runner
 
 from launcher.stagescan import StageDetector, guest_end
 
@@ -152,7 +152,7 @@ def test_detached_vm_that_ends_is_stopped_and_forgotten(runner: Runner, pvh: Pat
 def halting_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The rescue set with an rc that says it is ready, then ``halt -p``: on these
     kernels (no ACPI) NetBSD halts and QEMU runs on."""
-    from genuine import netbsd_root, rescue_set
+    from helpers.genuine import netbsd_root, rescue_set
 
     root = netbsd_root()
     out = tmp_path_factory.mktemp("halting")
@@ -176,7 +176,7 @@ def halting_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 @pytest.mark.parametrize("detach", [False, True], ids=["attached", "detached"])
 def test_genuine_halt_ends_the_vm(runner: Runner, halting_image: Path, detach: bool) -> None:
-    from genuine import BOOT_TIMEOUT, first, netbsd_root
+    from helpers.genuine import BOOT_TIMEOUT, first, netbsd_root
 
     kernel = Path(shutil.copy(first(netbsd_root(), "netbsd"), runner.workdir / "netbsd"))
     args = ["-k", str(kernel), "-i", str(halting_image), "--ro", "-N", "--json",
@@ -216,7 +216,7 @@ def test_genuine_halt_ends_the_vm(runner: Runner, halting_image: Path, detach: b
     "panic: init died (signal 0, exit 1)",
 ])
 def test_error_line_catches_real_failures(line: str) -> None:
-    from genuine import error_lines
+    from helpers.genuine import error_lines
 
     assert error_lines(f"NetBSD 7.99.4\nroot file system type: ffs\n{line}\n") == [line]
 
@@ -224,7 +224,7 @@ def test_error_line_catches_real_failures(line: str) -> None:
 def test_error_line_spares_clean_genuine_consoles() -> None:
     """The kernel's own lines before the root is mounted ("... not configured", "Kernel
     symbol table invalid!") are not looked at; the clean consoles have no error line."""
-    from genuine import error_lines
+    from helpers.genuine import error_lines
 
     clean = ("vendor 8086 product 7010 (IDE mass storage, interface 0x80) at pci0 dev 1 "
              "function 1 not configured\n[ Kernel symbol table invalid! ]\n"
@@ -287,7 +287,7 @@ def test_one_keeper_beside_a_detached_vm_goes_with_its_qemu(runner: Runner, pvh:
 ])
 def test_recorded_genuine_consoles(name: str, kind: str | None, line: str | None) -> None:
     """The consoles recorded beside the shared kernels (``console/``), fed line by line."""
-    from genuine import first, netbsd_root
+    from helpers.genuine import first, netbsd_root
 
     path = first(netbsd_root() / "console", name)
     det = StageDetector()

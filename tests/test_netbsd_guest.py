@@ -1,7 +1,7 @@
 """NetBSD itself judges the images smolfs writes.
 
 For each kind of filesystem smolfs writes (FFS UFS1 and UFS2, ext2 revisions 1 and 0), a
-read-only and a read-write root: ``smolfs.mkfs`` writes a NetBSD-shaped tree
+read-only and a read-write root: ``smolfs.image.mkfs`` writes a NetBSD-shaped tree
 (:mod:`nbtree`) plus the genuine rescue set, ``startnb`` boots it on the genuine amd64
 kernel with a second virtio disk, and the image's own ``/etc/rc``
 (``tests/guest/fscheck/rc``) has NetBSD
@@ -15,7 +15,7 @@ kernel with a second virtio disk, and the image's own ``/etc/rc``
   links, renames, deletes, an append), sync, remount read-only, check again and halt.
 
 After a read-write boot the host reads the image with readers that share nothing with
-smolfs (``tests/ffsread.py`` and sleuthkit for FFS, ``debugfs`` for ext2) and runs
+smolfs (``tests/helpers/ffsread.py`` and sleuthkit for FFS, ``debugfs`` for ext2) and runs
 NetBSD's ``fsck_ffs -n -f -F`` / ``e2fsck -fn``: every original file intact, every
 written file as the rc's rules (mirrored by :func:`written`) say. One boot per case.
 """
@@ -36,10 +36,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import ffsread
-import nbtree
 import pytest
-from nbtree import Want
+from helpers import ffsread, nbtree
+from helpers.nbtree import Want
 
 from conftest import qemu_pids
 
@@ -297,7 +296,7 @@ def group_links(got: dict[str, Want], inode_of: dict[str, int]) -> dict[str, Wan
 
 
 def read_ffs(image: Path) -> dict[str, Want]:
-    """The image as tests/ffsread.py reads it (maps and summaries recomputed too)."""
+    """The image as tests/helpers/ffsread.py reads it (maps and summaries recomputed too)."""
     img = image.read_bytes()
     fs = ffsread.read_image(img)
     ffsread.check_allocation(img, fs, old_totals=False)  # NetBSD wrote it

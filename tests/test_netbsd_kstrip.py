@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from genuine import (
+from helpers.genuine import (
     BOOT_TIMEOUT,
     assert_stages_in_order,
     boot_detached,
@@ -28,7 +28,7 @@ from genuine import (
     netbsd_root,
     rescue_set,
 )
-from runner import Runner
+from helpers.runner import Runner
 
 pytestmark = [pytest.mark.netbsd]
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 
 import pytest
-from fsimage import fsck_ffs
+from helpers.fsimage import fsck_ffs
 
-from smolfs.fsstat import stat_image
+from smolfs.fs.fsstat import stat_image
 
 pytestmark = [pytest.mark.netbsd, pytest.mark.qemu, pytest.mark.slow]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import guest
 import pytest
-from genuine import (
+from helpers.genuine import (
     BOOT_TIMEOUT,
     assert_stages_in_order,
     boot_detached,
@@ -36,7 +36,7 @@ from genuine import (
     report_of,
     rescue_set,
 )
-from runner import Runner
+from helpers.runner import Runner
 
 pytestmark = [pytest.mark.netbsd, pytest.mark.qemu, pytest.mark.slow]
 

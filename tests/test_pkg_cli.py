@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pkgsynth import SynthPkg, write_repo
+from helpers.pkgsynth import SynthPkg, write_repo
 from test_build import Image, ok, one_line_error, smolfs
 
 from conftest import REPO
@@ -85,12 +85,12 @@ def test_help_and_plain_builds_do_not_import_packages(tmp_path: Path) -> None:
     mods = _modules_after("from smolfs.__main__ import main\ntry:\n main(['--help'])\n"
                           "except SystemExit:\n pass")
     assert not {m for m in mods if m.startswith("smolfs.pkg")}
-    import setsynth
+    from helpers import setsynth
 
     setsynth.make_set(tmp_path / "rescue.tgz", kind="rescue", compression="gz")
     mods = _modules_after(
         f"import os\nos.environ['MKSMOLNB_CACHE'] = {str(tmp_path / 'c')!r}\n"
-        "from smolfs.build import build\n"
+        "from smolfs.image.build import build\n"
         f"build(image={str(tmp_path / 'x.img')!r}, sets=[{str(tmp_path / 'rescue.tgz')!r}])")
-    assert "smolfs.build" in mods
+    assert "smolfs.image.build" in mods
     assert not {m for m in mods if m.startswith("smolfs.pkg")}

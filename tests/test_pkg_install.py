@@ -12,16 +12,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from pkgsynth import SynthPkg, write_repo
+from helpers.pkgsynth import SynthPkg, write_repo
 from test_build import Image, ok, one_line_error, smolfs
 
-from smolfs.build import build
 from smolfs.errors import InputError
+from smolfs.fs.tree import Kind, Tree
+from smolfs.image.build import build
 from smolfs.pkg.install import Installer, PackageError, apply_mode
-from smolfs.sources import Spool
-from smolfs.tree import Kind, Tree
+from smolfs.sets.spool import Spool
 
-setsynth = pytest.importorskip("setsynth")
+setsynth = pytest.importorskip("helpers.setsynth")
 
 INSTALL = """#!/bin/sh
 # GROUP: www:3001
@@ -151,7 +151,7 @@ def test_service_conf_pkgs(sets: Path, tmp_path: Path) -> None:
     (svc / "etc").mkdir(parents=True)
     (svc / "etc" / "rc").write_text("#!/bin/sh\n")
     (svc / "service.conf").write_text(f"PKGS=libfoo\nPKG_REPO={repo}\n")
-    res = build("appsvc", services_dir=tmp_path / "svcs", image=tmp_path / "s.img",
+    res = build(service="appsvc", services_dir=tmp_path / "svcs", image=tmp_path / "s.img",
                 sets=[sets / "rescue.tgz"])
     assert "usr/pkg/lib/libfoo.so.1.2" in Image(res.image, "ffs").entries
 

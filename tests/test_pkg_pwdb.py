@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from pkgsynth import SynthPkg, write_repo
+from helpers.pkgsynth import SynthPkg, write_repo
 
 from conftest import REPO
 from smolfs.pkg import pwdb

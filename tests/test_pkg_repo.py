@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from fakemirror import FakeMirror
-from pkgsynth import SynthPkg, repo_path, write_repo
+from helpers.fakemirror import FakeMirror
+from helpers.pkgsynth import SynthPkg, repo_path, write_repo
 
 from smolfs.errors import ChecksumMismatch, FetchError, InputError, UsageError
 from smolfs.pkg.repo import NotCachedPkg, default_url, open_repository

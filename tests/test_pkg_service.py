@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 import test_services
-from pkgsynth import SynthPkg, write_repo
+from helpers.pkgsynth import SynthPkg, write_repo
 from test_build import Image
 
 from conftest import REPO
-from smolfs import service
-from smolfs.build import build
+from smolfs.image import service
+from smolfs.image.build import build
 
-setsynth = pytest.importorskip("setsynth")
+setsynth = pytest.importorskip("helpers.setsynth")
 
 #: What pkgsrc's www/caddy declares: a user of its own, a sample Caddyfile, an rc.d script.
 CADDY_INSTALL = """#!/bin/sh
@@ -67,7 +67,7 @@ def test_image(tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch) -> N
     base, etc = tmp_path / "base.tar.xz", tmp_path / "etc.tar.xz"
     setsynth.make_set(base, kind="base", compression="xz")
     setsynth.make_set(etc, kind="etc", compression="xz")
-    res = build("caddy", image=tmp_path / "caddy.img", sets=[base, etc])
+    res = build(service="caddy", image=tmp_path / "caddy.img", sets=[base, etc])
     img = Image(res.image, "ffs")
     assert img.owner_mode("usr/pkg/bin/caddy") == (0, 0, "rwxr-xr-x")
     assert img.read("usr/pkg/etc/caddy/Caddyfile").startswith(b":80 {")

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from smolfs import service
-from smolfs.devices import Arch, device_nodes, makedev
+from smolfs.arch import Arch
 from smolfs.errors import InputError, UsageError
-from smolfs.tree import Kind
+from smolfs.fs.tree import Kind
+from smolfs.image import service
+from smolfs.image.devices import device_nodes, makedev
 
 
 def make_service(root: Path, name: str, conf: str | None = None, rc: bool = True) -> Path:
@@ -50,11 +51,42 @@ def test_shipped_scripts_parse_as_sh(path: Path) -> None:
     assert r.returncode == 0, r.stderr
 
 
-def test_basicrc_sets_up_qemu_user_network() -> None:
-    text = (REPO / "services/common/basicrc").read_text()
-    for needle in ("ifconfig vioif0 inet 10.0.2.15/24", "route -q add default 10.0.2.2",
-                   "nameserver 10.0.2.3", "ifconfig lo0 127.0.0.1 up", "mount -a", "PATH="):
-        assert needle in text
+def _run_basicrc(tmp_path: Path, fstab: str, *, vioif0: bool = True) -> tuple[str, list[str]]:
+    """Source basicrc under bubblewrap (an /etc of its own: the host's stays untouched),
+    with mount, ifconfig and route replaced by functions that log their arguments."""
+    import shutil
+
+    if shutil.which("bwrap") is None:
+        pytest.skip("bubblewrap is not installed (setup.sh installs it)")
+    (tmp_path / "fstab").write_text(fstab)
+    log = tmp_path / "log"
+    fail = "" if vioif0 else '[ "$*" = vioif0 ] && return 1; '
+    script = (f'mount() {{ echo "mount $*" >>{log}; }}; '
+              f'ifconfig() {{ {fail}echo "ifconfig $*" >>{log}; }}; '
+              f'route() {{ echo "route $*" >>{log}; }}; '
+              f'. {REPO / "services/common/basicrc"}; '
+              'echo "PATH=$PATH"; cat /etc/resolv.conf 2>/dev/null || :')
+    r = subprocess.run(["bwrap", "--dev-bind", "/", "/", "--tmpfs", "/etc", "--ro-bind",
+                        str(tmp_path / "fstab"), "/etc/fstab", "sh", "-c", script],
+                       capture_output=True, text=True, timeout=60, check=False)
+    if r.returncode != 0 and "bwrap" in r.stderr:
+        pytest.skip(f"bubblewrap cannot run here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    return r.stdout, log.read_text().splitlines() if log.exists() else []
+
+
+def test_basicrc_sets_up_qemu_user_network(tmp_path: Path) -> None:
+    out, calls = _run_basicrc(tmp_path, "# comment\n/dev/ld0a / ffs rw 1 1\n")
+    assert calls == ["mount -u /", "mount -a", "ifconfig lo0 127.0.0.1 up", "ifconfig vioif0",
+                     "ifconfig vioif0 inet 10.0.2.15/24 up", "route -q add default 10.0.2.2"]
+    assert "PATH=/sbin:/bin:/usr/sbin:/usr/bin:/rescue:" in out
+    assert "nameserver 10.0.2.3" in out
+
+
+def test_basicrc_leaves_a_read_only_root_and_no_network_alone(tmp_path: Path) -> None:
+    out, calls = _run_basicrc(tmp_path, "/dev/ld0a / ffs ro 1 1\n", vioif0=False)
+    assert calls == ["mount -a", "ifconfig lo0 127.0.0.1 up"]  # no remount, no route
+    assert "nameserver" not in out
 
 
 def test_conf_postinst_keys(tmp_path: Path) -> None:
@@ -75,8 +107,9 @@ def test_conf_parsing(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("conf", "needle"), [
     ("SETS=base\nPORT=80\n",
-     "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS, READY, "
-     "POSTINST_TIMEOUT, POSTINST_BIND, PKGS, PKG_REPO)"),
+     "service.conf:2: unknown key 'PORT' (valid: SIZE_MB, SETS, FS, RO, HOSTNAME, PKGS, "
+     "PKG_REPO, POSTINST_TIMEOUT, READY, POSTINST_BIND)"),
+    ("HOSTNAME=web_1\n", "service.conf:1: HOSTNAME='web_1': expected a host name"),
     ("POSTINST_TIMEOUT=soon\n", "service.conf:1: POSTINST_TIMEOUT='soon': expected a number "
      "of seconds (0: no limit)"),
     ("POSTINST_TIMEOUT=-1\n", "POSTINST_TIMEOUT='-1': expected a number of seconds"),

@@ -10,20 +10,16 @@ import stat
 import tarfile
 
 import pytest
-import setsynth
+from helpers import setsynth
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smolfs.errors import InputError
-from smolfs.sources import (
-    ArchiveCorrupt,
-    Spool,
-    WriteError,
-    add_archive,
-    add_directory,
-    detect_format,
-)
-from smolfs.tree import Kind, Tree
+from smolfs.fs.tree import Kind, Tree
+from smolfs.sets.decompress import detect_format
+from smolfs.sets.hostdir import add_directory
+from smolfs.sets.sources import ArchiveCorrupt, add_archive
+from smolfs.sets.spool import Spool, WriteError
 
 TYPES = {"file": Kind.FILE, "dir": Kind.DIR, "symlink": Kind.SYMLINK, "char": Kind.CHR,
          "block": Kind.BLK, "fifo": Kind.FIFO}

@@ -1,4 +1,4 @@
-"""smolfs.staleness: an image is fresh for the launcher only while every input the build
+"""smolfs.image.staleness: an image is fresh for the launcher only while every input the build
 read keeps its stat, the request is the same, and the image is as the build left it."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from smolfs import staleness
+from smolfs.image import staleness
 
 VERSION = "9.9"
 
@@ -41,9 +41,11 @@ def built(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
 
 def ask(services: Path, **kw: object) -> list[object] | None:
+    from smolfs.image.options import BuildOptions, request
+
     args: dict[str, object] = {"arch": "amd64", "release": None, "kernel": "GENERIC",
                                "services_dir": str(services), **kw}
-    return staleness.request("web", None, **args)  # type: ignore[arg-type]
+    return staleness.request(request(BuildOptions(service="web", **args)))
 
 
 def is_fresh(b: dict[str, Path], **kw: object) -> bool:
@@ -130,11 +132,12 @@ def test_the_key_is_the_builders_and_reads_content(tmp_path: Path) -> None:
 
 
 def test_module_imports_os_only() -> None:
-    code = ("import sys; before = set(sys.modules); import smolfs.staleness\n"
+    code = ("import sys; before = set(sys.modules); import smolfs.image.staleness\n"
             "print(sorted(set(sys.modules) - before))")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=True, timeout=60)
-    assert set(eval(r.stdout)) <= {'__future__', 'smolfs', 'smolfs.staleness'}, r.stdout
+    assert set(eval(r.stdout)) <= {'__future__', 'smolfs', 'smolfs.image',
+                                'smolfs.image.staleness'}, r.stdout
 
 
 def test_a_rebuild_drops_the_record_of_the_image_it_replaces(built: dict[str, Path]) -> None:

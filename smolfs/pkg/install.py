@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from smolfs.errors import InputError
+from smolfs.fs.tree import BytesData, Kind, Node, Tree, split_path
 from smolfs.pkg import archive, installscript, pattern
 from smolfs.pkg.plist import with_prefix
 from smolfs.pkg.summary import Package
 from smolfs.pkg.users import Accounts
-from smolfs.tree import BytesData, Kind, Node, Tree, split_path
 
 PKG_DBDIR = "/usr/pkg/pkgdb"
 FIRSTBOOT = "/etc/rc.pkgfirstboot"
@@ -65,7 +65,7 @@ class _Member:
 
 
 class SpoolRegions:
-    """Hands out regions of a :class:`~smolfs.sources.Spool` to several readers at once:
+    """Hands out regions of a :class:`~smolfs.sets.spool.Spool` to several readers at once:
     each reserves the size of a file, then writes it there with ``pwrite``."""
 
     def __init__(self, spool: Any) -> None:
@@ -91,7 +91,7 @@ class SpoolRegions:
                     done += os.pwrite(fd, view[done:], at + done)
                 at += len(view)
         except OSError as err:
-            from smolfs.sources import write_error
+            from smolfs.sets.spool import write_error
 
             raise write_error(err, "the spool file of package data", self.spool.dir) from err
         return start, md5.hexdigest()
@@ -101,7 +101,7 @@ def read_package(path: Path, label: str, regions: SpoolRegions
                  ) -> tuple[archive.Meta, list[_Member]]:
     """Read a package file once, front to back: its metadata, and every other member with
     the data of files copied into the spool (decompression runs in a thread of its own)."""
-    from smolfs.sources import _Corrupt, _Stream, detect_format
+    from smolfs.sets.decompress import Corrupt, Stream, detect_format
 
     where = f"{label} ({path.name})"
     try:
@@ -113,7 +113,7 @@ def read_package(path: Path, label: str, regions: SpoolRegions
         fmt = detect_format(head)
         if fmt is None:
             raise PackageError(f"{where}: not a binary package (not a tar archive)")
-        stream = _Stream(f, fmt, head, checksum=False)
+        stream = Stream(f, fmt, head, checksum=False)
         try:
             with tarfile.open(fileobj=stream, mode="r:") as tf:  # type: ignore[call-overload]
                 meta, m = archive.read_members(tf, where)
@@ -127,7 +127,7 @@ def read_package(path: Path, label: str, regions: SpoolRegions
                     m = tf.next()
                 tf.members = []
             stream.finish()
-        except (_Corrupt, tarfile.TarError, EOFError, ValueError) as err:
+        except (Corrupt, tarfile.TarError, EOFError, ValueError) as err:
             raise PackageError(f"{where}: corrupt or truncated package ({err})") from None
         finally:
             stream.close()

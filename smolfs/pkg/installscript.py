@@ -23,8 +23,8 @@ import shlex
 from dataclasses import dataclass
 
 from smolfs.errors import InputError
+from smolfs.fs.tree import BytesData, Kind, Node, Tree
 from smolfs.pkg.users import Accounts, User
-from smolfs.tree import BytesData, Kind, Node, Tree
 
 _LINE = re.compile(r"^# (USER|GROUP|DIR|FILE|SHELL): (.*)$")
 

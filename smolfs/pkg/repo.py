@@ -53,7 +53,7 @@ class NotCachedPkg(FetchError):
 
 def default_url(arch: str, release: str, mirror: str | None = None) -> str:
     """The official repository of packages for NetBSD *release* on *arch*."""
-    from smolfs.mirror import DEFAULT_MIRROR, MIRROR_ENV
+    from smolfs.sets.mirror import DEFAULT_MIRROR, MIRROR_ENV
 
     base = (mirror or os.environ.get(MIRROR_ENV) or DEFAULT_MIRROR).rstrip("/")
     base = re.sub(r"/pub/NetBSD$", "", base)
@@ -71,7 +71,7 @@ class Repository:
 
     url: str
     local: Path | None  # a directory read in place
-    mirror: object | None  # smolfs.mirror.Mirror for remote ones; None offline or local
+    mirror: object | None  # smolfs.sets.mirror.Mirror for remote ones; None offline or local
     cache: Path
     offline: bool = False
     _index: list[Package] | None = field(default=None, repr=False)
@@ -93,7 +93,7 @@ class Repository:
         return summary.parse(self._remote_summary(), f"{self.url}/pkg_summary")
 
     def _remote_summary(self) -> str:
-        from smolfs.cache import locked
+        from smolfs.sets.cache import locked
 
         self.cache.mkdir(parents=True, exist_ok=True)
         cached = [self.cache / n for n in SUMMARY_NAMES if (self.cache / n).is_file()]
@@ -105,7 +105,7 @@ class Repository:
                     hint="run the same command once without --offline")
             return _decompress(cached[0].read_bytes(), cached[0].name)
         from smolfs.fileutil import atomic_output
-        from smolfs.mirror import NotFound
+        from smolfs.sets.mirror import NotFound
 
         with locked(self.cache / "pkg_summary"):
             for name in SUMMARY_NAMES:
@@ -148,7 +148,7 @@ class Repository:
         if self.mirror is None:
             return None
         from smolfs.fileutil import atomic_output
-        from smolfs.mirror import resolve_mirror
+        from smolfs.sets.mirror import resolve_mirror
 
         text = ""
         parent = resolve_mirror(self.url.rsplit("/", 1)[0])
@@ -190,7 +190,7 @@ class Repository:
                 return dest
             raise NotCachedPkg(f"offline, and {fname} ({pkg.name}) is not in the cache",
                                hint="run the same command once without --offline")
-        from smolfs.cache import _download_with_retries, locked
+        from smolfs.sets.cache import download_with_retries, locked
 
         with locked(dest):
             if dest.is_file():
@@ -199,11 +199,11 @@ class Repository:
                     return dest
                 dest.unlink()
             part = dest.with_name(dest.name + ".part")
-            from smolfs.mirror import NotFound
+            from smolfs.sets.mirror import NotFound
 
             for attempt in (1, 2):
                 try:
-                    _download_with_retries(self.mirror, fname, part,  # type: ignore[arg-type]
+                    download_with_retries(self.mirror, fname, part,  # type: ignore[arg-type]
                                            "sha512")
                 except NotFound as err:
                     raise FetchError(f"{pkg.name}: the index names {fname}, but {err.url} "
@@ -281,7 +281,7 @@ def _read_stamp(path: Path) -> str | None:
 
 
 def _parse_digests(text: str) -> dict[str, str]:
-    from smolfs.fetch import parse_checksums
+    from smolfs.sets.fetch import parse_checksums
 
     try:
         found = parse_checksums(text, "SHA512", "sha512")
@@ -307,8 +307,8 @@ def open_repository(repo: str | None = None, arch: str = "amd64", release: str =
                     mirror: str | None = None, offline: bool = False,
                     cache_dir: str | os.PathLike[str] | None = None) -> Repository:
     """The repository named by *repo*, ``$MKSMOLNB_PKG_REPO``, else the official one."""
-    from smolfs.cache import default_cache_dir
-    from smolfs.mirror import SCHEMES, resolve_mirror
+    from smolfs.sets.cache import default_cache_dir
+    from smolfs.sets.mirror import SCHEMES, resolve_mirror
 
     url = repo or os.environ.get(REPO_ENV) or default_url(arch, release, mirror)
     url = url.rstrip("/") or "/"

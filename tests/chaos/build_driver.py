@@ -30,7 +30,8 @@ def phase(name: str) -> None:
 
 
 def install() -> None:
-    from smolfs import mkfs, sources
+    from smolfs.image import mkfs
+    from smolfs.sets import spool as sources
 
     append = sources.Spool.append
 

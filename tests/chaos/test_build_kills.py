@@ -27,9 +27,9 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO, live_processes
-from smolfs.postinst import bwrap_problem
+from smolfs.image.postinst import bwrap_problem
 
-setsynth = pytest.importorskip("setsynth", reason="tests/setsynth.py (synthetic sets) is missing")
+setsynth = pytest.importorskip("helpers.setsynth", reason="tests/helpers/setsynth.py is missing")
 
 pytestmark = pytest.mark.chaos
 

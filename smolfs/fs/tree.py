@@ -1,0 +1,466 @@
+"""A filesystem-neutral tree: what goes into an image, before any on-disk format.
+
+Sources (a host directory, a tar archive, a service directory, an mtree spec) fill a
+:class:`Tree`; a filesystem writer (:mod:`smolfs.fs.ffs`, :mod:`smolfs.fs.ext2`) lays it
+out. Nothing here touches the host filesystem's ownership or device nodes: owners,
+modes, device numbers and link counts are plain fields.
+
+Regular-file contents are :class:`Data` objects that know their size and can be
+read in pieces, so no writer ever holds a whole large file in memory.
+
+Names are ``bytes`` (NetBSD names are byte strings); paths given as ``str`` are
+encoded with the filesystem encoding (UTF-8, ``surrogateescape``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import stat
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from smolfs.errors import FilesystemLimitError, InputError
+
+NAME_MAX = 255
+SYMLINK_MAX = 1023
+
+
+class Kind(enum.IntEnum):
+    """File types, valued as the ``S_IFMT`` bits of a mode."""
+
+    FIFO = stat.S_IFIFO
+    CHR = stat.S_IFCHR
+    DIR = stat.S_IFDIR
+    BLK = stat.S_IFBLK
+    FILE = stat.S_IFREG
+    SYMLINK = stat.S_IFLNK
+    SOCK = stat.S_IFSOCK
+
+
+# ---------------------------------------------------------------------------
+# File contents
+
+
+class Data:
+    """Contents of a regular file: a size, pieces to read, and where the holes are."""
+
+    size: int = 0
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Return up to *length* bytes at *offset* (short only at end of data)."""
+        raise NotImplementedError
+
+    def extents(self) -> list[tuple[int, int]]:
+        """``(offset, length)`` regions holding data; the rest reads as zeros (holes).
+
+        The default is one extent over the whole file. Writers may leave any
+        filesystem block that lies entirely outside every extent unallocated.
+        """
+        return [(0, self.size)] if self.size else []
+
+    def copy_to(self, fd: int, src_offset: int, dst_offset: int, length: int) -> None:
+        """Write *length* bytes from *src_offset* into file descriptor *fd* at *dst_offset*."""
+        done = 0
+        while done < length:
+            chunk = self.read(src_offset + done, min(length - done, 1 << 20))
+            if not chunk:
+                raise InputError(f"{self!r}: data ended early (expected {self.size} bytes)")
+            os.pwrite(fd, chunk, dst_offset + done)
+            done += len(chunk)
+
+
+class BytesData(Data):
+    """Contents held in memory (small generated files: fstab, manifests...)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = bytes(data)
+        self.size = len(self.data)
+
+    def read(self, offset: int, length: int) -> bytes:
+        return self.data[offset : offset + length]
+
+    def __repr__(self) -> str:
+        return f"BytesData({self.size} bytes)"
+
+
+class FileData(Data):
+    """A region of a host file: a whole regular file, or a slice of a spool file.
+
+    Copies use ``os.copy_file_range`` where the kernel allows it (no copy through
+    Python), falling back to read/write. Holes of a whole host file are found with
+    ``SEEK_DATA``/``SEEK_HOLE``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int = 0, size: int | None = None,
+                 sparse: bool = True) -> None:
+        self.path = os.fspath(path)
+        self.offset = offset
+        if size is None:
+            try:
+                size = os.stat(self.path).st_size - offset
+            except OSError as err:
+                raise InputError(f"cannot read {self.path}: {err.strerror}") from err
+        self.size = size
+        self.sparse = sparse
+        self._fd: int | None = None
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            try:
+                self._fd = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            except OSError as err:
+                raise InputError(f"cannot read {self.path}: {err.strerror}") from err
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def read(self, offset: int, length: int) -> bytes:
+        length = max(0, min(length, self.size - offset))
+        out = os.pread(self.fileno(), length, self.offset + offset)
+        return out
+
+    def extents(self) -> list[tuple[int, int]]:
+        if not self.size:
+            return []
+        if not self.sparse or not hasattr(os, "SEEK_DATA"):
+            return [(0, self.size)]
+        fd = self.fileno()
+        start, end = self.offset, self.offset + self.size
+        out: list[tuple[int, int]] = []
+        pos = start
+        try:
+            while pos < end:
+                try:
+                    data = os.lseek(fd, pos, os.SEEK_DATA)
+                except OSError:  # ENXIO: no more data
+                    break
+                if data >= end:
+                    break
+                hole = min(os.lseek(fd, data, os.SEEK_HOLE), end)
+                out.append((data - start, hole - data))
+                pos = hole
+        except OSError:
+            return [(0, self.size)]
+        return out
+
+    def copy_to(self, fd: int, src_offset: int, dst_offset: int, length: int) -> None:
+        src = self.fileno()
+        pos, done = self.offset + src_offset, 0
+        try:
+            while done < length:
+                n = os.copy_file_range(src, fd, length - done, pos + done, dst_offset + done)
+                if n == 0:
+                    raise InputError(f"{self.path}: file shrank while being read")
+                done += n
+        except OSError:
+            super().copy_to(fd, src_offset + done, dst_offset + done, length - done)
+
+    def __repr__(self) -> str:
+        return f"FileData({self.path!r}, offset={self.offset}, size={self.size})"
+
+
+# ---------------------------------------------------------------------------
+# Nodes
+
+
+class HostFileData(FileData):
+    """A whole host file, opened only while it is being read.
+
+    A tree may hold thousands of files: keeping each one open would run out of
+    file descriptors, so every operation opens and closes the file. A file whose
+    allocated blocks cover its size has no holes: its extents are known without
+    opening it. Extents are computed once.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], offset: int = 0, size: int | None = None,
+                 sparse: bool = True) -> None:
+        super().__init__(path, offset, size, sparse)
+        self._extents: list[tuple[int, int]] | None = None
+
+    def extents(self) -> list[tuple[int, int]]:
+        if self._extents is None:
+            try:
+                self._extents = super().extents()
+            finally:
+                self.close()
+        return list(self._extents)
+
+    def copy_to(self, fd: int, src_offset: int, dst_offset: int, length: int) -> None:
+        try:
+            super().copy_to(fd, src_offset, dst_offset, length)
+        finally:
+            self.close()
+
+    def read(self, offset: int, length: int) -> bytes:
+        try:
+            return super().read(offset, length)
+        finally:
+            self.close()
+
+
+@dataclass(eq=False)
+class Node:
+    """One inode. A hard link is the same ``Node`` object under several names."""
+
+    kind: Kind
+    mode: int = 0o755  # permission bits only (incl. setuid/setgid/sticky): 0o7777
+    uid: int = 0
+    gid: int = 0
+    mtime: int = 0  # seconds since the epoch
+    atime: int | None = None  # None: same as mtime
+    ctime: int | None = None  # None: same as mtime
+    flags: int = 0  # BSD file flags (UF_*/SF_*), as chflags(2)
+    data: Data | None = None  # FILE only
+    target: bytes = b""  # SYMLINK only
+    rdev: tuple[int, int] = (0, 0)  # CHR/BLK: (major, minor)
+    children: dict[bytes, Node] = field(default_factory=dict)  # DIR only
+    nlink_extra: int = 0  # maintained by Tree: names beyond the first
+
+    @property
+    def size(self) -> int:
+        if self.kind == Kind.FILE:
+            return self.data.size if self.data else 0
+        if self.kind == Kind.SYMLINK:
+            return len(self.target)
+        return 0
+
+    @property
+    def full_mode(self) -> int:
+        return int(self.kind) | (self.mode & 0o7777)
+
+    def times(self) -> tuple[int, int, int]:
+        """(atime, mtime, ctime)."""
+        a = self.mtime if self.atime is None else self.atime
+        c = self.mtime if self.ctime is None else self.ctime
+        return a, self.mtime, c
+
+    def is_dir(self) -> bool:
+        return self.kind == Kind.DIR
+
+
+def _b(name: str | bytes) -> bytes:
+    return os.fsencode(name) if isinstance(name, str) else name
+
+
+def split_path(path: str | bytes) -> list[bytes]:
+    """``"./usr//bin/"`` → ``[b"usr", b"bin"]``; rejects ``..`` and NUL."""
+    raw = _b(path)
+    if b"\0" in raw:
+        raise InputError(f"path {raw!r} contains a NUL byte")
+    parts = [p for p in raw.split(b"/") if p not in (b"", b".")]
+    if b".." in parts:
+        raise InputError(f"path {os.fsdecode(raw)!r} contains '..'")
+    for p in parts:
+        check_name(p)
+    return parts
+
+
+def check_name(name: bytes) -> None:
+    if not name or name in (b".", b".."):
+        raise InputError(f"invalid file name {name!r}")
+    if b"/" in name or b"\0" in name:
+        raise FilesystemLimitError(f"file name {name!r} contains '/' or NUL")
+    if len(name) > NAME_MAX:
+        raise FilesystemLimitError(
+            f"file name {os.fsdecode(name[:40])!r}... is {len(name)} bytes; "
+            f"the limit is {NAME_MAX}"
+        )
+
+
+class Tree:
+    """A directory tree rooted at ``root`` (owned root:wheel, mode 0755 by default)."""
+
+    def __init__(self, mtime: int = 0) -> None:
+        self.root = Node(Kind.DIR, mode=0o755, mtime=mtime)
+
+    # -- lookup ---------------------------------------------------------------
+    def get(self, path: str | bytes) -> Node | None:
+        node = self.root
+        for part in split_path(path):
+            if node.kind != Kind.DIR:
+                return None
+            nxt = node.children.get(part)
+            if nxt is None:
+                return None
+            node = nxt
+        return node
+
+    def __contains__(self, path: str | bytes) -> bool:
+        return self.get(path) is not None
+
+    # -- building -------------------------------------------------------------
+    def mkdirs(self, path: str | bytes, mode: int = 0o755, uid: int = 0, gid: int = 0,
+               mtime: int = 0) -> Node:
+        """Create missing directories along *path* (like ``mkdir -p``); return the last."""
+        node = self.root
+        for part in split_path(path):
+            nxt = node.children.get(part)
+            if nxt is None:
+                nxt = Node(Kind.DIR, mode=mode, uid=uid, gid=gid, mtime=mtime)
+                node.children[part] = nxt
+            elif nxt.kind != Kind.DIR:
+                raise InputError(f"{os.fsdecode(_b(path))}: {os.fsdecode(part)} is not a directory")
+            node = nxt
+        return node
+
+    def add(self, path: str | bytes, node: Node, replace: bool = True) -> Node:
+        """Put *node* at *path*, creating parent directories as needed.
+
+        An existing directory at *path* that meets a new directory keeps its
+        children and takes the new one's attributes. Any other existing entry is
+        replaced when *replace* (later sources override earlier ones), otherwise
+        :class:`InputError` is raised.
+        """
+        parts = split_path(path)
+        if not parts:
+            if node.kind != Kind.DIR:
+                raise InputError("the root of an image must be a directory")
+            self._merge_dir(self.root, node)
+            return self.root
+        parent = self.mkdirs(b"/".join(parts[:-1]))
+        name = parts[-1]
+        old = parent.children.get(name)
+        if old is not None:
+            if old.kind == Kind.DIR and node.kind == Kind.DIR:
+                self._merge_dir(old, node)
+                return old
+            if not replace:
+                raise InputError(f"{os.fsdecode(b'/'.join(parts))} exists already")
+            self._unlink(old)
+        parent.children[name] = node
+        return node
+
+    def link(self, path: str | bytes, existing: str | bytes) -> Node:
+        """Make *path* a hard link to the non-directory at *existing*."""
+        target = self.get(existing)
+        if target is None:
+            raise InputError(
+                f"hard link {os.fsdecode(_b(path))} → {os.fsdecode(_b(existing))}: "
+                "the target does not exist (yet)"
+            )
+        if target.kind == Kind.DIR:
+            raise InputError(f"hard link {os.fsdecode(_b(path))}: target is a directory")
+        parts = split_path(path)
+        if not parts:
+            raise InputError("cannot hard-link the root directory")
+        parent = self.mkdirs(b"/".join(parts[:-1]))
+        old = parent.children.get(parts[-1])
+        if old is target:
+            return target
+        if old is not None:
+            if old.kind == Kind.DIR:
+                raise InputError(f"{os.fsdecode(_b(path))} is a directory")
+            self._unlink(old)
+        parent.children[parts[-1]] = target
+        target.nlink_extra += 1
+        return target
+
+    def remove(self, path: str | bytes) -> None:
+        parts = split_path(path)
+        if not parts:
+            raise InputError("cannot remove the root directory")
+        parent = self.get(b"/".join(parts[:-1]))
+        if parent is None or parent.kind != Kind.DIR or parts[-1] not in parent.children:
+            raise InputError(f"{os.fsdecode(_b(path))}: no such file in the image")
+        self._unlink(parent.children.pop(parts[-1]))
+
+    @staticmethod
+    def _unlink(node: Node) -> None:
+        if node.kind != Kind.DIR and node.nlink_extra:
+            node.nlink_extra -= 1
+
+    @staticmethod
+    def _merge_dir(old: Node, new: Node) -> None:
+        old.mode, old.uid, old.gid = new.mode, new.uid, new.gid
+        old.mtime, old.atime, old.ctime, old.flags = new.mtime, new.atime, new.ctime, new.flags
+        for name, child in new.children.items():
+            old.children[name] = child
+
+    # -- walking --------------------------------------------------------------
+    def walk(self) -> Iterator[tuple[bytes, Node]]:
+        """Yield ``(path, node)`` depth-first, parents before children, names sorted.
+
+        The root is yielded first as ``b""``. A hard-linked node is yielded once
+        per name. The order is deterministic: the same tree walks the same way.
+        """
+        stack: list[tuple[bytes, Node]] = [(b"", self.root)]
+        while stack:
+            path, node = stack.pop()
+            yield path, node
+            if node.kind == Kind.DIR:
+                prefix = path + b"/" if path else b""
+                for name in sorted(node.children, reverse=True):
+                    stack.append((prefix + name, node.children[name]))
+
+    def nlink(self, node: Node) -> int:
+        """Link count as a filesystem stores it (a directory: 2 + subdirectories)."""
+        if node.kind == Kind.DIR:
+            return 2 + sum(1 for c in node.children.values() if c.kind == Kind.DIR)
+        return 1 + node.nlink_extra
+
+    def clamp_times(self, epoch: int) -> None:
+        """Clamp every timestamp to at most *epoch* (``SOURCE_DATE_EPOCH``)."""
+        seen: set[int] = set()
+        for _, node in self.walk():
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            a, m, c = node.times()
+            node.mtime = min(m, epoch)
+            node.atime = min(a, epoch)
+            node.ctime = min(c, epoch)
+
+    def stats(self) -> TreeStats:
+        """Counts a writer needs to size an image."""
+        st = TreeStats()
+        seen: set[int] = set()
+        for _, node in self.walk():
+            st.entries += 1
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            st.inodes += 1
+            if node.kind == Kind.DIR:
+                st.dirs += 1
+            elif node.kind == Kind.FILE:
+                st.files += 1
+                st.data_bytes += node.size
+        return st
+
+    def validate(self, symlink_max: int = SYMLINK_MAX) -> None:
+        """Check every symlink target length and data size for sanity."""
+        for path, node in self.walk():
+            if node.kind == Kind.SYMLINK:
+                if not node.target or len(node.target) > symlink_max:
+                    raise FilesystemLimitError(
+                        f"symlink /{os.fsdecode(path)}: target is {len(node.target)} bytes; "
+                        f"allowed 1 to {symlink_max}"
+                    )
+                if b"\0" in node.target:
+                    raise FilesystemLimitError(f"symlink /{os.fsdecode(path)}: target contains NUL")
+
+
+@dataclass
+class TreeStats:
+    entries: int = 0  # names, hard links counted once per name
+    inodes: int = 0
+    dirs: int = 0
+    files: int = 0
+    data_bytes: int = 0
+
+
+def source_date_epoch() -> int | None:
+    """``SOURCE_DATE_EPOCH`` as an int, or None when unset."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if not value:
+        return None
+    try:
+        return int(value)
+    except ValueError as err:
+        raise InputError(
+            f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds"
+        ) from err

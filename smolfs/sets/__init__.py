@@ -1,0 +1,1 @@
+"""NetBSD sets: fetching, caching and streaming them into a tree."""

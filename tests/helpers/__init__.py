@@ -1,0 +1,2 @@
+"""Helpers the tests share: synthetic sets, mirrors and packages, image readers, the
+genuine-NetBSD runner."""

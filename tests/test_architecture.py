@@ -1,0 +1,141 @@
+"""The "never" rules of ARCHITECTURE.md, checked on the imports of every module (ast).
+
+Every ``import`` counts, at the top of a module or inside a function: a lazy import is
+still a dependency."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("smolfs", "kstrip", "launcher", "services")
+NETWORK = ("requests", "urllib", "http", "socket", "ssl")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def all_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+
+
+MODULES = all_modules()
+
+
+def imports(name: str) -> set[str]:
+    """What module *name* imports: full dotted names (``from a import b`` gives ``a.b``
+    when that is a module, else ``a``), relative imports resolved."""
+    path = MODULES[name]
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                parts = parts[: len(parts) - node.level + 1]
+                base = ".".join([*parts, *([base] if base else [])])
+            for alias in node.names:
+                sub = f"{base}.{alias.name}"
+                out.add(sub if sub in MODULES else base)
+    return out
+
+
+def under(name: str, *prefixes: str) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def offenders(sources: tuple[str, ...], forbidden: tuple[str, ...],
+              allowed: tuple[str, ...] = ()) -> list[str]:
+    return sorted(f"{m} imports {i}" for m in MODULES if under(m, *sources)
+                  for i in imports(m) if under(i, *forbidden) and not under(i, *allowed))
+
+
+def test_every_module_is_seen() -> None:
+    assert "smolfs.fs.ffs.writer" in MODULES and "launcher.vm" in MODULES
+    assert imports("smolfs.fs.ffs.writer") >= {"smolfs.fs.tree", "smolfs.errors"}
+
+
+def test_filesystem_writers_import_no_sets_network_or_launcher() -> None:
+    assert offenders(("smolfs.fs",), ("smolfs.sets", "smolfs.image", "smolfs.pkg",
+                                      "smolfs.cli", "launcher", "kstrip", *NETWORK)) == []
+
+
+def test_kstrip_is_independent_of_the_writers_and_the_launcher() -> None:
+    assert offenders(("kstrip",), ("launcher", "smolfs"),
+                     allowed=("smolfs.errors", "smolfs.log", "smolfs.fileutil",
+                              "smolfs.cli")) == []
+
+
+def test_the_library_never_imports_its_cli() -> None:
+    library = [m for m in MODULES if under(m, "smolfs")
+               and not under(m, "smolfs.cli", "smolfs.__main__")]
+    assert sorted(f"{m} imports {i}" for m in library for i in imports(m)
+                  if under(i, "smolfs.cli", "smolfs.__main__")) == []
+
+
+def test_smolfs_never_imports_the_launcher_or_kstrip() -> None:
+    assert offenders(("smolfs",), ("launcher", "kstrip")) == []
+
+
+def test_sets_do_not_reach_up_into_images() -> None:
+    assert offenders(("smolfs.sets",), ("smolfs.image", "smolfs.cli")) == []
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components of more than one module (Tarjan)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in graph:
+        if v not in index:
+            visit(v)
+    return found
+
+
+@pytest.mark.parametrize("package", ["smolfs", "kstrip"])
+def test_no_import_cycle(package: str) -> None:
+    """A package's ``__init__`` that re-exports its own modules is not a cycle: edges to
+    a package itself are left out, those to its modules count."""
+    names = [m for m in MODULES if under(m, package)]
+    packages = {m for m in names if MODULES[m].name == "__init__.py"}
+    graph = {m: {i for i in imports(m) if i in names and i != m and i not in packages}
+             for m in names}
+    assert _cycles(graph) == []
+
+
+def test_cycle_finder_finds_one() -> None:
+    assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == [["a", "b"]]
