@@ -178,7 +178,8 @@ def build(
     if not force:
         old = up_to_date(p.image, key)
         if old is not None:
-            info(f"{p.image}: up to date (same inputs, not modified since); --force rebuilds")
+            since = "" if p.ro is False else ", not modified since"
+            info(f"{p.image}: up to date (same inputs{since}); --force rebuilds")
             staleness.remember(p.image, key, stats, asked)  # for smolfs.staleness.fresh
             return BuildResult(image=p.image, manifest=old)
 
