@@ -382,15 +382,27 @@ def test_boots_with_hardware_kvm(vm: Vms, kernels: Kernels, disk: Path) -> None:
 
 @pytest.mark.qemu
 @pytest.mark.netbsd
-def test_genuine_netbsd_to_ready(vm: Vms, netbsd_dir: Path) -> None:
+def test_genuine_netbsd_to_ready(vm: Vms, netbsd_dir: Path, tmp_path: Path) -> None:
+    """The genuine kernel and a root the test builds from NetBSD's rescue set, with an rc
+    that prints SERVICE READY (the launcher's default ready line), then ends the VM."""
     kernel = next((netbsd_dir / n for n in ("netbsd", "netbsd.gz") if (netbsd_dir / n).exists()),
                   None)
-    image = netbsd_dir / "root.img"
-    if kernel is None or not image.exists():
-        pytest.skip(f"netbsd: {netbsd_dir} needs netbsd (or netbsd.gz) and root.img")
+    rescue = netbsd_dir / "sets" / "rescue.tgz"
+    if kernel is None or not rescue.is_file():
+        pytest.skip(f"netbsd: {netbsd_dir} needs netbsd (or netbsd.gz) and sets/rescue.tgz")
+    svc = tmp_path / "svcs" / "ready" / "etc"
+    svc.mkdir(parents=True)
+    (svc / "rc").write_text("#!/bin/sh\n. /etc/include/basicrc\necho SERVICE READY\n"
+                            ". /etc/include/shutdown\n")
+    image = tmp_path / "root.img"
+    b = subprocess.run([sys.executable, "-m", "smolfs", "build", "-s", "ready",
+                        "--services-dir", str(tmp_path / "svcs"), "-x", str(rescue),
+                        "-i", str(image), "--ro", "--offline"], env=vm.env,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert b.returncode == 0, b.stderr
     console = vm.console_file("netbsd")
     r = vm.run(str(kernel), str(image), "--ro", "--json", "--console", f"file:{console}",
-                "--timeout", "60")
+                "--timeout", "180", timeout=300)
     assert r.returncode in (0, 1) and r.stdout, r.stderr
     stages = json.loads(r.stdout.splitlines()[0])["timing"]["stages"]
     assert stages["banner"] is not None and stages["root"] is not None, stages
