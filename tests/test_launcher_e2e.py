@@ -561,14 +561,32 @@ def test_stop_guest_honours_acpi_power_button(vm: Vms, kernels: Kernels) -> None
 
 @pytest.mark.qemu
 def test_stop_guest_ignoring_power_button_gets_sigterm(vm: Vms, kernels: Kernels) -> None:
-    r = vm.run("-d", "--name", "deaf", str(kernels.pvh), "-N")
+    r = vm.run("-d", "--name", "deaf", str(kernels.pvh), "-N",
+               "-a", "smoltest.say=acpi0_at_mainbus0:_ACPI_(deaf)")
     assert r.returncode == 0, r.stderr
+    wait_for_file_text(Path(vm.env["MKSMOLNB_STATE"]) / "deaf" / "serial.log", "acpi0 at")
     start = time.monotonic()
     stop = vm.run("stop", "deaf", "--grace", "0.5")
     assert stop.returncode == 0, stop.stderr
     assert "sigterm): the guest ignored the ACPI power button for 0.5 s; QEMU ended on " \
         "SIGTERM" in stop.stderr, stop.stderr
     assert time.monotonic() - start >= 0.5
+    assert not wait_gone(vm.needle, 0.5)
+
+
+@pytest.mark.qemu
+def test_stop_guest_whose_kernel_has_no_acpi_gets_sigterm_at_once(vm: Vms, kernels: Kernels
+                                                                  ) -> None:
+    """The console shows the root mounted and no ``acpi0 at`` (NetBSD's VM kernels): no
+    power button to press, no grace to wait."""
+    r = vm.run("-d", "--name", "noacpi", str(kernels.pvh), "-N")
+    assert r.returncode == 0, r.stderr
+    start = time.monotonic()
+    stop = vm.run("stop", "noacpi", "--grace", "20")
+    assert stop.returncode == 0, stop.stderr
+    assert "sigterm): the guest's kernel has no ACPI (no acpi0 on its console); QEMU ended " \
+        "on SIGTERM" in stop.stderr, stop.stderr
+    assert time.monotonic() - start < 10
     assert not wait_gone(vm.needle, 0.5)
 
 

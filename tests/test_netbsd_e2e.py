@@ -1,7 +1,7 @@
 """Genuine NetBSD end to end, as a user runs it: ``smolfs build`` makes images from
 NetBSD's own sets, ``startnb`` boots them with NetBSD's own kernel until the service is
-ready, and ``startnb stop`` ends them (the shared kernels have no ACPI: the power button
-goes unanswered, SIGTERM after a short grace). kstrip on GENERIC: test_netbsd_kstrip.py.
+ready, and ``startnb stop`` ends them (the shared kernels have no ACPI: their console shows
+no ``acpi0``, and stop sends SIGTERM at once). kstrip on GENERIC: test_netbsd_kstrip.py.
 
 Reads ``$MKSMOLNB_NETBSD_DIR`` (skipped without it; each test names the file it lacks):
 
