@@ -67,6 +67,21 @@ def _repo(value: str) -> str:
     return value
 
 
+#: READY= of a port in the guest: ``http:GUESTPORT[/PATH]`` or ``tcp:GUESTPORT``.
+NETWORK_READY = re.compile(r"(http):(\d+)(/\S*)?|(tcp):(\d+)")
+
+
+def _ready(value: str) -> str:
+    """A console line's regular expression, or a guest port answering HTTP or TCP."""
+    m = NETWORK_READY.fullmatch(value)
+    if m is not None:
+        port = int(m[2] or m[5])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"guest port {port} out of range (1-65535)")
+        return value
+    return _regex(value)
+
+
 def _regex(value: str) -> str:
     if not value:
         raise ValueError("expected a regular expression, e.g. READY=^web: listening")
@@ -109,9 +124,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("SIZE_MB", "size_mb", _size, "default image size in MiB (else: automatic)"),
     Setting("RO", "ro", _bool, "yes: read-only root filesystem by default"),
     Setting("FS", "fs", _fs, "default filesystem: ffs or ext2"),
-    Setting("READY", "ready", _regex,
-            "console line (regular expression) the service prints once it is ready: "
-            "what `startnb SERVICE` waits for unless given --ready"),
+    Setting("READY", "ready", _ready,
+            "console line (regular expression) the service prints once it is ready, or "
+            "http:GUESTPORT[/PATH] / tcp:GUESTPORT (the guest port answers, through the "
+            "host port -p forwards to it): what `startnb SERVICE` waits for unless given "
+            "--ready"),
     Setting("POSTINST_TIMEOUT", "postinst_timeout", seconds_value,
             "seconds each postinst script may run before the build kills it and fails "
             "(else: 300; 0: no limit)"),

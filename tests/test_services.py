@@ -29,12 +29,17 @@ def test_shipped_services_are_complete() -> None:
     assert service.available(base) == ["base", "bozohttpd", "caddy", "rescue"]
     rescue = service.load("rescue")
     assert rescue.sets == ("rescue",) and rescue.ro is True and rescue.fs is None
-    # each shipped service's READY matches the line its etc/rc prints
+    # each shipped service's READY matches the line its etc/rc prints, or names the port
+    # its server listens on
     import re
     for name in service.available(base):
         svc = service.load(name)
+        if svc.ready and (m := service.NETWORK_READY.fullmatch(svc.ready)):
+            assert f":{m[2] or m[5]} " in (svc.etc / "rc").read_text(), name
+            continue
         echoed = re.findall(r'^echo "([^"]*)"', (svc.etc / "rc").read_text(), re.M)
         assert svc.ready and any(re.search(svc.ready, line) for line in echoed), name
+    assert service.load("caddy").ready == "http:80/"  # ready when it answers HTTP
     assert service.load("base").sets == ("base", "etc")
     web = service.load("bozohttpd")
     assert [p.name for p in web.postinst] == ["10-www.sh"]
@@ -73,6 +78,12 @@ def test_conf_parsing(tmp_path: Path) -> None:
     assert svc.common == service.shipped_dir() / "common"
 
 
+@pytest.mark.parametrize("ready", ["http:80/", "http:8080/health", "tcp:22", "^web: up"])
+def test_conf_ready_takes_a_console_line_or_a_guest_port(tmp_path: Path, ready: str) -> None:
+    make_service(tmp_path, "web", f"READY={ready}\n")
+    assert service.load("web", tmp_path).ready == ready
+
+
 @pytest.mark.parametrize(("conf", "needle"), [
     ("SETS=base\nPORT=80\n",
      "service.conf:2: unknown key 'PORT' (valid: SETS, SIZE_MB, RO, FS, READY, "
@@ -83,6 +94,7 @@ def test_conf_parsing(tmp_path: Path) -> None:
     ("POSTINST_BIND=opt/www\n", "POSTINST_BIND='opt/www': expected absolute directory paths"),
     ("READY=\n", "service.conf:1: READY='': expected a regular expression"),
     ("READY=(unclosed\n", "service.conf:1: READY='(unclosed': not a regular expression"),
+    ("READY=tcp:70000\n", "service.conf:1: READY='tcp:70000': guest port 70000 out of range"),
     ("SIZE_MB=big\n", "service.conf:1: SIZE_MB='big': expected a whole number"),
     ("RO=maybe\n", "service.conf:1: RO='maybe': expected yes or no"),
     ("FS=zfs\n", "service.conf:1: FS='zfs': expected one of ffs, ext2"),
