@@ -155,7 +155,8 @@ def build(
     if p.size_mb:  # a size over the bound fails before any set is read
         from smolfs.sizes import check_bound
 
-        check_bound(p.size_mb * MIB, str(p.image), force)
+        check_bound(p.size_mb * MIB, str(p.image), force,
+                    mistake=f"-m is in MiB: -m {p.size_mb} is {p.size_mb // 1024} GiB")
     limit = _postinst_limit(postinst_timeout, p.service)
     from smolfs.staging import sweep
 

@@ -226,9 +226,11 @@ def test_read_write_root_has_room_to_live(sets_dir: Path, tmp_path: Path, fs: st
 
 
 def test_image_over_64_gib_needs_force(sets_dir: Path, tmp_path: Path) -> None:
-    err = one_line_error(smolfs("build", "-x", sets_dir / "rescue.tar.xz", "-m", "70000",
-                                cwd=tmp_path), code=2)
+    r = smolfs("build", "-x", sets_dir / "rescue.tar.xz", "-m", "70000", cwd=tmp_path)
+    err = one_line_error(r, code=2)
     assert "68.4 GiB is over 64 GiB" in err and "--force" in err
+    # the hint fits -m MB, not mkfs -s SIZE's "1t where 1g was meant?"
+    assert "-m is in MiB: -m 70000 is 68 GiB" in r.stderr and "1t where" not in r.stderr
     assert os.listdir(tmp_path) == []  # refused before any set is read or cached
 
 
