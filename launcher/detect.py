@@ -111,6 +111,13 @@ class StageDetector:
         self.end_at: float | None = None
         self._panic: tuple[str, float] | None = None  # a panic line, and when it came
 
+    def exited(self) -> tuple[str, str] | None:
+        """QEMU ended: a ``panic:`` line still waiting for the kernel's next line was the
+        kernel's last word (a panic that reset the machine). The guest's end, if any."""
+        if self.end is None and self._panic is not None:
+            self.end, self.end_at = ("panic", self._panic[0]), self._panic[1]
+        return self.end
+
     def mark(self, stage: str, t: float) -> bool:
         """Record ``stage`` at ``t`` unless already seen; True when newly recorded."""
         if stage in self.times:

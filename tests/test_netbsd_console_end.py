@@ -108,6 +108,19 @@ def test_panic_line_needs_the_kernels_next(lines: list[str], end: str | None) ->
     assert found == (("panic", end) if end else None)
 
 
+def test_panic_line_then_qemu_gone_is_a_panic() -> None:
+    """A machine reset straight after the panic message (QEMU ends, -no-reboot): it was
+    the kernel's last word."""
+    det = StageDetector()
+    det.feed_line(1.0, KERNEL_PANIC)
+    det.feed_line(1.5, "")
+    assert det.end is None
+    assert det.exited() == ("panic", KERNEL_PANIC) and det.end_at == 1.0
+    quiet = StageDetector()
+    quiet.feed_line(1.0, "SERVICE READY")
+    assert quiet.exited() is None
+
+
 def test_panic_then_the_debuggers_prompt_without_a_line_end() -> None:
     from launcher.detect import scan_end
 
