@@ -100,9 +100,9 @@ def _stop_one(vm: state.VmDir, grace: float, force: bool) -> str:
         return f"startnb: {vm.name} was not running"
     argv = vm.manifest().get("argv")
     machine = argv[argv.index("-M") + 1] if isinstance(argv, list) and "-M" in argv else ""
-    no_acpi = _kernel_without_acpi(vm, argv)
-    how, why = stop_pid(pid, vm.qmp, grace, force, state.is_qemu,
-                        acpi="acpi=off" not in str(machine).split(",") and not no_acpi)
+    button = "acpi=off" not in str(machine).split(",")  # the machine has a power button
+    no_acpi = button and _kernel_without_acpi(vm, argv)  # but nobody in the guest answers
+    how, why = stop_pid(pid, vm.qmp, grace, force, state.is_qemu, acpi=button and not no_acpi)
     if no_acpi:
         why = why.replace("the machine has no ACPI power button",
                           "the guest's kernel has no ACPI (no acpi0 on its console)")
