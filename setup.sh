@@ -5,7 +5,8 @@
 #      on arm64: the guests that run accelerated here), bubblewrap and python3-venv to run;
 #      with --test, also the other QEMU (the suite boots both), what the test suite judges
 #      images with (sleuthkit, makefs, e2fsprogs, xz, zstd) and builds its test kernels with
-#      (gcc, gcc-multilib, binutils, binutils-aarch64-linux-gnu);
+#      (gcc, gcc-multilib on x86_64 hosts, binutils, binutils-aarch64-linux-gnu) and reads
+#      kernels with (gdb);
 #   2. a virtualenv ($MKSMOLNB_VENV, default .venv) with mksmolnb installed from this
 #      checkout (plus its test extras with --test).
 # Everything after step 1 runs as you. Usage: ./setup.sh [--test]
@@ -30,7 +31,7 @@ if [ $tests = 1 ]; then
   NEED+=([qemu-system-x86_64]=qemu-system-x86 [qemu-system-aarch64]=qemu-system-arm
          [fls]=sleuthkit [makefs]=makefs [e2fsck]=e2fsprogs [debugfs]=e2fsprogs [gcc]=gcc
          [ld]=binutils [xz]=xz-utils [zstd]=zstd [setpriv]=util-linux
-         [aarch64-linux-gnu-as]=binutils-aarch64-linux-gnu)
+         [aarch64-linux-gnu-as]=binutils-aarch64-linux-gnu [gdb]=gdb)
   # Not gcc-aarch64-linux-gnu: Debian makes it conflict with gcc-multilib (apt would remove
   # gcc-multilib); the aarch64 test kernels are assembly, binutils is all they need.
 fi
@@ -38,8 +39,9 @@ missing=()
 for prog in "${!NEED[@]}"; do
   PATH="$PATH:/usr/sbin:/sbin" command -v "$prog" >/dev/null 2>&1 || missing+=("${NEED[$prog]}")
 done
-# 32-bit test kernels and fixtures need gcc's multilib support.
-if [ $tests = 1 ] && ! echo 'int main(void){return 0;}' \
+# 32-bit test kernels and fixtures need gcc's multilib support: an x86_64 package only
+# (Debian has none on arm64, where those kernels skip saying so).
+if [ $tests = 1 ] && [ "$(uname -m)" = x86_64 ] && ! echo 'int main(void){return 0;}' \
     | gcc -m32 -x c -o /dev/null - >/dev/null 2>&1; then
   missing+=(gcc-multilib)
 fi

@@ -117,6 +117,28 @@ def _looks_like_service(target: str, services_dir: str | None) -> bool:
     return os.path.isdir(os.path.join(services_dir, target))
 
 
+def _service_ready(service: str, ready: str, ports: Sequence[str]) -> str:
+    """``--ready`` from a service's ``READY=``: a console line, or ``http:GUESTPORT[/PATH]``
+    / ``tcp:GUESTPORT`` probed through the host port ``-p`` forwards to that guest port."""
+    import re
+
+    m = re.fullmatch(r"(http|tcp):(\d+)(/\S*)?", ready)
+    if m is None:
+        return f"console:{ready}"
+    from smolfs.errors import UsageError
+
+    from . import config as cfg
+
+    guest = int(m[2])
+    for spec in ports:
+        p = cfg.parse_port(spec)
+        if p.proto == "tcp" and p.guest_port == guest:
+            return f"{m[1]}:{p.host_port}{m[3] or ''}"
+    raise UsageError(f"service {service} is ready when guest port {guest} answers "
+                     f"({ready}), and no -p forwards it",
+                     hint=f"add -p HOSTPORT:{guest}, e.g. -p 8080:{guest}")
+
+
 def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
           spawned: Spawned | None = None, pending: BaseException | None = None) -> int:
     if pending is not None:  # raised by the fast path's relay: reported like any error
@@ -171,8 +193,8 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         # Names that must not become files: then they would name a kernel file.
         absent = [service, *([kernel_name] if kernel_name and not own else [])]
         extra["service"] = {**(snapshot or {}), "absent": absent}
-        if args.ready is None and service_ready:
-            args.ready = f"console:{service_ready}"  # what the service says it prints
+        if args.ready is None and service_ready:  # what the service says makes it ready
+            args.ready = _service_ready(service, service_ready, args.port)
         # A read-only root is attached read-only: the guest cannot write the image (which
         # would make it stale: rebuilt at the next start), and VMs may share it.
         args.ro = args.ro or service_ro

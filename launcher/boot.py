@@ -261,7 +261,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                 # the ready line (a guest that prints it and powers off at once).
                 is_ready = endings.drain(vm, det, console, pattern)
                 if not is_ready:
-                    if det.end is not None:  # a panic that reset the machine, say
+                    if det.exited() is not None:  # a panic that reset the machine, say
                         endings.guest_ended(vm, det, console, ready_seen=False)
                     endings.exited(vm, config, first_byte="first_byte" in det.times)
         if det.end is not None and (not is_ready or det.end[0] == "panic"):

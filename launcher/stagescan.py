@@ -12,8 +12,12 @@ text after the prefix is what the banner and root patterns are matched against.
 
 It also sees the guest's end (:attr:`StageDetector.end`): NetBSD's kernel saying it has
 halted (``halt``, or ``halt -p`` on a machine without ACPI: QEMU keeps running), or a
-kernel panic, a fatal trap, the kernel debugger taking over. :func:`scan_end` finds it in
-raw console bytes as they come (the keeper of a detached VM follows its serial log so).
+kernel panic, a fatal trap, the kernel debugger taking over. A ``panic: `` line alone is
+not enough (a userland program may print one: Go's runtime does): it counts when the next
+console line that is not blank is one the kernel prints after its panic message (a trap,
+``cpu0: Begin traceback``, ``Stopped in``, the debugger's prompt, ``dump to dev``).
+:func:`scan_end` finds the end in raw console bytes as they come (the keeper of a
+detached VM follows its serial log so).
 """
 
 from __future__ import annotations
@@ -30,10 +34,14 @@ KERNEL_LINE = (r"^(\s*$|kern\.|clock: |WARNING: |warning: |entropy: |boot device
 
 #: The kernel halted: nothing more will happen, though QEMU runs on.
 HALTED = r"^The operating system has halted\."
-#: The kernel panicked or trapped (``panic: ...``, ``fatal page fault in supervisor
-#: mode``, ``fatal breakpoint trap ...``), or its debugger stopped it (``Stopped in pid
-#: ...``, the ``db{0}>`` prompt).
-PANIC = r"^(panic: |fatal [a-z ]*(trap|fault) in (supervisor|user) mode|Stopped in |db\{\d+\}>)"
+#: The kernel trapped (``fatal page fault in supervisor mode``, ``fatal breakpoint trap
+#: ...``), or its debugger stopped it (``Stopped in pid ...``, the ``db{0}>`` prompt).
+PANIC = r"^(fatal [a-z ]*(trap|fault) in (supervisor|user) mode|Stopped in |db\{\d+\}>)"
+#: The kernel's panic message (``[ time] panic: `` from NetBSD 9 on, the stamp removed)...
+PANIC_MESSAGE = r"^panic: "
+#: ... and the kernel lines that follow it at once (with :data:`PANIC`): with them it
+#: is a kernel panic, not a program printing "panic: ".
+PANIC_FOLLOWS = r"^(cpu\d+: Begin traceback|dump(ing)? to dev )"
 #: The kernel debugger waits for a command: a panicking guest prints nothing more.
 DEBUGGER_PROMPT = r"db\{\d+\}> ?$"
 #: The longest unfinished console line :func:`scan_end` keeps (an end line is short).
@@ -49,6 +57,21 @@ def guest_end(line: str) -> str | None:
     return None
 
 
+def end_after(pending: str | None, line: str
+              ) -> tuple[tuple[str, str] | None, str | None]:
+    """One console line (without its stamp) after ``pending``, a ``panic:`` line still
+    waiting for the next one: ``(end, pending)``, ``end`` the guest's end as ``(kind,
+    line)`` (a panic is reported by its message) or None."""
+    if not line.strip():
+        return None, pending
+    kind = guest_end(line)
+    if pending is not None and (kind == "panic" or re.match(PANIC_FOLLOWS, line)):
+        return ("panic", pending), None
+    if kind is not None:
+        return (kind, line), None
+    return None, line if re.match(PANIC_MESSAGE, line) else None
+
+
 def unstamped(line: str) -> tuple[str, bool]:
     """A console line without the kernel's uptime stamp (NetBSD >= 9), and whether it
     had one (then the line is the kernel's)."""
@@ -62,11 +85,16 @@ def scan_end(partial: bytes, data: bytes) -> tuple[bytes, tuple[str, str] | None
     :data:`MAX_PARTIAL` bytes) and the first complete line saying the guest ended, as
     ``(kind, line)`` (the line without its line end and uptime stamp), else None."""
     *lines, rest = (partial + data).split(b"\n")
+    pending = None
     for raw in lines:
         line = unstamped(raw.decode("utf-8", "replace").strip("\r"))[0]
-        kind = guest_end(line)
-        if kind is not None:
-            return rest[-MAX_PARTIAL:], (kind, line)
+        end, pending = end_after(pending, line)
+        if end is not None:
+            return rest[-MAX_PARTIAL:], end
+    if pending is not None:  # carried on in the unfinished line until the next line comes
+        if re.search(DEBUGGER_PROMPT, rest.decode("utf-8", "replace")):
+            return rest[-MAX_PARTIAL:], ("panic", pending)
+        return (pending.encode() + b"\n" + rest)[-MAX_PARTIAL:], None
     return rest[-MAX_PARTIAL:], None
 
 
@@ -81,6 +109,14 @@ class StageDetector:
         self.times: dict[str, float] = {}
         self.end: tuple[str, str] | None = None
         self.end_at: float | None = None
+        self._panic: tuple[str, float] | None = None  # a panic line, and when it came
+
+    def exited(self) -> tuple[str, str] | None:
+        """QEMU ended: a ``panic:`` line still waiting for the kernel's next line was the
+        kernel's last word (a panic that reset the machine). The guest's end, if any."""
+        if self.end is None and self._panic is not None:
+            self.end, self.end_at = ("panic", self._panic[0]), self._panic[1]
+        return self.end
 
     def mark(self, stage: str, t: float) -> bool:
         """Record ``stage`` at ``t`` unless already seen; True when newly recorded."""
@@ -98,9 +134,12 @@ class StageDetector:
         new = []
         line, stamp = unstamped(line.strip("\r"))
         if self.end is None:
-            kind = guest_end(line)
-            if kind is not None:
-                self.end, self.end_at = (kind, line), t
+            pending = self._panic
+            self.end, panic = end_after(pending[0] if pending else None, line)
+            if self.end is not None:
+                self.end_at = pending[1] if pending and self.end[0] == "panic" else t
+            self._panic = (panic, pending[1] if pending and panic == pending[0] else t) \
+                if panic is not None else None
         if "banner" not in self.times and re.match(BANNER, line):
             self.mark("banner", t)
             new.append("banner")

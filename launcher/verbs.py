@@ -100,13 +100,34 @@ def _stop_one(vm: state.VmDir, grace: float, force: bool) -> str:
         return f"startnb: {vm.name} was not running"
     argv = vm.manifest().get("argv")
     machine = argv[argv.index("-M") + 1] if isinstance(argv, list) and "-M" in argv else ""
-    how, why = stop_pid(pid, vm.qmp, grace, force, state.is_qemu,
-                        acpi="acpi=off" not in str(machine).split(","))
+    button = "acpi=off" not in str(machine).split(",")  # the machine has a power button
+    no_acpi = button and _kernel_without_acpi(vm, argv)  # but nobody in the guest answers
+    how, why = stop_pid(pid, vm.qmp, grace, force, state.is_qemu, acpi=button and not no_acpi)
+    if no_acpi:
+        why = why.replace("the machine has no ACPI power button",
+                          "the guest's kernel has no ACPI (no acpi0 on its console)")
     vm.wait_keeper()
     if how == "powerdown" and (other := _ended_otherwise(vm)):
         how, why = "ended", f"{other}, before the guest powered off"
     state.remove(vm)
     return f"startnb: stopped {vm.name} (pid {pid}, {how}): {why}"
+
+
+def _kernel_without_acpi(vm: state.VmDir, argv: object) -> bool:
+    """An x86 guest whose console shows the root mounted but no ``acpi0 at`` (NetBSD's VM
+    kernels, a GENERIC that kstrip left without acpi): nobody answers the power button."""
+    import re
+
+    qemu = str(argv[0]) if isinstance(argv, list) and argv else ""
+    if "x86_64" not in qemu and "i386" not in qemu:
+        return False
+    try:
+        with vm.serial_log.open("rb") as f:
+            head = f.read(1 << 20)  # autoconfiguration is at the start
+    except OSError:
+        return False
+    return b"root file system type: " in head and \
+        re.search(rb"^(\[[^]\n]*\] ?)?acpi0 at ", head, re.M) is None
 
 
 def _ended_otherwise(vm: state.VmDir) -> str | None:

@@ -251,9 +251,11 @@ def test_read_write_root_has_room_to_live(sets_dir: Path, tmp_path: Path, fs: st
 
 
 def test_image_over_64_gib_needs_force(sets_dir: Path, tmp_path: Path) -> None:
-    err = one_line_error(smolfs("build", "-x", sets_dir / "rescue.tar.xz", "-m", "70000",
-                                cwd=tmp_path), code=2)
+    r = smolfs("build", "-x", sets_dir / "rescue.tar.xz", "-m", "70000", cwd=tmp_path)
+    err = one_line_error(r, code=2)
     assert "68.4 GiB is over 64 GiB" in err and "--force" in err
+    # the hint fits -m MB, not mkfs -s SIZE's "1t where 1g was meant?"
+    assert "-m is in MiB: -m 70000 is 68 GiB" in r.stderr and "1t where" not in r.stderr
     assert os.listdir(tmp_path) == []  # refused before any set is read or cached
 
 
@@ -454,9 +456,24 @@ def test_up_to_date_image_is_kept(sets_dir: Path, tmp_path: Path) -> None:
     assert again("--rw")[0] is False  # a service file changed
     os.utime(archive, ns=(1, 1))
     assert again("--rw")[0] is False  # the set changed
-    later = (img.with_name("r.img.json").stat().st_mtime_ns + 10**9,) * 2
-    os.utime(img, ns=later)  # written to by a VM after the build
-    assert again("--rw")[0] is False
+    kept, ino = again("--rw")
+    assert kept
+
+    def written_by_a_vm() -> None:
+        with img.open("r+b") as f:  # the last bytes: free space of the filesystem
+            f.seek(-5, os.SEEK_END)
+            f.write(b"guest")
+        later = (img.with_name("r.img.json").stat().st_mtime_ns + 10**9,) * 2
+        os.utime(img, ns=later)
+
+    written_by_a_vm()  # a read-write root keeps what its VM wrote
+    assert again("--rw") == (True, ino)
+    assert img.read_bytes().endswith(b"guest")
+    assert again("--rw", "--force")[0] is False
+    assert again()[0] is False  # a read-only root now
+    written_by_a_vm()  # a read-only root that was written to: rebuilt
+    assert again()[0] is False
+    assert not img.read_bytes().endswith(b"guest")
     assert Image(img, "ffs").read("etc/rc") == b"#!/bin/sh\necho changed\n"
 
 

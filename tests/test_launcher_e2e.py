@@ -382,15 +382,27 @@ def test_boots_with_hardware_kvm(vm: Vms, kernels: Kernels, disk: Path) -> None:
 
 @pytest.mark.qemu
 @pytest.mark.netbsd
-def test_genuine_netbsd_to_ready(vm: Vms, netbsd_dir: Path) -> None:
+def test_genuine_netbsd_to_ready(vm: Vms, netbsd_dir: Path, tmp_path: Path) -> None:
+    """The genuine kernel and a root the test builds from NetBSD's rescue set, with an rc
+    that prints SERVICE READY (the launcher's default ready line), then ends the VM."""
     kernel = next((netbsd_dir / n for n in ("netbsd", "netbsd.gz") if (netbsd_dir / n).exists()),
                   None)
-    image = netbsd_dir / "root.img"
-    if kernel is None or not image.exists():
-        pytest.skip(f"netbsd: {netbsd_dir} needs netbsd (or netbsd.gz) and root.img")
+    rescue = netbsd_dir / "sets" / "rescue.tgz"
+    if kernel is None or not rescue.is_file():
+        pytest.skip(f"netbsd: {netbsd_dir} needs netbsd (or netbsd.gz) and sets/rescue.tgz")
+    svc = tmp_path / "svcs" / "ready" / "etc"
+    svc.mkdir(parents=True)
+    (svc / "rc").write_text("#!/bin/sh\n. /etc/include/basicrc\necho SERVICE READY\n"
+                            ". /etc/include/shutdown\n")
+    image = tmp_path / "root.img"
+    b = subprocess.run([sys.executable, "-m", "smolfs", "build", "-s", "ready",
+                        "--services-dir", str(tmp_path / "svcs"), "-x", str(rescue),
+                        "-i", str(image), "--ro", "--offline"], env=vm.env,
+                       capture_output=True, text=True, timeout=300, check=False)
+    assert b.returncode == 0, b.stderr
     console = vm.console_file("netbsd")
     r = vm.run(str(kernel), str(image), "--ro", "--json", "--console", f"file:{console}",
-                "--timeout", "60")
+                "--timeout", "180", timeout=300)
     assert r.returncode in (0, 1) and r.stdout, r.stderr
     stages = json.loads(r.stdout.splitlines()[0])["timing"]["stages"]
     assert stages["banner"] is not None and stages["root"] is not None, stages
@@ -549,14 +561,32 @@ def test_stop_guest_honours_acpi_power_button(vm: Vms, kernels: Kernels) -> None
 
 @pytest.mark.qemu
 def test_stop_guest_ignoring_power_button_gets_sigterm(vm: Vms, kernels: Kernels) -> None:
-    r = vm.run("-d", "--name", "deaf", str(kernels.pvh), "-N")
+    r = vm.run("-d", "--name", "deaf", str(kernels.pvh), "-N",
+               "-a", "smoltest.say=acpi0_at_mainbus0:_ACPI_(deaf)")
     assert r.returncode == 0, r.stderr
+    wait_for_file_text(Path(vm.env["MKSMOLNB_STATE"]) / "deaf" / "serial.log", "acpi0 at")
     start = time.monotonic()
     stop = vm.run("stop", "deaf", "--grace", "0.5")
     assert stop.returncode == 0, stop.stderr
     assert "sigterm): the guest ignored the ACPI power button for 0.5 s; QEMU ended on " \
         "SIGTERM" in stop.stderr, stop.stderr
     assert time.monotonic() - start >= 0.5
+    assert not wait_gone(vm.needle, 0.5)
+
+
+@pytest.mark.qemu
+def test_stop_guest_whose_kernel_has_no_acpi_gets_sigterm_at_once(vm: Vms, kernels: Kernels
+                                                                  ) -> None:
+    """The console shows the root mounted and no ``acpi0 at`` (NetBSD's VM kernels): no
+    power button to press, no grace to wait."""
+    r = vm.run("-d", "--name", "noacpi", str(kernels.pvh), "-N")
+    assert r.returncode == 0, r.stderr
+    start = time.monotonic()
+    stop = vm.run("stop", "noacpi", "--grace", "20")
+    assert stop.returncode == 0, stop.stderr
+    assert "sigterm): the guest's kernel has no ACPI (no acpi0 on its console); QEMU ended " \
+        "on SIGTERM" in stop.stderr, stop.stderr
+    assert time.monotonic() - start < 10
     assert not wait_gone(vm.needle, 0.5)
 
 

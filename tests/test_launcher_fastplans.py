@@ -120,6 +120,36 @@ def test_service_plan_until_one_input_changes(runner: Runner, test_kernels: Test
 
 
 @pytest.mark.qemu
+@pytest.mark.slow
+def test_read_write_service_keeps_what_its_vm_wrote(runner: Runner, test_kernels: TestKernels,
+                                                     services: Path) -> None:  # noqa: F811
+    """``RO=no`` (as caddy): the disk is attached read-write and what the guest wrote
+    stays; the next start neither rebuilds the image nor refuses its plan."""
+    conf = services / "rescue" / "service.conf"
+    conf.write_text(conf.read_text().replace("RO=yes", "RO=no"))
+    args = ["rescue", "--services-dir", str(services), "-k", "SMOLTEST"]
+    image = runner.work / "rescue-amd64.img"
+    fast, r = runner.boot(*args)
+    assert fast is False and "up to date" not in r.stderr
+    drive = json.loads(r.stdout.splitlines()[0])["argv"]
+    assert not drive[drive.index("-drive") + 1].endswith(",readonly=on")
+    ino = image.stat().st_ino
+    for plan in (True, False):  # from the plan, then by the builder (the plan removed)
+        if not plan:
+            for f in (runner.work / "cache").rglob("*plan*"):
+                if f.is_file():
+                    f.unlink()
+        with image.open("r+b") as f:  # what a guest writes to its read-write root
+            f.seek(-5, os.SEEK_END)
+            f.write(b"guest")
+        os.utime(image, ns=(time.time_ns() + 10**9,) * 2)
+        fast, r = runner.boot(*args)
+        assert "up to date" in r.stderr or fast, r.stderr
+        assert fast is plan, r.stderr
+        assert image.stat().st_ino == ino and image.read_bytes().endswith(b"guest")
+
+
+@pytest.mark.qemu
 def test_strip_plan_until_the_kernel_or_its_stripped_copy_changes(
         runner: Runner, test_kernels: TestKernels) -> None:
     kernel = runner.work / "netbsd"

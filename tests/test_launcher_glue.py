@@ -265,3 +265,29 @@ def test_an_up_to_date_service_image_needs_no_builder(tmp_path: Path, mirror: Fa
     imported, err = _build_service(tmp_path, mirror, services)
     assert imported and "up to date" not in err and image.stat().st_mtime_ns != built
     assert not _build_service(tmp_path, mirror, services)[0]
+
+
+@pytest.mark.parametrize(("ready", "ports", "want"), [
+    ("^caddy: serving", [], "console:^caddy: serving"),
+    ("http:80/", ["8080:80"], "http:8080/"),
+    ("http:80/health", ["udp:5353:80", "127.0.0.1:8081:80"], "http:8081/health"),
+    ("tcp:22", ["2222:22", "8080:80"], "tcp:2222"),
+])
+def test_service_ready_maps_the_guest_port_to_the_forwarded_host_port(
+        ready: str, ports: list[str], want: str) -> None:
+    from launcher.__main__ import _service_ready
+
+    assert _service_ready("web", ready, ports) == want
+
+
+def test_service_ready_on_a_port_nobody_forwards_says_which_p_to_add(
+        tmp_path: Path, mirror: FakeMirror, services: Path) -> None:
+    conf = services / "rescue" / "service.conf"
+    conf.write_text(conf.read_text().replace("READY=^SERVICE READY$", "READY=http:80/"))
+    r = startnb(tmp_path, mirror, "rescue", "--services-dir", str(services), "-k", "SMOLTEST",
+                "--timeout", "30", "-p", "2222:22")
+    assert r.returncode == 2, r.stderr
+    assert "Traceback" not in r.stderr
+    assert "service rescue is ready when guest port 80 answers (http:80/), and no -p " \
+        "forwards it" in r.stderr, r.stderr
+    assert "add -p HOSTPORT:80, e.g. -p 8080:80" in r.stderr

@@ -348,7 +348,8 @@ def test_scan_end_carries_lines_across_chunks() -> None:
     assert end == ("halted", "The operating system has halted.")
     partial, end = scan_end(b"", b"x" * (3 * MAX_PARTIAL))  # no line end: bounded
     assert end is None and len(partial) == MAX_PARTIAL
-    assert scan_end(b"", b"[   3.5] panic: init died\n")[1] == ("panic", "panic: init died")
+    assert scan_end(b"", b"[   3.5] panic: init died\n[   3.5] cpu0: Begin traceback...\n"
+                    )[1] == ("panic", "panic: init died")
     assert scan_end(b"", b"halt: halted by root\nsh: panic: not found\n")[1] is None
 
 

@@ -318,3 +318,20 @@ def test_image_over_the_bound_needs_force(tmp_path):
     assert write_image(small_tree(), tmp_path / "a.img", "fake", size="65g",
                        force=True) == 65 << 30
     assert os.path.getsize(tmp_path / "a.img") == 65 << 30
+
+
+def test_readme_inode_figures_are_the_writers(tmp_path):
+    """README's "Inodes and free space": a 64 MiB UFS1 image gets 23,296 inodes (as
+    makefs gives); ext2's density is mke2fs's, 32 KiB per inode beyond 4 TiB."""
+    from pathlib import Path
+
+    from smolfs.ext2.layout import default_density
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "a 64 MiB UFS1 image\n  gets 23,296 inodes" in readme
+    assert "16 KiB below 4 TiB, 32 KiB beyond" in readme
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "f").write_text("hi\n")
+    result = mkfs(tmp_path / "a.img", [tmp_path / "t"], "ffs", size="64m")
+    assert result.free_inodes + 4 == 23296  # inodes 0 and 1 (reserved), root, the file
+    assert default_density(3 << 40) == 16384 and default_density(5 << 40) == 32768

@@ -50,8 +50,9 @@ def pvh(tmp_path: Path, test_kernels: TestKernels) -> Path:
 
 @pytest.mark.parametrize(("line", "kind"), [
     ("The operating system has halted.", "halted"),
+    # alone, not yet: a program may print "panic: " (test_panic_line_needs_the_kernels_next)
     ("panic: kernel diagnostic assertion \"p != NULL\" failed: file \"x.c\", line 323 ",
-     "panic"),
+     None),
     ("fatal breakpoint trap in supervisor mode", "panic"),
     ("fatal page fault in supervisor mode", "panic"),
     ("fatal protection fault in user mode", "panic"),
@@ -68,6 +69,84 @@ def test_guest_end_lines(line: str, kind: str | None) -> None:
     det = StageDetector()
     det.feed_line(1.0, line)
     assert det.end == ((kind, line) if kind else None)
+
+
+KERNEL_PANIC = "panic: kernel diagnostic assertion \"p != NULL\" failed"
+GO_PANIC = "panic: runtime error: index out of range [3] with length 3"
+
+
+@pytest.mark.parametrize(("lines", "end"), [
+    ([KERNEL_PANIC, "fatal breakpoint trap in supervisor mode"], KERNEL_PANIC),
+    ([KERNEL_PANIC, "", "cpu0: Begin traceback..."], KERNEL_PANIC),
+    ([KERNEL_PANIC, "Stopped in pid 0.1 (system) at  ffffffff802a3ef5: leave"], KERNEL_PANIC),
+    ([KERNEL_PANIC, "dump to dev 19,1 not possible"], KERNEL_PANIC),
+    (["[   1.0312] " + KERNEL_PANIC, "[   1.0312] cpu0: Begin traceback..."], KERNEL_PANIC),
+    ([GO_PANIC, "", "goroutine 1 [running]:", "main.main()", "cpu0: Begin traceback..."],
+     None),
+    ([GO_PANIC, "syncing disks... done", "rebooting..."], None),  # rc's shutdown after it
+    ([GO_PANIC], None),
+])
+def test_panic_line_needs_the_kernels_next(lines: list[str], end: str | None) -> None:
+    """A ``panic:`` line is the kernel's once the next line that is not blank is one the
+    kernel prints after its panic message; Go's runtime prints ``panic: `` too."""
+    from launcher.detect import scan_end
+
+    det = StageDetector()
+    for i, line in enumerate(lines):
+        det.feed_line(float(i), line)
+    assert det.end == (("panic", end) if end else None)
+    if end:
+        assert det.end_at == 0.0  # when the panic message came
+    data = "".join(f"{line}\r\n" for line in lines).encode()
+    assert scan_end(b"", data)[1] == (("panic", end) if end else None)
+    partial = b""  # one byte at a time, as a slow console gives them
+    found = None
+    for i in range(len(data)):
+        partial, found = scan_end(partial, data[i:i + 1])
+        if found:
+            break
+    assert found == (("panic", end) if end else None)
+
+
+def test_panic_line_then_qemu_gone_is_a_panic() -> None:
+    """A machine reset straight after the panic message (QEMU ends, -no-reboot): it was
+    the kernel's last word."""
+    det = StageDetector()
+    det.feed_line(1.0, KERNEL_PANIC)
+    det.feed_line(1.5, "")
+    assert det.end is None
+    assert det.exited() == ("panic", KERNEL_PANIC) and det.end_at == 1.0
+    quiet = StageDetector()
+    quiet.feed_line(1.0, "SERVICE READY")
+    assert quiet.exited() is None
+
+
+def test_panic_then_the_debuggers_prompt_without_a_line_end() -> None:
+    from launcher.detect import scan_end
+
+    assert scan_end(b"", f"{KERNEL_PANIC}\r\ndb{{0}}> ".encode())[1] == ("panic", KERNEL_PANIC)
+
+
+@pytest.mark.qemu
+def test_userland_panic_line_leaves_the_vm_running(runner: Runner, pvh: Path) -> None:
+    """A Go program's panic on the console after the ready line (caddy is Go): the
+    detached VM's keeper does not stop it."""
+    r = runner.startnb(str(pvh), "-N", "-d", "--name", "gopanic", "--timeout", "60",
+                       "-a", "smoltest.saywait=300",
+                       *words("panic:_runtime_error:_index_out_of_range", "",
+                              "goroutine_1_[running]:", "main.main()"), timeout=60)
+    assert r.returncode == 0, r.stderr
+    log = runner.state / "gopanic" / "serial.log"
+    deadline = time.monotonic() + 30
+    while "main.main()" not in log.read_text(errors="replace") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(2)  # the keeper reads the log every POLL seconds
+    assert runner.qemu_left(), "a userland panic line stopped the VM"
+    manifest = json.loads((runner.state / "gopanic" / "manifest.json").read_text())
+    assert manifest.get("guest_end") is None
+    r = runner.startnb("stop", "--force", "gopanic")
+    assert r.returncode == 0, r.stderr
+    assert not runner.qemu_left(wait=5)
 
 
 @pytest.mark.qemu

@@ -1,19 +1,20 @@
 """Genuine NetBSD end to end, as a user runs it: ``smolfs build`` makes images from
 NetBSD's own sets, ``startnb`` boots them with NetBSD's own kernel until the service is
-ready, and ``startnb stop`` ends them (the shared kernels have no ACPI: the power button
-goes unanswered, SIGTERM after a short grace). kstrip on GENERIC: test_netbsd_kstrip.py.
+ready, and ``startnb stop`` ends them (the shared kernels have no ACPI: their console shows
+no ``acpi0``, and stop sends SIGTERM at once). kstrip on GENERIC: test_netbsd_kstrip.py.
 
 Reads ``$MKSMOLNB_NETBSD_DIR`` (skipped without it; each test names the file it lacks):
 
 - ``netbsd`` or ``netbsd.gz``: an amd64 kernel QEMU boots (MICROVM, or GENERIC);
 - ``sets/``: the release's sets as published (``rescue.tgz`` or ``rescue.tar.xz``;
-  ``base`` and ``etc`` for the web server).
+  ``httpd`` beside it for the web server).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +26,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import qemu_pids
+from conftest import REPO, qemu_pids
 
 pytestmark = [pytest.mark.netbsd, pytest.mark.qemu, pytest.mark.slow]
 
@@ -122,11 +123,20 @@ def test_rescue_from_genuine_set_boots_to_its_shell(session: Session, netbsd_dir
 
 
 def test_web_server_from_genuine_sets_answers_http(session: Session, netbsd_dir: Path) -> None:
+    """The shipped bozohttpd service on the rescue set and NetBSD's httpd alone (no base or
+    etc set): httpd looks up uid 0 at start, in ``/etc/pwd.db``, which the service's own
+    ``etc/`` brings here (a build with packages writes it from ``master.passwd``)."""
+    from smolfs.pkg import pwdb
+
     kernel = first(netbsd_dir, "netbsd", "netbsd.gz")
-    sets = ",".join(str(set_file(netbsd_dir, name)) for name in ("base", "etc"))
+    sets = ",".join(str(set_file(netbsd_dir, name)) for name in ("rescue", "httpd"))
+    services = session.workdir / "services"
+    shutil.copytree(REPO / "services" / "bozohttpd", services / "bozohttpd")
+    pwd, _ = pwdb.databases(["root:*:0:0::0:0:Charlie &:/root:/bin/sh"])
+    (services / "bozohttpd" / "etc" / "pwd.db").write_bytes(pwd)
     image = session.workdir / "web.img"
-    session.run("smolfs", "build", "-s", "bozohttpd", "-x", sets, "-i", str(image),
-                "--offline")
+    session.run("smolfs", "build", "-s", "bozohttpd", "--services-dir", str(services),
+                "-x", sets, "-i", str(image), "--offline")
     port = free_port()
     boot_detached(session, "web", kernel, image, "-p", f"{port}:80", "--ready", f"http:{port}/")
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30) as answer:

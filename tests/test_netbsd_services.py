@@ -86,7 +86,8 @@ def test_rescue_service_boots_cleanly(runner: Runner, rescue_images: dict, fs: s
     runner.startnb("stop", "--force", "rescue")
     assert not runner.qemu_left(wait=5)
     # what the root mode did to the image: a read-write root was mounted read-write (the
-    # kernel marked it in use, and the VM was killed), a read-only one is untouched
+    # kernel marked it in use, and the VM was killed: basicrc preens it at the next boot,
+    # see test_killed_read_write_root_is_repaired_at_next_boot), a read-only one is untouched
     if fs == "ext2":
         state = subprocess.run(["dumpe2fs", "-h", str(image)], capture_output=True,
                                text=True, check=False).stdout
@@ -99,6 +100,62 @@ def test_rescue_service_boots_cleanly(runner: Runner, rescue_images: dict, fs: s
         out = subprocess.run([str(fsck), "-n", "-F", str(image)], capture_output=True,
                              text=True, check=False).stdout
         assert ("File system is clean; not checking" in out) is (mode == "ro"), out
+
+
+def host_fsck(root: Path, fs: str, image: Path) -> tuple[int, str]:
+    """The host's read-only check of IMAGE: (exit status, output); 0 is clean."""
+    if fs == "ext2":
+        argv = ["e2fsck", "-fn", str(image)]
+    else:
+        fsck = root / "fsck_ffs"
+        if not fsck.is_file():
+            pytest.skip(f"netbsd: no fsck_ffs in {root}")
+        argv = [str(fsck), "-n", "-f", "-F", str(image)]
+    r = subprocess.run(argv, capture_output=True, text=True, check=False)
+    return r.returncode, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("fs", ["ffs", "ext2"])
+def test_killed_read_write_root_is_repaired_at_next_boot(runner: Runner, tmp_path: Path,
+                                                         fs: str) -> None:
+    """``startnb stop`` of a read-write root (no ACPI: QEMU gets SIGTERM) leaves the
+    filesystem damaged; the next boot's basicrc preens it before ``mount -u /``: no error
+    line on the console, the service ready, and a clean halt leaves it clean."""
+    root = netbsd_root()
+    kernel = first(root, "netbsd", "netbsd.gz")
+    svc = tmp_path / "svc" / "twice" / "etc"
+    svc.mkdir(parents=True)
+    # first boot: write files, stay up; second boot: ready, then a clean halt
+    (svc / "rc").write_text(
+        "#!/bin/sh\n. /etc/include/basicrc\n"
+        "if [ -e /booted ]; then echo 'twice: ready again'; rm /booted\n"
+        ". /etc/include/shutdown\nfi\n"
+        ": > /booted; sync\n"
+        "mkdir /junk; i=0; while [ $i -lt 40 ]; do echo $i > /junk/$i; i=$((i+1)); done\n"
+        "echo 'twice: ready'; sleep 3600\n")
+    image = tmp_path / "twice.img"
+    runner.run("smolfs", "build", "-s", "twice", "--services-dir", str(tmp_path / "svc"),
+               "-x", str(rescue_set(root)), "-i", str(image), "--fs", fs, "--rw",
+               "--offline", check=True)
+    assert host_fsck(root, fs, image)[0] == 0
+    _, console = boot_detached(runner, "twice", kernel, image,
+                               "--ready", "console:^twice: ready$")
+    assert error_lines(console) == [], console
+    r = runner.startnb("stop", "twice")
+    assert r.returncode == 0, r.stderr
+    assert not runner.qemu_left(wait=5)
+    status, out = host_fsck(root, fs, image)
+    assert status != 0, out  # the kill left it dirty: what basicrc must repair
+
+    r = runner.startnb("-k", str(kernel), "-i", str(image), "--timeout", BOOT_TIMEOUT,
+                       "--ready", "console:^twice: ready again")
+    console = r.stdout + r.stderr
+    assert "twice: ready again" in console, console
+    assert error_lines(console) == [], console
+    assert "rld0a" in console, console  # fsck's preen lines name the device it repaired
+    assert not runner.qemu_left(wait=5)
+    status, out = host_fsck(root, fs, image)
+    assert status == 0, out
 
 
 def test_shutdown_ends_the_vm_without_acpi(runner: Runner, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ def repo(tmp_path: Path) -> Path:
         SynthPkg("web-2.0", files={"bin/web": b"#!/bin/sh\n"}, depends=["libfoo>=1.2<1.5"],
                  requires=["/usr/pkg/lib/libfoo.so.1"], comment="a static web server"),
         SynthPkg("other-1.0", files={"bin/o": b"o"}, machine_arch="i386"),
+        SynthPkg("arm-1.0", files={"bin/a": b"a"}, machine_arch="aarch64"),
     ])
 
 
@@ -54,6 +55,9 @@ def test_deps(repo: Path, tmp_path: Path) -> None:
     out = ok(smolfs("pkg", "deps", "other", "--arch", "i386", "--pkg-repo", repo,
                     cwd=tmp_path)).stdout
     assert out.split() == ["other-1.0"]
+    out = ok(smolfs("pkg", "deps", "arm", "--arch", "aarch64", "--pkg-repo", repo,
+                    cwd=tmp_path)).stdout  # as smolfs build --arch aarch64 --pkg accepts it
+    assert out.split() == ["arm-1.0"]
     line = one_line_error(smolfs("pkg", "deps", "{web", "--pkg-repo", repo, cwd=tmp_path), 2)
     assert "malformed package pattern" in line
 

@@ -26,6 +26,7 @@ def test_default_url_is_the_official_layout() -> None:
     assert default_url("i386", "9.4", "https://m.example/pub/NetBSD") == \
         "https://m.example/pub/pkgsrc/packages/NetBSD/i386/9.0/All"
     assert default_url("amd64", "netbsd-10", "https://m.example").endswith("/x86_64/10.0/All")
+    assert default_url("aarch64", "10.1", "https://m.example").endswith("/aarch64/10.0/All")
     with pytest.raises(UsageError, match="no pkgsrc packages for release 'HEAD'"):
         default_url("amd64", "HEAD")
 

@@ -30,12 +30,17 @@ def test_shipped_services_are_complete() -> None:
     assert service.available(base) == ["base", "bozohttpd", "caddy", "rescue"]
     rescue = service.load("rescue")
     assert rescue.sets == ("rescue",) and rescue.ro is True and rescue.fs is None
-    # each shipped service's READY matches the line its etc/rc prints
+    # each shipped service's READY matches the line its etc/rc prints, or names the port
+    # its server listens on
     import re
     for name in service.available(base):
         svc = service.load(name)
+        if svc.ready and (m := service.NETWORK_READY.fullmatch(svc.ready)):
+            assert f":{m[2] or m[5]} " in (svc.etc / "rc").read_text(), name
+            continue
         echoed = re.findall(r'^echo "([^"]*)"', (svc.etc / "rc").read_text(), re.M)
         assert svc.ready and any(re.search(svc.ready, line) for line in echoed), name
+    assert service.load("caddy").ready == "http:80/"  # ready when it answers HTTP
     assert service.load("base").sets == ("base", "etc")
     web = service.load("bozohttpd")
     assert [p.name for p in web.postinst] == ["10-www.sh"]
@@ -105,6 +110,12 @@ def test_conf_parsing(tmp_path: Path) -> None:
     assert svc.common == service.shipped_dir() / "common"
 
 
+@pytest.mark.parametrize("ready", ["http:80/", "http:8080/health", "tcp:22", "^web: up"])
+def test_conf_ready_takes_a_console_line_or_a_guest_port(tmp_path: Path, ready: str) -> None:
+    make_service(tmp_path, "web", f"READY={ready}\n")
+    assert service.load("web", tmp_path).ready == ready
+
+
 @pytest.mark.parametrize(("conf", "needle"), [
     ("SETS=base\nPORT=80\n",
      "service.conf:2: unknown key 'PORT' (valid: SIZE_MB, SETS, FS, RO, HOSTNAME, PKGS, "
@@ -116,6 +127,7 @@ def test_conf_parsing(tmp_path: Path) -> None:
     ("POSTINST_BIND=opt/www\n", "POSTINST_BIND='opt/www': expected absolute directory paths"),
     ("READY=\n", "service.conf:1: READY='': expected a regular expression"),
     ("READY=(unclosed\n", "service.conf:1: READY='(unclosed': not a regular expression"),
+    ("READY=tcp:70000\n", "service.conf:1: READY='tcp:70000': guest port 70000 out of range"),
     ("SIZE_MB=big\n", "service.conf:1: SIZE_MB='big': expected a whole number"),
     ("RO=maybe\n", "service.conf:1: RO='maybe': expected yes or no"),
     ("FS=zfs\n", "service.conf:1: FS='zfs': expected one of ffs, ext2"),
@@ -211,11 +223,13 @@ def test_unknown_arch() -> None:
 # log their arguments: the order of what a booting guest would do is checked, not just
 # the syntax.
 
-STUBS = {"sbin/mount": 0, "sbin/ifconfig": 0, "sbin/route": 0, "sbin/halt": 0,
+STUBS = {"sbin/fsck_ffs": 0, "sbin/mount": 0, "sbin/ifconfig": 0, "sbin/route": 0,
+         "sbin/halt": 0,
          "sbin/reboot": 0, "sbin/dmesg": 0, "bin/sync": 0, "usr/libexec/httpd": 0}
 
 NETWORK_AND_MOUNTS = [
-    "mount -u /", "mount -a", "ifconfig lo0 127.0.0.1 up", "ifconfig vioif0",
+    "fsck_ffs -p -q /dev/ld0a", "mount -u /", "mount -a", "ifconfig lo0 127.0.0.1 up",
+    "ifconfig vioif0",
     "ifconfig vioif0 inet 10.0.2.15/24 up", "route -q add default 10.0.2.2",
 ]
 # no ACPI (grep finds no acpi0 in dmesg): reboot, which ends a QEMU run with -no-reboot
@@ -223,8 +237,8 @@ SHUTDOWN = ["sync", "mount -ur /", "dmesg", "grep -q ^acpi0 at ", "reboot -lq"]
 RW_FSTAB = "# generated\n/dev/ld0a / ffs rw 1 1\n"
 
 
-def run_rc(tmp_path: Path, name: str, fstab: str = RW_FSTAB, acpi: bool = False
-           ) -> tuple[list[str], str, Path]:
+def run_rc(tmp_path: Path, name: str, fstab: str = RW_FSTAB, acpi: bool = False,
+           fsck: int = 0) -> tuple[list[str], str, Path]:
     import shutil
 
     bwrap, dash = shutil.which("bwrap"), shutil.which("dash")
@@ -237,7 +251,8 @@ def run_rc(tmp_path: Path, name: str, fstab: str = RW_FSTAB, acpi: bool = False
     (root / "bin").mkdir()
     shutil.copy(dash, root / "bin" / "sh")
     (root / "etc" / "fstab").write_text(fstab)
-    for stub, status in {**STUBS, "usr/bin/grep": 0 if acpi else 1}.items():
+    stubs = {**STUBS, "usr/bin/grep": 0 if acpi else 1, "sbin/fsck_ffs": fsck}
+    for stub, status in stubs.items():
         path = root / stub
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(f'#!/bin/sh\necho "${{0##*/}}${{*:+ $*}}" >> /calls\nexit {status}\n')
@@ -277,7 +292,22 @@ def test_read_only_root_is_not_remounted(tmp_path: Path, fstab: str) -> None:
     """``mount -u /`` on NetBSD's read-only root fails ("Operation not supported"):
     basicrc runs it only for a root /etc/fstab says is rw."""
     calls, _, _ = run_rc(tmp_path, "rescue", fstab=fstab)
-    assert calls == NETWORK_AND_MOUNTS[1:] + SHUTDOWN
+    assert calls == NETWORK_AND_MOUNTS[2:] + SHUTDOWN
+
+
+def test_root_repaired_but_not_reloaded_reboots_without_sync(tmp_path: Path) -> None:
+    """fsck exits 4 when it repaired the mounted root and the kernel could not reload it:
+    going on would write the kernel's stale copy back."""
+    calls, out, _ = run_rc(tmp_path, "rescue", fsck=4)
+    assert calls[:2] == ["fsck_ffs -p -q /dev/ld0a", "reboot -n"]
+    assert "mount -u /" not in calls
+    assert "not reloaded; rebooting" in out
+
+
+def test_root_fsck_failure_leaves_the_root_read_only(tmp_path: Path) -> None:
+    calls, out, _ = run_rc(tmp_path, "rescue", fsck=8)
+    assert calls == ["fsck_ffs -p -q /dev/ld0a", *NETWORK_AND_MOUNTS[2:], *SHUTDOWN]
+    assert "fsck of the root failed (exit 8)" in out
 
 
 def test_shutdown_powers_off_with_acpi(tmp_path: Path) -> None:

@@ -97,6 +97,30 @@ def test_one_changed_input_makes_the_image_stale(built: dict[str, Path], change:
     assert not is_fresh(built)
 
 
+@pytest.mark.parametrize("ro", [True, False, None])
+def test_a_read_write_root_keeps_what_its_vm_wrote(built: dict[str, Path], ro: bool | None
+                                                   ) -> None:
+    """Written to after the build: stale for a read-only root (or a manifest that does not
+    say), kept for a read-write one; a size that changed is stale for both."""
+    m = built["image"].with_name("web-amd64.img.json")
+    data = json.loads(m.read_text())
+    data["ro"] = ro
+    m.write_text(json.dumps(data))
+    staleness.remember(built["image"], data["inputs"], json.loads(json.dumps(
+        staleness.inputs(("fields",), [built["sets"], built["kernel"]],
+                         [built["services"] / "web"], dirs=[built["services"]])[1])),
+        ask(built["services"]))
+    assert is_fresh(built)
+    with built["image"].open("r+b") as f:
+        f.write(b"guest")
+    os.utime(built["image"], ns=(2**62, 2**62))
+    assert is_fresh(built) is (ro is False)
+    assert (staleness.up_to_date(built["image"], data["inputs"]) is not None) is (ro is False)
+    with built["image"].open("ab") as f:
+        f.write(b"grown")
+    assert not is_fresh(built)
+
+
 def test_another_request_or_version_is_not_fresh(built: dict[str, Path]) -> None:
     assert not is_fresh(built, arch="i386")
     assert not is_fresh(built, release="9.3")

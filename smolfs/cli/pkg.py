@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="+", metavar="NAME", help="package name or pattern")
     parser.add_argument("--pkg-repo", metavar="URL",
                         help="repository: https, http, file URL or a directory")
-    parser.add_argument("--arch", default="amd64", choices=("amd64", "i386"),
+    parser.add_argument("--arch", default="amd64", choices=("amd64", "i386", "aarch64"),
                         help="architecture of the image (default: %(default)s)")
     parser.add_argument("--release", help="NetBSD release of the image (default: 10.1)")
     parser.add_argument("--mirror", metavar="URL", help="mirror of the official repository")

@@ -63,8 +63,10 @@ def size_arg(n: int) -> str:
     return f"{-(-n // 1024)}k" if n < MIB else f"{mib_ceil(n)}m"
 
 
-def check_bound(size: int, where: str, force: bool = False, flag: str = "--force") -> None:
-    """:class:`~smolfs.errors.ImageTooLarge` for *size* over :data:`MAX_IMAGE` unless *force*."""
+def check_bound(size: int, where: str, force: bool = False, flag: str = "--force",
+                mistake: str = "1t where 1g was meant?") -> None:
+    """:class:`~smolfs.errors.ImageTooLarge` for *size* over :data:`MAX_IMAGE` unless *force*;
+    *mistake*: the slip the hint suggests (the size argument's own)."""
     if size > MAX_IMAGE and not force:
         from smolfs.errors import ImageTooLarge
 
@@ -72,4 +74,4 @@ def check_bound(size: int, where: str, force: bool = False, flag: str = "--force
             f"{where}: {format_size(size)} is over {format_size(MAX_IMAGE)}, the largest image "
             f"written without {flag}",
             size,
-            hint=f"check the size (1t where 1g was meant?), or add {flag} to write it anyway")
+            hint=f"check the size ({mistake}), or add {flag} to write it anyway")

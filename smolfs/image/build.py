@@ -92,7 +92,9 @@ def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
     if planned.size_mb:  # a size over the bound fails before any set is read
         from smolfs.fs.sizes import check_bound
 
-        check_bound(planned.size_mb * MIB, str(planned.image), asked.force)
+        check_bound(planned.size_mb * MIB, str(planned.image), asked.force,
+                    mistake=f"-m is in MiB: -m {planned.size_mb} is "
+                            f"{planned.size_mb // 1024} GiB")
     limit = _postinst_limit(planned.postinst_timeout)
     from smolfs.image.staging import sweep
 
@@ -115,7 +117,8 @@ def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
     if not force:
         old = up_to_date(planned.image, key)
         if old is not None:
-            info(f"{planned.image}: up to date (same inputs, not modified since); --force rebuilds")
+            since = "" if planned.ro is False else ", not modified since"
+            info(f"{planned.image}: up to date (same inputs{since}); --force rebuilds")
             staleness.remember(planned.image, key, stats, request)  # for staleness.fresh
             return BuildResult(image=planned.image, manifest=old)
 

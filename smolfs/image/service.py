@@ -28,6 +28,21 @@ CONF_NAME = "service.conf"
 COMMON = "common"
 
 
+#: READY= of a port in the guest: ``http:GUESTPORT[/PATH]`` or ``tcp:GUESTPORT``.
+NETWORK_READY = re.compile(r"(http):(\d+)(/\S*)?|(tcp):(\d+)")
+
+
+def _ready(value: str) -> str:
+    """A console line's regular expression, or a guest port answering HTTP or TCP."""
+    m = NETWORK_READY.fullmatch(value)
+    if m is not None:
+        port = int(m[2] or m[5])
+        if not 1 <= port <= 65535:
+            raise ValueError(f"guest port {port} out of range (1-65535)")
+        return value
+    return _regex(value)
+
+
 def _regex(value: str) -> str:
     if not value:
         raise ValueError("expected a regular expression, e.g. READY=^web: listening")
@@ -56,9 +71,11 @@ class Setting:
 
 #: The keys ``service.conf`` may hold beyond the build options' (:data:`OPTIONS`).
 SERVICE_ONLY: tuple[Setting, ...] = (
-    Setting("READY", "ready", _regex,
-            "console line (regular expression) the service prints once it is ready: "
-            "what `startnb SERVICE` waits for unless given --ready"),
+    Setting("READY", "ready", _ready,
+            "console line (regular expression) the service prints once it is ready, or "
+            "http:GUESTPORT[/PATH] / tcp:GUESTPORT (the guest port answers, through the "
+            "host port -p forwards to it): what `startnb SERVICE` waits for unless given "
+            "--ready"),
     Setting("POSTINST_BIND", "postinst_bind", _dirs,
             "host directories (absolute, space-separated) shown read-only to the postinst "
             "scripts under bubblewrap, at their own paths"),

@@ -1,6 +1,7 @@
 """Is a built image still up to date? One answer for the builder and for the launcher.
 
-An image is up to date when it was built from the same inputs and not written to since.
+An image is up to date when it was built from the same inputs and, for a read-only root,
+not written to since (a read-write root keeps what its VM wrote).
 :func:`inputs` computes, from a build's inputs, the digest the manifest records
 (``"inputs"``: options, set archives and kernel by path, size and modification time,
 service files by their content) together with the stat of each input. The builder
@@ -124,13 +125,16 @@ def read_manifest(image: str | os.PathLike[str]) -> dict[str, object] | None:
 
 
 def unmodified(image: str | os.PathLike[str], manifest: dict[str, object]) -> bool:
-    """Was ``image`` left as the build wrote it: its size the manifest's, and not written
-    to (booted read-write) after the manifest was?"""
+    """Can ``image`` be kept as the build left it: its size the manifest's, and, for a
+    read-only root, not written to after the manifest was? A read-write root (manifest
+    ``"ro": false``) keeps what its VM wrote: that is its purpose (``--force`` rebuilds)."""
     try:
         img, man = os.stat(image), os.stat(manifest_path(image))
     except OSError:
         return False
-    return img.st_size == manifest.get("size") and img.st_mtime_ns <= man.st_mtime_ns
+    if img.st_size != manifest.get("size"):
+        return False
+    return manifest.get("ro") is False or img.st_mtime_ns <= man.st_mtime_ns
 
 
 def up_to_date(image: str | os.PathLike[str], key: str) -> dict[str, object] | None:
@@ -227,13 +231,13 @@ def snapshot(image: str | os.PathLike[str]) -> dict[str, object] | None:
             or rec.get("image") != os.path.abspath(image):
         return None
     snap = {"image": os.path.abspath(image), "manifest": rec.get("manifest"),
-            "size": old.get("size"), "stats": rec.get("input_stats")}
+            "size": old.get("size"), "ro": old.get("ro"), "stats": rec.get("input_stats")}
     return snap if holds(snap) else None
 
 
 def holds(snap: dict[str, object]) -> bool:
     """Is the image of :func:`snapshot` ``snap`` still up to date: its manifest the same
-    file, the image not written to after it, every input's stat the same? (``os`` only.)"""
+    file, the image kept (:func:`unmodified`), every input's stat the same? (``os`` only.)"""
     image = str(snap.get("image"))
     return (snap.get("manifest") is not None
             and stat_of(manifest_path(image)) == snap.get("manifest")

@@ -44,7 +44,7 @@ DIGEST_LISTS = ("SHA512.bz2", "SHA512.gz", "SHA512")
 SUMMARY_TTL = 24 * 3600
 ALGOS = {"sha512", "sha256", "sha1", "md5", "sha384"}
 
-_ARCH_DIR = {"amd64": "x86_64", "i386": "i386"}
+_ARCH_DIR = {"amd64": "x86_64", "i386": "i386", "aarch64": "aarch64"}
 
 
 class NotCachedPkg(FetchError):

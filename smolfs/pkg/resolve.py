@@ -20,7 +20,7 @@ from smolfs.pkg import dewey, pattern
 from smolfs.pkg.summary import Package
 
 #: NetBSD port name → pkgsrc's MACHINE_ARCH.
-MACHINE_ARCH = {"amd64": "x86_64", "i386": "i386"}
+MACHINE_ARCH = {"amd64": "x86_64", "i386": "i386", "aarch64": "aarch64"}
 
 
 class ResolveError(InputError):

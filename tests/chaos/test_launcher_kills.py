@@ -258,9 +258,9 @@ def test_killed_before_ready(lab: Lab, target: str) -> None:
 # -- after ready -----------------------------------------------------------------------------
 
 
-def _boot_ready(lab: Lab, names: list[str]) -> dict[str, int]:
+def _boot_ready(lab: Lab, names: list[str], *extra: str) -> dict[str, int]:
     """Detached VMs, all ready (``startnb -d`` exited 0): name → QEMU pid."""
-    procs = {name: lab.boot(name) for name in names}
+    procs = {name: lab.boot(name, *extra) for name in names}
     for p in procs.values():
         code, err = _finish(p, 60)
         assert code == 0, err
@@ -315,7 +315,11 @@ def test_killed_during_stop(lab: Lab, target: str) -> None:
     """``startnb stop`` waits out a guest that ignores the power button; meanwhile the
     stop command, the keeper, both or QEMU get a signal. A killed stop leaves the VM
     running and listed; the rest take QEMU down. ``stop --all`` ends what is left."""
-    qemus = _boot_ready(lab, _names())
+    # a console showing ACPI (else stop would not wait for the power button)
+    qemus = _boot_ready(lab, _names(), "-a", "smoltest.say=acpi0_at_mainbus0:_ACPI_(deaf)")
+    for name in qemus:
+        log = lab.state / name / "serial.log"
+        _wait(f"{name}'s acpi0 line", lambda log=log: b"acpi0 at" in log.read_bytes())
     keepers = {name: lab.keeper(name) for name in qemus}
     stops = {name: lab.popen("stop", name, "--grace", "60") for name in qemus}
     for name, p in stops.items():

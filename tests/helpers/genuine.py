@@ -27,7 +27,8 @@ ERROR_LINE = re.compile(
     r"|Function not implemented|Inappropriate ioctl|[Nn]ot a directory|not found"
     r"|Network is unreachable|Address already in use|Connection refused)"
     r"|[Ss]yntax error|[Cc]annot |[Cc]an't |[Cc]ouldn't |[Ff]ailed|[Uu]sage: "
-    r"|^WARNING: |^panic: |^fatal |^init: |^Enter pathname of shell")
+    r"|^WARNING: |^panic: |^fatal |^init: |^Enter pathname of shell"
+    r"|not clean|UNEXPECTED INCONSISTENCY|RUN fsck|REBOOT NOW|not reloaded")
 
 
 def error_lines(console: str) -> list[str]:

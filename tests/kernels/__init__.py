@@ -104,7 +104,8 @@ def _check_toolchain(work: Path) -> None:
     try:
         _run(["gcc", *_CFLAGS, "-c", "probe.c", "-o", "probe.o"], work)
     except KernelBuildError as exc:
-        raise ToolchainMissing("gcc cannot compile for -m32 (install gcc-multilib)") from exc
+        raise ToolchainMissing("gcc cannot compile for x86 -m32 (install gcc-multilib; "
+                               "not available on non-x86 hosts)") from exc
 
 
 def _gzip(src: Path, dest: Path) -> None:

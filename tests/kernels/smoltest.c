@@ -387,6 +387,7 @@ static void __attribute__((noreturn)) acpi_wait_power_button(void)
 	}
 	outw(base, PM1_PWRBTN);			/* clear a stale status (write 1) */
 	outw(base + 2, inw(base + 2) | PM1_PWRBTN);
+	serial_puts("acpi0 at mainbus0: Intel ACPICA (smoltest)\r\n"); /* as NetBSD's */
 	serial_puts("SMOLTEST acpi pm 0x");
 	puthex(base, 4);
 	endl();
