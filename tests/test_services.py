@@ -58,7 +58,8 @@ def test_shipped_scripts_parse_as_sh(path: Path) -> None:
 
 def _run_basicrc(tmp_path: Path, fstab: str, *, vioif0: bool = True) -> tuple[str, list[str]]:
     """Source basicrc under bubblewrap (an /etc of its own: the host's stays untouched),
-    with mount, ifconfig and route replaced by functions that log their arguments."""
+    with fsck_ffs, mount, ifconfig and route replaced by functions that log their
+    arguments (fsck_ffs finds the root clean)."""
     import shutil
 
     if shutil.which("bwrap") is None:
@@ -66,7 +67,8 @@ def _run_basicrc(tmp_path: Path, fstab: str, *, vioif0: bool = True) -> tuple[st
     (tmp_path / "fstab").write_text(fstab)
     log = tmp_path / "log"
     fail = "" if vioif0 else '[ "$*" = vioif0 ] && return 1; '
-    script = (f'mount() {{ echo "mount $*" >>{log}; }}; '
+    script = (f'fsck_ffs() {{ echo "fsck_ffs $*" >>{log}; }}; '
+              f'mount() {{ echo "mount $*" >>{log}; }}; '
               f'ifconfig() {{ {fail}echo "ifconfig $*" >>{log}; }}; '
               f'route() {{ echo "route $*" >>{log}; }}; '
               f'. {REPO / "services/common/basicrc"}; '
@@ -82,7 +84,8 @@ def _run_basicrc(tmp_path: Path, fstab: str, *, vioif0: bool = True) -> tuple[st
 
 def test_basicrc_sets_up_qemu_user_network(tmp_path: Path) -> None:
     out, calls = _run_basicrc(tmp_path, "# comment\n/dev/ld0a / ffs rw 1 1\n")
-    assert calls == ["mount -u /", "mount -a", "ifconfig lo0 127.0.0.1 up", "ifconfig vioif0",
+    assert calls == ["fsck_ffs -p -q /dev/ld0a", "mount -u /", "mount -a",
+                     "ifconfig lo0 127.0.0.1 up", "ifconfig vioif0",
                      "ifconfig vioif0 inet 10.0.2.15/24 up", "route -q add default 10.0.2.2"]
     assert "PATH=/sbin:/bin:/usr/sbin:/usr/bin:/rescue:" in out
     assert "nameserver 10.0.2.3" in out
