@@ -11,9 +11,14 @@ import atexit
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from helpers.runner import Runner
 from kernels import arm64_kernel, test_kernels  # noqa: F401  (session fixtures: smoltest)
 
 REPO = Path(__file__).resolve().parent.parent
@@ -96,3 +101,16 @@ def disk(tmp_path: Path) -> Path:
 @pytest.fixture
 def netbsd_dir() -> Path:
     return Path(os.environ[NETBSD_DIR_VAR])
+
+
+@pytest.fixture
+def runner(tmp_path: Path) -> Iterator[Runner]:
+    """Runs smolfs, startnb and kstrip as a user would, with private cache and state;
+    stops what it started (:class:`helpers.runner.Runner`)."""
+    from helpers.runner import Runner  # it imports this module
+
+    r = Runner(tmp_path)
+    try:
+        yield r
+    finally:
+        r.close()

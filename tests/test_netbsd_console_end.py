@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,15 +30,6 @@ PANIC = ("smoltest.say=panic:_kernel_diagnostic_assertion_failed",
 
 def words(*say: str) -> list[str]:
     return [a for w in say for a in ("-a", w)]
-
-
-@pytest.fixture
-def runner(tmp_path: Path) -> Iterator[Runner]:
-    r = Runner(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 @pytest.fixture
@@ -89,7 +79,7 @@ GO_PANIC = "panic: runtime error: index out of range [3] with length 3"
 def test_panic_line_needs_the_kernels_next(lines: list[str], end: str | None) -> None:
     """A ``panic:`` line is the kernel's once the next line that is not blank is one the
     kernel prints after its panic message; Go's runtime prints ``panic: `` too."""
-    from launcher.detect import scan_end
+    from launcher.stagescan import scan_end
 
     det = StageDetector()
     for i, line in enumerate(lines):
@@ -122,7 +112,7 @@ def test_panic_line_then_qemu_gone_is_a_panic() -> None:
 
 
 def test_panic_then_the_debuggers_prompt_without_a_line_end() -> None:
-    from launcher.detect import scan_end
+    from launcher.stagescan import scan_end
 
     assert scan_end(b"", f"{KERNEL_PANIC}\r\ndb{{0}}> ".encode())[1] == ("panic", KERNEL_PANIC)
 

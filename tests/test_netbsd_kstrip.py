@@ -15,7 +15,6 @@ import struct
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -129,15 +128,6 @@ def test_kstrip_changes_exactly_the_state_bytes_it_must(generic: Path, stripped:
     diff = [i for i in range(base, base + size) if old[i] != new[i]]
     assert diff == [base + i * ENTRY.size + STATE_OFFSET for i in changed]
     assert old[:base] == new[:base] and old[base + size:] == new[base + size:]
-
-
-@pytest.fixture
-def runner(tmp_path: Path) -> Iterator[Runner]:
-    r = Runner(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 @pytest.mark.qemu

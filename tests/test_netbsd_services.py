@@ -21,7 +21,6 @@ import shutil
 import socket
 import subprocess
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import guest
@@ -41,15 +40,6 @@ from helpers.runner import Runner
 pytestmark = [pytest.mark.netbsd, pytest.mark.qemu, pytest.mark.slow]
 
 MATRIX = [(fs, mode) for fs in ("ffs", "ext2") for mode in ("ro", "rw")]
-
-
-@pytest.fixture
-def runner(tmp_path: Path) -> Iterator[Runner]:
-    r = Runner(tmp_path)
-    try:
-        yield r
-    finally:
-        r.close()
 
 
 @pytest.fixture(scope="module")
