@@ -17,7 +17,8 @@ import pytest
 
 from conftest import REPO, live_processes
 from smolfs.errors import InputError
-from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.filedata import BytesData
+from smolfs.fs.tree import Kind, Node, Tree
 from smolfs.image import postinst
 from smolfs.image.postinst import (
     PostinstError,

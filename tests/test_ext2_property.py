@@ -20,7 +20,8 @@ from hypothesis import strategies as st
 from test_ext2 import T0, compare, fsck, make_image, pytestmark  # noqa: F401
 
 from smolfs.fs.ext2 import Ext2Options, minimum_size
-from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.filedata import BytesData
+from smolfs.fs.tree import Kind, Node, Tree
 
 DOUBLE_INDIRECT_1K = (12 + 256) * 1024  # first byte reached through the double indirect block
 

@@ -19,7 +19,8 @@ from smolfs.errors import FilesystemLimitError, InputError, UsageError
 from smolfs.fs import ffs
 from smolfs.fs.ffs import FfsOptions, minimum_size, write
 from smolfs.fs.ffs.writer import makedev
-from smolfs.fs.tree import BytesData, FileData, Kind, Node, Tree
+from smolfs.fs.filedata import BytesData, FileData
+from smolfs.fs.tree import Kind, Node, Tree
 
 T0 = 1_700_000_000
 needs_tsk = pytest.mark.skipif(shutil.which("fls") is None, reason="sleuthkit not installed")

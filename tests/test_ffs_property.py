@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from test_ffs import check_with_reader
 
 from smolfs.fs.ffs import FfsOptions, minimum_size, write
-from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.filedata import BytesData
+from smolfs.fs.tree import Kind, Node, Tree
 
 T0 = 1_600_000_000
 BSIZE, FSIZE = 4096, 512

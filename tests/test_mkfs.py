@@ -16,8 +16,9 @@ import pytest
 from helpers import setsynth
 
 from smolfs.errors import ImageTooSmall, InputError, UsageError
+from smolfs.fs.filedata import BytesData
 from smolfs.fs.sizes import format_size, parse_size
-from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.tree import Kind, Node, Tree
 from smolfs.image import mkfs as mkfs_module
 from smolfs.image.mkfs import mkfs, write_image
 

@@ -19,8 +19,9 @@ from helpers.fsimage import fsck_ffs, fsck_ffs_path
 
 from smolfs.errors import ImageTooSmall, UsageError
 from smolfs.fs import ext2, ffs
+from smolfs.fs.filedata import BytesData
 from smolfs.fs.fsstat import stat_image
-from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.tree import Kind, Node, Tree
 from smolfs.image.mkfs import Room, parse_free, write_image
 
 T0 = 1_700_000_000

@@ -7,8 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smolfs.errors import InputError
+from smolfs.fs.filedata import BytesData
 from smolfs.fs.mtree import apply_spec, parse_device, parse_mode, parse_spec, unvis
-from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.tree import Kind, Node, Tree
 
 FULL = """\
 # devices and owners for a rescue image

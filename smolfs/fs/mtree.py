@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from smolfs.errors import InputError
-from smolfs.fs.tree import HostFileData, Kind, Node, Tree, source_date_epoch
+from smolfs.fs.filedata import HostFileData
+from smolfs.fs.tree import Kind, Node, Tree, source_date_epoch
 
 #: NetBSD's standard users (``/etc/master.passwd`` of a fresh install).
 USERS: dict[str, int] = {

@@ -9,7 +9,8 @@ from pathlib import Path
 
 from smolfs.arch import Arch
 from smolfs.errors import InputError
-from smolfs.fs.tree import BytesData, FileData, Kind, Node, Tree
+from smolfs.fs.filedata import BytesData, FileData
+from smolfs.fs.tree import Kind, Node, Tree
 from smolfs.image.devices import device_nodes
 from smolfs.image.service import Service
 

@@ -41,7 +41,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from smolfs.errors import InputError, SmolError
-from smolfs.fs.tree import FileData, Kind, Node, Tree
+from smolfs.fs.filedata import FileData
+from smolfs.fs.tree import Kind, Node, Tree
 from smolfs.log import debug, info, step, warn
 from smolfs.run import CommandTimeout, run
 

@@ -28,7 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from smolfs.errors import InputError
-from smolfs.fs.tree import BytesData, Kind, Node, Tree, split_path
+from smolfs.fs.filedata import BytesData
+from smolfs.fs.tree import Kind, Node, Tree, split_path
 from smolfs.pkg import archive, installscript, pattern
 from smolfs.pkg.plist import with_prefix
 from smolfs.pkg.summary import Package

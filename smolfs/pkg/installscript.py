@@ -23,7 +23,8 @@ import shlex
 from dataclasses import dataclass
 
 from smolfs.errors import InputError
-from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.filedata import BytesData
+from smolfs.fs.tree import Kind, Node, Tree
 from smolfs.pkg.users import Accounts, User
 
 _LINE = re.compile(r"^# (USER|GROUP|DIR|FILE|SHELL): (.*)$")

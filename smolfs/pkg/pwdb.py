@@ -211,7 +211,8 @@ def databases(master_passwd: Iterable[str]) -> tuple[bytes, bytes]:
 
 def add_databases(tree: object, master_passwd: Sequence[str], mtime: int) -> None:
     """Put ``etc/pwd.db`` and ``etc/spwd.db`` for *master_passwd* into *tree*."""
-    from smolfs.fs.tree import BytesData, Kind, Node
+    from smolfs.fs.filedata import BytesData
+    from smolfs.fs.tree import Kind, Node
 
     pwd, spwd = databases(master_passwd)
     for name, data, mode in (("etc/pwd.db", pwd, 0o644), ("etc/spwd.db", spwd, 0o600)):

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from smolfs.errors import InputError
-from smolfs.fs.tree import BytesData, Kind, Node, Tree
+from smolfs.fs.filedata import BytesData
+from smolfs.fs.tree import Kind, Node, Tree
 
 #: What every NetBSD image has, even one without the etc set.
 BUILTIN_USERS = {"root": (0, 0)}

@@ -8,7 +8,8 @@ import stat
 from typing import TYPE_CHECKING
 
 from smolfs.errors import InputError
-from smolfs.fs.tree import HostFileData, Kind, Node, Tree, check_name
+from smolfs.fs.filedata import HostFileData
+from smolfs.fs.tree import Kind, Node, Tree, check_name
 
 if TYPE_CHECKING:
     pass

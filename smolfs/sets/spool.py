@@ -10,7 +10,7 @@ import os
 from typing import TYPE_CHECKING, BinaryIO
 
 from smolfs.errors import InputError, SmolError
-from smolfs.fs.tree import FileData
+from smolfs.fs.filedata import FileData
 
 if TYPE_CHECKING:
     from smolfs.sets.decompress import Stream

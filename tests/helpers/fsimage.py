@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from smolfs.errors import ImageTooSmall
-from smolfs.fs.tree import Data, Tree
+from smolfs.fs.filedata import Data
+from smolfs.fs.tree import Tree
 
 
 class SparseData(Data):

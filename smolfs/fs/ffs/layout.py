@@ -17,7 +17,8 @@ from smolfs.errors import FilesystemLimitError, InputError
 from smolfs.fs.ffs import structs as s
 from smolfs.fs.ffs.geometry import Geometry, geometry
 from smolfs.fs.ffs.options import FfsOptions
-from smolfs.fs.tree import SYMLINK_MAX, Data, FileData, Kind, Node, Tree
+from smolfs.fs.filedata import Data, FileData
+from smolfs.fs.tree import SYMLINK_MAX, Kind, Node, Tree
 
 LINK_MAX = 32767  # FFS link count limit (sys/ufs/ufs/ufs_vnops.c: LINK_MAX)
 
