@@ -239,7 +239,7 @@ def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path
     from helpers.fakemirror import FakeMirror, make_set, release_tree, write_sha512
 
     from services import shipped_dir
-    from smolfs.sets.fetch import DEFAULT_RELEASE
+    from smolfs.sets.release import DEFAULT_RELEASE
 
     top = work / "mirror" / release_tree(DEFAULT_RELEASE, "amd64") / "binary"
     (top / "sets").mkdir(parents=True)

@@ -400,7 +400,7 @@ def test_services_dir_and_conf(sets_dir: Path, tmp_path: Path) -> None:
 
 
 def test_sets_fetched_from_mirror_then_offline(sets_dir: Path, tmp_path: Path) -> None:
-    from smolfs.sets.fetch import DEFAULT_RELEASE, set_filename
+    from smolfs.sets.release import DEFAULT_RELEASE, set_filename
 
     name = set_filename("rescue", DEFAULT_RELEASE, "amd64")
     tree = tmp_path / "mirror/pub/NetBSD" / f"NetBSD-{DEFAULT_RELEASE}" / "amd64/binary/sets"

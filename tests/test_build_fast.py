@@ -257,7 +257,7 @@ def test_no_copy_of_a_set_that_fails_to_read(cache: Path, rescue: Path, tmp_path
 def test_fetched_set_copy_is_named_by_the_published_digest(cache: Path, rescue: Path,
                                                            tmp_path: Path,
                                                            read_from: list[Path]) -> None:
-    from smolfs.sets.fetch import DEFAULT_RELEASE, set_filename
+    from smolfs.sets.release import DEFAULT_RELEASE, set_filename
 
     name = set_filename("rescue", DEFAULT_RELEASE, "amd64")
     sets = tmp_path / "mirror/pub/NetBSD" / f"NetBSD-{DEFAULT_RELEASE}" / "amd64/binary/sets"

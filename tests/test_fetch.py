@@ -18,18 +18,9 @@ from helpers.fakemirror import FakeMirror, build_release, make_set, write_sha512
 from smolfs.errors import ChecksumMismatch, FetchError, UsageError
 from smolfs.sets import mirror as transport
 from smolfs.sets.cache import default_cache_dir
-from smolfs.sets.fetch import (
-    DEFAULT_RELEASE,
-    NoSpace,
-    NotCached,
-    Release,
-    UnknownArtifact,
-    available,
-    fetch,
-    parse_sha512,
-    set_filename,
-)
+from smolfs.sets.fetch import NoSpace, NotCached, UnknownArtifact, available, fetch
 from smolfs.sets.mirror import MirrorUnreachable
+from smolfs.sets.release import DEFAULT_RELEASE, Release, parse_sha512, set_filename
 
 SETS = "pub/NetBSD/NetBSD-10.1/amd64/binary/sets"
 

@@ -145,7 +145,7 @@ def test_two_processes_download_once(server: FakeMirror, tmp_path: Path) -> None
 
 
 def test_help_names_the_default_release() -> None:
-    from smolfs.sets.fetch import DEFAULT_RELEASE
+    from smolfs.sets.release import DEFAULT_RELEASE
 
     r = subprocess.run([sys.executable, "-m", "smolfs", "fetch", "--help"], cwd=REPO,
                        capture_output=True, text=True, timeout=60, check=False)

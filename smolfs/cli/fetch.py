@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "sets", nargs="*", metavar="SET", help="set names (rescue, base, etc, comp, ...)"
     )
-    # The default is smolfs.sets.fetch.DEFAULT_RELEASE (not imported here: start-up time).
+    # The default is smolfs.sets.release.DEFAULT_RELEASE (not imported here: start-up time).
     parser.add_argument(
         "--release", "-r", help="NetBSD release: 10.1 (default), 9.4, current, netbsd-10, ..."
     )
@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from smolfs.sets.fetch import DEFAULT_RELEASE, available, fetch
+    from smolfs.sets.fetch import available, fetch
+    from smolfs.sets.release import DEFAULT_RELEASE
 
     release = args.release or DEFAULT_RELEASE
     if args.list:

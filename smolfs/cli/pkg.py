@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from smolfs.pkg import pattern
     from smolfs.pkg.repo import open_repository
     from smolfs.pkg.resolve import Index, Platform, resolve
-    from smolfs.sets.fetch import DEFAULT_RELEASE
+    from smolfs.sets.release import DEFAULT_RELEASE
 
     release = args.release or DEFAULT_RELEASE
     repo = open_repository(args.pkg_repo, args.arch, release, args.mirror, args.offline)

@@ -107,7 +107,7 @@ def build(*, options: BuildOptions | None = None, **given: Any) -> BuildResult:
     packages = None
     if planned.pkgs:
         from smolfs.pkg.build import prepare
-        from smolfs.sets.fetch import DEFAULT_RELEASE
+        from smolfs.sets.release import DEFAULT_RELEASE
 
         packages = prepare(planned.pkgs, planned.pkg_repo, planned.arch.value,
                            planned.release or DEFAULT_RELEASE, asked.mirror, asked.offline)

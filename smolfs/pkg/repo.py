@@ -281,7 +281,7 @@ def _read_stamp(path: Path) -> str | None:
 
 
 def _parse_digests(text: str) -> dict[str, str]:
-    from smolfs.sets.fetch import parse_checksums
+    from smolfs.sets.release import parse_checksums
 
     try:
         found = parse_checksums(text, "SHA512", "sha512")

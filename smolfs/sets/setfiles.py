@@ -48,7 +48,8 @@ def resolve_sets(tokens: Sequence[str], release: str | None, arch: str, mirror: 
     known: dict[str, str | None] = {}
     kernel_path: Path | None = None
     if names or kernel:
-        from smolfs.sets.fetch import DEFAULT_RELEASE, fetch
+        from smolfs.sets.fetch import fetch
+        from smolfs.sets.release import DEFAULT_RELEASE
 
         release = release or DEFAULT_RELEASE
         what = ", ".join([*names, *([f"kernel {kernel}"] if kernel else [])])
