@@ -25,7 +25,8 @@ from smolfs.errors import FilesystemLimitError, UsageError
 from smolfs.fs import ext2
 from smolfs.fs.ext2 import Ext2Options, minimum_size
 from smolfs.fs.ext2 import structs as S
-from smolfs.fs.ext2.layout import has_super, rdev_encode
+from smolfs.fs.ext2.geometry import has_super
+from smolfs.fs.ext2.layout import rdev_encode
 from smolfs.fs.filedata import BytesData, Data, FileData
 from smolfs.fs.tree import Kind, Node, Tree
 from smolfs.sets.hostdir import add_directory

@@ -326,7 +326,7 @@ def test_readme_inode_figures_are_the_writers(tmp_path):
     makefs gives); ext2's density is mke2fs's, 32 KiB per inode beyond 4 TiB."""
     from pathlib import Path
 
-    from smolfs.fs.ext2.layout import default_density
+    from smolfs.fs.ext2.geometry import default_density
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "a 64 MiB UFS1 image\n  gets 23,296 inodes" in readme

@@ -20,7 +20,7 @@ Choices where formats or readers differ:
 - Timestamps outside 0..2**32-1 are clamped.
 """
 
-from smolfs.fs.ext2 import layout
+from smolfs.fs.ext2 import geometry
 from smolfs.fs.ext2.options import Ext2Options
 from smolfs.fs.ext2.writer import inodes_used, minimum_size, write
 
@@ -29,4 +29,4 @@ __all__ = ["Ext2Options", "default_density", "inodes_used", "minimum_size", "wri
 
 def default_density(size: int, opts: Ext2Options | None = None) -> int:
     """Bytes per inode mke2fs would choose for an image of *size* bytes."""
-    return layout.default_density(size)
+    return geometry.default_density(size)

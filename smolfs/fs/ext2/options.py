@@ -20,7 +20,7 @@ class Ext2Options:
     bsize: int | None = None  # block size; None: 1024 below 512 MiB of content, else 4096
     inodes: int | None = None  # at least this many inodes in all (no default density then)
     density: int | None = None  # one inode per this many bytes of image, when room allows;
-    # None (and no inodes): mke2fs's default for the size (layout.default_density)
+    # None (and no inodes): mke2fs's default for the size (geometry.default_density)
     free_inodes: int = 0  # at least this many inodes free beyond the content (makefs -f)
     free_space: int = 0  # at least this many bytes of blocks free (makefs -b)
     minfree: int = 5  # percent of blocks reserved for root

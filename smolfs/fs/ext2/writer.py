@@ -1,35 +1,32 @@
 """Write an ext2 image into a file descriptor.
 
-The layout comes from :mod:`smolfs.fs.ext2.layout`; this module turns it into bytes:
-one ``pwrite`` per group for its superblock copy, descriptors, bitmaps and inode
-table; buffered ``pwrite`` of the metadata area (directories, slow symlinks,
-indirect blocks); one ``copy_to`` per contiguous piece of each file's data. Blocks
+The layout comes from :mod:`smolfs.fs.ext2.layout` and :mod:`smolfs.fs.ext2.geometry`;
+this module turns it into bytes: the inode tables; the group metadata through
+:mod:`smolfs.fs.ext2.groups`; buffered ``pwrite`` of the metadata area (directories,
+slow symlinks, indirect blocks); one ``copy_to`` per contiguous piece of each file's data. Blocks
 never written read as zeros because the image is first sized with ``ftruncate``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import struct
 from bisect import bisect_right
 
 from smolfs.errors import ImageTooSmall
 from smolfs.fs.ext2 import structs as S
+from smolfs.fs.ext2.geometry import Geometry, Short, choose_geometry, minimum_blocks
+from smolfs.fs.ext2.groups import write_groups
 from smolfs.fs.ext2.layout import (
     BLOCKS_MAX,
     TIME_MAX,
     Counts,
-    Geometry,
     Inode,
     Scan,
-    Short,
-    choose_geometry,
     close_data,
     count_blocks,
     default_bsize,
     dirent_size,
-    minimum_blocks,
     rdev_encode,
     scan,
 )
@@ -141,16 +138,6 @@ def _try_big_blocks(sc: Scan, size: int, opts: Ext2Options) -> Geometry | None:
 # ---------------------------------------------------------------------------
 
 
-def derive_uuid(sc: Scan, opts: Ext2Options, size: int) -> bytes:
-    """A version-4-shaped UUID from the content, the options and the size."""
-    h = hashlib.sha256(b"mksmolnb ext2 uuid\0" + sc.digest + opts.describe())
-    h.update(size.to_bytes(8, "little"))
-    raw = bytearray(h.digest()[:16])
-    raw[6] = (raw[6] & 0x0F) | 0x40
-    raw[8] = (raw[8] & 0x3F) | 0x80
-    return bytes(raw)
-
-
 def _pack_range(first: int, count: int) -> bytes:
     return struct.pack(f"<{count}I", *range(first, first + count))
 
@@ -169,21 +156,6 @@ def pointers(mapping: list[tuple[int, int, int]], starts: list[int], first: int,
         if a < b:
             out[4 * (a - first) : 4 * (b - first)] = _pack_range(pblk + a - lblk, b - a)
         i += 1
-    return out
-
-
-def bitmap(bsize: int, used: int, valid: int) -> bytearray:
-    """A bitmap block: the first *used* bits set, and every bit from *valid* on (padding)."""
-    out = bytearray(bsize)
-    full, rem = divmod(used, 8)
-    out[:full] = b"\xff" * full
-    if rem:
-        out[full] = (1 << rem) - 1
-    full, rem = divmod(valid, 8)
-    if rem:
-        out[full] |= 0xFF & ~((1 << rem) - 1)
-        full += 1
-    out[full:] = b"\xff" * (bsize - full)
     return out
 
 
@@ -283,7 +255,7 @@ class _Writer:
             self.inode(ino, meta, mappings.get(ino.ino))
         meta.flush()
         self.flush_table()
-        self.groups(alloc.used)
+        write_groups(self.fd, sc, geo, self.opts, self.size, alloc.used)
         for ino in sc.inodes:
             if ino.data:
                 self.copy_data(ino, mappings[ino.ino])
@@ -407,99 +379,6 @@ class _Writer:
         for spare in range(block + bsize, nblocks * bsize, bsize):  # empty blocks
             struct.pack_into("<IH", out, spare, 0, bsize)
         return out
-
-    # -- group metadata ------------------------------------------------------
-    def groups(self, used_blocks: list[int]) -> None:
-        geo, sc, bsize = self.geo, self.sc, self.bsize
-        ipg = geo.ipg
-        ngroups = len(geo.groups)
-        ndirs = [0] * ngroups
-        for ino in sc.inodes:
-            if ino.node.kind == Kind.DIR:
-                ndirs[(ino.ino - 1) // ipg] += 1
-        iused = [min(max(sc.max_ino - g * ipg, 0), ipg) for g in range(ngroups)]
-        nbfree = [grp.end - grp.start - used_blocks[g] for g, grp in enumerate(geo.groups)]
-        nifree = [ipg - iused[g] for g in range(ngroups)]
-        gdt = bytearray(geo.gdt_blocks * bsize)
-        for g, grp in enumerate(geo.groups):
-            S.GROUP_DESC.pack_into(gdt, g * S.GROUP_DESC_SIZE, grp.bbitmap, grp.ibitmap,
-                                   grp.itable, nbfree[g], nifree[g], ndirs[g])
-        sb = bytearray(self.superblock(sum(nbfree), sum(nifree)))
-        for g, grp in enumerate(geo.groups):
-            buf = bytearray((grp.itable - grp.start) * bsize)
-            if grp.sb:
-                sb_off = S.SUPERBLOCK_OFFSET if grp.start == 0 else 0
-                if self.rev1:
-                    struct.pack_into("<H", sb, 0x5A, g)
-                buf[sb_off : sb_off + S.SUPERBLOCK_SIZE] = sb
-                gdt_off = (grp.bbitmap - geo.gdt_blocks - grp.start) * bsize
-                buf[gdt_off : gdt_off + len(gdt)] = gdt
-            off = (grp.bbitmap - grp.start) * bsize
-            buf[off : off + bsize] = bitmap(bsize, used_blocks[g], grp.end - grp.start)
-            buf[off + bsize : off + 2 * bsize] = bitmap(bsize, iused[g], ipg)
-            write_at = grp.start * bsize
-            if grp.start == 0:  # keep the boot block (first 1024 bytes) untouched
-                del buf[: S.SUPERBLOCK_OFFSET]
-                write_at = S.SUPERBLOCK_OFFSET
-            os.pwrite(self.fd, buf, write_at)
-
-    def superblock(self, free_blocks: int, free_inodes: int) -> bytes:
-        geo, opts, sc = self.geo, self.opts, self.sc
-        stamp = opts.timestamp if opts.timestamp is not None else sc.newest
-        log = geo.bsize.bit_length() - 11
-        uuid = opts.uuid or derive_uuid(sc, opts, self.size)
-        rocompat = S.ROCOMPAT_SPARSE_SUPER | (S.ROCOMPAT_LARGE_FILE if sc.large_file else 0)
-        rev1 = self.rev1
-        return S.superblock.build({
-            "e2fs_icount": geo.inodes,
-            "e2fs_bcount": geo.blocks,
-            "e2fs_rbcount": geo.blocks * opts.minfree // 100,
-            "e2fs_fbcount": free_blocks,
-            "e2fs_ficount": free_inodes,
-            "e2fs_first_dblock": geo.first_dblock,
-            "e2fs_log_bsize": log,
-            "e2fs_log_fsize": log,
-            "e2fs_bpg": geo.bpg,
-            "e2fs_fpg": geo.bpg,
-            "e2fs_ipg": geo.ipg,
-            "e2fs_mtime": 0,
-            "e2fs_wtime": stamp,
-            "e2fs_mnt_count": 0,
-            "e2fs_max_mnt_count": 0xFFFF,  # -1: no mount-count driven checks
-            "e2fs_state": S.STATE_CLEAN,
-            "e2fs_beh": S.ERRORS_CONTINUE,
-            "e2fs_minrev": 0,
-            "e2fs_lastfsck": stamp,
-            "e2fs_fsckintv": 0,
-            "e2fs_creator": S.CREATOR_LINUX,
-            "e2fs_rev": S.REV1 if rev1 else S.REV0,
-            "e2fs_ruid": 0,
-            "e2fs_rgid": 0,
-            "e2fs_first_ino": S.FIRST_INO if rev1 else 0,
-            "e2fs_inode_size": S.INODE_SIZE if rev1 else 0,
-            "e2fs_block_group_nr": 0,
-            "e2fs_features_compat": 0,
-            "e2fs_features_incompat": S.INCOMPAT_FILETYPE if rev1 else 0,
-            "e2fs_features_rocompat": rocompat if rev1 else 0,
-            "e2fs_uuid": uuid,
-            "e2fs_vname": opts.label.encode().ljust(16, b"\0"),
-            "e2fs_fsmnt": bytes(64),
-            "e2fs_algo": 0,
-            "e2fs_prealloc": 0,
-            "e2fs_dir_prealloc": 0,
-            "e2fs_reserved_ngdb": 0,
-            "e4fs_journal_uuid": bytes(16),
-            "e4fs_journal_ino": 0,
-            "e4fs_journal_dev": 0,
-            "e4fs_last_orphan": 0,
-            "e4fs_hash_seed": [0, 0, 0, 0],
-            "e4fs_def_hash_version": 0,
-            "e4fs_jnl_backup_type": 0,
-            "e4fs_desc_size": 0,
-            "e4fs_default_mount_opts": 0,
-            "e4fs_first_meta_bg": 0,
-            "e4fs_mkfs_time": stamp if rev1 else 0,
-        })
 
     # -- file data -----------------------------------------------------------
     def copy_data(self, ino: Inode, mapping: list[tuple[int, int, int]]) -> None:
