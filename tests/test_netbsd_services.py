@@ -16,6 +16,7 @@ Reads ``$MKSMOLNB_NETBSD_DIR`` (``netbsd``, ``netbsd-i386``, ``sets/rescue.tgz``
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import socket
@@ -199,10 +200,14 @@ def web_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return image
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def free_ports(n: int) -> list[int]:
+    """*n* distinct free host ports (each socket held until all are chosen: one port
+    freed and asked again may come back)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 @pytest.mark.parametrize("ready", ["http", "tcp"])
@@ -210,7 +215,7 @@ def test_network_service_ready_over_forwarded_port(runner: Runner, web_image: Pa
                                                    ready: str) -> None:
     kernel = first(netbsd_root(), "netbsd", "netbsd.gz")
     image = Path(shutil.copy(web_image, runner.workdir / "web.img"))
-    http, banner = free_port(), free_port()
+    http, banner = free_ports(2)
     spec = f"http:{http}/" if ready == "http" else f"tcp:{banner}"
     report, console = boot_detached(runner, "web", kernel, image, "--ro",
                                     "-p", f"{http}:80", "-p", f"{banner}:7", "--ready", spec)
