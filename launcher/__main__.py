@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from smolfs.cli import Parser
 
-    from .fastpath import Spawned
+    from .spawned import Spawned
 
 USAGE = "startnb [options] [KERNEL | SERVICE] [IMAGE]\n       startnb ps | stop NAME | logs NAME"
 EPILOG = """\
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"+ {shlex.join(spawned.argv)}   (started from a cached plan)",
                       file=sys.stderr, flush=True)
             if spawned is not None and spawned.relay is not None:
-                from .relay import relay_until_ready
+                from .spawned import relay_until_ready
 
                 try:
                     relay_until_ready(spawned, spawned.relay, _START)
