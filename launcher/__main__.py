@@ -217,7 +217,7 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         plan_key = None
     prepared = prepare(config, checks=spawned is None)
     if args.strip:
-        from .glue import strip_kernel
+        from .kernel import strip_kernel
 
         # The plan depends on the kernel stripped too (its stripped copy is stat'ed).
         extra["files"] = [str(config.kernel), str(prepared.kernel.path)]

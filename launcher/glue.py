@@ -1,60 +1,16 @@
-"""Thin glue to the other components, imported only when asked for.
-
-- ``--strip``: :func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel
-  digest and reuses ``<cache>/stripped/<sha256>.stripped`` afterwards, found by the
-  kernel's stat (:mod:`launcher.stripcache`: no hashing, no kstrip import).
-- ``startnb SERVICE``: :func:`build_service` first asks :func:`smolfs.image.staleness.fresh`
-  (the stat of the inputs the last build recorded: no builder imported, nothing hashed);
-  only a stale or unknown image makes it call ``smolfs.image.build.build`` with the build
-  options ``startnb`` forwards by name and the kernel name, which fetches what is missing and reuses
-  the image when its inputs (sets, service files, options, kernel) did not change.
+"""``startnb SERVICE``'s image, imported only for that form: :func:`build_service` first
+asks :func:`smolfs.image.staleness.fresh` (the stat of the inputs the last build recorded:
+no builder imported, nothing hashed); only a stale or unknown image makes it call
+``smolfs.image.build.build`` with the build options ``startnb`` forwards by name and the
+kernel name, which fetches what is missing and reuses the image when its inputs (sets,
+service files, options, kernel) did not change.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from smolfs.errors import LaunchError
-
-from .kernel import KernelInfo, cache_dir, sha256_of
-
-
-def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
-    """The stripped copy of ``kernel`` (decompressed path), made on first use: found again
-    by the kernel's stat (:func:`launcher.stripcache.lookup`), else by its digest; a
-    stripped kernel changed since it was written is made again."""
-    from . import stripcache
-
-    root = str(cache or cache_dir())
-    src = str(kernel.path)
-    found = stripcache.lookup(src, root)
-    if found is not None:
-        return Path(found)
-    before = stripcache.stat_of(src)
-    digest = sha256_of(kernel.path)
-    stripcache.remember(src, before, digest, root)
-    found = stripcache.valid(digest, root)
-    if found is not None:
-        return Path(found)
-    try:
-        import kstrip
-    except ImportError as err:
-        raise LaunchError("--strip needs the kstrip package, which is not installed") from err
-    strip = getattr(kstrip, "strip", None)
-    if strip is None:
-        raise LaunchError("--strip: this kstrip has no strip() function",
-                          hint="update mksmolnb, or boot without --strip")
-    out = Path(stripcache.output_for(digest, root))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        strip(kernel.path, out=tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    stripcache.written(digest, root)
-    return out
 
 
 def build_service(service: str, image: str | None, *, kernel: str | None = "GENERIC",
