@@ -173,7 +173,7 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
 
         from smolfs.image import staleness
 
-        from .glue import build_service
+        from .service_image import build_service
 
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None

@@ -26,7 +26,7 @@ MAX_PLANS = 32
 RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
 #: The modules the argv is computed by (paths from this package's directory): the
 #: launcher's, the service lookup, the builder's version and its staleness rule.
-CODE_FILES = ("__main__.py", "boot.py", "checks.py", "config.py", "fastpath.py", "glue.py",
+CODE_FILES = ("__main__.py", "boot.py", "checks.py", "config.py", "fastpath.py", "service_image.py",
               "host.py", "kernel.py", "proc.py", "qemu.py", "stripcache.py",
               "../smolfs/cli/__init__.py", "../smolfs/image/service.py",
               "../smolfs/image/staleness.py", "../smolfs/image/options.py",

@@ -1,4 +1,4 @@
-"""The glue to kstrip (``--strip``) and smolfs.image.build (``startnb SERVICE``).
+"""``--strip`` (kstrip) and ``startnb SERVICE`` (smolfs.image.build), from the launcher.
 
 ``--strip`` goes through a stand-in honouring kstrip's agreed signature (the launcher's
 side of the contract: call shape, caching by digest, errors). ``startnb SERVICE`` runs
@@ -234,7 +234,7 @@ def test_service_ready_line_is_the_default_readiness(tmp_path: Path, mirror: Fak
 
 def _build_service(cwd: Path, mirror: FakeMirror, services: Path) -> tuple[bool, str]:
     """``build_service`` in a fresh interpreter: (was smolfs.image.build imported, stderr)."""
-    code = ("import sys\nfrom launcher.glue import build_service\n"
+    code = ("import sys\nfrom launcher.service_image import build_service\n"
             f"img, kernel, ready, ro = build_service('rescue', None, kernel='SMOLTEST', "
             f"services_dir={str(services)!r})\n"
             "assert img.is_file() and kernel is not None and kernel.is_file() and ro\n"
