@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
     from smolfs.cli import Parser
 
-    from .fastpath import Spawned
+    from .spawned import Spawned
 
 USAGE = "startnb [options] [KERNEL | SERVICE] [IMAGE]\n       startnb ps | stop NAME | logs NAME"
 EPILOG = """\
@@ -173,7 +173,7 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
 
         from smolfs.image import staleness
 
-        from .glue import build_service
+        from .service_image import build_service
 
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
@@ -217,7 +217,7 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         plan_key = None
     prepared = prepare(config, checks=spawned is None)
     if args.strip:
-        from .glue import strip_kernel
+        from .kernel import strip_kernel
 
         # The plan depends on the kernel stripped too (its stripped copy is stat'ed).
         extra["files"] = [str(config.kernel), str(prepared.kernel.path)]
@@ -318,7 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"+ {shlex.join(spawned.argv)}   (started from a cached plan)",
                       file=sys.stderr, flush=True)
             if spawned is not None and spawned.relay is not None:
-                from .relay import relay_until_ready
+                from .spawned import relay_until_ready
 
                 try:
                     relay_until_ready(spawned, spawned.relay, _START)

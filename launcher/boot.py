@@ -23,11 +23,11 @@ from smolfs.errors import InputError
 from . import endings, state
 from .checks import Prepared, prepare
 from .config import LaunchConfig, Ready
-from .fastpath import Spawned
 from .kernel import KernelInfo
 from .qemu import RunPaths, qemu_argv
 from .ready import Prober
 from .relay import ConsoleOut
+from .spawned import Spawned
 from .vm import Vm
 
 __all__ = ["BootResult", "Prepared", "boot", "prepare"]
@@ -197,8 +197,10 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             keeper, spawned.keeper, spawned.adopted = spawned.keeper, None, True
             vm.adopt_keeper(keeper, spawned.keeper_reports)
         elif fast:
-            assert spawned is not None
-            vm.adopt(spawned)
+            assert spawned is not None and spawned.argv == vm.argv
+            spawned.adopted = True  # (logged under --debug when it was started)
+            vm.adopt(spawned.pid, spawned.exec_time, spawned.started, spawned.stdout,
+                     spawned.stderr, spawned.stderr_data)
         else:
             if spawned is not None:
                 spawned.kill()  # (and closes the console output its relay opened)

@@ -15,22 +15,18 @@ import time
 
 from smolfs.cachedir import cache_root
 
-from .proc import image_locked, image_users, kvm_state, port_error, spawn, stop_child, which
-
-TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
-if TYPE_CHECKING:
-    from .keeper import Keeper
-    from .relay import ConsoleOut, ConsoleSeen
+from .proc import image_locked, image_users, kvm_state, port_error, spawn, which
+from .spawned import Spawned
 
 #: Bump when the plan format or what the argv depends on changes.
 PLAN_VERSION = 2
 #: Plans kept (most recently written first).
 MAX_PLANS = 32
-#: What a plan's ``relay`` holds (see :func:`launcher.relay.relay_until_ready`).
+#: What a plan's ``relay`` holds (see :func:`launcher.spawned.relay_until_ready`).
 RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
 #: The modules the argv is computed by (paths from this package's directory): the
 #: launcher's, the service lookup, the builder's version and its staleness rule.
-CODE_FILES = ("__main__.py", "boot.py", "checks.py", "config.py", "fastpath.py", "glue.py",
+CODE_FILES = ("__main__.py", "boot.py", "checks.py", "config.py", "fastpath.py", "service_image.py",
               "host.py", "kernel.py", "proc.py", "qemu.py", "stripcache.py",
               "../smolfs/cli/__init__.py", "../smolfs/image/service.py",
               "../smolfs/image/staleness.py", "../smolfs/image/options.py",
@@ -146,7 +142,7 @@ def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
     ``files`` must be unchanged (kernels, by stat); ``image`` (the path as given, and
     resolved when saved) must still be a file or a block device and not in use.
 
-    ``relay``: what :func:`launcher.relay.relay_until_ready` needs (console, timestamps,
+    ``relay``: what :func:`launcher.spawned.relay_until_ready` needs (console, timestamps,
     ready pattern, timeout) when readiness is a console line; None otherwise.
     ``nested``: QEMU rejected ``-cpu host``; the argv names a CPU model instead.
     ``service``: ``startnb SERVICE``: the image's :func:`smolfs.image.staleness.snapshot` and
@@ -207,84 +203,6 @@ def _usable(plan: dict[str, object]) -> bool:
         if not plan["readonly"] and image_locked(given):
             return False
     return True
-
-
-class Spawned:
-    """A QEMU started by :func:`try_fast`, handed to the ordinary path to adopt."""
-
-    def __init__(self, pid: int, argv: list[str], exec_time: float, started: float,
-                 stdout: int, stderr: int, interactive: bool,
-                 relay: dict[str, object] | None = None, nested: bool = False) -> None:
-        self.pid = pid
-        self.argv = argv
-        self.exec_time = exec_time
-        self.started = started
-        self.stdout = stdout
-        self.stderr = stderr
-        self.interactive = interactive
-        #: The plan's argv names a CPU model because QEMU rejected ``-cpu host``.
-        self.nested = nested
-        self.adopted = False
-        #: Filled by :func:`launcher.relay.relay_until_ready` when the plan has ``relay``.
-        self.relay = relay
-        self.console: ConsoleOut | None = None  # the console output already written to
-        self.seen: ConsoleSeen | None = None  # what the relay saw: stages, last lines
-        self.stderr_data = b""
-        self.ready_at: float | None = None
-        #: The private directory :data:`RUNDIR` stands for in the plan's argv, if any.
-        self.rundir: str | None = None
-        #: ``-d``: the VM's state directory and the keeper that starts QEMU (no pipes
-        #: then: the console is a file in that directory; ``pid`` is unknown until the
-        #: keeper's first report, read when it is adopted).
-        self.vmdir: str | None = None
-        self.keeper: Keeper | None = None
-        #: What was read of the keeper's report pipe already (``pid N``, ...).
-        self.keeper_reports = b""
-
-    def kill(self, grace: float = 1.0) -> None:
-        """Stop and reap this QEMU (it was not adopted): SIGTERM, which lets QEMU put the
-        terminal back as it found it, then SIGKILL after ``grace`` seconds. Closes its
-        pipes and the console output the relay opened; removes its private directory."""
-        import contextlib
-
-        if self.keeper is not None:  # -d: through its keeper
-            from .vm import Vm
-
-            vm = Vm(self.argv, detach=True)
-            keeper, self.keeper = self.keeper, None
-            self.adopted = True
-            try:
-                vm.adopt_keeper(keeper, self.keeper_reports)
-            except Exception:  # QEMU did not start: the keeper is reaped already
-                pass
-            else:
-                vm.kill(grace)
-            vm.close()
-            self.remove_dirs()
-            return
-        stop_child(self.pid, grace)
-        for fd in (self.stdout, self.stderr):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        if self.console is not None:
-            with contextlib.suppress(OSError):
-                self.console.close()
-            self.console = None
-        self.adopted = True  # nothing left to clean up
-        self.remove_dirs()
-
-    def remove_dirs(self) -> None:
-        """Remove the run's private directory and the state directory made for it."""
-        for d in (self.rundir, self.vmdir):
-            if d is None:
-                continue
-            try:
-                for name in os.listdir(d):
-                    os.unlink(os.path.join(d, name))
-                os.rmdir(d)
-            except OSError:
-                pass
-        self.rundir = self.vmdir = None
 
 
 def _private_dir() -> str:

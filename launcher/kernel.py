@@ -12,7 +12,9 @@ its symbols serve kstrip) and the arm64 ``Image`` header (``ARM\x64`` at byte 56
 
 A gzip-compressed kernel (as NetBSD ships ``netbsd-GENERIC.gz``) is decompressed once
 into the cache, keyed by the compressed file's SHA-256. Inspection results are cached by
-(path, size, mtime), so a repeated boot reads one small JSON file.
+(path, size, mtime), so a repeated boot reads one small JSON file. ``--strip``:
+:func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel digest,
+found again by the kernel's stat (:mod:`launcher.stripcache`: no hashing, no kstrip).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import struct
 from pathlib import Path
 from typing import NamedTuple
 
-from smolfs.errors import KernelError
+from smolfs.errors import KernelError, LaunchError
 
 MULTIBOOT_MAGIC = 0x1BADB002
 MULTIBOOT_SEARCH = 8192
@@ -306,3 +308,40 @@ def require_bootable(info: KernelInfo) -> None:
         + extra,
         hint="use an amd64 kernel with a PVH entry (NetBSD 10+, MICROVM) or an i386 kernel",
     )
+
+
+def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
+    """The stripped copy of ``kernel`` (decompressed path), made on first use: found again
+    by the kernel's stat (:func:`launcher.stripcache.lookup`), else by its digest; a
+    stripped kernel changed since it was written is made again."""
+    from . import stripcache
+
+    root = str(cache or cache_dir())
+    src = str(kernel.path)
+    found = stripcache.lookup(src, root)
+    if found is not None:
+        return Path(found)
+    before = stripcache.stat_of(src)
+    digest = sha256_of(kernel.path)
+    stripcache.remember(src, before, digest, root)
+    found = stripcache.valid(digest, root)
+    if found is not None:
+        return Path(found)
+    try:
+        import kstrip
+    except ImportError as err:
+        raise LaunchError("--strip needs the kstrip package, which is not installed") from err
+    strip = getattr(kstrip, "strip", None)
+    if strip is None:
+        raise LaunchError("--strip: this kstrip has no strip() function",
+                          hint="update mksmolnb, or boot without --strip")
+    out = Path(stripcache.output_for(digest, root))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        strip(kernel.path, out=tmp)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    stripcache.written(digest, root)
+    return out

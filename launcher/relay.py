@@ -1,21 +1,16 @@
 """The guest's console on its way to the user (:class:`ConsoleOut`: stdout, a file or
-nowhere, optionally timestamped), and :func:`relay_until_ready`, all that runs of the
-launcher between a fast-path QEMU's exec and its ready line (``os``, ``select``, ``re``):
-the stages and the last lines it saw (:class:`ConsoleSeen`, bounded) go to
-:func:`launcher.boot.boot`."""
+nowhere, optionally timestamped) and what was seen of it (:class:`ConsoleSeen`: the stages
+and the last lines, bounded), kept to ``sys``: the fast path relays with
+them (:func:`launcher.spawned.relay_until_ready`) and :func:`launcher.boot.boot` reads
+them."""
 
 from __future__ import annotations
 
-import os
-import select
 import sys
-import time
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import BinaryIO
-
-    from .fastpath import Spawned
 
 
 class ConsoleOut:
@@ -90,49 +85,3 @@ class ConsoleSeen:
             self.detector.feed_line(t, line)
         self.tail.extend(lines)
         return lines
-
-
-def relay_until_ready(spawned: Spawned, relay: dict[str, object],
-                      command_start: float) -> None:
-    """Relay the console of ``spawned`` until its ready line, QEMU's exit, the guest's end
-    (a panic or a halt: ``spawned.seen.detector.end``), or the timeout.
-
-    ``relay``: ``console`` (kind), ``path``, ``timestamps``, ``pattern`` (the ready regex),
-    ``timeout`` (seconds from ``command_start``, or None). Fills ``spawned.console``,
-    ``.seen`` (stages and last lines, see :class:`ConsoleSeen`), ``.stderr_data`` and
-    ``.ready_at``.
-    """
-    import re
-
-    path = relay["path"]
-    out = ConsoleOut(str(relay["console"]), path if isinstance(path, str) else None,
-                     bool(relay["timestamps"]), spawned.exec_time)
-    spawned.console = out
-    seen = spawned.seen = ConsoleSeen()
-    ready = re.compile(str(relay["pattern"]))
-    timeout = relay["timeout"]
-    deadline = command_start + timeout if isinstance(timeout, (int, float)) else None
-    fds = [spawned.stdout, spawned.stderr]
-    while fds:
-        wait = 0.5
-        if deadline is not None:
-            wait = min(wait, deadline - time.monotonic())
-            if wait <= 0:
-                return
-        for fd in select.select(fds, [], [], wait)[0]:
-            data = os.read(fd, 65536)
-            t = time.monotonic()
-            if fd == spawned.stderr:
-                if data:
-                    spawned.stderr_data = (spawned.stderr_data + data)[-8192:]
-                else:
-                    fds.remove(fd)
-                continue
-            if not data:
-                return  # QEMU closed its console: it is exiting
-            out.write(t, data)
-            if any(ready.search(line) for line in seen.feed(t, data)):
-                spawned.ready_at = t
-                return
-            if seen.detector.end is not None:
-                return  # a panic, or a halt: launcher.boot reacts

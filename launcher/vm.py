@@ -23,7 +23,6 @@ from .relay import TAIL_LINES
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from .fastpath import Spawned
     from .qmp import Qmp
 
 
@@ -112,14 +111,16 @@ class Vm:
                 os.close(stdin)
         self._console_fd, self._stderr_fd = out_r, err_r
 
-    def adopt(self, spawned: Spawned) -> None:
-        """Take over a QEMU the fast path already started with this argv."""
-        assert spawned.argv == self.argv and not self.detach_mode
-        spawned.adopted = True  # (logged under --debug when it was started)
-        self._pid = spawned.pid
-        self.exec_time, self.started = spawned.exec_time, spawned.started
-        self._console_fd, self._stderr_fd = spawned.stdout, spawned.stderr
-        self._stderr = spawned.stderr_data[-8192:]
+    def adopt(self, pid: int, exec_time: float, started: float, stdout: int, stderr: int,
+              stderr_data: bytes) -> None:
+        """Take over a QEMU already started with this argv (by the fast path,
+        :class:`launcher.spawned.Spawned`): its pid, the times of its exec, the read ends
+        of its stdout and stderr pipes, and what was read of its stderr already."""
+        assert not self.detach_mode
+        self._pid = pid
+        self.exec_time, self.started = exec_time, started
+        self._console_fd, self._stderr_fd = stdout, stderr
+        self._stderr = stderr_data[-8192:]
 
     def _start_kept(self) -> None:
         self.adopt_keeper(start_keeper(

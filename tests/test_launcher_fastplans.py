@@ -2,7 +2,7 @@
 ``--ready tcp:`` start QEMU from a plan when nothing changed, and a change of any one
 input refuses the plan and does what the ordinary path does (a rebuild, a new strip, a
 clear error). The smoltest kernels under QEMU; ``SERVICE`` builds against the local
-mirror of test_launcher_glue.py; ``--strip`` goes through a stand-in of kstrip on
+mirror of test_launcher_service_image.py; ``--strip`` goes through a stand-in of kstrip on
 ``PYTHONPATH`` (the smoltest kernels have no driver table), which records each call.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from helpers.fakemirror import FakeMirror
 from kernels import TestKernels
-from test_launcher_glue import mirror, services  # noqa: F401  (fixtures)
+from test_launcher_service_image import mirror, services  # noqa: F401  (fixtures)
 
 from conftest import REPO, qemu_pids
 
@@ -255,7 +255,7 @@ def test_service_strip_plan_spawns_without_heavy_imports(
             f"key, spawned = try_fast({full!r})\n"
             "heavy = {'re', 'json', 'hashlib', 'argparse', 'typing', 'enum',\n"
             "         'smolfs.image.build',\n"
-            "         'kstrip', 'elftools', 'launcher.boot', 'launcher.glue'}\n"
+            "         'kstrip', 'elftools', 'launcher.boot', 'launcher.service_image'}\n"
             "print(spawned is not None, sorted(heavy & set(sys.modules)))\n"
             "if spawned is not None:\n    spawned.kill()\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=runner.work, env=runner.env,

@@ -21,7 +21,7 @@ import pytest
 
 from conftest import REPO, live_processes
 from launcher import fastpath, proc
-from launcher.relay import relay_until_ready
+from launcher.spawned import Spawned, relay_until_ready
 from launcher.vm import TAIL_LINES
 
 
@@ -94,7 +94,7 @@ def test_spawned_kill_sends_sigterm_before_sigkill() -> None:
         os.close(err_w)
         assert os.read(out_r, 3) == b"up\n"
         dup = os.dup(out_r)  # Spawned.kill closes its own copy
-        spawned = fastpath.Spawned(pid, ["sh"], time.monotonic(), time.time(), out_r, err_r,
+        spawned = Spawned(pid, ["sh"], time.monotonic(), time.time(), out_r, err_r,
                                    interactive=False)
         start = time.monotonic()
         spawned.kill(grace=0.5)
@@ -116,7 +116,7 @@ def test_spawned_kill_closes_the_console_its_relay_opened(tmp_path: Path) -> Non
     pid = proc.spawn(["/bin/sleep", "30"], 0, out_w, err_w, die_with_parent=True)
     os.close(out_w)
     os.close(err_w)
-    spawned = fastpath.Spawned(pid, ["sleep"], time.monotonic(), time.time(), out_r, err_r,
+    spawned = Spawned(pid, ["sleep"], time.monotonic(), time.time(), out_r, err_r,
                                interactive=False)
     console = ConsoleOut("file", str(tmp_path / "serial.log"), False, 0.0)
     spawned.console = console
@@ -374,7 +374,7 @@ def test_relay_memory_is_bounded_and_stages_still_found() -> None:
         os.close(out_w)
 
     writer = threading.Thread(target=write)
-    spawned = fastpath.Spawned(0, ["qemu"], time.monotonic(), time.time(), out_r, err_r,
+    spawned = Spawned(0, ["qemu"], time.monotonic(), time.time(), out_r, err_r,
                                interactive=False)
     relay = {"console": "none", "path": None, "timestamps": False, "pattern": "SERVICE READY",
              "timeout": 60}

@@ -1,4 +1,4 @@
-"""The glue to kstrip (``--strip``) and smolfs.image.build (``startnb SERVICE``).
+"""``--strip`` (kstrip) and ``startnb SERVICE`` (smolfs.image.build), from the launcher.
 
 ``--strip`` goes through a stand-in honouring kstrip's agreed signature (the launcher's
 side of the contract: call shape, caching by digest, errors). ``startnb SERVICE`` runs
@@ -24,8 +24,7 @@ from helpers import setsynth
 from helpers.fakemirror import FakeMirror, release_tree, write_sha512
 from kernels import TestKernels, parse_console
 
-from launcher.glue import strip_kernel
-from launcher.kernel import inspect_kernel
+from launcher.kernel import inspect_kernel, strip_kernel
 from services import shipped_dir
 from smolfs.errors import LaunchError
 
@@ -55,7 +54,7 @@ def test_strip_cache_found_by_stat_and_made_again_when_changed(
         tmp_path: Path, test_kernels: TestKernels, monkeypatch: pytest.MonkeyPatch) -> None:
     """Found again without hashing while the kernel's stat holds; a stripped kernel
     changed or gone, or another kernel at the same path, is stripped again."""
-    from launcher import glue
+    import launcher.kernel as kernel_module
 
     calls: list[Path] = []
 
@@ -71,8 +70,8 @@ def test_strip_cache_found_by_stat_and_made_again_when_changed(
     info = inspect_kernel(kernel, cache=tmp_path)
     out = strip_kernel(info, cache=tmp_path)
     hashed: list[Path] = []
-    real_sha = glue.sha256_of
-    monkeypatch.setattr(glue, "sha256_of", lambda p: hashed.append(p) or real_sha(p))
+    real_sha = kernel_module.sha256_of
+    monkeypatch.setattr(kernel_module, "sha256_of", lambda p: hashed.append(p) or real_sha(p))
     assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 1 and not hashed
     out.write_bytes(b"damaged")  # the cache entry changed: stripped again
     assert strip_kernel(info, cache=tmp_path) == out and len(calls) == 2
@@ -235,7 +234,7 @@ def test_service_ready_line_is_the_default_readiness(tmp_path: Path, mirror: Fak
 
 def _build_service(cwd: Path, mirror: FakeMirror, services: Path) -> tuple[bool, str]:
     """``build_service`` in a fresh interpreter: (was smolfs.image.build imported, stderr)."""
-    code = ("import sys\nfrom launcher.glue import build_service\n"
+    code = ("import sys\nfrom launcher.service_image import build_service\n"
             f"img, kernel, ready, ro = build_service('rescue', None, kernel='SMOLTEST', "
             f"services_dir={str(services)!r})\n"
             "assert img.is_file() and kernel is not None and kernel.is_file() and ro\n"
