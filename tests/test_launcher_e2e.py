@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from helpers.ports import free_port
 from kernels import READY_LINE, TestKernels, parse_console
 
 from conftest import REPO, qemu_pids
@@ -123,11 +124,6 @@ def kernels(tmp_path: Path, test_kernels: TestKernels) -> Kernels:
     out["mmio"].write_bytes(test_kernels.pvh.read_bytes() + MMIO_MARKERS)
     return Kernels(**out)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 CASES = [

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from helpers.ports import free_port
+
 from launcher.ready import probe_http, probe_tcp, usernet_established
 
 
@@ -37,12 +39,6 @@ def tcp_server(handle: Callable[[socket.socket], None]) -> Iterator[int]:
         t.join()
         srv.close()
 
-
-def free_port() -> int:
-    """A port nobody listens on (connections are refused)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager

@@ -16,7 +16,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.ports import free_port
 
 from conftest import REPO, qemu_pids
 
@@ -86,11 +86,6 @@ def session(tmp_path: Path) -> Iterator[Session]:
     finally:
         s.close()
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def boot_detached(session: Session, name: str, kernel: Path, image: Path,

@@ -16,7 +16,6 @@ Reads ``$MKSMOLNB_NETBSD_DIR`` (``netbsd``, ``netbsd-i386``, ``sets/rescue.tgz``
 
 from __future__ import annotations
 
-import contextlib
 import shlex
 import shutil
 import socket
@@ -36,6 +35,7 @@ from helpers.genuine import (
     report_of,
     rescue_set,
 )
+from helpers.ports import free_ports
 from helpers.runner import Runner
 
 pytestmark = [pytest.mark.netbsd, pytest.mark.qemu, pytest.mark.slow]
@@ -199,15 +199,6 @@ def web_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         builder.close()
     return image
 
-
-def free_ports(n: int) -> list[int]:
-    """*n* distinct free host ports (each socket held until all are chosen: one port
-    freed and asked again may come back)."""
-    with contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in socks]
 
 
 @pytest.mark.parametrize("ready", ["http", "tcp"])

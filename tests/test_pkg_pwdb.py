@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import socket
 import struct
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from helpers.pkgsynth import SynthPkg, write_repo
+from helpers.ports import free_port
 
 from conftest import REPO
 from smolfs.pkg import pwdb
@@ -101,11 +101,6 @@ def test_small_database_has_pwd_mkdb_layout() -> None:
 
 # -- genuine NetBSD ----------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.netbsd
 @pytest.mark.qemu
@@ -136,7 +131,7 @@ def test_bozohttpd_finds_uid_0_in_our_pwd_db(netbsd_dir: Path, tmp_path: Path) -
                         "--pkg", "webroot", "--pkg-repo", str(repo), "-i", str(image), "--ro"],
                        capture_output=True, text=True, env=env, check=False, timeout=300)
     assert r.returncode == 0, r.stderr
-    port = _free_port()
+    port = free_port()
     q = subprocess.Popen([sys.executable, "-m", "launcher", "-k", str(kernel), "-i", str(image),
                           "--ro", "-p", f"{port}:80", "--ready", f"http:{port}/",
                           "--timeout", "180", "--console", f"file:{tmp_path / 'console.log'}"],

@@ -6,7 +6,6 @@ answers HTTP."""
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ from pathlib import Path
 import pytest
 import test_services
 from helpers.pkgsynth import SynthPkg, write_repo
+from helpers.ports import free_port
 from test_build import Image
 
 from conftest import REPO
@@ -80,11 +80,6 @@ def test_image(tmp_path: Path, repo: Path, monkeypatch: pytest.MonkeyPatch) -> N
                                                   "file": "caddy-2.7.6nb2.tgz"}]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @pytest.mark.netbsd
 @pytest.mark.qemu
@@ -110,7 +105,7 @@ def test_boots_and_answers_http(netbsd_dir: Path, tmp_path: Path) -> None:
                         "-i", str(image)], capture_output=True, text=True, env=env,
                        check=False, timeout=300)
     assert r.returncode == 0, r.stderr
-    port = _free_port()
+    port = free_port()
     console = tmp_path / "console.log"
     q = subprocess.Popen([sys.executable, "-m", "launcher", "-k", str(kernel), "-i", str(image),
                           "-p", f"{port}:80", "--ready", f"http:{port}/", "--timeout", "180",
