@@ -51,8 +51,10 @@ class Keeper(tuple):  # type: ignore[type-arg]  (a NamedTuple would import typin
     started = property(lambda self: self[4])
 
 
-class Signalled(Exception):
-    """The keeper got SIGINT, SIGTERM or SIGHUP: stop QEMU, then exit."""
+class Signalled(BaseException):
+    """The keeper got SIGINT, SIGTERM or SIGHUP: stop QEMU, then exit. Not an
+    ``Exception``: no ``except Exception`` on the way (naming the process, say) may
+    swallow it and leave the keeper running."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
