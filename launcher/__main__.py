@@ -168,12 +168,16 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     if positionals:
         raise UsageError(f"unexpected argument {positionals[0]!r}")
     extra: dict[str, object] = {}  # what else a plan of this command depends on
+    notes: list[str] = []  # the lines printed before the boot
+    # (printed already when launcher.detached handed its run over: not twice)
+    said = spawned is not None and spawned.notes_said
     if service is not None:
         import os
 
+        from smolfs import log
         from smolfs.image import staleness
 
-        from .service_image import build_service
+        from .service_image import build_service, up_to_date_note
 
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
@@ -181,11 +185,13 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         from smolfs.image.options import STARTNB
 
         built_image, built_kernel, service_ready, service_ro = build_service(
-            service, image,
+            service, image, say_fresh=not said,
             kernel=None if own else (kernel or ("GENERIC64" if args.arch == "aarch64"
                                                 else "GENERIC")),
             **{name: getattr(args, name) for name in STARTNB})
         image = str(built_image)
+        if not log.QUIET:  # (printed by build_service when up to date, as it is then)
+            notes.append(up_to_date_note(image))
         kernel = own or (str(built_kernel) if built_kernel else None)
         snapshot = staleness.snapshot(image)  # None: no record (a daily build): no plan
         if snapshot is None:
@@ -224,18 +230,16 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         config = config._replace(kernel=strip_kernel(prepared.kernel))
         prepared = prepare(config, checks=spawned is None)
     if prepared.accel_note and not args.print_cmd:
-        print(f"startnb: {prepared.accel_note}", file=sys.stderr)
+        notes.append(f"startnb: {prepared.accel_note}")
+        if not said:
+            print(notes[-1], file=sys.stderr)
+    from smolfs import log
+
+    if args.detach and not log.DEBUG:  # what the next identical run prints (fast path)
+        extra["detached"] = {"json": args.json, "notes": notes}
 
     def on_ready(result) -> None:  # type: ignore[no-untyped-def]
-        if args.json:
-            import json
-
-            print(json.dumps(result.to_json()), flush=True)
-        else:
-            print(result.report.human(), file=sys.stderr, flush=True)
-            if result.name:
-                print(f"startnb: VM {result.name!r} running (pid {result.pid}); "
-                      f"'startnb stop {result.name}' stops it", file=sys.stderr)
+        report_ready(result.to_json(), result.report.human(), args.json)
 
     result = boot(config, command_start=_START, name=args.name, timestamps=args.timestamps,
                   print_cmd=args.print_cmd, on_ready=on_ready, prepared=prepared,
@@ -246,6 +250,21 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     if status:
         print(f"startnb: QEMU exited with status {status}", file=sys.stderr)
     return status
+
+
+def report_ready(result: dict[str, object], human: str, as_json: bool) -> None:
+    """Say that the VM is ready: ``result`` as JSON on stdout, or the ``human`` timing
+    report and, for a detached VM, how to stop it, on stderr."""
+    if as_json:
+        import json
+
+        print(json.dumps(result), flush=True)
+        return
+    print(human, file=sys.stderr, flush=True)
+    name = result.get("name")
+    if name:
+        print(f"startnb: VM {name!r} running (pid {result['pid']}); "
+              f"'startnb stop {name}' stops it", file=sys.stderr)
 
 
 def _raise_exit(signum: int, _frame: object) -> None:
@@ -317,6 +336,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
                 print(f"+ {shlex.join(spawned.argv)}   (started from a cached plan)",
                       file=sys.stderr, flush=True)
+            if spawned is not None and spawned.detached is not None:
+                from .detached import finish
+
+                if finish(spawned, _START, report_ready):
+                    return 0
             if spawned is not None and spawned.relay is not None:
                 from .spawned import relay_until_ready
 

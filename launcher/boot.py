@@ -119,7 +119,7 @@ def boot(config: LaunchConfig, *, command_start: float | None = None, name: str 
 def _save_plan(key: tuple[object, ...], config: LaunchConfig, prep: Prepared,
                argv: list[str], interactive: bool, ready: Ready, timestamps: bool,
                extra: dict[str, object] | None, rundir: str | None,
-               vmdir: state.VmDir | None) -> None:
+               vmdir: state.VmDir | None, vm: Vm, qmp: Path | None) -> None:
     from .fastpath import RUNDIR, make_plan, save_plan
 
     extra = extra or {}
@@ -142,7 +142,36 @@ def _save_plan(key: tuple[object, ...], config: LaunchConfig, prep: Prepared,
                              image, config.readonly, interactive, relay,
                              nested=prep.host.nested,
                              service=extra.get("service"),  # type: ignore[arg-type]
-                             vmdir=str(vmdir.path) if vmdir is not None else None))
+                             vmdir=str(vmdir.path) if vmdir is not None else None,
+                             detached=detached_template(config, prep, argv, ready, vm, vmdir,
+                                                        qmp, extra.get("detached"))))
+
+
+def detached_template(config: LaunchConfig, prep: Prepared, argv: list[str], ready: Ready,
+                      vm: Vm, vmdir: state.VmDir | None, qmp: Path | None,
+                      output: object) -> dict[str, object] | None:
+    """``-d``: what :func:`launcher.detached.finish` needs to report the next identical
+    run as this one will be reported: the result and the manifest as :func:`boot` makes
+    them (pid, start and timing filled in then), the readiness rule, the timeout, the QMP
+    socket, and ``output`` (from the command: ``json``, and ``notes``, the lines it printed
+    before the boot). None when the run is not detached, keeps a console, or has no
+    ``output``."""
+    if vmdir is None or config.console.kind != "none" or not isinstance(output, dict):
+        return None
+    from .stagescan import StageDetector
+    from .timing import report
+
+    guest = next((p.guest_port for p in config.ports
+                  if p.proto == "tcp" and p.host_port == ready.port), 0)
+    result = BootResult(argv, None, True, report(0.0, StageDetector()), name=vmdir.name,
+                        state_dir=vmdir.path, kernel=prep.kernel, accel_note=prep.accel_note,
+                        fast_path=True, accel=prep.accel)
+    return {"result": result.to_json(),
+            "manifest": _manifest(vmdir, vm, config, argv, ready=False),
+            "ready": {"kind": ready.kind, "pattern": ready.pattern, "port": ready.port,
+                      "path": ready.path, "guest_port": guest},
+            "qmp": str(qmp) if qmp is not None else None, "timeout": config.timeout,
+            "json": bool(output.get("json")), "notes": list(output.get("notes", ()))}
 
 
 def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
@@ -215,7 +244,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
         det = StageDetector()
         if fast and spawned is not None and spawned.seen is not None:
             det = spawned.seen.detector  # what the relay saw (already relayed)
-            vm.continue_lines(spawned.seen.tail, spawned.seen.partial)
+            vm.continue_lines(spawned.seen.tail, spawned.seen.partial, spawned.serial_pos)
             if spawned.ready_at is not None and det.mark("ready", spawned.ready_at):
                 is_ready = True
         det.mark("exec", vm.exec_time)
@@ -249,7 +278,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
                 det.feed_bytes(t)
                 if save_key is not None:  # QEMU is alive: its first console byte
                     _save_plan(save_key, config, prep, argv, paths.interactive, ready,
-                               timestamps, plan_extra, tmpdir, vmdir)
+                               timestamps, plan_extra, tmpdir, vmdir, vm, paths.qmp)
                     save_key = None
                 console.write(t, chunk)
                 for line in vm.split_lines(chunk):
@@ -270,7 +299,7 @@ def _boot(config: LaunchConfig, start: float, prep: Prepared, name: str | None,
             endings.guest_ended(vm, det, console, ready_seen=is_ready)  # seen by the relay
         if save_key is not None:  # ready without a console byte (a port answered)
             _save_plan(save_key, config, prep, argv, paths.interactive, ready, timestamps,
-                       plan_extra, tmpdir, vmdir)
+                       plan_extra, tmpdir, vmdir, vm, paths.qmp)
         result = BootResult(argv, vm.pid, True, report(start, det),
                             name=vmdir.name if vmdir else None,
                             state_dir=vmdir.path if vmdir else None, kernel=prep.kernel,

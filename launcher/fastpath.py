@@ -22,12 +22,14 @@ from .spawned import Spawned
 PLAN_VERSION = 2
 #: Plans kept (most recently written first).
 MAX_PLANS = 32
+#: What a plan's ``detached`` holds (see :func:`launcher.detached.finish`).
+DETACHED_KEYS = ("result", "manifest", "ready", "qmp", "timeout", "json", "notes")
 #: What a plan's ``relay`` holds (see :func:`launcher.spawned.relay_until_ready`).
 RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
 #: The modules the argv is computed by (paths from this package's directory): the
 #: launcher's, the service lookup, the builder's version and its staleness rule.
 CODE_FILES = ("__main__.py", "boot.py", "checks.py", "config.py", "fastpath.py", "service_image.py",
-              "host.py", "kernel.py", "proc.py", "qemu.py", "stripcache.py",
+              "host.py", "kernel.py", "proc.py", "qemu.py", "stripcache.py", "detached.py",
               "../smolfs/cli/__init__.py", "../smolfs/image/service.py",
               "../smolfs/image/staleness.py", "../smolfs/image/options.py",
               "../services/__init__.py")
@@ -104,7 +106,7 @@ def _load() -> list[tuple[tuple[object, ...], dict[str, object]]]:
     """The saved plans, (key, plan) pairs; entries of any other shape are left out."""
     try:
         with open(plans_path(), "rb") as f:
-            plans = marshal.load(f)
+            plans = marshal.loads(f.read())  # (load(f) reads in small pieces: 1 ms here)
     except (OSError, EOFError, ValueError, TypeError):
         return []
     if not isinstance(plans, list):
@@ -136,7 +138,8 @@ def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
               ports: list[tuple[str, str, int]], image: tuple[str, str] | None, readonly: bool,
               interactive: bool, relay: dict[str, object] | None = None,
               nested: bool = False, service: dict[str, object] | None = None,
-              vmdir: str | None = None) -> dict[str, object]:
+              vmdir: str | None = None,
+              detached: dict[str, object] | None = None) -> dict[str, object]:
     """A plan: the argv and what must still hold for it to be the argv of the same boot.
 
     ``files`` must be unchanged (kernels, by stat); ``image`` (the path as given, and
@@ -150,12 +153,15 @@ def make_plan(qemu_argv: list[str], qemu: str, files: list[str],
     (they would then name a kernel file).
     ``vmdir``: ``-d``: the VM's state directory the argv names, which must not exist (it
     is made by :func:`try_fast`; a VM of that name running takes the ordinary path).
+    ``detached``: ``-d``: the report of the run that saved the plan, with which
+    :func:`launcher.detached.finish` reports this one (:data:`DETACHED_KEYS`), or None.
     :data:`RUNDIR` in the argv stands for a private directory made afresh.
     """
     return {"argv": list(qemu_argv), "host": host_key(qemu),
             "files": [(f, fingerprint(f)) for f in files], "ports": list(ports),
             "image": image, "readonly": readonly, "interactive": interactive,
-            "relay": relay, "nested": nested, "service": service, "vmdir": vmdir}
+            "relay": relay, "nested": nested, "service": service, "vmdir": vmdir,
+            "detached": detached}
 
 
 def _usable(plan: dict[str, object]) -> bool:
@@ -240,15 +246,20 @@ def _start_detached(qemu_argv: list[str], vmdir: str) -> Spawned | None:
         return None
     spawned.keeper = keeper
     spawned.exec_time, spawned.started = keeper.exec_time, keeper.started
-    spawned.keeper_reports = _await_first_byte(keeper.report,
-                                               os.path.join(vmdir, "serial.log"))
+    serial_log = os.path.join(vmdir, "serial.log")
+    spawned.keeper_reports = _await_first_byte(keeper.report, serial_log)
+    try:
+        if os.stat(serial_log).st_size:  # the wait ended with the first byte
+            spawned.first_byte_at = time.monotonic()
+    except OSError:
+        pass
     return spawned
 
 
 def _await_first_byte(report: int, serial_log: str) -> bytes:
     """``-d``: wait until QEMU's first console byte reaches ``serial_log``, or the keeper
-    reports QEMU's end (or its own), at most :data:`FIRST_BYTE_WAIT` seconds: the ordinary
-    path that follows (about 100 ms of CPU) would otherwise slow QEMU's own start (measured
+    reports QEMU's end (or its own), at most :data:`FIRST_BYTE_WAIT` seconds: the work
+    that follows would otherwise slow QEMU's own start (measured
     here: the guest ready about 15 ms later, all of it before its first byte). What the
     keeper reported meanwhile is returned, for :meth:`launcher.vm.Vm.adopt_keeper`."""
     import select
@@ -298,6 +309,9 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None
             spawned = _start_detached(qemu_argv, str(vmdir))
             if spawned is not None:
                 spawned.rundir, spawned.nested = rundir, nested
+                detached = plan.get("detached")
+                if isinstance(detached, dict) and all(k in detached for k in DETACHED_KEYS):
+                    spawned.detached = detached
             elif rundir is not None:
                 os.rmdir(rundir)
             return key, spawned

@@ -14,7 +14,8 @@ from smolfs.errors import LaunchError
 
 
 def build_service(service: str, image: str | None, *, kernel: str | None = "GENERIC",
-                  **forwarded: object) -> tuple[Path, Path | None, str | None, bool]:
+                  say_fresh: bool = True, **forwarded: object
+                  ) -> tuple[Path, Path | None, str | None, bool]:
     """Build (or reuse) the image of ``service``: (image, kernel named by the build or
     None, the console regular expression the service declares as ready or None, whether
     its root filesystem is read-only).
@@ -22,6 +23,7 @@ def build_service(service: str, image: str | None, *, kernel: str | None = "GENE
     ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
     sets; None when the caller boots a kernel file of its own. ``forwarded``: the build
     options ``startnb`` has (:data:`smolfs.image.options.OPTIONS` marked ``startnb``), by name.
+    ``say_fresh``: say that an image up to date is (:func:`up_to_date_note`).
     """
     from smolfs.cli import VERSION
     from smolfs.image import staleness
@@ -33,9 +35,10 @@ def build_service(service: str, image: str | None, *, kernel: str | None = "GENE
     asked = staleness.request(options_request(options))
     manifest = staleness.fresh(dest, asked, VERSION)
     if manifest is not None:  # up to date: the builder is not even imported
-        from smolfs.log import info
+        if say_fresh:
+            from smolfs.log import info
 
-        info(f"{dest}: up to date (same inputs, not modified since)")
+            info(up_to_date_note(dest))
         return _built(dest, manifest)
     try:
         from smolfs.image.build import build
@@ -44,6 +47,11 @@ def build_service(service: str, image: str | None, *, kernel: str | None = "GENE
                           hint="give a kernel file and an image instead") from err
     result = build(options=options.replace(image=Path(image) if image else None))
     return _built(result.image, result.manifest if isinstance(result.manifest, dict) else {})
+
+
+def up_to_date_note(image: str | Path) -> str:
+    """What ``startnb SERVICE`` says of an image it found up to date."""
+    return f"{image}: up to date (same inputs, not modified since)"
 
 
 def _built(image: str | Path, manifest: dict[str, object]

@@ -49,6 +49,14 @@ class Spawned:
         self.keeper: Keeper | None = None
         #: What was read of the keeper's report pipe already (``pid N``, ...).
         self.keeper_reports = b""
+        #: ``-d``: the plan's report of a detached run (:mod:`launcher.detached`), and how
+        #: much of the console file was read on the way to readiness.
+        self.detached: dict[str, object] | None = None
+        self.serial_pos = 0
+        #: ``-d``: when the fast path saw the console file's first byte.
+        self.first_byte_at: float | None = None
+        #: The lines the command prints before the boot were printed (by the fast path).
+        self.notes_said = False
 
     def kill(self, grace: float = 1.0) -> None:
         """Stop and reap this QEMU (it was not adopted): SIGTERM, which lets QEMU put the

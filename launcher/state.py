@@ -76,16 +76,9 @@ class VmDir(NamedTuple):
             return {}
 
     def write_manifest(self, data: dict[str, object]) -> None:
-        import json
+        from .manifest import write
 
-        tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        tmp.replace(self.manifest_path)
-        if data.get("image"):
-            tmp = self.image_file.with_suffix(".tmp")
-            mode = b"ro" if data.get("readonly") else b"rw"
-            tmp.write_bytes(mode + b"\n" + os.fsencode(str(data["image"])) + b"\n")
-            tmp.replace(self.image_file)
+        write(str(self.path), data)
 
     def pid(self) -> int | None:
         """The QEMU pid if that process is still a QEMU, else None."""

@@ -338,11 +338,13 @@ class Vm:
         self.tail.extend(out)
         return out
 
-    def continue_lines(self, tail: Iterable[str], partial: bytes) -> None:
+    def continue_lines(self, tail: Iterable[str], partial: bytes, serial_pos: int = 0) -> None:
         """Carry on from console lines read elsewhere (the fast path's relay): the last
-        complete ones and the unfinished one."""
+        complete ones and the unfinished one; ``serial_pos``: the bytes of the console
+        file already read (-d)."""
         self.tail.extend(tail)
         self._partial = partial
+        self._serial_pos = serial_pos
 
     def last_lines(self) -> list[str]:
         lines = list(self.tail)

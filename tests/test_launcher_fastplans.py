@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -280,3 +281,128 @@ def test_detached_plan_keeps_the_first_name(runner: Runner, test_kernels: TestKe
     assert r.returncode == 0, r.stderr
     assert (json.loads(r.stdout)["name"], json.loads(r.stdout)["fast_path"]) == ("disk", True)
     assert runner.run("stop", "disk", "--force").returncode == 0
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _shape(text: str) -> list[str]:
+    """Output lines with numbers blanked (times, pids), importtime's lines left out."""
+    import re
+
+    return [re.sub(r" +", " ", re.sub(r"\d+(\.\d+)?", "N", line))
+            for line in text.splitlines() if not line.startswith("import time:")]
+
+
+def _imported(stderr: str) -> set[str]:
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines()
+            if line.startswith("import time:")}
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("as_json", [False, True])
+def test_detached_plan_reports_as_the_ordinary_path_without_it(
+        runner: Runner, test_kernels: TestKernels, disk: Path, as_json: bool) -> None:
+    """A repeated ``startnb -d`` reports readiness from its plan (launcher.detached): the
+    same lines, JSON and manifest as the run that saved the plan, with its own pid and
+    times, and nothing of the ordinary path imported (argparse, the configuration, the
+    boot loop); the VM then runs under its keeper as any other."""
+    args = ["-d", "--name", "web", str(test_kernels.pvh), str(disk), "--ro", "-N",
+            *(["--json"] if as_json else [])]
+    runs, manifests = [], []
+    for importtime in (False, True):
+        extra = ["-X", "importtime"] if importtime else []
+        r = subprocess.run([sys.executable, *extra, "-m", "launcher", *args], cwd=runner.work,
+                           env=runner.env, capture_output=True, text=True, timeout=120,
+                           check=False)
+        assert r.returncode == 0, r.stderr
+        runs.append(r)
+        state = runner.work / "state" / "web"
+        manifests.append(json.loads((state / "manifest.json").read_text()))
+        assert manifests[-1]["pid"] == qemu_pids(str(runner.work))[0]
+        assert "SERVICE READY" in runner.run("logs", "web").stdout
+        ps = runner.run("ps", "--json")
+        assert [vm["name"] for vm in json.loads(ps.stdout)] == ["web"], ps.stdout
+        stop = runner.run("stop", "web", "--grace", "0.3")
+        assert stop.returncode == 0, stop.stderr
+        assert runner.gone() and not state.exists()
+    ordinary, planned = runs
+    loaded = _imported(planned.stderr)
+    assert "launcher.detached" in loaded
+    assert not loaded & {"argparse", "launcher.config", "launcher.boot", "launcher.vm",
+                         "launcher.checks", "pathlib"}, sorted(loaded)
+    assert _shape(planned.stderr) == _shape(ordinary.stderr)
+    first, second = manifests
+    for key in ("pid", "started", "timing"):
+        assert first.pop(key) != second.pop(key)
+    assert first == second and first["ready"] is True
+    if as_json:
+        one, two = (json.loads(r.stdout) for r in runs)
+        assert (one.pop("fast_path"), two.pop("fast_path")) == (False, True)
+        assert one.pop("pid") != two.pop("pid")
+        assert set(one.pop("timing")) == set(two.pop("timing"))
+        assert one == two
+    else:
+        assert runs[0].stdout == runs[1].stdout == ""
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("case", ["panic", "noready", "http"])
+def test_detached_plan_hands_what_goes_wrong_to_the_ordinary_path(
+        runner: Runner, test_kernels: TestKernels, disk: Path, case: str) -> None:
+    """A detached run from a plan that does not get ready (the guest panics, never says
+    it is ready, or answers no HTTP in time) ends as the run that saved the plan did: the
+    same error, the same console lines, nothing left (the plan's report is not used)."""
+    how = {"panic": ["-N", "-a", "smoltest.panic"],
+           "noready": ["-N", "-a", "smoltest.noready", "--timeout", "2"],
+           "http": ["-p", f"{_free_port()}:80", "--ready", "http:PORT/", "--timeout", "2"]}
+    args = ["-d", "--name", "bad", str(test_kernels.pvh), str(disk), "--ro", *how[case]]
+    if case == "http":
+        port = args[args.index("-p") + 1].split(":")[0]
+        args[args.index("http:PORT/")] = f"http:{port}/"
+    runs = []
+    for importtime in (False, True):
+        extra = ["-X", "importtime"] if importtime else []
+        r = subprocess.run([sys.executable, *extra, "-m", "launcher", *args], cwd=runner.work,
+                           env=runner.env, capture_output=True, text=True, timeout=120,
+                           check=False)
+        runs.append(r)
+        assert runner.gone() and not (runner.work / "state" / "bad").exists()
+    ordinary, planned = runs
+    assert "launcher.detached" in _imported(planned.stderr)  # it had the plan's report
+    assert ordinary.returncode == planned.returncode == 1, planned.stderr
+    assert _shape(planned.stderr) == _shape(ordinary.stderr), planned.stderr
+    said = {"panic": "the guest's kernel panicked (panic: smoltest)",
+            "noready": "not ready after 2 s", "http": "not ready after 2 s"}[case]
+    assert said in planned.stderr
+
+
+@pytest.mark.qemu
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_detached_plan_stopped_before_ready(runner: Runner, test_kernels: TestKernels,
+                                            disk: Path, sig: signal.Signals) -> None:
+    """SIGTERM or Ctrl-C while a run from a plan waits for readiness: QEMU stopped, the
+    state directory removed, the command ends at once as the ordinary path would."""
+    args = ["-d", "--name", "slow", str(test_kernels.pvh), str(disk), "--ro", "-N",
+            "-a", "smoltest.spin=4000", "--timeout", "60"]
+    first = runner.run(*args)
+    assert first.returncode == 0, first.stderr
+    assert runner.run("stop", "slow", "--force").returncode == 0 and runner.gone()
+    state = runner.work / "state" / "slow"
+    p = subprocess.Popen([sys.executable, "-X", "importtime", "-m", "launcher", *args],
+                         cwd=runner.work, env=runner.env, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (state / "manifest.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=30)
+    assert "launcher.detached" in _imported(err)
+    assert p.returncode in (128 + sig, 1, -sig), err
+    assert runner.gone() and not state.exists()

@@ -1,0 +1,36 @@
+"""The files that describe a detached VM in its state directory, each replaced atomically:
+``manifest.json`` (what ``startnb ps`` shows; the keeper adds the guest's end) and ``image``
+(``ro``/``rw`` and the image's path, read by the fast path). Kept to ``os`` (and ``json``
+when writing): the fast path writes them too (:mod:`launcher.detached`)."""
+
+from __future__ import annotations
+
+import os
+
+MANIFEST = "manifest.json"
+IMAGE = "image"
+
+
+def write(vmdir: str, data: dict[str, object]) -> None:
+    """Write ``data`` as the manifest of the VM in ``vmdir``, and its ``image`` file when
+    it names an image."""
+    import json
+
+    _replace(os.path.join(vmdir, MANIFEST),
+             (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    image = data.get("image")
+    if image:
+        mode = b"ro" if data.get("readonly") else b"rw"
+        _replace(os.path.join(vmdir, IMAGE), mode + b"\n" + os.fsencode(str(image)) + b"\n")
+
+
+def _replace(path: str, data: bytes) -> None:
+    tmp = os.path.splitext(path)[0] + ".tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
