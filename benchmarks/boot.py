@@ -34,7 +34,11 @@ Genuine NetBSD rows (:func:`genuine_rows`, with ``$MKSMOLNB_NETBSD_DIR``: ``netb
 ``netbsd-GENERIC``, ``sets/rescue.tgz``; skipped with a message without them): the shipped
 ``rescue`` service built from NetBSD's rescue set, timed to its ready line (``rescue:
 ready``) on the VM kernel and on GENERIC stripped by kstrip, each by ``startnb`` and by the
-bare QEMU argv it prints, the four interleaved in each round.
+bare QEMU argv it prints, the four interleaved in each round. Then the main job on genuine
+NetBSD (:func:`genuine_service_rows`, also with ``--only-service``; needs
+``sets/httpd.tgz`` too): ``startnb bozohttpd --strip -d --ready http:PORT/`` from a local
+mirror publishing the genuine GENERIC kernel and the rescue and httpd sets, repeated and
+cold, against the bare QEMU argv probed for HTTP the same way.
 
 aarch64 (:func:`bench_aarch64`): the smoltest-arm64 kernel (``tests/kernels/arm64.S``, an
 arm64 Image) on ``qemu-system-aarch64 -M virt`` as startnb picks it (TCG on an x86 host,
@@ -200,7 +204,8 @@ def run_detached(argv: list[str], env: dict[str, str], cwd: Path, name: str,
     reported = time.perf_counter() - start
     _, err = p.communicate(timeout=120)
     returned = time.perf_counter() - start
-    stop = subprocess.run([*argv[:argv.index("rescue")], "stop", name, "--force"],
+    command = argv[:3] if argv[1:3] == ["-m", "launcher"] else argv[:1]
+    stop = subprocess.run([*command, "stop", name, "--force"],
                           capture_output=True, text=True, env=env, cwd=cwd, check=False)
     if p.returncode != 0 or stop.returncode != 0 or not line:
         raise SystemExit(f"failed: {shlex.join(argv)}\n{err}{stop.stderr}")
@@ -357,6 +362,7 @@ def main() -> int:
         cold = work / "cache-cold"
         if args.only_service:
             bench_service(command, args.runs, env, work, kernel, args.spin, args.machine)
+            genuine_service_rows(args.runs, command, work, env)
             return 0
         bench(f"smoltest kernel ({args.machine} machine)",
               [*base, str(kernel), str(image)], args.runs, env, cold)
@@ -369,6 +375,7 @@ def main() -> int:
         if not args.no_aarch64:
             bench_aarch64(command, args.runs, env, work, image)
         genuine_rows(args.runs, command, work, env)
+        genuine_service_rows(args.runs, command, work, env)
     return 0
 
 
@@ -450,6 +457,125 @@ def genuine_rows(runs: int, command: list[str], work: Path, env: dict[str, str])
         if label != "VM kernel":
             extras.append(f"{med[name] / med[f'VM kernel, {how}']:.3f} x VM kernel")
         row(name, values, "   " + ", ".join(extras) if extras else "")
+
+
+
+# -- genuine NetBSD: the main job, startnb SERVICE --strip -d --ready http: ---------------
+
+#: The local mirror serves the genuine sets under a release whose amd64 sets are .tgz.
+GENUINE_RELEASE = "9.3"
+
+
+def http_ready(argv: list[str], env: dict[str, str], port: int, cwd: Path,
+               timeout: float = 120.0) -> float:
+    """Spawn ``argv`` (a bare QEMU, console to /dev/null); seconds until the guest answers
+    HTTP on ``port``, probed as ``startnb --ready http:`` probes (one GET, 20 ms between
+    attempts); then stop it."""
+    from launcher.ready import probe_http
+
+    start = time.perf_counter()
+    p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL, env=env, cwd=cwd)
+    try:
+        while time.perf_counter() < start + timeout:
+            if probe_http(port) is not None:
+                return time.perf_counter() - start
+            if p.poll() is not None:
+                break
+            time.sleep(0.02)
+    finally:
+        p.terminate()
+        p.wait(timeout=10)
+    raise SystemExit(f"no HTTP answer: {shlex.join(argv)}")
+
+
+def genuine_service_rows(runs: int, command: list[str], work: Path,
+                         env: dict[str, str]) -> None:
+    """``startnb bozohttpd --strip -d --ready http:PORT/`` as a user runs it: a local mirror
+    publishing the genuine GENERIC kernel (``netbsd-GENERIC.gz``) and the genuine rescue
+    and httpd sets; the shipped bozohttpd service on those two sets. Repeated (from its
+    plan), the bare QEMU argv of the same boot (probed for HTTP the same way) and the
+    first command of all (cold: fetch, verify, build, kstrip, boot), interleaved."""
+    nb = os.environ.get("MKSMOLNB_NETBSD_DIR")
+    d = Path(nb) if nb else None
+    need = ("netbsd-GENERIC", "sets/rescue.tgz", "sets/httpd.tgz")
+    if d is None or not all((d / n).exists() for n in need):
+        print("\ngenuine NetBSD service: skipped (MKSMOLNB_NETBSD_DIR with "
+              f"{', '.join(need)})")
+        return
+    import gzip
+
+    from helpers.fakemirror import FakeMirror, release_tree, write_sha512
+
+    from services import shipped_dir
+    from smolfs.pkg import pwdb
+
+    top = work / "gmirror" / release_tree(GENUINE_RELEASE, "amd64") / "binary"
+    (top / "sets").mkdir(parents=True)
+    for name in ("rescue", "httpd"):
+        shutil.copyfile(d / "sets" / f"{name}.tgz", top / "sets" / f"{name}.tgz")
+    write_sha512(top / "sets")
+    (top / "kernel").mkdir(parents=True)
+    (top / "kernel" / "netbsd-GENERIC.gz").write_bytes(
+        gzip.compress((d / "netbsd-GENERIC").read_bytes(), compresslevel=6, mtime=0))
+    write_sha512(top / "kernel")
+    services = work / "gservices"
+    shutil.copytree(shipped_dir(), services, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    conf = services / "bozohttpd" / "service.conf"
+    conf.write_text(re.sub(r"(?m)^SETS=.*$", "SETS=rescue,httpd", conf.read_text()))
+    pwd, _ = pwdb.databases(["root:*:0:0::0:0:Charlie &:/root:/bin/sh"])
+    (services / "bozohttpd" / "etc" / "pwd.db").write_bytes(pwd)
+    port = free_port()
+    args = ["bozohttpd", "--services-dir", str(services), "--release", GENUINE_RELEASE,
+            "--strip", "-p", f"{port}:80", "--ready", f"http:{port}/"]
+    detached = [*command, *args, "-d", "--json", "--timeout", "120"]
+    warm_dir, cold_dir = work / "gsvc-warm", work / "gsvc-cold"
+    warm_dir.mkdir()
+    env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
+    with FakeMirror(work / "gmirror") as mirror:
+        env = dict(env, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(work / "gcache"))
+        env_cold = dict(env, MKSMOLNB_CACHE=str(work / "gcache-cold"))
+        for _ in range(2):  # builds and strips; then saves the plan
+            run_detached([*detached, "--name", "gweb"], env, warm_dir, "gweb")
+        printed = subprocess.run([*command, *args, "--console", "stdio", "--print-cmd"],
+                                 capture_output=True, text=True, env=env, cwd=warm_dir,
+                                 check=True).stdout
+        bare = shlex.split(printed)
+        http_ready(bare, env, port, warm_dir)
+        warm, up_warm, plain, cold, up_cold = [], [], [], [], []
+        for _ in range(runs):
+            t, _, up, fast = run_detached([*detached, "--name", "gweb"], env, warm_dir, "gweb")
+            if not fast:
+                raise SystemExit("the repeated command did not start from its plan")
+            warm.append(t)
+            up_warm.append(up)
+            plain.append(http_ready(bare, env, port, warm_dir))
+            shutil.rmtree(cold_dir, ignore_errors=True)
+            shutil.rmtree(work / "gcache-cold", ignore_errors=True)
+            cold_dir.mkdir()
+            t, _, up, _ = run_detached([*detached, "--name", "gcold"], env_cold, cold_dir,
+                                       "gcold")
+            cold.append(t)
+            up_cold.append(up)
+    med_b = statistics.median(plain)
+    print(f"\ngenuine NetBSD {d}: startnb bozohttpd --strip -d --ready http: (GENERIC, "
+          f"rescue and httpd sets from a local mirror), {runs} runs, TCG")
+    print(f"  {'':30} {'min ms':>8} {'median ms':>10}")
+    row("repeated (plan), ready report", warm,
+        f"   ratio {statistics.median(warm) / med_b:.3f} (target <= 1.05)")
+    row("first command (cold)", cold, f"   ratio {statistics.median(cold) / med_b:.3f}")
+    row("bare QEMU argv (peer)", plain)
+    row("start-up to exec, repeated", up_warm, "   (target < 10 ms)")
+    row("start-up to exec, cold", up_cold, "   (fetch, verify, build, kstrip)")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 free now."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 if __name__ == "__main__":
