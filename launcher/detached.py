@@ -65,18 +65,23 @@ def finish(spawned: Spawned, command_start: float,
     from .relay import ConsoleSeen
     from .timing import report as timing_report
 
-    for line in plan["notes"]:  # type: ignore[attr-defined]
+    try:  # a plan of another shape: the ordinary path, as for any unusable plan
+        rule = _Rule(plan["ready"])  # type: ignore[arg-type]
+        pattern = re.compile(rule.pattern) if rule.kind == "console" else None
+        record = dict(plan["manifest"])  # type: ignore[call-overload]
+        notes = [str(line) for line in plan["notes"]]  # type: ignore[attr-defined]
+        timeout = plan["timeout"]
+        dict(plan["result"])  # type: ignore[call-overload]
+    except (KeyError, TypeError, ValueError, re.error):
+        return False
+    for line in notes:
         print(line, file=sys.stderr, flush=True)
     spawned.notes_said = True
-    rule = _Rule(plan["ready"])  # type: ignore[arg-type]
     seen = spawned.seen = ConsoleSeen()
     det = seen.detector
     det.mark("exec", spawned.exec_time)
     if spawned.first_byte_at is not None:
         det.feed_bytes(spawned.first_byte_at)
-    pattern = re.compile(rule.pattern) if rule.kind == "console" else None
-    record = dict(plan["manifest"])  # type: ignore[call-overload]
-    timeout = plan["timeout"]
     deadline = command_start + timeout if isinstance(timeout, (int, float)) else None
     prober = None
     wake_r = wake_w = -1

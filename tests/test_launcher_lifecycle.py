@@ -622,3 +622,27 @@ def test_detached_fast_path_waits_for_the_first_byte_or_the_end(tmp_path: Path,
     finally:
         vm.kill()
         vm.close()
+
+
+GOOD_DETACHED = {"result": {}, "manifest": {}, "qmp": None, "timeout": None, "json": False,
+                 "notes": ["a note"], "ready": {"kind": "console", "pattern": "READY",
+                                                "port": 0, "path": "/", "guest_port": 0}}
+
+
+@pytest.mark.parametrize("broken", [
+    {"ready": 1}, {"ready": {"kind": "console"}},
+    {"ready": {**GOOD_DETACHED["ready"], "pattern": "("}},  # type: ignore[dict-item]
+    {"notes": 5}, {"manifest": [1]}, {"result": None}])
+def test_a_detached_report_of_another_shape_is_handed_over(tmp_path: Path, broken: dict,
+                                                           capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    """launcher.detached never fails on a plan's report it cannot read: it hands the run
+    to the ordinary path before printing anything."""
+    from launcher import detached
+    from launcher.spawned import Spawned
+
+    spawned = Spawned(0, ["qemu"], 0.0, 0.0, -1, -1, False)
+    spawned.keeper, spawned.vmdir = object(), str(tmp_path)  # type: ignore[assignment]
+    spawned.detached = {**GOOD_DETACHED, **broken}
+    assert detached.finish(spawned, 0.0, lambda *a: None) is False
+    assert capsys.readouterr().err == "" and not spawned.notes_said
