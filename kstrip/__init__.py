@@ -1,14 +1,8 @@
 """kstrip: switch off the drivers a VM does not need in a NetBSD kernel ELF.
 
->>> import kstrip
->>> result = kstrip.strip("netbsd-GENERIC.gz", out="netbsd-vm")   # doctest: +SKIP
->>> result.changed, result.version, result.output                  # doctest: +SKIP
-(456, '10.1', PosixPath('netbsd-vm'))
-
-:func:`strip` and :func:`list_entries` are the API (see :mod:`kstrip.api`);
-:data:`DEFAULT_KEEP` the drivers kept by default. Names are imported on first use so
-that ``kstrip --help`` stays fast.
-"""
+:func:`strip` and :func:`list_entries` are the API (:mod:`kstrip.api`),
+:data:`DEFAULT_KEEP` the drivers kept by default; they are imported on first use so that
+``kstrip --help`` stays fast. ``kstrip.strip("netbsd-GENERIC.gz", out="netbsd-vm")``."""
 
 from __future__ import annotations
 

@@ -1,25 +1,8 @@
 """NetBSD's autoconfiguration table (``struct cfdata``): layouts, states, decisions.
 
-Pure functions over bytes and small values; nothing here reads files. The facts come
-from NetBSD's ``sys/sys/device.h``::
-
-    struct cfdata {
-        const char *cf_name;      /* driver name */
-        const char *cf_atname;    /* attachment name */
-        short cf_unit;            /* NetBSD <= 9 */
-        short cf_fstate;
-        -- or, from NetBSD 10 on --
-        unsigned int cf_unit:24;
-        unsigned char cf_fstate;
-        int *cf_loc;
-        int cf_flags;
-        const struct cfparent *cf_pspec;
-    };
-
-The unit and state share one little-endian 32-bit word right after the two name
-pointers, at byte 8 (i386) or 16 (amd64); entries are 24 (i386) or 48 (amd64) bytes; the
-table ends with an entry whose ``cf_name`` is NULL.
-"""
+Pure functions over bytes and small values; nothing here reads files. The entry's
+layout (NetBSD 9 and 10), where the unit/state word lives and how the layout is told
+from the values: ``kstrip/README.md``."""
 
 from __future__ import annotations
 

@@ -1,15 +1,8 @@
 """The kernel file as kstrip sees it: bytes, loadable segments and a symbol table.
 
-A NetBSD kernel is a little-endian ELF (32-bit on i386, 64-bit on amd64), shipped
-gzip-compressed as ``netbsd-GENERIC.gz``. kstrip needs three things from it: the value
-and size of a few symbols (``cfdata``, ``version``, ``osrelease``), the mapping from a
-virtual address to a file offset (through the ``PT_LOAD`` program headers), and the bytes
-at such an address (pointers in the table are virtual addresses).
-
-pyelftools reads the headers; it is imported inside :func:`open_kernel` so that
-``kstrip --help`` stays fast. The symbol table is scanned with :mod:`struct` directly:
-a GENERIC kernel has tens of thousands of symbols and we look for three names.
-"""
+pyelftools reads the headers, imported inside :func:`open_kernel` so that ``kstrip
+--help`` stays fast; the symbol table is scanned with :mod:`struct` for the few names
+kstrip needs (see ``kstrip/README.md``)."""
 
 from __future__ import annotations
 

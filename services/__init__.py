@@ -1,10 +1,6 @@
-"""Service definitions shipped with mksmolnb (package data).
-
-A service is a directory ``<name>/`` holding ``etc/`` (copied over the image's
-``/etc``; ``etc/rc`` is required), optionally ``postinst/*.sh`` (run at build
-time on a staging copy of the image root) and ``service.conf`` (default sets and
-size). ``common/`` is installed as ``/etc/include`` in every image.
-"""
+"""Service definitions shipped with mksmolnb (package data): one directory per service,
+and ``common/``, installed as ``/etc/include`` in every image. What a service holds:
+``services/README.md``."""
 
 from __future__ import annotations
 

@@ -1,13 +1,7 @@
 """smolfs: NetBSD root filesystem images (FFS UFS1/UFS2, ext2) written in pure Python.
 
-The public API is imported lazily so that ``import smolfs`` stays cheap:
-
-- :func:`smolfs.image.mkfs` — write an image from directories, archives and an mtree spec.
-- :func:`smolfs.image.build` — build a bootable root image for a service from NetBSD sets.
-- :func:`smolfs.sets.fetch` — download and verify NetBSD sets and kernels into the cache.
-- :class:`smolfs.Tree` — the filesystem-neutral tree the writers lay out.
-- :class:`smolfs.SmolError` — base of every error raised to a user.
-"""
+``build``, ``mkfs``, ``fetch``, ``Tree`` and ``SmolError`` are imported on first use,
+so that ``import smolfs`` stays cheap (the API: the top README's "Python API")."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
-"""The one error hierarchy shared by smolfs, kstrip and launcher.
-
-Every failure a user can cause or meet is a :class:`SmolError`. The command-line
-entry points turn it into one line (``prog: error: message``), an optional
-``hint:`` line and an exit code; a traceback is shown only with ``--debug``.
-Library users catch :class:`SmolError` (or a subclass) and read ``message`` and
-``hint``.
-"""
+"""The one error hierarchy shared by smolfs, kstrip and launcher: :class:`SmolError`
+(``message``, ``hint``) and its subclasses; each CLI prints one line and exits non-zero,
+with a traceback only under ``--debug``."""
 
 from __future__ import annotations
 

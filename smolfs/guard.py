@@ -1,25 +1,9 @@
 """Run one command so that nothing it starts outlives it, or outlives the caller.
 
-Started by :func:`smolfs.run.run` (``contain=True``), never by hand::
-
-    python -I -S guard.py FD COMMAND [ARG...]
-
-- The command runs as the guard's child, in a process group of its own, with
-  ``PR_SET_PDEATHSIG=SIGKILL`` on Linux (it dies if the guard dies).
-- On Linux the guard is a *child subreaper*: what the command leaves running
-  (background jobs, daemons that fork twice or call ``setsid``) is re-parented to
-  the guard, not to init, so the guard can find and kill it.
-- ``FD`` is the read end of a pipe whose write end only the caller holds. When that
-  end closes — the caller gave up waiting (time limit, Ctrl-C) or died, even by
-  SIGKILL — the guard kills the command's process group and every process
-  re-parented to it, then exits. The same happens if the guard gets SIGTERM, SIGINT
-  or SIGHUP, or (Linux) its parent dies.
-- When the command exits, whatever it left running is killed the same way, and the
-  guard exits with the command's status (128+N when signal N ended it).
-
-Standard library only, no import of smolfs, nothing imported it can do without: it
-runs once per postinst script, and starting it is most of its cost.
-"""
+Started by :func:`smolfs.run.run` (``contain=True``), never by hand:
+``python -I -S guard.py FD COMMAND [ARG...]``. Standard library only, no smolfs import:
+it starts once per postinst script. How it kills what the command left (a subreaper, a
+pipe from the caller): ``smolfs/README.md``."""
 
 import os
 import select

@@ -1,40 +1,9 @@
-"""NetBSD mtree(5) specifications, applied to a tree the way ``makefs -F`` does.
+"""NetBSD mtree(5) specifications applied to a tree, as ``makefs -F`` applies them.
 
-A spec sets owners, modes, times and flags of entries, and declares entries that a
-directory or archive cannot carry for an ordinary user: device nodes, fifos,
-directories, symlinks. Both layouts are read:
-
-- full paths, one entry per line (what ``mtree -C`` and NetBSD's set lists write)::
-
-      /set type=file uname=root gname=wheel mode=0444
-      ./dev/console type=char mode=0600 device=netbsd,0,0
-      ./etc/rc mode=0644
-
-- hierarchical: a ``type=dir`` entry without a ``/`` in its name opens that directory,
-  ``..`` closes it (what ``mtree -c`` writes).
-
-``/set`` gives defaults to the lines that follow, ``/unset`` removes them; ``#`` starts
-a comment line; a line ending in ``\\`` continues on the next. Names may use
-``vis(3)`` escapes (``\\040`` for a space). Keywords read: ``type``
-(file, dir, link, char, block, fifo, socket), ``mode`` (octal or symbolic, as
-``chmod``), ``uid``, ``gid``, ``uname``, ``gname`` (NetBSD's standard users and
-groups, see :data:`USERS` and :data:`GROUPS`), ``link``, ``device``
-(``netbsd,MAJ,MIN``, ``MAJ,MIN`` or a raw NetBSD number), ``time``, ``flags``,
-``contents`` (a host file holding the entry's data), ``optional``; checksums,
-``size``, ``nlink``, ``tags`` and ``ignore`` are accepted and not checked.
-
-As with ``makefs``: an entry already in the tree takes the spec's attributes (its type
-must agree); a missing ``dir``, ``link``, ``char``, ``block``, ``fifo`` or ``socket``
-entry is created; entries of the tree that the spec does not mention stay as they are.
-
-Differences from NetBSD's ``makefs``, on purpose: a missing ``file`` entry is an error
-(``makefs`` creates an empty file, which turns a typo into an empty ``/etc/rc``) unless
-it is ``optional`` or names its ``contents``; entries the spec creates without a
-``time`` take ``SOURCE_DATE_EPOCH`` or the newest time in the tree, not the current
-time, so that images are reproducible; ``uname`` and
-``gname`` are looked up in NetBSD's tables, never in the host's user database; a
-full-path entry may name a directory the spec has not declared (it is created).
-"""
+:func:`parse_spec` reads both layouts (full paths and hierarchical), :func:`apply_spec`
+sets attributes and creates the entries a spec declares. Where and why it differs from
+``makefs`` (a missing ``file`` entry is an error, reproducible times, NetBSD's own user
+tables): ``smolfs/fs/README.md``."""
 
 from __future__ import annotations
 

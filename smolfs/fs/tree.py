@@ -1,16 +1,8 @@
 """A filesystem-neutral tree: what goes into an image, before any on-disk format.
 
-Sources (a host directory, a tar archive, a service directory, an mtree spec) fill a
-:class:`Tree`; a filesystem writer (:mod:`smolfs.fs.ffs`, :mod:`smolfs.fs.ext2`) lays it
-out. Nothing here touches the host filesystem's ownership or device nodes: owners,
-modes, device numbers and link counts are plain fields.
-
-Regular-file contents are :class:`~smolfs.fs.filedata.Data` objects
-(:mod:`smolfs.fs.filedata`) that know their size and can be read in pieces.
-
-Names are ``bytes`` (NetBSD names are byte strings); paths given as ``str`` are
-encoded with the filesystem encoding (UTF-8, ``surrogateescape``).
-"""
+Sources fill a :class:`Tree`, a writer (:mod:`smolfs.fs.ffs`, :mod:`smolfs.fs.ext2`)
+lays it out. Owners, modes, device numbers and link counts are plain fields, names are
+``bytes``; file contents are :class:`~smolfs.fs.filedata.Data` objects."""
 
 from __future__ import annotations
 

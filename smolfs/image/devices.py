@@ -1,18 +1,6 @@
 """The device nodes a kernel and init need before ``MAKEDEV`` can run, for each port
-(:class:`smolfs.arch.Arch` holds the majors).
-
-``init(8)`` opens ``/dev/console``; a rescue-only image carries no ``MAKEDEV``
-script, so every node its ``/etc/rc`` uses must be in the image. Majors are NetBSD's
-(``sys/arch/amd64/conf/majors.amd64``, ``sys/arch/i386/conf/majors.i386``; evbarm and
-aarch64 share ``sys/arch/arm/conf/majors.arm32`` / ``sys/arch/aarch64/conf/majors.aarch64``,
-whose numbers differ from x86 for almost every device). Disk minors are
-``unit * stride + partition``: the stride is ``MAXPARTITIONS`` (16) on amd64 and 8
-(``OLDMAXPARTITIONS``, ``__HAVE_OLD_DISKLABEL``) on i386 and aarch64.
-
-The tree stores ``(major, minor)``; the filesystem writers encode it with
-NetBSD's ``makedev`` (see :func:`makedev`). Kept free of ``dataclasses`` (this module is
-read by the launcher, where start-up time counts).
-"""
+(:class:`smolfs.arch.Arch` holds the majors; minors and sources:
+``smolfs/image/README.md``). Kept free of ``dataclasses``: the launcher reads it."""
 
 from __future__ import annotations
 

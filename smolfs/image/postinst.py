@@ -1,35 +1,9 @@
 """Run a service's ``postinst/*.sh`` scripts at build time, on a staging tree.
 
-Only when a service has scripts is the image tree written out to a temporary
-directory (regular files, directories and symlinks; device nodes, FIFOs and
-sockets are left out, and stay in the image untouched). Each script runs with
-``sh -e`` as the invoking user, with the staging root as its working directory
-and a umask of 022. Afterwards the staging tree is read back:
-
-- entries the scripts created or changed become new nodes owned root:wheel (0:0);
-- entries they removed are removed from the image;
-- entries they did not touch keep their original node (owners, modes, links).
-
-Each script has a time limit (:data:`DEFAULT_TIMEOUT`, ``POSTINST_TIMEOUT=`` in
-``service.conf``, ``--postinst-timeout``) and runs contained
-(:mod:`smolfs.guard`): in a process group of its own, and nothing it starts
-survives it, its time limit or the build (even a build killed by SIGKILL).
-
-Confinement: when bubblewrap (``bwrap``) is installed and can create namespaces,
-each script sees only what :func:`script_argv` gives it: the staging tree
-read-write as ``/staging`` (its working directory), the system directories it runs
-programs from read-only (``/usr``, ``/bin``, ``/sbin``, ``/lib*``, the dynamic
-loader's files in ``/etc`` and ``/etc/alternatives``), the script itself read-only
-in ``/postinst``, an empty ``$HOME`` (``/home/build``) and ``/tmp``, fresh ``/proc``
-and ``/dev``, no network; nothing else exists and ``/`` is read-only. A service may
-ask for more with ``POSTINST_BIND=DIR...`` (each directory bound read-only at its
-own path). Without bubblewrap the scripts run unconfined, after a warning, and must
-use relative paths only.
-
-Scripts see these environment variables: ``PATH``, ``LC_ALL=C``, ``HOME`` (an empty
-directory, thrown away after the script or the build), ``SERVICE``, ``ARCH``, ``FS``
-and ``RO`` (``yes``/``no``); unconfined, also ``TMPDIR`` (likewise).
-"""
+The tree is written out only when there are scripts, and read back after them. Each
+script runs with ``sh -e``, contained (:mod:`smolfs.guard`), within its time limit
+(:data:`DEFAULT_TIMEOUT`), confined by bubblewrap when it works (:func:`script_argv`).
+What a script sees: ``services/README.md``; the round trip: ``smolfs/image/README.md``."""
 
 from __future__ import annotations
 
@@ -157,7 +131,8 @@ def _write_file(host: bytes, node: Node) -> None:
 
 
 def read_back(tree: Tree, root: Path, recorded: Mapping[bytes, Signature]) -> None:
-    """Bring *tree* in line with the staging directory *root* (see the module doc)."""
+    """Bring *tree* in line with the staging directory *root*: what changed, went or stayed
+    (see ``smolfs/image/README.md``)."""
     base = os.fsencode(root)
     links: dict[tuple[int, int], bytes] = {}
 

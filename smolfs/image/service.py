@@ -1,15 +1,8 @@
 """Service definitions: find them, read their ``service.conf``, check them.
 
-A service is a directory ``<services dir>/<name>/`` holding:
-
-- ``etc/`` — copied over the image's ``/etc``; ``etc/rc`` is required (init runs it);
-- ``postinst/*.sh`` — optional, run in name order at build time on a staging tree;
-- ``service.conf`` — optional defaults, ``KEY=value`` lines (see :data:`SETTINGS`).
-
-``common/`` beside the services is installed as ``/etc/include`` in every image.
-``service.conf`` is parsed here, never executed: a shell-looking file is fine, but
-only the keys below are allowed and anything else is an error naming the line.
-"""
+A service is a directory with ``etc/`` (``etc/rc`` required), optional ``postinst/*.sh``
+and ``service.conf`` (``services/README.md``). ``service.conf`` is parsed, never
+executed: only the keys of :data:`SETTINGS`, anything else an error naming the line."""
 
 from __future__ import annotations
 

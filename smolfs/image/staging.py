@@ -1,18 +1,8 @@
 """A build's working directory beside its image: ``.smolfs-staging-XXXXXXXX``.
 
-Everything a build writes before the finished image goes there: the tree the
-postinst scripts work on, their empty ``$HOME`` and ``$TMPDIR``, and the image
-itself until it is complete (then renamed over the destination: same directory,
-same filesystem, one atomic rename).
-
-The directory is *owned*: its build holds an exclusive ``flock`` on it while it
-lives (the kernel drops the lock when the process dies, however it dies) and writes
-its pid, start time and host name to ``owner`` inside. A build ended normally, by an
-error, Ctrl-C, SIGTERM or SIGHUP removes its directory itself; one killed by SIGKILL
-leaves it, and the next build in the same place removes it (:func:`sweep`): a
-directory is stale only when its lock is free and its owner process is gone (or it
-has no owner record and is over a minute old) — a live build's is never touched.
-"""
+Held with a ``flock`` and an owner record while its build lives, removed by the build
+however it ends but SIGKILL; :func:`sweep` removes what a killed build left, never a
+live build's directory (the rules: ``smolfs/image/README.md``)."""
 
 from __future__ import annotations
 
@@ -82,7 +72,8 @@ def owner_alive(record: str) -> bool:
 
 
 def sweep(parent: Path) -> list[Path]:
-    """Remove the stale staging directories in *parent* (see the module doc); which."""
+    """Remove the stale staging directories in *parent* (see ``smolfs/image/README.md``);
+    which."""
     removed: list[Path] = []
     try:
         names = [n for n in os.listdir(parent) if n.startswith(PREFIX)]

@@ -1,9 +1,5 @@
-"""A binary package file: a compressed tar whose first members are its metadata.
-
-``+CONTENTS`` comes first (the packing list), then ``+COMMENT``, ``+DESC``,
-``+BUILD_INFO`` and the other ``+FILES`` pkg_create adds; the installed files follow in
-packing-list order, named relative to the prefix.
-"""
+"""A binary package file: a compressed tar whose first members are its metadata
+(``+CONTENTS`` first), the installed files after them in packing-list order."""
 
 from __future__ import annotations
 

@@ -1,11 +1,5 @@
-"""pkgsrc's version order ("dewey" comparison), as pkg_install's ``lib/dewey.c`` defines it.
-
-A version is cut into numbers: runs of digits are numbers; ``alpha``, ``beta``,
-``pre``/``rc`` stand for -3, -2, -1; ``pl``, ``_`` and ``.`` for 0; any other letter
-for 0 followed by its place in the alphabet (``a`` = 1); ``nb<N>`` is the pkgsrc
-revision, compared last. Missing numbers count as 0, so ``1.0rc1 < 1.0`` (…0,-1,1 against
-…0) and ``1.2nb3 < 1.10`` (2 against 10).
-"""
+"""pkgsrc's version order ("dewey" comparison), as pkg_install's ``lib/dewey.c`` defines it
+(``1.0rc1 < 1.0``, ``1.2nb3 < 1.10``; the rules: ``smolfs/pkg/README.md``)."""
 
 from __future__ import annotations
 

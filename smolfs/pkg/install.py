@@ -1,21 +1,8 @@
 """Packages streamed into an image tree, as ``pkg_add`` would install them.
 
-Each package file is read once, front to back: its metadata first, then every file of
-``+CONTENTS`` in order, straight into the build's spool (no extraction on the host).
-``+CONTENTS`` is obeyed: ``@cwd`` (the prefix), ``@mode``, ``@owner``, ``@group``,
-``@ignore``, ``@pkgdir``; symlinks and hard links are made as the archive has them.
-Refused, naming the package and the file: a member that is not the next entry of
-``+CONTENTS``, a path outside the prefix, a file whose MD5 differs from the
-``@comment MD5:`` recorded for it, a file another package installed already. Nothing is
-written to the image until every package went in.
-
-Then the package database, as ``pkg_add`` writes it, in ``/usr/pkg/pkgdb/<pkg>/``:
-``+CONTENTS`` (with ``@name`` and ``@cwd``), ``+COMMENT``, ``+DESC``, ``+BUILD_INFO``,
-``+SIZE_PKG``, ``+SIZE_ALL``, ``+REQUIRED_BY``, ``+INSTALLED_INFO`` and the scripts;
-the declarative lines of ``+INSTALL`` are applied (:mod:`smolfs.pkg.installscript`) and
-what remains to run (``+INSTALL POST-INSTALL``, ``@exec`` lines) goes to
-``/etc/rc.pkgfirstboot``, which a service's ``/etc/rc`` runs once.
-"""
+Each package file is read once, front to back, ``+CONTENTS`` obeyed and checked; the
+package database written as ``pkg_add`` writes it; what must run in the guest goes to
+``/etc/rc.pkgfirstboot``. What is refused and why: ``smolfs/pkg/README.md``."""
 
 from __future__ import annotations
 

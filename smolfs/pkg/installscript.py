@@ -1,19 +1,6 @@
-"""The declarative lines of a package's ``+INSTALL``, applied at build time.
-
-pkgsrc's ``mk/pkginstall`` writes what a package needs as comment lines of its
-``+INSTALL`` script, which the script itself reads back at install time:
-
-- ``# USER: name:group[:uid[:gecos[:home[:shell]]]]`` and ``# GROUP: name[:gid]``;
-- ``# DIR: path flags [mode [owner group]]`` (``m``: make it; ``o``: the package owns it);
-- ``# FILE: path flags example [mode [owner group]]`` (``c``: copy the example there when
-  the file is missing; ``r``: an rc.d script, copied only when PKG_RCD_SCRIPTS=YES, which
-  is not pkgsrc's default);
-- ``# SHELL: path`` (registered in ``/etc/shells``).
-
-Relative paths are below the package's prefix. The rest of the script (what the package
-itself adds to pkgsrc's template) cannot run on the build host: it is run once at first
-boot (see :mod:`smolfs.pkg.install`).
-"""
+"""The declarative lines of a package's ``+INSTALL`` (``# USER:``, ``# GROUP:``, ``# DIR:``,
+``# FILE:``, ``# SHELL:``), applied at build time; the rest of the script runs at first
+boot (see ``smolfs/pkg/README.md``)."""
 
 from __future__ import annotations
 

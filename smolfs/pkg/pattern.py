@@ -1,18 +1,6 @@
-"""pkgsrc package patterns, matched as pkg_install's ``lib/opattern.c`` matches them.
-
-A pattern is one of, tried in this order:
-
-- ``{a,b}`` alternatives (nested allowed): any alternative, expanded in place, matches;
-- a relational pattern with ``<``/``>`` (``nginx>=1.24<1.26``): :func:`smolfs.pkg.dewey.match`;
-- a shell glob (``py3*-flask-[0-9]*``), matched with the leading-period rule of
-  ``fnmatch(FNM_PERIOD)``;
-- a full name (``curl-8.5.0``);
-- and, when none of those matched, the glob ``PATTERN-[0-9]*`` (``curl`` names any version
-  of curl).
-
-Among the packages a pattern matches, the best is the newest by dewey order; a tie goes to
-the name that sorts first (pkg_install's ``pkg_order``).
-"""
+"""pkgsrc package patterns, matched as pkg_install's ``lib/opattern.c`` matches them:
+alternatives, relational patterns, globs, full names, then ``PATTERN-[0-9]*``; the best
+match is the newest (the order and the tie rule: ``smolfs/pkg/README.md``)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""A package's packing list, ``+CONTENTS`` (pkg_install's ``lib/plist.c``).
-
-Lines are file names (relative to the current ``@cwd``) or ``@command argument``:
-``@cwd``/``@cd`` (prefix), ``@mode``/``@owner``/``@group`` (for the files that follow;
-an empty argument resets), ``@comment`` (``MD5:<hex>`` or ``Symlink:<target>`` right after
-a file describe it), ``@ignore`` (the next file is not installed), ``@name``,
-``@pkgdep``/``@blddep``/``@pkgcfl``, ``@pkgdir``/``@dirrm`` (directories), ``@exec``/
-``@unexec``, ``@display``, ``@option``, ``@src``.
-"""
+"""A package's packing list, ``+CONTENTS``, read as pkg_install's ``lib/plist.c`` reads it
+(the commands: ``smolfs/pkg/README.md``)."""
 
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
 """``/etc/pwd.db`` and ``/etc/spwd.db`` written as NetBSD's ``pwd_mkdb`` writes them.
 
-NetBSD's libc looks users up in these Berkeley DB 1.85 hash files, never in
-``/etc/passwd``: a user missing from them does not exist for the guest. The images
-have no ``pwd_mkdb`` (the rescue set lacks it), so the build writes them.
-
-Records (``usr.sbin/pwd_mkdb/pwd_mkdb.c``, database version 1): each user is stored
-under three keys, ``'1'`` + name, ``'2'`` + line number (from 1) and ``'3'`` + uid (32-bit,
-the database's byte order); the value is name, password, uid, gid, change (64-bit),
-class, gecos, home, shell, expire (64-bit), flags (32-bit), strings NUL-terminated.
-``pwd.db`` (mode 0644) has ``*`` for every password, ``spwd.db`` (mode 0600) the real
-ones; both hold ``VERSION\\0`` → 1.
-
-The hash file (``lib/libc/db/hash``): a 260-byte big-endian header in page 0, then one
-page per bucket, then the overflow bitmap page; pages in the database's byte order
-(little endian here, as pwd_mkdb writes on amd64 and i386), each a table of 16-bit
-offsets growing from the top and key/data pairs from the bottom. The table is given
-as many buckets (a power of two) as keep every bucket within one page, as
-``init_htab`` would lay out a table created for that many elements, so no overflow
-pages are needed.
-"""
+NetBSD's libc reads users only from these Berkeley DB 1.85 hash files, and the images
+have no ``pwd_mkdb``. Record keys and the hash file's layout: ``smolfs/pkg/README.md``."""
 
 from __future__ import annotations
 

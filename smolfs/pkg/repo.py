@@ -1,23 +1,8 @@
 """Where packages come from, and how they reach the cache verified.
 
-A repository is the directory holding the packages (``.../All``):
-
-- by default the official layout, ``<mirror>/pub/pkgsrc/packages/NetBSD/<arch>/<N>.0/All``
-  (``x86_64`` or ``i386``; ``N.0`` serves every N.x release, which keep the ABI), the
-  mirror being ``--mirror``/``$MKSMOLNB_MIRROR`` or the NetBSD CDN;
-- else ``--pkg-repo URL`` / ``PKG_REPO=`` / ``$MKSMOLNB_PKG_REPO``: ``https://``,
-  ``http://``, ``file://`` or a directory.
-
-Its index is ``pkg_summary.xz``, ``.bz2`` or ``.gz`` (the first that exists). A local
-directory without one is read like ``PKG_PATH``: every ``*.tgz`` in it is described from
-its own ``+CONTENTS`` and ``+BUILD_INFO``.
-
-Remote files are cached under ``<cache>/pkgsrc/<hash of the URL>/`` with the rules of
-sets: downloaded to ``.part`` (resumed when cut), checked, renamed; an exclusive lock per
-file; ``offline`` uses the cache only. A package is checked against its ``FILE_SIZE`` and
-``FILE_CKSUM`` (from the index) and against the repository's ``SHA512`` list when one is
-published beside it; a mismatch removes the file and names the package.
-"""
+A repository (the official layout, a URL or a directory of ``.tgz``), its index, and
+its packages downloaded with the rules of sets and checked against ``FILE_SIZE``,
+``FILE_CKSUM`` and a ``SHA512`` list (see ``smolfs/pkg/README.md``)."""
 
 from __future__ import annotations
 

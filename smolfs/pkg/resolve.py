@@ -1,14 +1,6 @@
 """Which packages an image gets: the closure of what was asked for, checked before any
-download.
-
-Each request and each ``DEPENDS`` pattern is resolved to one package: one already chosen
-that matches it, else the best match of the index (:func:`smolfs.pkg.pattern.best`).
-Refused, with the package named: a pattern nothing matches, a dependency cycle, two
-versions of one package, a ``CONFLICTS`` pattern matching another chosen package, and a
-package built for another ``MACHINE_ARCH``, ``OPSYS`` or an incompatible ``OS_VERSION``.
-:func:`check_requires` then checks ``REQUIRES`` (shared libraries) against the other
-packages' ``PROVIDES`` and the files the image holds.
-"""
+download (no match, cycle, two versions, conflicts, wrong platform), and
+:func:`check_requires`: every ``REQUIRES`` library provided."""
 
 from __future__ import annotations
 

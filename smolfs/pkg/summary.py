@@ -1,10 +1,6 @@
-"""The ``pkg_summary`` index of a binary package repository (format: ``pkg_summary(5)``).
-
-``VARIABLE=VALUE`` lines; a value of several lines repeats ``VARIABLE=`` on each;
-packages are separated by one empty line. The same reader takes ``+BUILD_INFO`` (one
-package, the same line format), so that a directory of packages without an index can be
-described from the packages themselves.
-"""
+"""The ``pkg_summary`` index of a binary package repository (``pkg_summary(5)``), and
+``+BUILD_INFO`` read with the same reader, so that a directory of packages without an
+index is described from the packages themselves."""
 
 from __future__ import annotations
 

@@ -1,12 +1,7 @@
 """The download cache: verified files only, resumable, safe to share between processes.
 
-A file ``F`` is downloaded into ``F.part`` (kept when a transfer breaks, so the
-next attempt asks the mirror for the rest with an HTTP range), hashed while it
-streams in, and renamed to ``F`` only when its SHA512 matches the published one.
-An exclusive ``flock`` on ``.F.lock`` (an empty file left in place) makes a second
-process wait for the first one's download and then reuse it. A cached file is
-hashed again each time it is used, so a damaged cache is noticed, not trusted.
-"""
+``F.part`` renamed to ``F`` once its SHA512 matches, a ``flock`` on ``.F.lock`` per
+file, every cached file checked again when used (see ``smolfs/sets/README.md``)."""
 
 from __future__ import annotations
 

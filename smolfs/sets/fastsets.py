@@ -1,34 +1,9 @@
-"""Quick-to-read copies of set archives, kept in the cache beside the downloads.
+"""Quick-to-read copies of set archives: ``$CACHE/fast/<SHA512 of the set>.tar.zst``.
 
-NetBSD publishes its sets compressed with xz (or gzip), and decompressing xz is most
-of what a build costs. So the first build that reads a set also writes, on another
-core while it reads, the same tar compressed with zstd (level :data:`LEVEL`):
-``$CACHE/fast/<SHA512 of the set>.tar.zst``. Later builds of a set with that digest
-read the copy, which decompresses 7 to 15 times faster (measured here).
-
-- Never stale: a copy is named after the SHA512 of the set file as stored (the
-  digest fetch verified, or the file's own digest when the set is given as a path);
-  a set whose content changes has another name. The digest of a set file is
-  remembered by its path, device, inode, size, mtime and ctime (:func:`remember_digest`
-  says when that is safe), so that later builds need not hash it again.
-- Never trusted blindly: the zstd frame carries a checksum of everything in it,
-  checked at the end of every read, and a truncated frame is an error. A copy that
-  fails to read is a :class:`DamagedCopy`: the build removes it and reads the set
-  itself (writing a new copy).
-- Atomic: written to a temporary file in the same directory and renamed into place
-  only once the whole set was read without error and had the expected digest.
-- Concurrent builds: one process writes a given copy at a time (a non-blocking
-  ``flock``); another that finds it busy just reads the set. A copy never changes
-  once in place, so readers need no lock.
-- Best effort: a cache that cannot be written (read-only, full) costs the speed-up
-  only, with one warning. The build comes first: no copy is started when the cache's
-  filesystem has less free space than twice the set plus :data:`ROOM_MARGIN`, and a
-  copy whose write fails is deleted at once, while the build goes on.
-- Disk: about 1.4 times the size of an xz set (programs), a copy per distinct set.
-  Copies not used for :data:`KEEP_DAYS` days are removed when a new one is written;
-  ``smolfs build --no-fast-copy`` neither reads nor writes them, and deleting the
-  ``fast`` directory is always safe.
-"""
+Written with zstd on the side by the first build that reads a set, read by later ones
+(7 to 15 times faster than xz here). Never stale (named by the set's digest), checked
+on every read (:class:`DamagedCopy`), atomic, best effort; the rules and their reasons:
+``smolfs/sets/README.md``."""
 
 from __future__ import annotations
 

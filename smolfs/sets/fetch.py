@@ -1,29 +1,8 @@
 """Download NetBSD sets and kernels from a mirror into the cache, verified.
 
-Public API::
-
-    from smolfs.sets.fetch import fetch
-    r = fetch(["rescue", "etc"], release="10.1", arch="amd64", kernel="GENERIC")
-    r.sets["rescue"]          # Path to the verified rescue.tar.xz in the cache
-    r.kernel                  # Path to netbsd-GENERIC.gz (still compressed)
-    r.digests["rescue"]       # its SHA512, as published
-
-Releases are spelled like ``10.1`` or ``9.4`` (the tree ``pub/NetBSD/NetBSD-10.1``);
-``current`` (or ``HEAD``) is the latest daily build of NetBSD-current and
-``netbsd-10`` the latest daily build of that branch (``pub/NetBSD-daily/<branch>/latest``).
-
-Every file is checked against the SHA512 list the release publishes beside it
-before its path is returned. Files are cached by a mirror-independent path,
-``<cache>/<release>/<arch>/{sets,kernel}/<file>``, with the SHA512 lists beside them;
-``offline=True`` uses only the cache (and still verifies; a file unchanged since
-its last check, by inode, size, mtime and ctime, is not hashed again). A release's SHA512 list
-is fetched once; a daily build's is fetched again on each online run, since
-``latest`` moves.
-
-``kernel`` may also be a URL (``https://``, ``http://``, ``file://``) of a kernel
-published with a checksum beside it: the ``SHA512`` list of its directory, or
-``NAME.sha512`` / ``NAME.sha256``. It is cached under ``<cache>/url/<hash of the URL>/``.
-"""
+:func:`fetch` returns a :class:`FetchResult`: the cached paths of the sets and the
+kernel, each checked against the SHA512 list published beside it, and their digests.
+Release spellings, the cache layout and kernels given by URL: ``smolfs/sets/README.md``."""
 
 from __future__ import annotations
 

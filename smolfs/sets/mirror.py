@@ -1,13 +1,8 @@
 """Where NetBSD artifacts come from: an HTTP(S) mirror or a local tree (``file://``).
 
-A :class:`Mirror` answers two questions about a path relative to the mirror root
-(``pub/NetBSD/NetBSD-10.1/amd64/binary/sets/SHA512``): its whole content (small
-files: checksum lists, directory listings) and a byte stream from an offset (large
-files, so that an interrupted download can resume). It knows nothing of caches or
-checksums; :mod:`smolfs.sets.cache` does the verifying.
-
-``requests`` is imported only when an HTTP mirror is first used.
-"""
+A :class:`Mirror` gives a small file whole or a large one as a stream from an offset
+(to resume). It knows nothing of caches or checksums (:mod:`smolfs.sets.cache`);
+``requests`` is imported only when an HTTP mirror is first used."""
 
 from __future__ import annotations
 

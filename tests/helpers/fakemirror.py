@@ -1,11 +1,6 @@
-"""A NetBSD mirror for tests: a real HTTP server on 127.0.0.1 over a synthetic release tree.
-
-``build_release(root, ...)`` writes ``pub/NetBSD/NetBSD-<release>/<arch>/binary/{sets,kernel}``
-with small tarballs made by :mod:`tarfile` and BSD-format ``SHA512`` lists.
-``FakeMirror(root)`` serves it (HTTP/1.1, keep-alive, ``Range: bytes=N-``) and can be told
-to misbehave: cut a transfer after N bytes, ignore ranges, corrupt a file, go slowly.
-Every request is recorded (path and Range header) so tests can count them.
-"""
+"""A NetBSD mirror for tests: a real HTTP server on 127.0.0.1 over a synthetic release tree
+(:func:`build_release`), with ranges, recorded requests and faults on demand
+(:class:`FakeMirror`; see ``tests/helpers/README.md``)."""
 
 from __future__ import annotations
 

@@ -1,17 +1,8 @@
 """A NetBSD-shaped tree for tests that boot genuine NetBSD, and what it must look like.
 
-:func:`build` lays out, in a host directory and an mtree spec, the kind of tree a NetBSD
-root holds (the genuine ``rescue`` set is added by the caller as an archive): device
-nodes with NetBSD's majors, short and long symlinks (either side of the 60- and 120-byte
-in-inode limits), hard-linked files, sparse and large files (past the double-indirect
-threshold for small block sizes), 255-byte names, a directory spanning many blocks, a
-deep directory, set-id bits, several owners, fixed timestamps. It returns the *expected*
-entries, computed here from what was laid out (and, for an archive, from ``tarfile``'s
-reading of it), never from smolfs.
-
-:func:`from_tar` reads a tar written by NetBSD's own ``tar`` (GNU long names) into the
-same shape; :func:`compare` lists every difference, entry by entry.
-"""
+:func:`build` lays it out (host directory and mtree spec) and returns the expected
+entries, computed here, never by smolfs; :func:`from_tar` reads NetBSD's own tar into
+the same shape; :func:`compare` lists the differences (``tests/helpers/README.md``)."""
 
 from __future__ import annotations
 

@@ -1,12 +1,5 @@
-"""Synthetic pkgsrc binary packages and repositories, in the real format.
-
-A package file is a gzip-compressed tar whose first members are ``+CONTENTS``,
-``+COMMENT``, ``+DESC``, ``+BUILD_INFO`` (then ``+SIZE_PKG``, ``+INSTALL`` when given),
-followed by the files in packing-list order, named relative to the prefix. The
-packing list records ``@comment MD5:`` for files and ``@comment Symlink:`` for links.
-``write_repo`` writes ``All/`` with the packages and ``pkg_summary`` in each compression
-(and optionally a ``SHA512`` list beside them).
-"""
+"""Synthetic pkgsrc binary packages and repositories, in the real format (the package
+layout: ``tests/helpers/README.md``)."""
 
 from __future__ import annotations
 

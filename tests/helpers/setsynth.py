@@ -1,32 +1,8 @@
 """Synthetic NetBSD-shaped set archives for tests (no NetBSD download needed).
 
-Stable API, shared by the test suites:
-
-- :func:`entries(kind, seed=0) <entries>` → the list of :class:`Entry` a set holds;
-- :func:`make_set(path, kind="rescue", compression="xz", seed=0) <make_set>` → writes
-  that list as a tar archive (``compression``: ``"xz"``, ``"gz"``, ``"zst"``, ``"bz2"``
-  or ``"none"``) and returns its path;
-- :func:`write_tree(root, kind, seed=0) <write_tree>` → the same entries as a host
-  directory (regular files, directories, symlinks and hard links only; device nodes
-  and owners cannot be made without root, so they are skipped);
-- :data:`KINDS`, :data:`RESCUE_PROGRAMS`, :data:`SET_MTIME`.
-
-Kinds, shaped after NetBSD's sets (paths start with ``./``, numeric owners, ustar):
-
-- ``rescue``: ``./rescue`` holding one crunched binary under ~150 hard-linked names
-  (``sh``, ``init``, ``mount_ffs``...), as the real rescue set does;
-- ``base``: ``bin``, ``sbin``, ``usr/bin``, ``usr/sbin``, ``usr/lib`` (a shared library
-  and its version symlinks), ``usr/libexec/httpd`` (the web server, a file as in
-  NetBSD), setuid programs (``su``, ``passwd``, ``ping``), ``sbin/shutdown`` owned by
-  group operator;
-- ``etc``: ``etc/rc``, ``etc/rc.conf``, ``etc/rc.d/*``, ``etc/master.passwd`` (0600),
-  ``etc/group``, ``dev/MAKEDEV``, ``var/run``, ``tmp`` (sticky);
-- ``dev``: device nodes and a fifo as a rescue image needs them (``dev/console``,
-  ``dev/null``, ``dev/ld0a``...), with NetBSD's major numbers.
-
-The same ``kind`` and ``seed`` give the same entries and (for ``none``, ``gz``, ``xz``,
-``zst``) the same archive bytes.
-"""
+:func:`entries`, :func:`make_set` (xz, gz, zst, bz2 or none) and :func:`write_tree` for
+the kinds of :data:`KINDS`; the same kind and seed give the same bytes. The kinds and
+what each holds: ``tests/helpers/README.md``."""
 
 from __future__ import annotations
 

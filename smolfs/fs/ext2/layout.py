@@ -1,15 +1,9 @@
 """Pure layout of an ext2 filesystem: inode numbers and the blocks each inode needs.
 
-Nothing here writes. :func:`scan` turns a :class:`~smolfs.fs.tree.Tree` into a list of
-inodes in inode-number order; :func:`count_blocks` says how many blocks each needs
-for a block size. Fitting them into block groups is :mod:`smolfs.fs.ext2.geometry`.
-
-Placement is simple on purpose: metadata of every group sits at the start of the
-group (superblock and descriptor copies, block bitmap, inode bitmap, inode table);
-content blocks are handed out from one cursor in inode order, directories, symlink
-and indirect blocks first, file data after. Used inodes and used blocks are then a
-prefix of each group, which keeps bitmaps and counts trivially exact.
-"""
+Nothing here writes. :func:`scan` turns a :class:`~smolfs.fs.tree.Tree` into inodes in
+number order; :func:`count_blocks` says how many blocks each needs. Fitting them into
+groups is :mod:`smolfs.fs.ext2.geometry`; why used inodes and blocks are a prefix of
+each group: ``smolfs/fs/README.md``."""
 
 from __future__ import annotations
 

@@ -1,13 +1,6 @@
-"""On-disk structures of ext2, declared with ``construct``.
-
-Field names follow NetBSD's ``sys/ufs/ext2fs/ext2fs.h`` and ``ext2fs_dinode.h``
-(``e2fs_*``, ``ext2bgd_*``, ``e2di_*``). Everything is little-endian.
-
-The superblock and group descriptors are built with ``construct`` (a handful per
-image). Inodes and directory entries are built thousands of times, so the hot path
-uses :class:`struct.Struct` objects derived from the same declarations; a test keeps
-both in agreement.
-"""
+"""On-disk structures of ext2, declared with ``construct`` (NetBSD's field names), and the
+:class:`struct.Struct` objects derived from them for inodes and directory entries, the
+structures written thousands of times (see ``smolfs/fs/README.md``)."""
 
 from __future__ import annotations
 

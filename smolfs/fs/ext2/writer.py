@@ -1,11 +1,8 @@
 """Write an ext2 image into a file descriptor.
 
 The layout comes from :mod:`smolfs.fs.ext2.layout` and :mod:`smolfs.fs.ext2.geometry`;
-this module turns it into bytes: the inode tables; the group metadata through
-:mod:`smolfs.fs.ext2.groups`; buffered ``pwrite`` of the metadata area (directories,
-slow symlinks, indirect blocks); one ``copy_to`` per contiguous piece of each file's data. Blocks
-never written read as zeros because the image is first sized with ``ftruncate``.
-"""
+this module turns it into bytes: inode tables, group metadata
+(:mod:`smolfs.fs.ext2.groups`), buffered metadata blocks, file data with ``copy_to``."""
 
 from __future__ import annotations
 

@@ -1,12 +1,6 @@
-"""Cylinder group blocks: inode map, free fragment map, cluster map and their summaries.
-
-Summaries are computed from the finished free map exactly the way NetBSD's
-``fsck_ffs`` pass 5 recomputes them (``sbin/fsck_ffs/pass5.c``): a block whose
-fragments are all free counts in ``cs_nbfree`` and in the cluster map; the free
-fragments of any other block count in ``cs_nffree`` and, by maximal run length,
-in ``cg_frsum``; free-block runs are counted in the cluster summary, capped at
-``fs_contigsumsize``.
-"""
+"""Cylinder group blocks: inode map, free fragment map, cluster map and their summaries,
+computed from the free map as NetBSD's ``fsck_ffs`` pass 5 recomputes them (the rules:
+``smolfs/fs/README.md``)."""
 
 from __future__ import annotations
 

@@ -1,13 +1,8 @@
-"""Flat little-endian structure declarations, spelt as in ``construct``.
+"""Flat little-endian structure declarations, spelt as in ``construct`` but free to import.
 
-FFS's on-disk structures are flat: integers, arrays of integers, byte strings and
-padding. Declared with the few names here (``"fs_magic" / Int32sl``,
-``"fs_id" / Array(2, Int32sl)``, ``"fs_fsmnt" / Bytes(468)``, ``Padding(128)``,
-``Struct(...)``) they read exactly like ``construct`` declarations, yet importing them
-costs nothing, whereas importing ``construct`` costs about 15 ms, at every start of
-``smolfs build``. :func:`to_construct` gives the ``construct`` equivalent of a
-declaration: tests check the two agree, and it serves to read images interactively.
-"""
+``"fs_magic" / Int32sl``, ``Array(2, Int32sl)``, ``Bytes(468)``, ``Padding(128)``,
+``Struct(...)``; :func:`to_construct` gives the ``construct`` equivalent, which tests
+compare (importing ``construct`` itself costs about 15 ms per ``smolfs build``)."""
 
 from __future__ import annotations
 

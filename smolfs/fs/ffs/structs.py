@@ -1,14 +1,8 @@
-"""On-disk structures of FFS (UFS1 and UFS2), declared as ``construct`` declares them.
+"""On-disk structures of FFS (UFS1 and UFS2), after NetBSD's ``fs.h``, ``dinode.h`` and
+``dir.h``, little-endian.
 
-The declarations follow NetBSD's ``sys/ufs/ffs/fs.h`` (superblock, cylinder
-group, summary), ``sys/ufs/ufs/dinode.h`` (inodes) and ``sys/ufs/ufs/dir.h``
-(directory entries), little-endian. Every structure here is flat (integers,
-arrays of integers, byte strings, padding): they are written with the
-construct-like names of :mod:`smolfs.fs.ffs.fields`, which do not need ``construct``
-at run time (``fields.to_construct`` gives the construct equivalent), and each one
-is compiled into a :class:`struct.Struct` by :class:`Packed`: the writer packs
-thousands of inodes and directory entries with no per-field work.
-"""
+Declared with the construct-like names of :mod:`smolfs.fs.ffs.fields` and compiled by
+:class:`Packed` into :class:`struct.Struct` objects (see ``smolfs/fs/README.md``)."""
 
 from __future__ import annotations
 

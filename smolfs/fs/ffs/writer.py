@@ -1,11 +1,8 @@
 """Write an FFS image: inodes, data, indirect blocks, cylinder groups, superblocks.
 
-The layout comes from :mod:`smolfs.fs.ffs.layout`; this module turns it into bytes.
-File contents are copied with ``Data.copy_to`` (``copy_file_range`` for host
-files), one call per contiguous run; metadata is packed into bytearrays and
-written with few large ``pwrite`` calls. Regions never written read as zeros
-(the image file is extended with ``ftruncate``).
-"""
+The layout comes from :mod:`smolfs.fs.ffs.layout`; this module turns it into bytes
+(contents with ``Data.copy_to``, metadata in few large ``pwrite`` calls; see
+``smolfs/fs/README.md``)."""
 
 from __future__ import annotations
 
