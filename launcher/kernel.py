@@ -1,21 +1,7 @@
-"""What a kernel file is, read with ``struct`` (no ELF library on the boot path).
-
-:func:`inspect_kernel` answers what the QEMU command line depends on: ELF class, a PVH
-entry (Xen ELF note type 18 in a ``PT_NOTE`` segment), a multiboot header in the first
-8 KiB (and whether QEMU's multiboot loader takes it: an ELF32 or the a.out kludge),
-the NetBSD version string, the virtio transports the kernel has (MMIO through the ``pv``
-bus, found by its ``virtio_mmio.device=`` command-line parser and ``mmio_cmdline``
-attachment, or PCI through ``virtio_pci``) and the ``viocon_earlyinit`` symbol. For
-aarch64 (NetBSD/evbarm): an AArch64 ELF (``EM_AARCH64``, what ``netbsd-GENERIC64.gz`` is;
-its symbols serve kstrip) and the arm64 ``Image`` header (``ARM\x64`` at byte 56, what
-``netbsd-GENERIC64.img`` starts with), the form QEMU's ``-kernel`` boots on ``-M virt``.
-
-A gzip-compressed kernel (as NetBSD ships ``netbsd-GENERIC.gz``) is decompressed once
-into the cache, keyed by the compressed file's SHA-256. Inspection results are cached by
-(path, size, mtime), so a repeated boot reads one small JSON file. ``--strip``:
-:func:`strip_kernel` runs ``kstrip.strip(kernel, out=...)`` once per kernel digest,
-found again by the kernel's stat (:mod:`launcher.stripcache`: no hashing, no kstrip).
-"""
+"""What a kernel file is, read with ``struct`` (no ELF library on the boot path):
+:func:`inspect_kernel` (format, boot protocols, NetBSD version, virtio transports),
+compressed kernels decompressed once into the cache, and :func:`strip_kernel` for
+``--strip``. The facts it reads: ``launcher/README.md`` ("What a kernel file says")."""
 
 from __future__ import annotations
 

@@ -1,17 +1,5 @@
 """The QEMU command line: a pure function of the config, the host and the kernel.
-
-Machine choice (see the NetBSD notes): a PVH kernel with virtio over MMIO boots on
-``-M microvm`` (qboot, no PCI, no option ROMs, no legacy timers); everything else boots
-on ``-M pc`` with QEMU's default firmware (qboot on ``pc`` breaks legacy virtio-pci).
-``-nodefaults`` keeps QEMU from adding a CD-ROM, VGA, floppy and parallel port that a
-GENERIC kernel spends seconds probing.
-
-aarch64 kernels (an arm64 Image) boot on ``qemu-system-aarch64 -M virt``: QEMU hands the
-kernel a device tree (x0) listing the PL011 UART (``/chosen/stdout-path``: the console),
-the generic timer, the GIC, PSCI and 32 virtio-mmio transports, where
-``virtio-blk-device`` and ``virtio-net-device`` plug in; the command line is the tree's
-``/chosen/bootargs``.
-"""
+Which machine boots which kernel, and why: ``launcher/README.md`` ("Machines")."""
 
 from __future__ import annotations
 

@@ -1,17 +1,7 @@
-"""Readiness probes over a forwarded port that only the *guest* can satisfy.
-
-QEMU's user network accepts a host connection on a forwarded port before the guest
-listens (it then tries to reach the guest, and drops the connection when the guest
-refuses, or holds it silently while the guest does not answer at all). So:
-
-- HTTP: ready when a status line (``HTTP/x.y NNN``) comes back: only a server in the
-  guest writes one.
-- TCP: ready when the guest sends a banner, or when the connection stays open *and*
-  QEMU reports its guest side established (``confirm``: QMP ``info usernet``); a
-  connection QEMU closes (guest refused) is not ready.
-
-Each function makes one attempt and returns a bool; the caller retries until its deadline.
-"""
+"""Readiness probes over a forwarded port that only the guest can satisfy (an HTTP
+status line; a TCP banner, or a connection QEMU confirms established on the guest's
+side), one attempt per call, and :class:`Prober`, the thread retrying them. Why:
+``launcher/README.md`` ("Ready from the network")."""
 
 from __future__ import annotations
 

@@ -1,24 +1,7 @@
-"""Console lines scanned for the boot's stages and the guest's end, kept to ``re``: the
-fast path's relay and the keeper run it (:mod:`launcher.timing` builds the report).
-
-Stages, in order: QEMU exec → first console byte → kernel banner (``NetBSD X.Y (CONF)``)
-→ root mounted (``root file system type: ...``) → first line from ``/etc/rc`` (the first
-console line after the root mount that is not a kernel message) → ready (judged by the
-readiness probe). :class:`StageDetector` is pure: feed it lines with their times.
-
-NetBSD 9 and later prefix every kernel message on the console with the kernel's uptime
-(``[   1.0000000] NetBSD 10.1 (GENERIC64) #0: ...``): such a line is the kernel's, and its
-text after the prefix is what the banner and root patterns are matched against.
-
-It also sees the guest's end (:attr:`StageDetector.end`): NetBSD's kernel saying it has
-halted (``halt``, or ``halt -p`` on a machine without ACPI: QEMU keeps running), or a
-kernel panic, a fatal trap, the kernel debugger taking over. A ``panic: `` line alone is
-not enough (a userland program may print one: Go's runtime does): it counts when the next
-console line that is not blank is one the kernel prints after its panic message (a trap,
-``cpu0: Begin traceback``, ``Stopped in``, the debugger's prompt, ``dump to dev``).
-:func:`scan_end` finds the end in raw console bytes as they come (the keeper of a
-detached VM follows its serial log so).
-"""
+"""Console lines scanned for the boot's stages (kernel banner, root mounted, first rc
+line) and the guest's end (halt, panic, fatal trap, debugger), kept to ``re``: the fast
+path's relay and the keeper run it; :mod:`launcher.timing` builds the report. What each
+stage and end is: ``launcher/README.md`` ("What the console says")."""
 
 from __future__ import annotations
 
