@@ -32,6 +32,10 @@ banner). Default: the service's READY line (service.conf) for SERVICE, else
 console:SERVICE READY.
 """
 VERBS = ("ps", "stop", "logs")
+#: Set by :func:`main` when a detached run was reported ready from its plan
+#: (:mod:`launcher.detached`) and its output flushed: nothing is left for the interpreter's
+#: teardown, which ``bin/startnb`` then skips.
+NOTHING_LEFT = False
 
 
 def _formatter(prog: str) -> object:
@@ -340,6 +344,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from .detached import finish
 
                 if finish(spawned, _START, report_ready):
+                    global NOTHING_LEFT
+                    sys.stdout.flush()
+                    sys.stderr.flush()
+                    NOTHING_LEFT = True
                     return 0
             if spawned is not None and spawned.relay is not None:
                 from .spawned import relay_until_ready

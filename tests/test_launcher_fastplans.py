@@ -406,3 +406,21 @@ def test_detached_plan_stopped_before_ready(runner: Runner, test_kernels: TestKe
     assert "launcher.detached" in _imported(err)
     assert p.returncode in (128 + sig, 1, -sig), err
     assert runner.gone() and not state.exists()
+
+
+@pytest.mark.qemu
+def test_the_installed_script_ends_a_detached_run_from_its_plan_at_once(
+        runner: Runner, test_kernels: TestKernels, disk: Path) -> None:
+    """``bin/startnb`` skips the interpreter's teardown after a report from a plan: the
+    report still reaches a pipe whole, the exit status is 0, the VM runs on."""
+    args = ["-d", "--name", "web", str(test_kernels.pvh), str(disk), "--ro", "-N", "--json"]
+    for fast in (False, True):
+        r = subprocess.run([sys.executable, str(REPO / "bin" / "startnb"), *args],
+                           cwd=runner.work, env=runner.env, capture_output=True, text=True,
+                           timeout=120, check=False)
+        assert r.returncode == 0, r.stderr
+        info = json.loads(r.stdout)
+        assert info["fast_path"] is fast and info["ready"] is True
+        assert qemu_pids(str(runner.work)) == [info["pid"]]
+        assert runner.run("stop", "web", "--grace", "0.3").returncode == 0
+        assert runner.gone()
