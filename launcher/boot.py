@@ -152,7 +152,8 @@ def detached_template(config: LaunchConfig, prep: Prepared, argv: list[str], rea
                       output: object) -> dict[str, object] | None:
     """``-d``: what :func:`launcher.detached.finish` needs to report the next identical
     run as this one will be reported: the result and the manifest as :func:`boot` makes
-    them (pid, start and timing filled in then), the readiness rule, the timeout, the QMP
+    them (pid, start and timing filled in then; ``image`` as given, resolved then), the
+    readiness rule, the timeout, the QMP
     socket, and ``output`` (from the command: ``json``, and ``notes``, the lines it printed
     before the boot). None when the run is not detached, keeps a console, or has no
     ``output``."""
@@ -168,6 +169,7 @@ def detached_template(config: LaunchConfig, prep: Prepared, argv: list[str], rea
                         fast_path=True, accel=prep.accel)
     return {"result": result.to_json(),
             "manifest": _manifest(vmdir, vm, config, argv, ready=False),
+            "image": str(config.image) if config.image else None,
             "ready": {"kind": ready.kind, "pattern": ready.pattern, "port": ready.port,
                       "path": ready.path, "guest_port": guest},
             "qmp": str(qmp) if qmp is not None else None, "timeout": config.timeout,

@@ -69,6 +69,8 @@ def finish(spawned: Spawned, command_start: float,
         rule = _Rule(plan["ready"])  # type: ignore[arg-type]
         pattern = re.compile(rule.pattern) if rule.kind == "console" else None
         record = dict(plan["manifest"])  # type: ignore[call-overload]
+        if plan["image"] is not None:  # resolved now: a link retargeted since counts
+            record["image"] = os.path.realpath(str(plan["image"]))
         notes = [str(line) for line in plan["notes"]]  # type: ignore[attr-defined]
         timeout = plan["timeout"]
         dict(plan["result"])  # type: ignore[call-overload]

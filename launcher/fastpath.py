@@ -23,7 +23,7 @@ PLAN_VERSION = 2
 #: Plans kept (most recently written first).
 MAX_PLANS = 32
 #: What a plan's ``detached`` holds (see :func:`launcher.detached.finish`).
-DETACHED_KEYS = ("result", "manifest", "ready", "qmp", "timeout", "json", "notes")
+DETACHED_KEYS = ("result", "manifest", "image", "ready", "qmp", "timeout", "json", "notes")
 #: What a plan's ``relay`` holds (see :func:`launcher.spawned.relay_until_ready`).
 RELAY_KEYS = ("console", "path", "timestamps", "pattern", "timeout")
 #: The modules the argv is computed by (paths from this package's directory): the

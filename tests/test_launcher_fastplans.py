@@ -424,3 +424,29 @@ def test_the_installed_script_ends_a_detached_run_from_its_plan_at_once(
         assert qemu_pids(str(runner.work)) == [info["pid"]]
         assert runner.run("stop", "web", "--grace", "0.3").returncode == 0
         assert runner.gone()
+
+
+@pytest.mark.qemu
+def test_detached_plan_names_the_image_a_link_points_to_now(
+        runner: Runner, test_kernels: TestKernels, disk: Path) -> None:
+    """The manifest of a run from a plan names the image its link resolves to now (what
+    ``startnb ps`` shows and what later boots check for users of an image)."""
+    import shutil
+
+    images = [runner.work / "a.img", runner.work / "b.img"]
+    for image in images:
+        shutil.copyfile(disk, image)
+    link = runner.work / "root.img"
+    args = ["-d", "--name", "web", str(test_kernels.pvh), "root.img", "--ro", "-N", "--json"]
+    for fast, image in ((False, images[0]), (True, images[1])):
+        link.unlink(missing_ok=True)
+        link.symlink_to(image.name)
+        r = runner.run(*args)
+        assert r.returncode == 0, r.stderr
+        assert json.loads(r.stdout)["fast_path"] is fast
+        manifest = json.loads((runner.work / "state" / "web" / "manifest.json").read_text())
+        assert manifest["image"] == str(image)
+        ps = json.loads(runner.run("ps", "--json").stdout)
+        assert [vm["image"] for vm in ps] == [str(image)], ps
+        assert runner.run("stop", "web", "--grace", "0.3").returncode == 0
+        assert runner.gone()

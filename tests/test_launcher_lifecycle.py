@@ -624,9 +624,10 @@ def test_detached_fast_path_waits_for_the_first_byte_or_the_end(tmp_path: Path,
         vm.close()
 
 
-GOOD_DETACHED = {"result": {}, "manifest": {}, "qmp": None, "timeout": None, "json": False,
-                 "notes": ["a note"], "ready": {"kind": "console", "pattern": "READY",
-                                                "port": 0, "path": "/", "guest_port": 0}}
+GOOD_DETACHED = {"result": {}, "manifest": {}, "image": None, "qmp": None, "timeout": None,
+                 "json": False, "notes": ["a note"],
+                 "ready": {"kind": "console", "pattern": "READY", "port": 0, "path": "/",
+                           "guest_port": 0}}
 
 
 @pytest.mark.parametrize("broken", [
