@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from smolfs.errors import LaunchError, UsageError
+from smolfs.fileutil import write_atomic
 
 from . import proc
 from .proc import is_qemu
@@ -78,14 +79,12 @@ class VmDir(NamedTuple):
     def write_manifest(self, data: dict[str, object]) -> None:
         import json
 
-        tmp = self.manifest_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-        tmp.replace(self.manifest_path)
+        write_atomic(self.manifest_path,
+                     (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
         if data.get("image"):
-            tmp = self.image_file.with_suffix(".tmp")
             mode = b"ro" if data.get("readonly") else b"rw"
-            tmp.write_bytes(mode + b"\n" + os.fsencode(str(data["image"])) + b"\n")
-            tmp.replace(self.image_file)
+            write_atomic(self.image_file,
+                         mode + b"\n" + os.fsencode(str(data["image"])) + b"\n")
 
     def pid(self) -> int | None:
         """The QEMU pid if that process is still a QEMU, else None."""
