@@ -12,12 +12,13 @@ TYPE_CHECKING = False  # not typing's: importing typing costs milliseconds of ev
 if TYPE_CHECKING:
     from typing import Any
 
-    from kstrip.api import Entry, StripResult, default_output, list_entries, strip
+    from kstrip.api import StripResult, default_output, list_entries, strip
     from kstrip.cfdata import Action, FState, Layout, Release
+    from kstrip.table import Entry
 
 _LAZY = {
     "Action": "kstrip.cfdata", "FState": "kstrip.cfdata", "Layout": "kstrip.cfdata",
-    "Release": "kstrip.cfdata", "Entry": "kstrip.api", "StripResult": "kstrip.api",
+    "Release": "kstrip.cfdata", "Entry": "kstrip.table", "StripResult": "kstrip.api",
     "default_output": "kstrip.api", "list_entries": "kstrip.api", "strip": "kstrip.api",
 }
 

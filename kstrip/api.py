@@ -1,4 +1,5 @@
-"""kstrip's API: read a kernel's driver table, decide, write the stripped kernel.
+"""kstrip's API: read a kernel's driver table (:mod:`kstrip.table`), decide, write the
+stripped kernel.
 
 ``strip(kernel, out=None, keep=None, disable=(), dry_run=False, layout=None)`` is what
 ``kstrip`` and ``startnb --strip`` call. The input is never modified; the output is the
@@ -17,49 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kstrip.cfdata import (
-    Action,
-    FState,
-    Layout,
-    Release,
-    decide,
-    entry_size,
-    find_banner,
-    fitting_layouts,
-    parse_release,
-    parse_table,
-)
+from kstrip.cfdata import Action, Layout, Release
 from kstrip.defaults import DEFAULT_KEEP, default_keep
-from kstrip.elf import KernelElf, Symbol, open_kernel, read_kernel
+from kstrip.elf import open_kernel, read_kernel
+from kstrip.table import Entry, read_table, to_image
 from smolfs.errors import InputError, KernelError, UsageError
 
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-NAME_SYMBOLS = ("cfdata", "version", "osrelease")
 ARCH = {"386": "i386", "X86_64": "amd64", "AARCH64": "aarch64"}
 #: The arm64 Image header's magic, at byte 56 (NetBSD's ``netbsd-GENERIC64.img``).
 IMAGE_MAGIC, IMAGE_MAGIC_AT = b"ARM\x64", 56
-
-
-@dataclass(frozen=True)
-class Entry:
-    """One driver entry, decoded, and what kstrip does with it."""
-
-    index: int
-    driver: str
-    attachment: str
-    unit: int
-    state: FState
-    action: Action
-    new_state: FState | None  # None: left unchanged
-    offset: int  # file offset of cf_fstate in the uncompressed kernel
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "index": self.index, "driver": self.driver, "attachment": self.attachment,
-            "unit": self.unit, "state": self.state.name, "action": self.action.value,
-            "new_state": (self.state if self.new_state is None else self.new_state).name,
-            "offset": self.offset,
-        }
 
 
 @dataclass(frozen=True)
@@ -219,9 +187,9 @@ def strip(
         raise UsageError("the keep list is empty: the kernel would attach no device at all",
                          hint=f"the default list is: {' '.join(default_keep(elf.machine))}")
     kept = tuple(n for n in keep_names if n not in disable_names)
-    release, chosen, entries = _read_table(elf, frozenset(kept), forced)
+    release, chosen, entries = read_table(elf, frozenset(kept), forced)
     if image is not None:
-        entries = _to_image(elf, image, entries, kernel)
+        entries = to_image(elf, image, entries, kernel)
         data = image
 
     warnings = _name_warnings(entries, keep_names if explicit else add_names, disable_names,
@@ -238,22 +206,6 @@ def strip(
     return dataclasses.replace(result, written=True)
 
 
-def _to_image(elf: KernelElf, image: bytes, entries: list[Entry], kernel: Path) -> list[Entry]:
-    """The entries with their offsets in the image; the image must hold the ELF's bytes
-    from the first entry's state to the last one's."""
-    if not entries:
-        return entries
-    first, last = entries[0].offset, entries[-1].offset
-    at = elf.image_offset(first)
-    if elf.image_offset(last) - at != last - first or at < 0 or at + last - first >= len(image) \
-            or image[at:at + last - first + 1] != elf.data[first:last + 1]:
-        raise KernelError(
-            f"{kernel}: its bytes where {elf.name} puts the driver table differ from the ELF's: "
-            "not the image of that kernel", hint="give the ELF of the same build "
-            "(netbsd-GENERIC64.gz beside netbsd-GENERIC64.img.gz)")
-    return [dataclasses.replace(e, offset=elf.image_offset(e.offset)) for e in entries]
-
-
 def _layout_arg(layout: Layout | int | None) -> Layout | None:
     if layout is None:
         return None
@@ -261,113 +213,6 @@ def _layout_arg(layout: Layout | int | None) -> Layout | None:
         return Layout(int(layout))
     except ValueError:
         raise UsageError(f"layout {layout!r}: use 9 (NetBSD <= 9) or 10 (NetBSD >= 10)") from None
-
-
-def _find_release(elf: KernelElf, syms: dict[str, Symbol]) -> Release | None:
-    """The release from the ``version`` banner, else ``osrelease``, else a banner-shaped
-    string anywhere in the file."""
-    banner = b""
-    if "version" in syms:
-        banner = elf.cstring(syms["version"].value, 1024) or b""
-        m = re.match(rb"NetBSD (\S+)", banner)
-        if m and (rel := parse_release(m.group(1), banner)):
-            return rel
-    if "osrelease" in syms:
-        text = elf.cstring(syms["osrelease"].value, 64) or b""
-        if rel := parse_release(text, banner):
-            return rel
-    return find_banner(elf.data)
-
-
-def _read_table(
-    elf: KernelElf, keep: frozenset[str], forced: Layout | None
-) -> tuple[Release | None, Layout, list[Entry]]:
-    name = elf.name
-    if not elf.has_symbols:
-        raise KernelError(
-            f"{name}: no symbol table: this kernel was stripped (strip/objcopy), so its "
-            "driver table cannot be found",
-            hint="use the kernel as NetBSD ships it (binary/kernel/netbsd-GENERIC.gz keeps "
-                 "its symbols)",
-        )
-    syms = elf.symbols(NAME_SYMBOLS)
-    if "cfdata" not in syms:
-        raise KernelError(
-            f"{name}: no 'cfdata' symbol: not a NetBSD kernel, or one without a driver table",
-        )
-    cfdata = syms["cfdata"]
-    bits = elf.bits
-    size = entry_size(bits)
-    start = elf.offset_of(cfdata.value, size)
-    if cfdata.size:
-        if cfdata.size % size:
-            raise KernelError(f"{name}: 'cfdata' is {cfdata.size} bytes, not a whole number of "
-                              f"{size}-byte entries: not a {bits}-bit NetBSD driver table")
-        end = elf.offset_of(cfdata.value, cfdata.size) + cfdata.size
-    else:  # no size recorded: bounded by the segment holding it
-        end = next(s.offset + s.filesz for s in elf.segments
-                   if s.offset <= start < s.offset + s.filesz)
-    raw = parse_table(elf.data[start:end], bits)
-    if raw is None:
-        raise KernelError(f"{name}: 'cfdata' has no terminating entry (NULL driver name) "
-                          f"within its {end - start} bytes")
-
-    words = [r.word for r in raw]
-    fits = fitting_layouts(words)
-    release = _find_release(elf, syms)
-    chosen = _choose_layout(name, release, fits, forced)
-
-    entries = []
-    for r in raw:
-        driver = _name(elf, r.name_ptr, r.index, "driver")
-        attachment = _name(elf, r.atname_ptr, r.index, "attachment") if r.atname_ptr else ""
-        unit, state = chosen.decode(r.word)
-        action, new = decide(driver, FState(state), keep)
-        offset = start + r.index * size + chosen.state_offset(bits)
-        entries.append(Entry(r.index, driver, attachment, unit, FState(state), action, new,
-                             offset))
-    return release, chosen, entries
-
-
-def _choose_layout(name: str, release: Release | None, fits: list[Layout],
-                   forced: Layout | None) -> Layout:
-    def fit_text() -> str:
-        if not fits:
-            return "its state values fit neither layout"
-        return "its state values fit only the " + " or the ".join(f.label for f in fits) + \
-            " layout"
-
-    if forced is not None:
-        if forced not in fits:
-            raise KernelError(f"{name}: the driver table does not read as the {forced.label} "
-                              f"layout given: {fit_text()}")
-        return forced
-    expected = release.layout if release else None
-    said = f"the kernel says NetBSD {release.text}" if release else "no NetBSD version string"
-    if expected is not None:
-        if expected in fits:
-            return expected
-        hint = (f"if you know better, force it with --layout {int(fits[0])}" if fits
-                else "the file may not be a NetBSD kernel, or it is damaged")
-        raise KernelError(f"{name}: {said} ({expected.label} layout) but {fit_text()}",
-                          hint=hint)
-    if len(fits) == 1:
-        return fits[0]
-    if not fits:
-        raise KernelError(f"{name}: unknown driver table layout: {said} and {fit_text()}")
-    raise KernelError(
-        f"{name}: unknown driver table layout: {said} and every entry is NOTFOUND, "
-        "which reads the same in both layouts",
-        hint="give --layout 9 (NetBSD 9 and older) or --layout 10 (NetBSD 10 and newer)",
-    )
-
-
-def _name(elf: KernelElf, ptr: int, index: int, what: str) -> str:
-    raw = elf.cstring(ptr, 64)
-    if not raw or not all(0x21 <= b < 0x7F for b in raw):
-        raise KernelError(f"{elf.name}: entry {index} of 'cfdata' has no readable {what} name "
-                          f"at {ptr:#x}: not a NetBSD {elf.bits}-bit driver table")
-    return raw.decode("ascii")
 
 
 def _name_warnings(entries: list[Entry], keep: tuple[str, ...], disable: tuple[str, ...],
@@ -413,5 +258,5 @@ def _write(output: Path, data: bytes, entries: list[Entry], layout: Layout,
                          hint="choose another place with -o") from None
 
 
-__all__ = ["DEFAULT_KEEP", "Entry", "StripResult", "default_output", "list_entries",
-           "parse_names", "strip"]
+__all__ = ["DEFAULT_KEEP", "StripResult", "default_output", "list_entries", "parse_names",
+           "strip"]

@@ -14,8 +14,9 @@ import os
 import time
 
 from smolfs.cachedir import cache_root
+from smolfs.spawn import spawn
 
-from .proc import image_locked, image_users, kvm_state, port_error, spawn, which
+from .proc import image_locked, image_users, kvm_state, port_error, which
 from .spawned import Spawned
 
 #: Bump when the plan format or what the argv depends on changes.

@@ -146,11 +146,11 @@ def qemu_version(qemu: str, cache_dir: Path | None = None) -> tuple[int, ...] | 
         return None
     version = tuple(int(g or 0) for g in m.groups())
     if cache:
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps({"key": key, "version": version}))
-            tmp.replace(cache)
+        from smolfs.fileutil import write_atomic
+
+        try:  # noqa: SIM105  (a cache that cannot be written is only slower)
+            write_atomic(cache, json.dumps({"key": key, "version": version}).encode(),
+                         makedirs=True)
         except OSError:
             pass
     return version

@@ -15,7 +15,9 @@ import os
 import select
 import time
 
-from .proc import MAX_FD, spawn, stop_child
+from smolfs.spawn import MAX_FD, spawn
+
+from .proc import stop_child
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
 if TYPE_CHECKING:

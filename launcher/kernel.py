@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from smolfs.errors import KernelError, LaunchError
+from smolfs.fileutil import atomic_output, write_atomic
 
 MULTIBOOT_MAGIC = 0x1BADB002
 MULTIBOOT_SEARCH = 8192
@@ -217,13 +218,10 @@ def _decompress(path: Path, cache: Path) -> Path:
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     try:
-        with gzip.open(path, "rb") as src, tmp.open("wb") as dst:
+        with gzip.open(path, "rb") as src, atomic_output(out) as dst:
             shutil.copyfileobj(src, dst, 1 << 20)
-        tmp.replace(out)
     except (OSError, EOFError, zlib.error) as err:
-        tmp.unlink(missing_ok=True)
         raise KernelError(f"kernel {path} is gzip-compressed but cannot be decompressed: "
                           f"{err}") from err
     return out
@@ -262,11 +260,9 @@ def inspect_kernel(kernel: str | os.PathLike[str], cache: Path | None = None) ->
             raise KernelError(f"kernel {src} is empty")
         with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as data:
             info = scan(path, data, source=src, compressed=compressed)
-    try:
-        info_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = info_file.with_name(f".{info_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"key": key, "info": info.to_json()}))
-        tmp.replace(info_file)
+    try:  # noqa: SIM105  (a cache that cannot be written is only slower)
+        write_atomic(info_file, json.dumps({"key": key, "info": info.to_json()}).encode(),
+                     makedirs=True)
     except OSError:
         pass
     return info
@@ -323,11 +319,6 @@ def strip_kernel(kernel: KernelInfo, cache: Path | None = None) -> Path:
                           hint="update mksmolnb, or boot without --strip")
     out = Path(stripcache.output_for(digest, root))
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
-        strip(kernel.path, out=tmp)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    strip(kernel.path, out=out)  # written beside out and renamed (smolfs.fileutil)
     stripcache.written(digest, root)
     return out

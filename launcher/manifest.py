@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 
+from smolfs.fileutil import write_atomic
+
 MANIFEST = "manifest.json"
 IMAGE = "image"
 
@@ -16,21 +18,9 @@ def write(vmdir: str, data: dict[str, object]) -> None:
     it names an image."""
     import json
 
-    _replace(os.path.join(vmdir, MANIFEST),
-             (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
+    write_atomic(os.path.join(vmdir, MANIFEST),
+                 (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
     image = data.get("image")
     if image:
         mode = b"ro" if data.get("readonly") else b"rw"
-        _replace(os.path.join(vmdir, IMAGE), mode + b"\n" + os.fsencode(str(image)) + b"\n")
-
-
-def _replace(path: str, data: bytes) -> None:
-    tmp = os.path.splitext(path)[0] + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        write_atomic(os.path.join(vmdir, IMAGE), mode + b"\n" + os.fsencode(str(image)) + b"\n")

@@ -1,18 +1,17 @@
 """Host primitives of the launcher, kept to built-in modules: finding programs, the KVM
-state, whether a pid is a QEMU, image locks, host ports, the detached VMs' images, and the
-two ways a child is started and stopped (:func:`spawn`, :func:`stop_child`).
+state, whether a pid is a QEMU, image locks, host ports, the detached VMs' images, and how
+a child is stopped (:func:`stop_child`; it is started by :func:`smolfs.spawn.spawn`).
 
-Only ``os``, ``sys``, ``time`` and C modules (``_socket``, ``fcntl``, ``_struct``,
-``_ctypes``, ``_signal``) are imported, so that the plan cache (:mod:`launcher.fastpath`),
-the keeper (:mod:`launcher.keeper`) and the ordinary path share them at no start-up cost
-and cannot disagree.
+Only ``os``, ``errno``, ``time`` and C modules (``_socket``, ``fcntl``, ``_struct``) are
+imported, so that the plan cache (:mod:`launcher.fastpath`), the keeper
+(:mod:`launcher.keeper`) and the ordinary path share them at no start-up cost and cannot
+disagree.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import sys
 import time
 
 KVM_HARDWARE = "hardware"
@@ -151,90 +150,7 @@ def image_users() -> dict[str, tuple[str, bool]]:
     return out
 
 
-# -- spawning --------------------------------------------------------------------------------
-
-
-def _set_pdeathsig() -> None:
-    """In the child: SIGKILL it when its parent dies (Linux ``PR_SET_PDEATHSIG``).
-
-    Called through ``_ctypes`` directly: the ``ctypes`` package costs milliseconds.
-    """
-    import _ctypes
-
-    prctl = _ctypes.dlsym(_ctypes.dlopen(None, 2), "prctl")
-    _ctypes.call_function(prctl, (1, 9, 0, 0, 0))  # PR_SET_PDEATHSIG, SIGKILL
-
-
-#: Above any descriptor number a process has (``close_range`` takes the whole range).
-MAX_FD = 0x7FFFFFFF
-#: Signals Python ignores (``SIG_IGN`` survives exec).
-IGNORED_BY_PYTHON = ("SIGPIPE", "SIGXFSZ")
-
-
-def _default_signals() -> None:
-    """In the child: the default action for the signals Python ignores, as a program
-    started from a shell expects (QEMU writing to a closed pipe must die of SIGPIPE)."""
-    import _signal
-
-    for name in IGNORED_BY_PYTHON:
-        sig = getattr(_signal, name, None)
-        try:
-            if sig is not None and _signal.getsignal(sig) == _signal.SIG_IGN:
-                _signal.signal(sig, _signal.SIG_DFL)
-        except (OSError, ValueError):
-            pass
-
-
-def spawn(argv: list[str], stdin: int, stdout: int, stderr: int, *,
-          die_with_parent: bool, new_session: bool = True) -> int:
-    """fork + exec ``argv`` with the given descriptors as 0, 1, 2; return the pid.
-
-    ``die_with_parent``: SIGKILL the child when this process dies, however it dies (Linux;
-    elsewhere the caller's ``finally`` blocks are all there is). Raises ``OSError`` from
-    the child's ``execv`` (``FileNotFoundError`` when the binary is missing).
-    """
-    import _signal  # noqa: F401  (loaded before the fork: the child only uses it)
-
-    if die_with_parent and sys.platform.startswith("linux"):
-        import _ctypes  # noqa: F401  (likewise)
-    else:
-        die_with_parent = False
-    parent = os.getpid()
-    err_r, err_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child: no Python clean-up may run here
-        try:
-            os.close(err_r)
-            if new_session:
-                os.setsid()
-            if die_with_parent:
-                _set_pdeathsig()
-                if os.getppid() != parent:
-                    os._exit(1)
-            for target, fd in ((0, stdin), (1, stdout), (2, stderr)):
-                if fd != target:
-                    os.dup2(fd, target)
-            # Nothing else of the caller's reaches QEMU: an inherited pipe end would keep
-            # whoever waits for its end of file waiting as long as the VM runs.
-            os.closerange(3, err_w)
-            os.closerange(err_w + 1, MAX_FD)
-            _default_signals()
-            os.execv(argv[0], argv)
-        except BaseException as err:
-            code = err.errno if isinstance(err, OSError) and err.errno else errno.EINVAL
-            os.write(err_w, str(code).encode())
-        finally:
-            os._exit(127)
-    os.close(err_w)
-    try:
-        failure = os.read(err_r, 32)
-    finally:
-        os.close(err_r)
-    if failure:
-        os.waitpid(pid, 0)
-        code = int(failure)
-        raise OSError(code, os.strerror(code), argv[0])
-    return pid
+# -- stopping --------------------------------------------------------------------------------
 
 
 def stop_child(pid: int, grace: float = 1.0) -> int | None:

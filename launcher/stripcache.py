@@ -14,6 +14,7 @@ import marshal
 import os
 
 from smolfs.cachedir import cache_root
+from smolfs.fileutil import write_atomic
 
 SUFFIX = ".stripped"
 
@@ -45,17 +46,10 @@ def _load(path: str) -> object:
 
 
 def _dump(path: str, value: object) -> None:
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "wb") as f:
-            marshal.dump(value, f)
-        os.replace(tmp, path)
+    try:  # noqa: SIM105  (contextlib costs milliseconds)
+        write_atomic(path, marshal.dumps(value), makedirs=True)
     except OSError:
-        import contextlib
-
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        pass  # a cache that cannot be written is only slower
 
 
 def valid(digest: str, cache: str | None = None) -> str | None:

@@ -16,9 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from smolfs.errors import LaunchError
+from smolfs.spawn import spawn
 
 from .keeper import Keeper, start_keeper
-from .proc import is_qemu, spawn, stop_child
+from .proc import is_qemu, stop_child
 from .relay import TAIL_LINES
 
 TYPE_CHECKING = False

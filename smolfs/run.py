@@ -23,7 +23,6 @@ from smolfs.log import debug
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: the launcher imports this module
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
-    from typing import Any
 
 #: Debian package that provides each program we may call: the one table of them.
 PACKAGES = {
@@ -98,25 +97,40 @@ def run(
     return _check(argv, proc, check)
 
 
-def spawn(argv: Sequence[str], **popen: Any) -> subprocess.Popen[Any]:
-    """Start *argv* as a long-lived child and return it without waiting.
+def spawn(argv: Sequence[str], *, stdin: int | None = None, stdout: int = 1,
+          stderr: int = 2, die_with_parent: bool, new_session: bool = True) -> int:
+    """Start *argv* as a long-lived child and return its pid without waiting.
 
-    The door for programs that outlive the call (QEMU, a detached VM's keeper): a list
-    argv, ``+ command`` logged under ``--debug``, stdin closed unless *popen* says
-    otherwise, a missing program turned into "X not found (install package Y)". The
-    keyword arguments go to :class:`subprocess.Popen` as they are (stdout, stderr,
-    pass_fds, start_new_session, env, cwd...). Stopping the child is the caller's
-    business: it knows how its program wants to be told.
+    The door for programs that outlive the call (QEMU, a detached VM's QEMU), through
+    :func:`smolfs.spawn.spawn` as the launcher uses it: a list argv, the program found on
+    ``$PATH``, ``+ command`` logged under ``--debug``, the given descriptors as its 0, 1, 2
+    (stdin: ``/dev/null`` unless given) and no other, a missing program turned into "X not
+    found (install package Y)", any other failure to start it into
+    :class:`~smolfs.errors.ExternalCommandError`. *die_with_parent* and *new_session*
+    are :func:`smolfs.spawn.spawn`'s. Waiting for the child and stopping it are the
+    caller's business: it knows how its program wants to be told.
     """
+    import shutil
+
+    from smolfs.spawn import spawn as fork_exec
+
     argv = [str(a) for a in argv]
     debug("+ " + shlex.join(argv))
-    popen.setdefault("stdin", subprocess.DEVNULL)
+    path = shutil.which(argv[0])
+    if path is None:
+        raise _not_found(argv)
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) if stdin is None else None
     try:
-        return subprocess.Popen(argv, **popen)
+        return fork_exec([path, *argv[1:]], stdin if null is None else null, stdout, stderr,
+                         die_with_parent=die_with_parent, new_session=new_session)
     except FileNotFoundError as err:
-        if err.filename not in (None, argv[0]):
-            raise  # a missing cwd, not the program
         raise _not_found(argv) from err
+    except OSError as err:
+        raise ExternalCommandError(f"{argv[0]} cannot be started: {err.strerror}",
+                                   argv=argv) from err
+    finally:
+        if null is not None:
+            os.close(null)
 
 
 def _check(argv: list[str], proc: subprocess.CompletedProcess[str],

@@ -174,3 +174,73 @@ def test_docstring_limit_counts_lines_and_its_exceptions_exist(tmp_path: Path) -
     (tmp_path / "none.py").write_text("X = 1\n")
     assert docstring_lines(tmp_path / "none.py") == 0
     assert sorted(set(LONG_DOCSTRINGS) - set(MODULES)) == []
+
+
+#: What starts a process: these calls (or their import by name) are made only by the two
+#: doors to external programs and what they own.
+PROCESS_CALLS = (
+    *(f"os.{f}" for f in ("fork", "forkpty", "posix_spawn", "posix_spawnp", "system",
+                          "popen", "execv", "execve", "execvp", "execvpe", "execl", "execle",
+                          "execlp", "execlpe", "spawnv", "spawnve", "spawnvp", "spawnvpe",
+                          "spawnl", "spawnle", "spawnlp", "spawnlpe")),
+    *(f"subprocess.{f}" for f in ("Popen", "run", "call", "check_call", "check_output",
+                                  "getoutput", "getstatusoutput")),
+    "pty.fork", "pty.spawn", "_posixsubprocess.fork_exec",
+    "asyncio.create_subprocess_exec", "asyncio.create_subprocess_shell", "multiprocessing",
+)
+#: Who may make them, and which: ``smolfs.spawn`` starts every long-lived child (QEMU,
+#: a detached VM's QEMU); ``smolfs.run`` runs a program to its end, contained ones under
+#: ``smolfs.guard`` (which forks and execs the program); the keeper of a detached VM is a
+#: fork of the launcher that runs no other program itself (it starts QEMU by spawn()).
+PROCESS_DOORS = {
+    "smolfs.spawn": {"os.fork", "os.execv"},
+    "smolfs.run": {"subprocess.run", "subprocess.Popen"},
+    "smolfs.guard": {"os.fork", "os.execvp"},
+    "launcher.keeper": {"os.fork"},
+}
+
+
+def process_calls(name: str) -> set[str]:
+    """The :data:`PROCESS_CALLS` module *name* makes: ``os.fork()`` (or through an alias,
+    ``import subprocess as sp``), or a name imported from one (``from os import fork``)."""
+    path = MODULES[name]
+    tree = ast.parse(path.read_text(), str(path))
+    aliases: dict[str, str] = {}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                aliases[alias.asname or alias.name.partition(".")[0]] = (
+                    alias.name if alias.asname else alias.name.partition(".")[0])
+                if under(alias.name, "multiprocessing"):
+                    found.add("multiprocessing")
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            for alias in node.names:
+                dotted = f"{node.module}.{alias.name}"
+                if dotted in PROCESS_CALLS or under(node.module or "", "multiprocessing"):
+                    found.add(dotted if dotted in PROCESS_CALLS else "multiprocessing")
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+            dotted = f"{aliases.get(node.value.id, node.value.id)}.{node.attr}"
+            if dotted in PROCESS_CALLS:
+                found.add(dotted)
+    return found
+
+
+def test_programs_are_started_only_through_the_two_doors() -> None:
+    """ARCHITECTURE.md: a program is run to its end by ``smolfs.run.run()`` and started
+    for long by ``smolfs.spawn.spawn()`` (which ``smolfs.run.spawn()`` and the launcher
+    use); nothing else forks, execs or calls subprocess."""
+    made = {m: calls for m in MODULES if (calls := process_calls(m))}
+    assert made == PROCESS_DOORS
+
+
+def test_process_calls_are_seen_through_aliases_and_imported_names(tmp_path: Path) -> None:
+    path = tmp_path / "sneaky.py"
+    path.write_text("import subprocess as sp\nfrom os import posix_spawn\nimport os\n"
+                    "def go():\n    sp.Popen(['x'])\n    os.execvp('x', ['x'])\n")
+    MODULES["sneaky"] = path
+    try:
+        assert process_calls("sneaky") == {"subprocess.Popen", "os.posix_spawn", "os.execvp"}
+    finally:
+        del MODULES["sneaky"]

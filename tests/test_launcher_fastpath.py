@@ -1,15 +1,13 @@
 """The fast path's pieces without QEMU: the plan key, the plan file, what invalidates a
-plan, and ``spawn`` (exec errors, death with the parent). The end-to-end side (a second
+plan. How the child is started is tested in test_spawn.py; the end-to-end side (a second
 identical boot adopts the QEMU the fast path started) is in test_launcher_e2e.py."""
 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -113,40 +111,6 @@ def test_try_fast_spawns_from_a_valid_plan(cache: Path, tmp_path: Path,
     os.close(spawned.stdout)
     os.close(spawned.stderr)
     assert fastpath.try_fast(["boot", "you"])[1] is None
-
-
-def test_spawn_reports_a_missing_binary(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError):
-        proc.spawn([str(tmp_path / "no-such-qemu")], 0, 1, 2, die_with_parent=True)
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
-def test_spawned_child_dies_with_its_parent() -> None:
-    """A parent that is SIGKILLed (no clean-up at all) still takes the child down."""
-    code = ("import os, sys, time\n"
-            "from launcher.proc import spawn\n"
-            "pid = spawn(['/bin/sleep', '60'], 0, 1, 2, die_with_parent=True)\n"
-            "print(pid, flush=True)\n"
-            "time.sleep(60)\n")
-    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True)
-    assert parent.stdout is not None
-    child = int(parent.stdout.readline())
-    os.kill(child, 0)
-    parent.send_signal(signal.SIGKILL)
-    parent.wait(10)
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{child}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    break
-        except OSError:
-            break
-        time.sleep(0.02)
-    else:
-        os.kill(child, signal.SIGKILL)
-        raise AssertionError("the spawned child outlived its SIGKILLed parent")
 
 
 def test_image_may_change_but_must_still_exist(cache: Path, tmp_path: Path,

@@ -1,6 +1,7 @@
-"""Process lifetime without QEMU: what a spawned child inherits, how a fast-path QEMU is
-stopped, the keeper of a detached QEMU when the launcher is gone, the relay's memory, and
-the plan cache's defences (malformed files, changed code, retargeted image links)."""
+"""Process lifetime without QEMU (what a spawned child inherits: test_spawn.py): how a
+fast-path QEMU is stopped, the keeper of a detached QEMU when the launcher is gone, the
+relay's memory, and the plan cache's defences (malformed files, changed code, retargeted
+image links)."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from conftest import REPO, live_processes
 from launcher import fastpath, proc
 from launcher.spawned import Spawned, relay_until_ready
 from launcher.vm import TAIL_LINES
+from smolfs.spawn import spawn
 
 
 @pytest.fixture
@@ -44,39 +46,6 @@ def _read_all(fd: int) -> bytes:
     return out
 
 
-# -- spawn: what the child gets -------------------------------------------------------------
-
-
-def test_spawned_child_inherits_no_stray_fds_and_default_sigpipe() -> None:
-    """Only 0, 1, 2 reach the program (an inherited pipe end would keep a caller waiting
-    for end of file as long as a detached VM runs), and SIGPIPE/SIGXFSZ are no longer
-    ignored as they are in Python."""
-    keep_r, keep_w = os.pipe()
-    os.set_inheritable(keep_w, True)  # a descriptor the caller of startnb passed down
-    out_r, out_w = os.pipe()
-    try:
-        pid = proc.spawn(["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
-                             0, out_w, 2, die_with_parent=True)
-    finally:
-        os.close(out_w)
-    text = _read_all(out_r).decode()
-    os.waitpid(pid, 0)
-    os.close(keep_w)
-    os.close(keep_r)
-    fds = sorted(int(w) for w in text.split("SigIgn:")[0].split())
-    assert fds == [0, 1, 2], text
-    ignored = int(text.split("SigIgn:")[1].split()[0], 16)
-    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-        assert not ignored & (1 << (sig - 1)), f"{sig!r} still ignored: {ignored:#x}"
-
-
-def test_spawn_reports_a_failure_in_the_child(tmp_path: Path) -> None:
-    target = tmp_path / "not-executable"
-    target.write_text("data")
-    with pytest.raises(PermissionError):
-        proc.spawn([str(target)], 0, 1, 2, die_with_parent=False)
-
-
 # -- Spawned.kill: SIGTERM first ------------------------------------------------------------
 
 
@@ -89,7 +58,7 @@ def test_spawned_kill_sends_sigterm_before_sigkill() -> None:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         code = ("trap '' TERM; echo up; while :; do sleep 0.02; done" if ignores else script)
-        pid = proc.spawn(["/bin/sh", "-c", code], 0, out_w, err_w, die_with_parent=True)
+        pid = spawn(["/bin/sh", "-c", code], 0, out_w, err_w, die_with_parent=True)
         os.close(out_w)
         os.close(err_w)
         assert os.read(out_r, 3) == b"up\n"
@@ -113,7 +82,7 @@ def test_spawned_kill_closes_the_console_its_relay_opened(tmp_path: Path) -> Non
 
     out_r, out_w = os.pipe()
     err_r, err_w = os.pipe()
-    pid = proc.spawn(["/bin/sleep", "30"], 0, out_w, err_w, die_with_parent=True)
+    pid = spawn(["/bin/sleep", "30"], 0, out_w, err_w, die_with_parent=True)
     os.close(out_w)
     os.close(err_w)
     spawned = Spawned(pid, ["sleep"], time.monotonic(), time.time(), out_r, err_r,

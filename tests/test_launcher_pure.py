@@ -268,6 +268,15 @@ def test_inspect_gzip_is_decompressed_once(tmp_path: Path) -> None:
     assert changed.elf_class == 32 and changed.path != info.path
 
 
+def test_a_truncated_gzip_kernel_leaves_nothing_in_the_cache(tmp_path: Path) -> None:
+    gz = tmp_path / "netbsd.gz"
+    gz.write_bytes(gzip.compress(make_elf(64, PVH_NOTE, BANNER) * 50, mtime=0)[:-200])
+    cache = tmp_path / "cache"
+    with pytest.raises(KernelError, match="gzip-compressed but cannot be decompressed"):
+        inspect_kernel(gz, cache=cache)
+    assert list((cache / "kernels").iterdir()) == []
+
+
 def test_inspect_test_kernels(test_kernels, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     pvh = inspect_kernel(test_kernels.pvh, cache=tmp_path)
     assert pvh.pvh and pvh.elf_class == 32 and pvh.netbsd_version == "10.1"

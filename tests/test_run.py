@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
+import os
 import sys
+from pathlib import Path
 
 import pytest
 
+from smolfs import log
 from smolfs.errors import ExternalCommandError
 from smolfs.run import package_of, run, spawn
 
@@ -23,7 +25,7 @@ def test_missing_program_names_its_package() -> None:
         run(["/nonexistent/qemu-system-x86_64", "--version"])
     assert err.value.hint == "install it: apt-get install qemu-system-x86"
     with pytest.raises(ExternalCommandError) as err:
-        spawn(["/nonexistent/qemu-system-aarch64"])
+        spawn(["/nonexistent/qemu-system-aarch64"], die_with_parent=True)
     assert "not found" in err.value.message
     assert err.value.hint == "install it: apt-get install qemu-system-arm"
 
@@ -34,16 +36,32 @@ def test_package_table() -> None:
 
 
 def test_spawn_returns_a_running_child_with_stdin_closed() -> None:
-    child = spawn([sys.executable, "-c", "import sys; print(repr(sys.stdin.read()))"],
-                  stdout=subprocess.PIPE, text=True)
+    out_r, out_w = os.pipe()
     try:
-        out, _ = child.communicate(timeout=30)
+        pid = spawn([sys.executable, "-c", "import sys; print(repr(sys.stdin.read()))"],
+                    stdout=out_w, die_with_parent=True)
     finally:
-        if child.poll() is None:
-            child.kill()
-    assert out.strip() == "''" and child.returncode == 0
+        os.close(out_w)
+    with os.fdopen(out_r) as out:
+        text = out.read()
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert text.strip() == "''"
 
 
-def test_spawn_missing_cwd_is_not_a_missing_program(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    with pytest.raises(FileNotFoundError):
-        spawn([sys.executable, "-c", "pass"], cwd=tmp_path / "absent")
+def test_spawn_finds_the_program_on_path_and_logs_it(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable))
+    monkeypatch.setattr(log, "DEBUG", True)
+    pid = spawn([os.path.basename(sys.executable), "-c", "pass"], die_with_parent=False)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+    assert f"+ {os.path.basename(sys.executable)} -c pass" in capsys.readouterr().err
+
+
+def test_spawn_failure_to_start_is_a_typed_error(tmp_path: Path) -> None:
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01 not a program")
+    garbage.chmod(0o755)
+    with pytest.raises(ExternalCommandError) as err:
+        spawn([str(garbage)], die_with_parent=False)
+    assert err.value.message == f"{garbage} cannot be started: Exec format error"
+    assert err.value.argv == [str(garbage)]

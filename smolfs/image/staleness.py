@@ -178,22 +178,17 @@ def remember(image: str | os.PathLike[str], key: str, stats: list[list[object]],
     inputs ``key`` (atomically; a cache that cannot be written is only slower)."""
     import json
 
+    from smolfs.fileutil import write_atomic
+
     path = record_path(image)
     if path is None or asked is None:
         return
     data = {"image": os.path.abspath(image), "inputs": key, "request": asked,
             "manifest": stat_of(manifest_path(image)), "input_stats": stats}
-    tmp = f"{path}.{os.getpid()}.tmp"
-    try:
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(tmp, "w") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
+    try:  # noqa: SIM105  (contextlib costs milliseconds)
+        write_atomic(path, json.dumps(data).encode(), makedirs=True)
     except OSError:
-        import contextlib
-
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        pass
 
 
 def forget(image: str | os.PathLike[str]) -> None:

@@ -7,7 +7,7 @@ parameters (``FfsOptions.from_makefs({"version": "2"})``).
 
 from __future__ import annotations
 
-from smolfs.fs.ffs import layout
+from smolfs.fs.ffs import layout, sizing
 from smolfs.fs.ffs.options import FfsOptions
 from smolfs.fs.ffs.writer import write
 from smolfs.fs.tree import Tree
@@ -17,7 +17,7 @@ __all__ = ["FfsOptions", "default_density", "inodes_used", "minimum_size", "writ
 
 def minimum_size(tree: Tree, opts: FfsOptions) -> int:
     """Smallest image size in bytes (a multiple of the block size) that holds *tree*."""
-    return layout.minimum_size(layout.cached_plan(tree, opts), opts)
+    return sizing.minimum_size(layout.cached_plan(tree, opts), opts)
 
 
 def inodes_used(tree: Tree, opts: FfsOptions) -> int:

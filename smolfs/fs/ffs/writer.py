@@ -16,17 +16,9 @@ from smolfs.errors import FilesystemLimitError, ImageTooSmall
 from smolfs.fs.ffs import cylgroup
 from smolfs.fs.ffs import structs as s
 from smolfs.fs.ffs.geometry import Geometry, VirtualMap
-from smolfs.fs.ffs.layout import (
-    Plan,
-    PlannedInode,
-    cached_plan,
-    choose_geometry,
-    fits,
-    forget_plan,
-    max_file_size,
-    minimum_size,
-)
+from smolfs.fs.ffs.layout import Plan, PlannedInode, cached_plan, forget_plan, max_file_size
 from smolfs.fs.ffs.options import FfsOptions
+from smolfs.fs.ffs.sizing import choose_geometry, fits, minimum_size
 from smolfs.fs.tree import Kind, Tree
 
 _UFS1_INODE = struct.Struct("<HhIQiiiiii12i3iIIiIIQ")

@@ -1,0 +1,111 @@
+"""The one way a long-lived child is started (smolfs.spawn): exec errors, the descriptors
+and signals the child gets, its session, and its death with the parent."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from smolfs.spawn import spawn
+
+
+def _read_all(fd: int) -> bytes:
+    out = b""
+    while chunk := os.read(fd, 65536):
+        out += chunk
+    os.close(fd)
+    return out
+
+
+def test_spawn_reports_a_missing_binary(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        spawn([str(tmp_path / "no-such-qemu")], 0, 1, 2, die_with_parent=True)
+
+
+def test_spawn_reports_a_failure_in_the_child(tmp_path: Path) -> None:
+    target = tmp_path / "not-executable"
+    target.write_text("data")
+    with pytest.raises(PermissionError):
+        spawn([str(target)], 0, 1, 2, die_with_parent=False)
+
+
+def test_spawned_child_inherits_no_stray_fds_and_default_sigpipe() -> None:
+    """Only 0, 1, 2 reach the program (an inherited pipe end would keep a caller waiting
+    for end of file as long as a detached VM runs), and SIGPIPE/SIGXFSZ are no longer
+    ignored as they are in Python."""
+    keep_r, keep_w = os.pipe()
+    os.set_inheritable(keep_w, True)  # a descriptor the caller of startnb passed down
+    out_r, out_w = os.pipe()
+    try:
+        pid = spawn(["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
+                    0, out_w, 2, die_with_parent=True)
+    finally:
+        os.close(out_w)
+    text = _read_all(out_r).decode()
+    os.waitpid(pid, 0)
+    os.close(keep_w)
+    os.close(keep_r)
+    fds = sorted(int(w) for w in text.split("SigIgn:")[0].split())
+    assert fds == [0, 1, 2], text
+    ignored = int(text.split("SigIgn:")[1].split()[0], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{sig!r} still ignored: {ignored:#x}"
+
+
+@pytest.mark.parametrize("new_session", [True, False])
+def test_spawned_child_leads_a_session_of_its_own_when_asked(new_session: bool) -> None:
+    """QEMU attached to a terminal must not get the Ctrl-C meant for startnb; the
+    keeper's QEMU stays in the keeper's session (the keeper has one of its own)."""
+    out_r, out_w = os.pipe()
+    try:
+        pid = spawn([sys.executable, "-c", "import os; print(os.getsid(0), os.getpgid(0))"],
+                    0, out_w, 2, die_with_parent=False, new_session=new_session)
+    finally:
+        os.close(out_w)
+    sid, pgid = map(int, _read_all(out_r).split())
+    os.waitpid(pid, 0)
+    if new_session:
+        assert sid == pgid == pid
+    else:
+        assert (sid, pgid) == (os.getsid(0), os.getpgid(0))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+@pytest.mark.parametrize("die_with_parent", [True, False])
+def test_spawned_child_dies_with_its_parent(die_with_parent: bool) -> None:
+    """A parent that is SIGKILLed (no clean-up at all) still takes the child down, when
+    asked; otherwise the child lives on."""
+    code = ("import os, sys, time\n"
+            "from smolfs.spawn import spawn\n"
+            f"pid = spawn(['/bin/sleep', '60'], 0, 1, 2, die_with_parent={die_with_parent})\n"
+            "print(pid, flush=True)\n"
+            "time.sleep(60)\n")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True)
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    os.kill(child, 0)
+    parent.send_signal(signal.SIGKILL)
+    parent.wait(10)
+    deadline = time.monotonic() + (5 if die_with_parent else 0.5)
+    died = False
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{child}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    died = True
+                    break
+        except OSError:
+            died = True
+            break
+        time.sleep(0.02)
+    if not died:
+        os.kill(child, signal.SIGKILL)
+    assert died is die_with_parent, ("the spawned child outlived its SIGKILLed parent"
+                                     if die_with_parent else "the child died with its parent")
