@@ -282,11 +282,17 @@ def test_detach_ps_logs_stop(vm: Vms, kernels: Kernels, disk: Path) -> None:
     assert clash.returncode == 1 and f"host port tcp:127.0.0.1:{port} is not available" \
         in clash.stderr
     follow = vm.popen("logs", "web", "-f")
+    assert follow.stdout is not None
+    seen = ""
+    while READY_LINE not in seen:  # (before the stop: -f must have started following)
+        line = follow.stdout.readline()
+        assert line, "logs -f ended before the VM was stopped"
+        seen += line
     stop = vm.run("stop", "web", "--grace", "0.3")
     assert stop.returncode == 0 and "stopped web" in stop.stderr, stop.stderr
     assert not wait_gone(vm.needle)
-    out, _ = follow.communicate(timeout=5)  # -f ends when the VM stops
-    assert READY_LINE in out
+    follow.communicate(timeout=5)  # -f ends when the VM stops
+    assert follow.returncode == 0
     assert json.loads(vm.run("ps", "--json").stdout) == []
     assert not state.exists()
     missing = vm.run("stop", "web")
