@@ -230,6 +230,76 @@ def test_concurrent_builds_share_one_copy(cache: Path, rescue: Path, tmp_path: P
     check_rescue_image(tmp_path / "warm0.img")
 
 
+def tar_of(rescue: Path) -> bytes:
+    return lzma.decompress(rescue.read_bytes())
+
+
+def test_writer_finding_the_copy_in_place_leaves_no_lock_file(cache: Path,
+                                                              rescue: Path) -> None:
+    """Build B found no copy and starts a writer just after build A put its copy in place
+    and removed its lock file: B stops, and removes the lock file it created."""
+    digest, tar = sha512(rescue), tar_of(rescue)
+    a = fastsets.Writer.start(digest, cache)
+    assert a is not None
+    a(tar)
+    assert a.commit(digest) == cache / "fast" / f"{digest}.tar.zst"
+    assert fastsets.Writer.start(digest, cache) is None  # B
+    assert copies(cache) == [f"{digest}.tar.zst"]
+
+
+def test_lock_of_a_writer_that_gave_up_excludes_a_later_writer(
+        cache: Path, rescue: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """B opens the lock file while A holds it; A gives up (its set failed to read) and
+    removes it; C creates a new lock file and locks it; then B locks the file it opened,
+    now removed. B must not write the copy too (nor later remove C's lock file)."""
+    digest, tar = sha512(rescue), tar_of(rescue)
+    a = fastsets.Writer.start(digest, cache)
+    assert a is not None
+    real_flock = fcntl.flock
+    later: list[fastsets.Writer | None] = []
+
+    def flock(fd: int, op: int) -> None:
+        if not later and op & fcntl.LOCK_EX:  # B, between opening and locking
+            later.append(None)
+            a.abort()
+            later[0] = fastsets.Writer.start(digest, cache)  # C
+        return real_flock(fd, op)
+
+    monkeypatch.setattr(fastsets.fcntl, "flock", flock)
+    b = fastsets.Writer.start(digest, cache)
+    monkeypatch.setattr(fastsets.fcntl, "flock", real_flock)
+    c = later[0]
+    assert c is not None  # C writes the copy
+    assert b is None  # and only C
+    assert (cache / "fast" / f".{digest}.lock").exists()  # C's, still held
+    c(tar)
+    assert c.commit(digest) is not None
+    assert copies(cache) == [f"{digest}.tar.zst"]
+    assert unzstd(cache / "fast" / f"{digest}.tar.zst") == tar
+
+
+def test_prune_keeps_an_old_lock_file_a_writer_holds(cache: Path, rescue: Path) -> None:
+    """A build killed while writing left a lock file two days ago; a writer uses it now.
+    Pruning (after another set's copy) removes only lock files nobody holds."""
+    digest, tar = sha512(rescue), tar_of(rescue)
+    fast = cache / "fast"
+    fast.mkdir(parents=True)
+    lock = fast / f".{digest}.lock"
+    lock.write_bytes(b"")
+    other = fast / f".{'e' * 128}.lock"
+    other.write_bytes(b"")
+    for p in (lock, other):
+        os.utime(p, (time.time() - 2 * 86400,) * 2)
+    w = fastsets.Writer.start(digest, cache)
+    assert w is not None
+    assert fastsets.prune(fast) == [other]
+    assert lock.exists()
+    assert fastsets.Writer.start(digest, cache) is None  # still excluded
+    w(tar)
+    assert w.commit(digest) is not None
+    assert copies(cache) == [f"{digest}.tar.zst"]
+
+
 def test_no_fast_copy_option(cache: Path, rescue: Path, tmp_path: Path) -> None:
     ok(cli("build", "--no-fast-copy", "-x", rescue, "-i", "a.img", cwd=tmp_path))
     assert not (cache / "fast").exists()

@@ -34,6 +34,8 @@ ROOM_MARGIN = 64 << 20
 MEMO_SUFFIX = ".sha512"
 #: A digest is remembered only for a file unchanged for this long before it was hashed.
 RACY_SECONDS = 2.0
+#: Times :func:`lock` takes a lock again after finding the lock file replaced meanwhile.
+LOCK_ATTEMPTS = 5
 
 _DIGEST = re.compile(r"[0-9a-f]{128}")
 
@@ -106,7 +108,7 @@ class Writer:
         *size* bytes, or None. No copy is started when the cache's filesystem has less
         free space than :func:`room_needed` for it: the build needs that disk more."""
         final = path_for(digest, cache_dir)
-        lock_fd = -1
+        lock_fd: int | None = None
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             free = free_space(final.parent)
@@ -114,18 +116,19 @@ class Writer:
                 log.debug(f"no fast copy of a set of {size} bytes: {free} bytes free in "
                           f"{final.parent}")
                 return None
-            lock_fd = os.open(final.parent / f".{digest}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            lock_fd = lock(lock_path(final))
+            if lock_fd is None:
+                return None  # another build is writing it
             if final.exists():
-                raise FileExistsError(final)
+                raise FileExistsError(final)  # another build has just written it
             fd, tmp = _create_temporary(final.parent, f".{digest}.")
             return cls(digest, final, lock_fd, tmp, os.fdopen(fd, "wb", buffering=1 << 20))
-        except (BlockingIOError, FileExistsError):
-            pass  # another build is writing it, or just wrote it
+        except FileExistsError:
+            pass
         except OSError as err:
             _warn(final.parent, err)
-        if lock_fd >= 0:
-            os.close(lock_fd)
+        if lock_fd is not None:  # a copy in place, or a failure: no lock file left
+            unlock(lock_path(final), lock_fd)
         return None
 
     def __call__(self, piece: bytes) -> None:
@@ -164,13 +167,61 @@ class Writer:
         """Drop the temporary file (if still there) and the lock file."""
         self._drop_temporary()
         if self._lock_fd >= 0:
-            # Removed while held: a process that opens the name afterwards locks a new
-            # file, finds the copy in place (or the temporary file gone) and at worst
-            # writes the same copy again. Nothing is left behind.
-            with contextlib.suppress(OSError):
-                os.unlink(self.final.parent / f".{self.digest}.lock")
-            os.close(self._lock_fd)
+            unlock(lock_path(self.final), self._lock_fd)
             self._lock_fd = -1
+
+
+def lock_path(final: Path) -> Path:
+    """The lock file of the copy *final*: ``.<digest>.lock`` beside it."""
+    return final.with_name(f".{final.name.removesuffix(SUFFIX)}.lock")
+
+
+def lock(path: Path, create: bool = True) -> int | None:
+    """Take the exclusive ``flock`` of the lock file *path* without waiting: its
+    descriptor, or None when another process holds it (or, unless *create*, there is
+    no such file).
+
+    Its holder removes the file before letting go (:func:`unlock`), so that none is
+    left behind. A process that opened the file before that removal and gets the lock
+    after it would hold a lock that excludes nobody (a third process creates and
+    locks a new file): so a lock counts only once *path* is seen to still be the
+    locked file, else it is taken again, on the file *path* now is. Only a holder so
+    confirmed removes *path*: it is never another's lock file."""
+    flags = os.O_RDWR | (os.O_CREAT if create else 0)
+    for _ in range(LOCK_ATTEMPTS):
+        try:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:
+            if create:
+                raise
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+        if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return fd
+        os.close(fd)  # removed by the holder we waited for: try the new one
+        if not create and now is None:
+            return None
+    return None  # replaced again and again: as busy
+
+
+def unlock(path: Path, fd: int) -> None:
+    """Remove the lock file *path*, whose lock *fd* holds (from :func:`lock`), then let
+    go of the lock."""
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+    os.close(fd)
 
 
 def free_space(where: Path) -> int | None:
@@ -203,8 +254,8 @@ def _create_temporary(where: Path, prefix: str) -> tuple[int, str]:
 
 def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -> list[Path]:
     """Remove copies and remembered digests unused for *keep_days*, and the temporary
-    and lock files of builds killed while writing (older than a day). Returns what was
-    removed."""
+    and lock files of builds killed while writing (older than a day; a lock file only
+    when nobody holds it). Returns what was removed."""
     now = time.time() if now is None else now
     removed: list[Path] = []
     try:
@@ -219,9 +270,16 @@ def prune(where: Path, keep_days: float = KEEP_DAYS, now: float | None = None) -
         else:
             continue
         try:
-            if now - e.stat(follow_symlinks=False).st_mtime > limit:
+            if now - e.stat(follow_symlinks=False).st_mtime <= limit:
+                continue
+            if e.name.endswith(".lock"):
+                fd = lock(Path(e.path), create=False)
+                if fd is None:
+                    continue  # held: a writer uses it
+                unlock(Path(e.path), fd)
+            else:
                 os.unlink(e.path)
-                removed.append(Path(e.path))
+            removed.append(Path(e.path))
         except OSError:
             continue
     return removed
