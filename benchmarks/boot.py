@@ -522,7 +522,10 @@ def genuine_service_rows(runs: int, command: list[str], work: Path,
     services = work / "gservices"
     shutil.copytree(shipped_dir(), services, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
     conf = services / "bozohttpd" / "service.conf"
-    conf.write_text(re.sub(r"(?m)^SETS=.*$", "SETS=rescue,httpd", conf.read_text()))
+    # Read-only, as rescue: a root left dirty by the kill ending each run would otherwise
+    # be checked at the next boot (of either side).
+    conf.write_text(re.sub(r"(?m)^SETS=.*$", "SETS=rescue,httpd", conf.read_text())
+                    + "RO=yes\n")
     pwd, _ = pwdb.databases(["root:*:0:0::0:0:Charlie &:/root:/bin/sh"])
     (services / "bozohttpd" / "etc" / "pwd.db").write_bytes(pwd)
     port = free_port()
