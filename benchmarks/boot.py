@@ -469,24 +469,22 @@ GENUINE_RELEASE = "9.3"
 def http_ready(argv: list[str], env: dict[str, str], port: int, cwd: Path,
                timeout: float = 120.0) -> float:
     """Spawn ``argv`` (a bare QEMU, console to /dev/null); seconds until the guest answers
-    HTTP on ``port``, probed as ``startnb --ready http:`` probes (one GET, 20 ms between
-    attempts); then stop it."""
-    from launcher.ready import probe_http
+    HTTP on ``port``, probed as ``startnb --ready http:`` probes
+    (:func:`launcher.ready.first_http_answer`); then stop it."""
+    from launcher.ready import first_http_answer
 
-    start = time.perf_counter()
+    start = time.monotonic()  # (the clock first_http_answer answers in)
     p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=env, cwd=cwd)
     try:
-        while time.perf_counter() < start + timeout:
-            if probe_http(port) is not None:
-                return time.perf_counter() - start
-            if p.poll() is not None:
-                break
-            time.sleep(0.02)
+        at = first_http_answer(port, "/", lambda: p.poll() is not None
+                               or time.monotonic() > start + timeout)
     finally:
         p.terminate()
         p.wait(timeout=10)
-    raise SystemExit(f"no HTTP answer: {shlex.join(argv)}")
+    if at is None:
+        raise SystemExit(f"no HTTP answer: {shlex.join(argv)}")
+    return at - start
 
 
 def genuine_service_rows(runs: int, command: list[str], work: Path,

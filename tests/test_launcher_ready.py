@@ -114,3 +114,59 @@ def test_usernet_parsing() -> None:
     assert not usernet_established(USERNET, 18080, 80)  # SYN sent: the guest never answered
     assert usernet_established(USERNET, 2222, 22)
     assert not usernet_established(USERNET, 2222, 23)
+
+
+def test_http_readiness_is_seen_as_soon_as_the_guest_answers() -> None:
+    """QEMU holds a connection silently while the guest's network is not up: connections
+    made before the server answers are held without a word (up to the attempt's 1 s),
+    later ones answered. The prober sees the answer within a few attempts' interval, not
+    after the held attempt's timeout."""
+    import time
+
+    from launcher.ready import first_http_answer
+
+    srv = socket.create_server(("127.0.0.1", 0))
+    port = srv.getsockname()[1]
+    up_at = time.monotonic() + 0.3
+    held: list[socket.socket] = []
+    done = threading.Event()
+
+    def serve() -> None:
+        srv.settimeout(0.01)
+        while not done.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            if time.monotonic() < up_at:
+                held.append(conn)  # the network not up yet: say nothing
+                continue
+            with conn:
+                conn.recv(1024)
+                conn.sendall(b"HTTP/1.0 200 OK\r\n\r\n")
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        at = first_http_answer(port, "/", lambda: time.monotonic() > up_at + 5)
+    finally:
+        done.set()
+        t.join()
+        for conn in held:
+            conn.close()
+        srv.close()
+    assert at is not None and held
+    assert up_at <= at < up_at + 0.15, at - up_at
+
+
+def test_http_readiness_gives_up_when_stopped_and_ignores_other_answers() -> None:
+    import time
+
+    from launcher.ready import first_http_answer
+
+    for handler in (banner, close_at_once, silent):
+        with tcp_server(handler) as port:
+            end = time.monotonic() + 0.3
+            assert first_http_answer(port, "/", lambda e=end: time.monotonic() > e) is None
+    end = time.monotonic() + 0.1
+    assert first_http_answer(free_port(), "/", lambda: time.monotonic() > end) is None
