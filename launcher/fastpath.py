@@ -3,8 +3,9 @@
 :func:`try_fast` looks the raw command line up in ``<cache>/plans.marshal``; when every
 input the plan was computed from still matches and the checks that cannot be cached pass,
 QEMU starts before anything else is imported (``-d``: under its keeper,
-:mod:`launcher.keeper`). Kept to ``os``, ``sys``, ``marshal``, :mod:`launcher.proc` and
-:mod:`smolfs.cachedir`. The design is in ``launcher/README.md`` ("The fast path").
+:mod:`launcher.keeper`). Kept to ``os``, ``sys``, ``marshal``, :mod:`launcher.proc`,
+:mod:`smolfs.spawn` and :mod:`smolfs.cachedir`. The design is in ``launcher/README.md``
+("The fast path").
 """
 
 from __future__ import annotations

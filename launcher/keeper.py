@@ -4,9 +4,9 @@ away before the VM is ready, follows the serial log once detached (a halt or pan
 QEMU), reaps it and records its exit status. The lifecycle is in ``launcher/README.md``
 ("Keeper").
 
-Only ``os``, ``select``, ``time`` and :mod:`launcher.proc` are imported here: the fast
-path forks the keeper before anything else of the launcher is loaded; whatever else the
-keeper needs is imported inside it, after the fork, where it delays nobody.
+Only ``os``, ``select``, ``time``, :mod:`launcher.proc` and :mod:`smolfs.spawn` are
+imported here: the fast path forks the keeper before anything else of the launcher is
+loaded; whatever else the keeper needs is imported inside it, after the fork.
 """
 
 from __future__ import annotations

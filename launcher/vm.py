@@ -29,8 +29,10 @@ if TYPE_CHECKING:
 
 def _spawn_error(binary: str, err: OSError) -> LaunchError:
     if err.errno == errno.ENOENT:
-        return LaunchError(f"{binary} not found",
-                           hint="install QEMU: apt-get install qemu-system-x86")
+        from smolfs.run import package_of
+
+        pkg = package_of(binary) or "qemu-system-x86"
+        return LaunchError(f"{binary} not found", hint=f"install it: apt-get install {pkg}")
     return LaunchError(f"cannot start {binary}: {err.strerror}")
 
 

@@ -1,5 +1,6 @@
 """Every external program goes through one of two doors: :func:`run` for a program
-whose end we wait for, :func:`spawn` for a long-lived child (QEMU, a keeper).
+whose end we wait for, :func:`spawn` for a long-lived child (both on
+:func:`smolfs.spawn.spawn`, which the launcher's fast path calls itself for QEMU).
 
 A list argv (never a shell string), stdin closed, ``+ command`` logged under
 ``--debug``, a missing program turned into "X not found (install package Y)" and a

@@ -616,3 +616,18 @@ def test_a_detached_report_of_another_shape_is_handed_over(tmp_path: Path, broke
     spawned.detached = {**GOOD_DETACHED, **broken}
     assert detached.finish(spawned, 0.0, lambda *a: None) is False
     assert capsys.readouterr().err == "" and not spawned.notes_said
+
+
+@pytest.mark.parametrize(("binary", "package"), [("qemu-system-aarch64", "qemu-system-arm"),
+                                                 ("qemu-system-x86_64", "qemu-system-x86")])
+def test_a_missing_qemu_names_the_package_that_provides_it(tmp_path: Path, binary: str,
+                                                           package: str) -> None:
+    """The hint comes from the one table of programs and packages (smolfs.run.PACKAGES)."""
+    from launcher.vm import Vm
+    from smolfs.errors import LaunchError
+
+    vm = Vm([str(tmp_path / binary), "-version"])
+    with pytest.raises(LaunchError) as err:
+        vm.start()
+    assert err.value.message == f"{tmp_path / binary} not found"
+    assert err.value.hint == f"install it: apt-get install {package}"

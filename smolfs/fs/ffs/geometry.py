@@ -15,7 +15,8 @@ from smolfs.fs.ffs import structs as s
 from smolfs.fs.ffs.options import FfsOptions
 
 
-def _howmany(a: int, b: int) -> int:
+def howmany(a: int, b: int) -> int:
+    """How many *b*-sized pieces hold *a* (NetBSD's ``howmany``)."""
     return -(-a // b)
 
 
@@ -126,9 +127,9 @@ class Geometry:
 def cg_size(version: int, bsize: int, fsize: int, contigsumsize: int, ipg: int, fpg: int) -> int:
     """CGSIZE of fs.h: the bytes a cylinder group block needs."""
     old_cpg = 1 if version == 1 else 0
-    size = s.SIZEOF_CG + 4 + old_cpg * 4 + old_cpg * 2 + _howmany(ipg, 8) + _howmany(fpg, 8)
+    size = s.SIZEOF_CG + 4 + old_cpg * 4 + old_cpg * 2 + howmany(ipg, 8) + howmany(fpg, 8)
     if contigsumsize > 0:
-        size += contigsumsize * 4 + _howmany(fpg // (bsize // fsize), 8)
+        size += contigsumsize * 4 + howmany(fpg // (bsize // fsize), 8)
     return size
 
 
@@ -170,8 +171,8 @@ def _geometry_for_density(fs_size: int, opts: FfsOptions, density: int) -> Geome
     inopb = bsize // isize
     inopf = inopb // frag
     sblockloc = s.SBLOCK_UFS1 if version == 1 else s.SBLOCK_UFS2
-    sblkno = _roundup(_howmany(sblockloc + s.SBLOCKSIZE, fsize), frag)
-    cblkno = sblkno + _roundup(_howmany(s.SBLOCKSIZE, fsize), frag)
+    sblkno = _roundup(howmany(sblockloc + s.SBLOCKSIZE, fsize), frag)
+    cblkno = sblkno + _roundup(howmany(s.SBLOCKSIZE, fsize), frag)
     iblkno = cblkno + frag
 
     def cgsize(ipg: int, fpg: int) -> int:
@@ -183,9 +184,9 @@ def _geometry_for_density(fs_size: int, opts: FfsOptions, density: int) -> Geome
     def smallest(fpi: int) -> tuple[int, int]:
         minfpg = min(fpi * inopb, fs_size)
         fpg = max(_roundup(iblkno + inopb // inopf, frag), minfpg)
-        ipg = _roundup(_howmany(fpg, fpi), inopb)
+        ipg = _roundup(howmany(fpg, fpi), inopb)
         fpg = max(_roundup(iblkno + ipg // inopf, frag), minfpg)
-        return fpg, _roundup(_howmany(fpg, fpi), inopb)
+        return fpg, _roundup(howmany(fpg, fpi), inopb)
 
     fpi = max(density // fsize, 1)
     fpg, ipg = smallest(fpi)
@@ -206,7 +207,7 @@ def _geometry_for_density(fs_size: int, opts: FfsOptions, density: int) -> Geome
     fpg = _roundup(fpg, frag)
 
     def ipg_of(f: int) -> int:
-        return _roundup(_howmany(f, fpi), inopb)
+        return _roundup(howmany(f, fpi), inopb)
 
     # Grow the group as far as its cylinder group block allows, but not past the image.
     cap = max(fpg, _roundup(fs_size, frag))
@@ -223,7 +224,7 @@ def _geometry_for_density(fs_size: int, opts: FfsOptions, density: int) -> Geome
 
     # Make the last group big enough to hold its own metadata.
     while True:
-        ncg = _howmany(fs_size, fpg)
+        ncg = howmany(fs_size, fpg)
         lastmin = _roundup(iblkno + ipg // inopf, frag)
         if fs_size < lastmin or fpg < lastmin:
             return None

@@ -15,15 +15,12 @@ from dataclasses import dataclass, field
 
 from smolfs.errors import FilesystemLimitError, InputError
 from smolfs.fs.ffs import structs as s
+from smolfs.fs.ffs.geometry import howmany
 from smolfs.fs.ffs.options import FfsOptions
 from smolfs.fs.filedata import Data, FileData
 from smolfs.fs.tree import SYMLINK_MAX, Kind, Node, Tree
 
 LINK_MAX = 32767  # FFS link count limit (sys/ufs/ufs/ufs_vnops.c: LINK_MAX)
-
-def _howmany(a: int, b: int) -> int:
-    return -(-a // b)
-
 
 @dataclass(eq=False)
 class PlannedInode:
@@ -64,7 +61,7 @@ class Plan:
 def _lbn_ranges(extents: list[tuple[int, int]] | None, size: int,
                 bsize: int) -> list[tuple[int, int]]:
     """Logical block ranges ``[a, b)`` that hold data; the last block always counts."""
-    nblocks = _howmany(size, bsize)
+    nblocks = howmany(size, bsize)
     if nblocks == 0:
         return []
     if extents is None:
@@ -73,7 +70,7 @@ def _lbn_ranges(extents: list[tuple[int, int]] | None, size: int,
     for off, length in sorted(extents):
         if length <= 0:
             continue
-        a, b = off // bsize, min(nblocks, _howmany(off + length, bsize))
+        a, b = off // bsize, min(nblocks, howmany(off + length, bsize))
         if out and a <= out[-1][1]:
             out[-1] = (out[-1][0], max(out[-1][1], b))
         elif a < b:
@@ -312,10 +309,10 @@ class _Allocator:
     def place(self, pi: PlannedInode, ranges: list[tuple[int, int]], bsize: int, fsize: int,
               nindir: int) -> None:
         size = pi.size
-        nblocks = _howmany(size, bsize)
+        nblocks = howmany(size, bsize)
         tail_frags = 0
         if nblocks <= s.NDADDR:
-            tail_frags = _howmany(size - (nblocks - 1) * bsize, fsize)
+            tail_frags = howmany(size - (nblocks - 1) * bsize, fsize)
             if tail_frags == self.frag:
                 tail_frags = 0
         full_ranges = ranges

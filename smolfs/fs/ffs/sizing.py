@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from smolfs.fs.ffs import structs as s
-from smolfs.fs.ffs.geometry import Geometry, geometry
+from smolfs.fs.ffs.geometry import Geometry, geometry, howmany
 from smolfs.fs.ffs.layout import Plan
 from smolfs.fs.ffs.options import FfsOptions
 
@@ -18,15 +18,11 @@ from smolfs.fs.ffs.options import FfsOptions
 MIN_IMAGE = s.SBLOCK_UFS2 + s.SBLOCKSIZE
 
 
-def _howmany(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def fits(geo: Geometry | None, p: Plan, opts: FfsOptions | None = None) -> bool:
     """*geo* holds the plan, with the free inodes and space *opts* asks for."""
     if geo is None or geo.inodes < p.inodes_needed(opts):
         return False
-    spare = _howmany(opts.free_space, geo.bsize) if opts is not None else 0
+    spare = howmany(opts.free_space, geo.bsize) if opts is not None else 0
     return geo.data_blocks() >= p.vblocks + spare
 
 
@@ -58,7 +54,7 @@ def minimum_size(p: Plan, opts: FfsOptions) -> int:
         return fits(choose_geometry(blocks * bsize, opts, p), p, opts)
 
     isize = 128 if opts.version == 1 else 256
-    spare = _howmany(opts.free_space, bsize)
+    spare = howmany(opts.free_space, bsize)
     lo = max(1, p.vblocks + spare + need * isize // bsize)  # a lower bound: data, inode tables
     if ok(lo):
         return lo * bsize
