@@ -1,20 +1,8 @@
-"""Is a built image still up to date? One answer for the builder and for the launcher.
-
-An image is up to date when it was built from the same inputs and, for a read-only root,
-not written to since (a read-write root keeps what its VM wrote).
-:func:`inputs` computes, from a build's inputs, the digest the manifest records
-(``"inputs"``: options, set archives and kernel by path, size and modification time,
-service files by their content) together with the stat of each input. The builder
-compares digests (:func:`up_to_date`). It also keeps the stats, with what it was asked
-(:func:`request`), in the cache (:func:`remember`: the manifest itself stays the same on
-every host); a launcher then compares the request and the stats (:func:`fresh`), which
-needs neither the builder nor hashing. ``os`` is imported here; ``json`` and
-``hashlib`` only by the functions that need them.
-
-A stat that no longer matches makes the image stale for :func:`fresh` (a service file
-rewritten with the same content, too): the builder then decides by content, and keeps
-the new stats when the image can be kept.
-"""
+"""Is a built image still up to date? One answer for the builder (:func:`inputs`,
+:func:`up_to_date`: the digest the manifest records) and for the launcher
+(:func:`remember`, :func:`fresh`: the request and the stat of every input, kept in the
+cache; no builder, no hashing). ``os`` only at import. The rules:
+``smolfs/README.md`` ("Reusing an image")."""
 
 from __future__ import annotations
 
