@@ -60,6 +60,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -235,6 +236,59 @@ def detached_stages(reported: float, timing: dict[str, object]) -> dict[str, flo
             "first byte read to ready": total - startup - first}
 
 
+def detached_rounds(runs: int, command: list[str], args: list[str], env: dict[str, str],
+                    env_cold: dict[str, str], warm_dir: Path, cold_dir: Path,
+                    bare_time: Callable[[list[str]], float],
+                    parts: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+    """``startnb ARGS -d --json``: built and its plan saved, then ``runs`` rounds of the
+    repeated command (in ``warm_dir``), the bare QEMU argv it prints (timed by
+    ``bare_time``, once beforehand to warm up) and the first command of all (the empty
+    cache of ``env_cold``, in ``cold_dir``). Seconds, by row; ``parts``: see
+    :func:`run_detached`."""
+    detached = [*command, *args, "-d", "--json"]
+    for _ in range(2):  # builds and strips; then saves the plan
+        run_detached([*detached, "--name", "warm"], env, warm_dir, "warm")
+    printed = subprocess.run([*command, *args, "--console", "stdio", "--print-cmd"],
+                             capture_output=True, text=True, env=env, cwd=warm_dir,
+                             check=True).stdout
+    bare = shlex.split(printed)
+    bare_time(bare)
+    rows: dict[str, list[float]] = {k: [] for k in ("warm", "returned", "bare", "cold",
+                                                   "up_warm", "up_cold")}
+    for _ in range(runs):
+        t, t_ret, up, fast = run_detached([*detached, "--name", "warm"], env, warm_dir,
+                                          "warm", parts)
+        if not fast:
+            raise SystemExit("the repeated command did not start from its plan")
+        rows["warm"].append(t)
+        rows["returned"].append(t_ret)
+        rows["up_warm"].append(up)
+        rows["bare"].append(bare_time(bare))
+        shutil.rmtree(cold_dir, ignore_errors=True)
+        shutil.rmtree(env_cold["MKSMOLNB_CACHE"], ignore_errors=True)
+        cold_dir.mkdir()
+        t, _, up, _ = run_detached([*detached, "--name", "cold"], env_cold, cold_dir, "cold")
+        rows["cold"].append(t)
+        rows["up_cold"].append(up)
+    return rows
+
+
+def detached_rows(title: str, rows: dict[str, list[float]], cold_work: str) -> None:
+    """Print :func:`detached_rounds`' rows under ``title``, with ratios to bare QEMU."""
+    med_b = statistics.median(rows["bare"])
+    print(f"\n{title}")
+    print(f"  {'':30} {'min ms':>8} {'median ms':>10}")
+    row("repeated (plan), ready report", rows["warm"],
+        f"   ratio {statistics.median(rows['warm']) / med_b:.3f} (target <= 1.05)")
+    row("repeated (plan), returned", rows["returned"],
+        f"   ratio {statistics.median(rows['returned']) / med_b:.3f}")
+    row("first command (cold)", rows["cold"],
+        f"   ratio {statistics.median(rows['cold']) / med_b:.3f}")
+    row("bare QEMU argv (peer)", rows["bare"])
+    row("start-up to exec, repeated", rows["up_warm"], "   (target < 10 ms)")
+    row("start-up to exec, cold", rows["up_cold"], f"   ({cold_work})")
+
+
 def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path,
                   kernel: Path, spin: int, machine: str) -> None:
     """``startnb SERVICE --strip -d``: repeated, bare QEMU, first command (see above)."""
@@ -265,49 +319,20 @@ def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path
     warm_dir.mkdir()
     args = ["rescue", "--services-dir", str(services), "-k", "SMOLTEST", "--strip", "-N",
             "--machine", machine, "-a", f"smoltest.spin={spin}"]
-    detached = [*command, *args, "-d", "--json"]
+    parts: dict[str, list[float]] = {}
+    plain_first: list[float] = []
     with FakeMirror(work / "mirror") as mirror:
         env = dict(env, MKSMOLNB_MIRROR=mirror.url,
                    PYTHONPATH=os.pathsep.join([str(fake.parent), str(REPO)]))
         env_cold = dict(env, MKSMOLNB_CACHE=str(work / "cache-svc-cold"))
-        run_detached([*detached, "--name", "warm"], env, warm_dir, "warm")  # builds, strips
-        run_detached([*detached, "--name", "warm"], env, warm_dir, "warm")  # saves the plan
-        printed = subprocess.run([*command, *args, "--console", "stdio", "--print-cmd"],
-                                 capture_output=True, text=True, env=env, cwd=warm_dir,
-                                 check=True).stdout
-        bare = shlex.split(printed)
-        time_to_ready(bare, env, cwd=warm_dir)
-        warm, warm_ret, up_warm, plain, cold, up_cold = [], [], [], [], [], []
-        parts: dict[str, list[float]] = {}
-        plain_first: list[float] = []
-        for _ in range(runs):
-            t, t_ret, up, fast = run_detached([*detached, "--name", "warm"], env, warm_dir,
-                                              "warm", parts)
-            if not fast:
-                raise SystemExit("the repeated command did not start from its plan")
-            warm.append(t)
-            warm_ret.append(t_ret)
-            up_warm.append(up)
-            plain.append(time_to_ready(bare, env, cwd=warm_dir, first_byte=plain_first)[0])
-            shutil.rmtree(cold_dir, ignore_errors=True)
-            shutil.rmtree(work / "cache-svc-cold", ignore_errors=True)
-            cold_dir.mkdir()
-            t, _, up, _ = run_detached([*detached, "--name", "cold"], env_cold, cold_dir,
-                                       "cold")
-            cold.append(t)
-            up_cold.append(up)
-    med_b = statistics.median(plain)
-    print(f"\nstartnb SERVICE --strip -d (smoltest kernel, smoltest.spin={spin}, {machine}): "
-          f"{runs} runs to ready")
-    print(f"  {'':30} {'min ms':>8} {'median ms':>10}")
-    row("repeated (plan), ready report", warm,
-        f"   ratio {statistics.median(warm) / med_b:.3f} (target <= 1.05)")
-    row("repeated (plan), returned", warm_ret,
-        f"   ratio {statistics.median(warm_ret) / med_b:.3f}")
-    row("first command (cold)", cold, f"   ratio {statistics.median(cold) / med_b:.3f}")
-    row("bare QEMU argv (peer)", plain)
-    row("start-up to exec, repeated", up_warm, "   (target < 10 ms)")
-    row("start-up to exec, cold", up_cold, "   (fetch, build, strip)")
+        rows = detached_rounds(
+            runs, command, args, env, env_cold, warm_dir, cold_dir,
+            lambda bare: time_to_ready(bare, env, cwd=warm_dir, first_byte=plain_first)[0],
+            parts)
+    del plain_first[0]  # (the warm-up's)
+    plain = rows["bare"]
+    detached_rows(f"startnb SERVICE --strip -d (smoltest kernel, smoltest.spin={spin}, "
+                  f"{machine}): {runs} runs to ready", rows, "fetch, build, strip")
     print("  where the repeated run's time went (medians; the peer's in brackets):")
     peer = {"exec to first console byte read": plain_first,
             "first byte read to ready": [r - f for r, f in zip(plain, plain_first,
@@ -504,6 +529,7 @@ def genuine_service_rows(runs: int, command: list[str], work: Path,
     import gzip
 
     from helpers.fakemirror import FakeMirror, release_tree, write_sha512
+    from helpers.ports import free_port
 
     from services import shipped_dir
     from smolfs.pkg import pwdb
@@ -528,55 +554,18 @@ def genuine_service_rows(runs: int, command: list[str], work: Path,
     (services / "bozohttpd" / "etc" / "pwd.db").write_bytes(pwd)
     port = free_port()
     args = ["bozohttpd", "--services-dir", str(services), "--release", GENUINE_RELEASE,
-            "--strip", "-p", f"{port}:80", "--ready", f"http:{port}/"]
-    detached = [*command, *args, "-d", "--json", "--timeout", "120"]
+            "--strip", "-p", f"{port}:80", "--ready", f"http:{port}/", "--timeout", "120"]
     warm_dir, cold_dir = work / "gsvc-warm", work / "gsvc-cold"
     warm_dir.mkdir()
     env = {k: v for k, v in env.items() if k != "PYTHONPATH"}
     with FakeMirror(work / "gmirror") as mirror:
         env = dict(env, MKSMOLNB_MIRROR=mirror.url, MKSMOLNB_CACHE=str(work / "gcache"))
         env_cold = dict(env, MKSMOLNB_CACHE=str(work / "gcache-cold"))
-        for _ in range(2):  # builds and strips; then saves the plan
-            run_detached([*detached, "--name", "gweb"], env, warm_dir, "gweb")
-        printed = subprocess.run([*command, *args, "--console", "stdio", "--print-cmd"],
-                                 capture_output=True, text=True, env=env, cwd=warm_dir,
-                                 check=True).stdout
-        bare = shlex.split(printed)
-        http_ready(bare, env, port, warm_dir)
-        warm, up_warm, plain, cold, up_cold = [], [], [], [], []
-        for _ in range(runs):
-            t, _, up, fast = run_detached([*detached, "--name", "gweb"], env, warm_dir, "gweb")
-            if not fast:
-                raise SystemExit("the repeated command did not start from its plan")
-            warm.append(t)
-            up_warm.append(up)
-            plain.append(http_ready(bare, env, port, warm_dir))
-            shutil.rmtree(cold_dir, ignore_errors=True)
-            shutil.rmtree(work / "gcache-cold", ignore_errors=True)
-            cold_dir.mkdir()
-            t, _, up, _ = run_detached([*detached, "--name", "gcold"], env_cold, cold_dir,
-                                       "gcold")
-            cold.append(t)
-            up_cold.append(up)
-    med_b = statistics.median(plain)
-    print(f"\ngenuine NetBSD {d}: startnb bozohttpd --strip -d --ready http: (GENERIC, "
-          f"rescue and httpd sets from a local mirror), {runs} runs, TCG")
-    print(f"  {'':30} {'min ms':>8} {'median ms':>10}")
-    row("repeated (plan), ready report", warm,
-        f"   ratio {statistics.median(warm) / med_b:.3f} (target <= 1.05)")
-    row("first command (cold)", cold, f"   ratio {statistics.median(cold) / med_b:.3f}")
-    row("bare QEMU argv (peer)", plain)
-    row("start-up to exec, repeated", up_warm, "   (target < 10 ms)")
-    row("start-up to exec, cold", up_cold, "   (fetch, verify, build, kstrip)")
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 free now."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        rows = detached_rounds(runs, command, args, env, env_cold, warm_dir, cold_dir,
+                               lambda bare: http_ready(bare, env, port, warm_dir))
+    detached_rows(f"genuine NetBSD {d}: startnb bozohttpd --strip -d --ready http: (GENERIC, "
+                  f"rescue and httpd sets from a local mirror), {runs} runs, TCG", rows,
+                  "fetch, verify, build, kstrip")
 
 
 if __name__ == "__main__":
