@@ -149,14 +149,6 @@ def test_stages_on_an_evbarm_console() -> None:
 # -- booting --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def disk(tmp_path: Path) -> Path:
-    image = tmp_path / "disk.img"
-    with image.open("wb") as f:
-        f.truncate(1 << 20)
-    return image
-
-
 @pytest.mark.aarch64
 def test_kernel_boots_on_virt(arm64_kernel: Arm64Kernel, disk: Path) -> None:
     """QEMU alone: the kernel reports what the device tree gave it, then powers off (PSCI)."""

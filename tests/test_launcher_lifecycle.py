@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers.pipes import read_all
 
 from conftest import REPO, live_processes
 from launcher import fastpath, proc
@@ -36,14 +37,6 @@ def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _pids_with_arg(arg: str) -> list[int]:
     return [pid for pid, argv in live_processes() if arg.encode() in argv]
-
-
-def _read_all(fd: int) -> bytes:
-    out = b""
-    while chunk := os.read(fd, 65536):
-        out += chunk
-    os.close(fd)
-    return out
 
 
 # -- Spawned.kill: SIGTERM first ------------------------------------------------------------
@@ -68,7 +61,7 @@ def test_spawned_kill_sends_sigterm_before_sigkill() -> None:
         start = time.monotonic()
         spawned.kill(grace=0.5)
         took = time.monotonic() - start
-        rest = _read_all(dup)
+        rest = read_all(dup)
         if ignores:
             assert rest == b"" and took >= 0.5
         else:

@@ -11,16 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers.pipes import read_all
 
 from smolfs.spawn import spawn
-
-
-def _read_all(fd: int) -> bytes:
-    out = b""
-    while chunk := os.read(fd, 65536):
-        out += chunk
-    os.close(fd)
-    return out
 
 
 def test_spawn_reports_a_missing_binary(tmp_path: Path) -> None:
@@ -47,7 +40,7 @@ def test_spawned_child_inherits_no_stray_fds_and_default_sigpipe() -> None:
                     0, out_w, 2, die_with_parent=True)
     finally:
         os.close(out_w)
-    text = _read_all(out_r).decode()
+    text = read_all(out_r).decode()
     os.waitpid(pid, 0)
     os.close(keep_w)
     os.close(keep_r)
@@ -68,7 +61,7 @@ def test_spawned_child_leads_a_session_of_its_own_when_asked(new_session: bool) 
                     0, out_w, 2, die_with_parent=False, new_session=new_session)
     finally:
         os.close(out_w)
-    sid, pgid = map(int, _read_all(out_r).split())
+    sid, pgid = map(int, read_all(out_r).split())
     os.waitpid(pid, 0)
     if new_session:
         assert sid == pgid == pid
