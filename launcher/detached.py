@@ -73,7 +73,7 @@ def finish(spawned: Spawned, command_start: float,
             record["image"] = os.path.realpath(str(plan["image"]))
         notes = [str(line) for line in plan["notes"]]  # type: ignore[attr-defined]
         timeout = plan["timeout"]
-        dict(plan["result"])  # type: ignore[call-overload]
+        result = dict(plan["result"])  # type: ignore[call-overload]
     except (KeyError, TypeError, ValueError, re.error):
         return False
     for line in notes:
@@ -138,7 +138,7 @@ def finish(spawned: Spawned, command_start: float,
         timing = timing_report(command_start, det)
         manifest.write(vmdir, {**record, "pid": pid, "started": spawned.started,
                                "ready": True, "timing": timing.to_json()})
-        result = {**plan["result"], "pid": pid, "timing": timing.to_json()}  # type: ignore[dict-item]
+        result.update(pid=pid, timing=timing.to_json())
         report(result, timing.human(), bool(plan["json"]))
         os.write(keeper.ctl, b"d")
         for end in (keeper.ctl, keeper.report):

@@ -248,22 +248,18 @@ def _start_detached(qemu_argv: list[str], vmdir: str) -> Spawned | None:
         return None
     spawned.keeper = keeper
     spawned.exec_time, spawned.started = keeper.exec_time, keeper.started
-    serial_log = os.path.join(vmdir, "serial.log")
-    spawned.keeper_reports = _await_first_byte(keeper.report, serial_log)
-    try:
-        if os.stat(serial_log).st_size:  # the wait ended with the first byte
-            spawned.first_byte_at = time.monotonic()
-    except OSError:
-        pass
+    spawned.keeper_reports, spawned.first_byte_at = _await_first_byte(
+        keeper.report, os.path.join(vmdir, "serial.log"))
     return spawned
 
 
-def _await_first_byte(report: int, serial_log: str) -> bytes:
+def _await_first_byte(report: int, serial_log: str) -> tuple[bytes, float | None]:
     """``-d``: wait until QEMU's first console byte reaches ``serial_log``, or the keeper
     reports QEMU's end (or its own), at most :data:`FIRST_BYTE_WAIT` seconds: the work
-    that follows would otherwise slow QEMU's own start (measured
-    here: the guest ready about 15 ms later, all of it before its first byte). What the
-    keeper reported meanwhile is returned, for :meth:`launcher.vm.Vm.adopt_keeper`."""
+    that follows would otherwise slow QEMU's own start (measured here: the guest ready
+    about 15 ms later, all of it before its first byte). Returns what the keeper reported
+    meanwhile (for :meth:`launcher.vm.Vm.adopt_keeper`) and when the first byte was seen
+    (None: it was not)."""
     import select
 
     got = b""
@@ -271,17 +267,17 @@ def _await_first_byte(report: int, serial_log: str) -> bytes:
     while True:
         try:
             if os.stat(serial_log).st_size:
-                return got
+                return got, time.monotonic()
         except OSError:
             pass
         left = deadline - time.monotonic()
         if left <= 0:
-            return got
+            return got, None
         if select.select([report], [], [], min(left, 0.002))[0]:
             data = os.read(report, 256)
             got += data
             if not data or any(w in got for w in (b"exit", b"error", b"signal")):
-                return got
+                return got, None
 
 
 def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None]:

@@ -17,6 +17,8 @@ from typing import NamedTuple
 from smolfs.errors import LaunchError, UsageError
 
 from . import proc
+from .manifest import IMAGE, MANIFEST
+from .manifest import write as write_files
 from .proc import is_qemu
 
 _NAME = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,39}"
@@ -51,7 +53,7 @@ class VmDir(NamedTuple):
     @property
     def image_file(self) -> Path:
         """``rw`` or ``ro``, a newline, the resolved image path (read on the fast path)."""
-        return self.path / "image"
+        return self.path / IMAGE
 
     @property
     def keeper_pidfile(self) -> Path:
@@ -65,7 +67,7 @@ class VmDir(NamedTuple):
 
     @property
     def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
+        return self.path / MANIFEST
 
     def manifest(self) -> dict[str, object]:
         import json
@@ -76,9 +78,7 @@ class VmDir(NamedTuple):
             return {}
 
     def write_manifest(self, data: dict[str, object]) -> None:
-        from .manifest import write
-
-        write(str(self.path), data)
+        write_files(str(self.path), data)
 
     def pid(self) -> int | None:
         """The QEMU pid if that process is still a QEMU, else None."""

@@ -570,7 +570,7 @@ def test_detached_fast_path_waits_for_the_first_byte_or_the_end(tmp_path: Path,
     monkeypatch.setattr(fastpath, "FIRST_BYTE_WAIT", 10.0)
     keeper = start_keeper(["/bin/sh", "-c", script], str(tmp_path))
     t = time.monotonic()
-    reports = fastpath._await_first_byte(keeper.report, str(tmp_path / "serial.log"))
+    reports, _ = fastpath._await_first_byte(keeper.report, str(tmp_path / "serial.log"))
     assert time.monotonic() - t < 5.0
     vm = Vm(["/bin/sh"], detach=True)
     vm.adopt_keeper(keeper, reports)
