@@ -178,10 +178,9 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
     if service is not None:
         import os
 
-        from smolfs import log
         from smolfs.image import staleness
 
-        from .service_image import build_service, up_to_date_note
+        from .service_image import build_service
 
         # -k FILE boots that file; -k NAME (or nothing: GENERIC) is fetched with the sets.
         own = kernel if kernel is not None and os.path.isfile(kernel) else None
@@ -189,13 +188,11 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
         from smolfs.image.options import STARTNB
 
         built_image, built_kernel, service_ready, service_ro = build_service(
-            service, image, say_fresh=not said,
+            service, image, say_fresh=not said, notes=notes,
             kernel=None if own else (kernel or ("GENERIC64" if args.arch == "aarch64"
                                                 else "GENERIC")),
             **{name: getattr(args, name) for name in STARTNB})
         image = str(built_image)
-        if not log.QUIET:  # (printed by build_service when up to date, as it is then)
-            notes.append(up_to_date_note(image))
         kernel = own or (str(built_kernel) if built_kernel else None)
         snapshot = staleness.snapshot(image)  # None: no record (a daily build): no plan
         if snapshot is None:

@@ -14,8 +14,8 @@ from smolfs.errors import LaunchError
 
 
 def build_service(service: str, image: str | None, *, kernel: str | None = "GENERIC",
-                  say_fresh: bool = True, **forwarded: object
-                  ) -> tuple[Path, Path | None, str | None, bool]:
+                  say_fresh: bool = True, notes: list[str] | None = None,
+                  **forwarded: object) -> tuple[Path, Path | None, str | None, bool]:
     """Build (or reuse) the image of ``service``: (image, kernel named by the build or
     None, the console regular expression the service declares as ready or None, whether
     its root filesystem is read-only).
@@ -23,7 +23,9 @@ def build_service(service: str, image: str | None, *, kernel: str | None = "GENE
     ``kernel`` is a kernel name of the release (``GENERIC``) or a URL, fetched with the
     sets; None when the caller boots a kernel file of its own. ``forwarded``: the build
     options ``startnb`` has (:data:`smolfs.image.options.OPTIONS` marked ``startnb``), by name.
-    ``say_fresh``: say that an image up to date is (:func:`up_to_date_note`).
+    ``say_fresh``: say that an image up to date is (:func:`up_to_date_note`); ``notes``
+    receives that line whether this image was up to date or not (what the next run, from a
+    plan, says: :mod:`launcher.detached`), unless messages are off.
     """
     from smolfs.cli import VERSION
     from smolfs.image import staleness
@@ -34,11 +36,13 @@ def build_service(service: str, image: str | None, *, kernel: str | None = "GENE
     dest = image or f"{service}-{options.arch}.img"
     asked = staleness.request(options_request(options))
     manifest = staleness.fresh(dest, asked, VERSION)
+    from smolfs import log
+
+    if notes is not None and not log.QUIET:
+        notes.append(up_to_date_note(dest))
     if manifest is not None:  # up to date: the builder is not even imported
         if say_fresh:
-            from smolfs.log import info
-
-            info(up_to_date_note(dest))
+            log.info(up_to_date_note(dest))
         return _built(dest, manifest)
     try:
         from smolfs.image.build import build

@@ -450,3 +450,27 @@ def test_detached_plan_names_the_image_a_link_points_to_now(
         assert [vm["image"] for vm in ps] == [str(image)], ps
         assert runner.run("stop", "web", "--grace", "0.3").returncode == 0
         assert runner.gone()
+
+
+@pytest.mark.qemu
+def test_detached_service_plan_says_what_an_up_to_date_run_says(
+        runner: Runner, test_kernels: TestKernels, services: Path) -> None:  # noqa: F811
+    """``startnb SERVICE -d`` from its plan prints the lines an ordinary run prints for an
+    image up to date (the image named as given: ``./root.img``)."""
+    args = ["rescue", "./root.img", "--services-dir", str(services), "-k", "SMOLTEST",
+            "-N", "-d", "--name", "svc"]
+    runs = []
+    for step in ("build", "ordinary", "plan"):
+        if step == "ordinary":
+            (runner.work / "cache" / "plans.marshal").unlink()
+        extra = ["-X", "importtime"] if step == "plan" else []
+        r = subprocess.run([sys.executable, *extra, "-m", "launcher", *args], cwd=runner.work,
+                           env=runner.env, capture_output=True, text=True, timeout=120,
+                           check=False)
+        assert r.returncode == 0, r.stderr
+        runs.append(r)
+        assert runner.run("stop", "svc", "--force").returncode == 0 and runner.gone()
+    _, ordinary, planned = runs
+    assert "launcher.detached" in _imported(planned.stderr)
+    assert "./root.img: up to date (same inputs, not modified since)" in ordinary.stderr
+    assert _shape(planned.stderr) == _shape(ordinary.stderr)
