@@ -1,21 +1,20 @@
 """The keeper of a detached VM: a fork of ``startnb -d`` that starts QEMU and stays its
-parent for life (QEMU has ``PR_SET_PDEATHSIG`` towards it), stops it if the launcher goes
-away before the VM is ready, follows the serial log once detached (a halt or panic ends
-QEMU), reaps it and records its exit status. The lifecycle is in ``launcher/README.md``
-("Keeper").
+parent for life (QEMU ends with it: SIGHUP from the terminal the keeper holds, or
+``PR_SET_PDEATHSIG``), stops it if the launcher goes away before the VM is ready, follows
+the serial log once detached (a halt or panic ends QEMU), reaps it and records its exit
+status. The lifecycle is in ``launcher/README.md`` ("Keeper").
 
-Only ``os``, ``select``, ``time``, :mod:`launcher.proc` and :mod:`smolfs.spawn` are
-imported here: the fast path forks the keeper before anything else of the launcher is
-loaded; whatever else the keeper needs is imported inside it, after the fork.
+Only ``os``, ``time``, :mod:`launcher.proc` and :mod:`smolfs.spawn` are imported here: the
+fast path forks the keeper before anything else of the launcher is loaded; whatever else
+the keeper needs is imported inside it, after the fork.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import time
 
-from smolfs.spawn import MAX_FD, spawn
+from smolfs.spawn import MAX_FD, hold_terminal, spawn, spawn_in_group
 
 from .proc import stop_child
 
@@ -210,9 +209,13 @@ def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
          exit_file: str | None = None, *, serial_log: str | None = None,
          manifest: str | None = None) -> None:
     """The keeper of a detached QEMU (runs in a forked child; never returns to the caller's
-    code). QEMU is its child for its whole life, with ``PR_SET_PDEATHSIG`` (SIGKILL): the
-    keeper's death, however it dies, takes QEMU with it. QEMU starts in the caller's
-    working directory (relative paths in ``argv``); the keeper then moves to ``/``.
+    code). QEMU is its child for its whole life and ends with it, however it dies: the
+    keeper leads a session whose controlling terminal it holds
+    (:func:`smolfs.spawn.hold_terminal`), and QEMU, spawned into its process group
+    (:func:`smolfs.spawn.spawn_in_group`: no fork of Python), gets SIGHUP when it ends;
+    where no pseudo-terminal can be had, QEMU is forked with ``PR_SET_PDEATHSIG``. QEMU
+    starts in the caller's working directory (relative paths in ``argv``); the keeper
+    then moves to ``/``.
 
     Reports ``pid N`` on ``report``, then ``exit S`` if QEMU ends before the launcher says
     ``d`` (detach) on ``ctl``, preceded by ``signal N`` if the keeper got that signal.
@@ -231,9 +234,13 @@ def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
         _signal.signal(sig, _raise_signalled)
     pid: int | None = None
     code: int | None = None
+    tied = hold_terminal() is not None  # (its two descriptors are held until the end)
     try:
         try:
-            pid = spawn(argv, stdin, log, log, die_with_parent=True, new_session=False)
+            if tied:
+                pid = spawn_in_group(argv, stdin, log, log)
+            else:
+                pid = spawn(argv, stdin, log, log, die_with_parent=True, new_session=False)
         except OSError as err:
             _report(report, f"error {err.errno}\n")
             return
@@ -247,6 +254,8 @@ def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
         except OSError:
             pass
         _name_process(b"startnb-keeper")
+        import select
+
         while True:  # until ready: tied to the launcher
             if select.select([ctl], [], [], 0.02)[0]:
                 if os.read(ctl, 1) != b"d":
@@ -288,7 +297,7 @@ def start_keeper(argv: list[str], state_dir: str | None,
     st_r, st_w = os.pipe()
     files = {name: os.path.join(state_dir, name) if state_dir is not None else None
              for name in ("qemu.exit", "serial.log", "manifest.json")}
-    import _signal  # noqa: F401  (loaded before the fork, as spawn() wants it)
+    import _signal  # noqa: F401  (loaded before the fork: the keeper uses it)
 
     exec_time, started = time.monotonic(), time.time()
     keeper = os.fork()
