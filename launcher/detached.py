@@ -21,8 +21,11 @@ if TYPE_CHECKING:
 
     from .spawned import Spawned
 
-#: How often the console file is read while waiting for readiness (seconds).
+#: How often the console file is read while waiting for readiness (seconds), where
+#: writes to it cannot be waited for (:mod:`launcher.filewatch`).
 POLL = 0.001
+#: The longest wait for a write to the console file (the deadline is checked after it).
+WAIT = 0.05
 
 
 class _Rule:
@@ -62,6 +65,7 @@ def finish(spawned: Spawned, command_start: float,
     import re
     import select
 
+    from .filewatch import drain, watch
     from .relay import ConsoleSeen
     from .timing import report as timing_report
 
@@ -88,6 +92,7 @@ def finish(spawned: Spawned, command_start: float,
     prober = None
     wake_r = wake_w = -1
     fd = -1
+    written: int | None = None  # readable when the console file is written to
     pid: int | None = None
     ready_at: float | None = None
     try:
@@ -107,10 +112,13 @@ def finish(spawned: Spawned, command_start: float,
                     manifest.write(vmdir, {**record, "pid": pid, "started": spawned.started,
                                            "ready": False, "timing": None})
             if fd < 0:
-                try:  # noqa: SIM105 (contextlib costs milliseconds)
-                    fd = os.open(os.path.join(vmdir, "serial.log"), os.O_RDONLY | os.O_CLOEXEC)
+                log = os.path.join(vmdir, "serial.log")
+                try:
+                    fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     pass
+                else:  # before the first read: no write between them goes unseen
+                    written = watch(log)
             data = os.read(fd, 65536) if fd >= 0 else b""
             if data:
                 t = time.monotonic()
@@ -128,8 +136,12 @@ def finish(spawned: Spawned, command_start: float,
                 return False  # the ordinary path reports the timeout
             if len(data) == 65536:
                 continue
-            watched = [keeper.report] + ([wake_r] if prober is not None else [])
-            if keeper.report in select.select(watched, [], [], POLL)[0]:
+            watched = [keeper.report] + ([wake_r] if prober is not None else []) + (
+                [written] if written is not None else [])
+            woke = select.select(watched, [], [], POLL if written is None else WAIT)[0]
+            if written in woke:
+                drain(written)  # type: ignore[arg-type]
+            if keeper.report in woke:
                 got = os.read(keeper.report, 256)
                 spawned.keeper_reports += got
                 if not got:
@@ -153,6 +165,6 @@ def finish(spawned: Spawned, command_start: float,
         if prober is not None:
             prober.stop.set()
             prober.join()
-        for end in (fd, wake_r, wake_w):
+        for end in (fd, wake_r, wake_w, -1 if written is None else written):
             if end >= 0:
                 os.close(end)
