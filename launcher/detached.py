@@ -149,7 +149,7 @@ def finish(spawned: Spawned, command_start: float,
         det.mark("ready", ready_at)
         timing = timing_report(command_start, det)
         manifest.write(vmdir, {**record, "pid": pid, "started": spawned.started,
-                               "ready": True, "timing": timing.to_json()})
+                               "ready": True, "timing": timing.to_json()}, image_file=False)
         result.update(pid=pid, timing=timing.to_json())
         report(result, timing.human(), bool(plan["json"]))
         os.write(keeper.ctl, b"d")

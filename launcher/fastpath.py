@@ -4,8 +4,8 @@
 input the plan was computed from still matches and the checks that cannot be cached pass,
 QEMU starts before anything else is imported (``-d``: under its keeper,
 :mod:`launcher.keeper`). Kept to ``os``, ``sys``, ``marshal``, :mod:`launcher.proc`,
-:mod:`smolfs.spawn` and :mod:`smolfs.cachedir`. The design is in ``launcher/README.md``
-("The fast path").
+:mod:`smolfs.spawn` and :mod:`smolfs.cachedir` until QEMU starts. The design is in
+``launcher/README.md`` ("The fast path").
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ from smolfs.cachedir import cache_root
 from smolfs.spawn import spawn
 
 from .proc import image_locked, image_users, kvm_state, port_error, which
-from .spawned import Spawned
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
+if TYPE_CHECKING:
+    from .spawned import Spawned
 
 #: Bump when the plan format or what the argv depends on changes.
 PLAN_VERSION = 2
@@ -238,12 +241,16 @@ def _start_detached(qemu_argv: list[str], vmdir: str) -> Spawned | None:
         return None
     from .keeper import start_keeper
 
-    spawned = Spawned(0, qemu_argv, 0.0, 0.0, -1, -1, False)
-    spawned.vmdir = vmdir
     try:
         # as launcher.boot starts it: the keeper keeps its files in the state directory
         keeper = start_keeper(qemu_argv, vmdir, os.path.join(vmdir, "qemu.log"))
     except Exception:
+        keeper = None
+    from .spawned import Spawned  # (once QEMU starts: what comes before it is kept short)
+
+    spawned = Spawned(0, qemu_argv, 0.0, 0.0, -1, -1, False)
+    spawned.vmdir = vmdir
+    if keeper is None:
         spawned.remove_dirs()
         return None
     spawned.keeper = keeper
@@ -332,6 +339,8 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None
         os.close(err_w)
         if stdin != 0:
             os.close(stdin)
+    from .spawned import Spawned
+
     spawned = Spawned(pid, qemu_argv, exec_time, started, out_r, err_r, interactive,
                       relay if isinstance(relay, dict) else None, nested)
     spawned.rundir = rundir
