@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
     from .spawned import Spawned
 
-#: How often the console file is read while waiting for readiness (seconds), where
-#: writes to it cannot be waited for (:mod:`launcher.filewatch`).
+#: How often the console file is read while waiting for readiness (seconds), where the
+#: keeper cannot tell of its writes (:func:`launcher.keeper._watch_writes`).
 POLL = 0.001
-#: The longest wait for a write to the console file (the deadline is checked after it).
+#: The longest wait for news of a write to the console file (then the deadline is
+#: checked).
 WAIT = 0.05
 
 
@@ -65,7 +66,7 @@ def finish(spawned: Spawned, command_start: float,
     import re
     import select
 
-    from .filewatch import drain, watch
+    from .keeper import read_news
     from .relay import ConsoleSeen
     from .timing import report as timing_report
 
@@ -92,7 +93,7 @@ def finish(spawned: Spawned, command_start: float,
     prober = None
     wake_r = wake_w = -1
     fd = -1
-    written: int | None = None  # readable when the console file is written to
+    told = keeper.written >= 0  # the keeper tells of the console file's writes
     pid: int | None = None
     ready_at: float | None = None
     try:
@@ -112,13 +113,10 @@ def finish(spawned: Spawned, command_start: float,
                     manifest.write(vmdir, {**record, "pid": pid, "started": spawned.started,
                                            "ready": False, "timing": None})
             if fd < 0:
-                log = os.path.join(vmdir, "serial.log")
-                try:
-                    fd = os.open(log, os.O_RDONLY | os.O_CLOEXEC)
+                try:  # noqa: SIM105 (contextlib costs milliseconds)
+                    fd = os.open(os.path.join(vmdir, "serial.log"), os.O_RDONLY | os.O_CLOEXEC)
                 except FileNotFoundError:
                     pass
-                else:  # before the first read: no write between them goes unseen
-                    written = watch(log)
             data = os.read(fd, 65536) if fd >= 0 else b""
             if data:
                 t = time.monotonic()
@@ -137,10 +135,10 @@ def finish(spawned: Spawned, command_start: float,
             if len(data) == 65536:
                 continue
             watched = [keeper.report] + ([wake_r] if prober is not None else []) + (
-                [written] if written is not None else [])
-            woke = select.select(watched, [], [], POLL if written is None else WAIT)[0]
-            if written in woke:
-                drain(written)  # type: ignore[arg-type]
+                [keeper.written] if told else [])
+            woke = select.select(watched, [], [], WAIT if told else POLL)[0]
+            if told and keeper.written in woke:  # news of a write (or none to come: poll)
+                told = read_news(keeper.written)
             if keeper.report in woke:
                 got = os.read(keeper.report, 256)
                 spawned.keeper_reports += got
@@ -153,8 +151,9 @@ def finish(spawned: Spawned, command_start: float,
         result.update(pid=pid, timing=timing.to_json())
         report(result, timing.human(), bool(plan["json"]))
         os.write(keeper.ctl, b"d")
-        for end in (keeper.ctl, keeper.report):
-            os.close(end)
+        for end in (keeper.ctl, keeper.report, keeper.written):
+            if end >= 0:
+                os.close(end)
         spawned.keeper = None
         spawned.adopted = True
         spawned.vmdir = None  # the VM's now, not this run's to remove
@@ -165,6 +164,6 @@ def finish(spawned: Spawned, command_start: float,
         if prober is not None:
             prober.stop.set()
             prober.join()
-        for end in (fd, wake_r, wake_w, -1 if written is None else written):
+        for end in (fd, wake_r, wake_w):
             if end >= 0:
                 os.close(end)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import marshal
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -591,7 +592,7 @@ def test_detached_fast_path_waits_for_the_first_byte_or_the_end(tmp_path: Path,
     monkeypatch.setattr(fastpath, "FIRST_BYTE_WAIT", 10.0)
     keeper = start_keeper(["/bin/sh", "-c", script], str(tmp_path))
     t = time.monotonic()
-    reports, _ = fastpath._await_first_byte(keeper.report, str(tmp_path / "serial.log"))
+    reports, _ = fastpath._await_first_byte(keeper, str(tmp_path / "serial.log"))
     assert time.monotonic() - t < 5.0
     vm = Vm(["/bin/sh"], detach=True)
     vm.adopt_keeper(keeper, reports)
@@ -645,3 +646,39 @@ def test_a_missing_qemu_names_the_package_that_provides_it(tmp_path: Path, binar
         vm.start()
     assert err.value.message == f"{tmp_path / binary} not found"
     assert err.value.hint == f"install it: apt-get install {package}"
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["news", "no-news"])
+def test_keeper_tells_the_launcher_of_console_writes(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     watched: bool) -> None:
+    """Until ready the keeper tells the launcher when a file of the state directory is
+    written to (a byte on ``written``: the launcher wakes instead of polling, and the
+    watch's slow teardown is the keeper's); where it cannot watch, ``written`` ends at
+    once and the launcher polls."""
+    from launcher import filewatch
+    from launcher.keeper import read_news, start_keeper
+    from launcher.vm import Vm
+
+    if not watched:
+        monkeypatch.setattr(filewatch, "watch", lambda path: None)  # (the fork inherits it)
+    monkeypatch.chdir(tmp_path)
+    keeper = start_keeper(["/bin/sh", "-c", "sleep 0.3; printf x >> serial.log; sleep 30"],
+                          str(tmp_path))
+    first = os.read(keeper.report, 64)
+    try:
+        assert first.startswith(b"pid ")
+        if watched:
+            assert select.select([keeper.written], [], [], 0.2)[0] == []  # nothing yet
+            assert select.select([keeper.written], [], [], 5.0)[0] == [keeper.written]
+            assert read_news(keeper.written) is True
+            assert (tmp_path / "serial.log").read_bytes() == b"x"
+        else:
+            assert select.select([keeper.written], [], [], 5.0)[0] == [keeper.written]
+            assert read_news(keeper.written) is False  # at once: no news will come
+            assert not (tmp_path / "serial.log").exists()
+    finally:
+        vm = Vm(["/bin/sh"], detach=True)
+        vm.adopt_keeper(keeper, first)
+        vm.kill(0.5)
+        vm.close()
