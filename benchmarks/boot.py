@@ -345,6 +345,19 @@ def bench_service(command: list[str], runs: int, env: dict[str, str], work: Path
           f"{statistics.median(interpreter_floor(runs)) * 1e3:7.1f} ms")
 
 
+def interpreter() -> str:
+    """The Python startnb runs on (this one's venv), as its start-up depends on it: the
+    version, the binary and whether libpython is a shared library (slower to start: its
+    relocations; a distribution's python3 is linked whole)."""
+    import platform
+
+    with open("/proc/self/maps") if os.path.exists("/proc/self/maps") else open(os.devnull) as f:
+        shared = sorted({line.split()[-1].rsplit("/", 1)[-1] for line in f
+                         if "libpython" in line})
+    how = f"{', '.join(shared)}: shared" if shared else "libpython linked in"
+    return f"Python {platform.python_version()} ({os.path.realpath(sys.executable)}, {how})"
+
+
 def launcher_command() -> tuple[list[str], str]:
     script = Path(sys.executable).parent / "startnb"
     if script.exists():
@@ -382,7 +395,7 @@ def main() -> int:
         with image.open("wb") as f:
             f.truncate(1 << 20)
         command, shown = launcher_command()
-        print(f"startnb: {shown}")
+        print(f"startnb: {shown}, on {interpreter()}")
         base = [*command, "--console", "stdio", "--machine", args.machine]
         cold = work / "cache-cold"
         if args.only_service:

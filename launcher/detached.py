@@ -21,8 +21,12 @@ if TYPE_CHECKING:
 
     from .spawned import Spawned
 
-#: How often the console file is read while waiting for readiness (seconds).
+#: How often the console file is read while waiting for readiness (seconds), where the
+#: keeper cannot tell of its writes (:func:`launcher.keeper._watch_writes`).
 POLL = 0.001
+#: The longest wait for news of a write to the console file (then the deadline is
+#: checked).
+WAIT = 0.05
 
 
 class _Rule:
@@ -62,6 +66,7 @@ def finish(spawned: Spawned, command_start: float,
     import re
     import select
 
+    from .keeper import read_news
     from .relay import ConsoleSeen
     from .timing import report as timing_report
 
@@ -88,6 +93,7 @@ def finish(spawned: Spawned, command_start: float,
     prober = None
     wake_r = wake_w = -1
     fd = -1
+    told = keeper.written >= 0  # the keeper tells of the console file's writes
     pid: int | None = None
     ready_at: float | None = None
     try:
@@ -128,8 +134,12 @@ def finish(spawned: Spawned, command_start: float,
                 return False  # the ordinary path reports the timeout
             if len(data) == 65536:
                 continue
-            watched = [keeper.report] + ([wake_r] if prober is not None else [])
-            if keeper.report in select.select(watched, [], [], POLL)[0]:
+            watched = [keeper.report] + ([wake_r] if prober is not None else []) + (
+                [keeper.written] if told else [])
+            woke = select.select(watched, [], [], WAIT if told else POLL)[0]
+            if told and keeper.written in woke:  # news of a write (or none to come: poll)
+                told = read_news(keeper.written)
+            if keeper.report in woke:
                 got = os.read(keeper.report, 256)
                 spawned.keeper_reports += got
                 if not got:
@@ -137,12 +147,13 @@ def finish(spawned: Spawned, command_start: float,
         det.mark("ready", ready_at)
         timing = timing_report(command_start, det)
         manifest.write(vmdir, {**record, "pid": pid, "started": spawned.started,
-                               "ready": True, "timing": timing.to_json()})
+                               "ready": True, "timing": timing.to_json()}, image_file=False)
         result.update(pid=pid, timing=timing.to_json())
         report(result, timing.human(), bool(plan["json"]))
         os.write(keeper.ctl, b"d")
-        for end in (keeper.ctl, keeper.report):
-            os.close(end)
+        for end in (keeper.ctl, keeper.report, keeper.written):
+            if end >= 0:
+                os.close(end)
         spawned.keeper = None
         spawned.adopted = True
         spawned.vmdir = None  # the VM's now, not this run's to remove

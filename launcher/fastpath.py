@@ -4,8 +4,8 @@
 input the plan was computed from still matches and the checks that cannot be cached pass,
 QEMU starts before anything else is imported (``-d``: under its keeper,
 :mod:`launcher.keeper`). Kept to ``os``, ``sys``, ``marshal``, :mod:`launcher.proc`,
-:mod:`smolfs.spawn` and :mod:`smolfs.cachedir`. The design is in ``launcher/README.md``
-("The fast path").
+:mod:`smolfs.spawn` and :mod:`smolfs.cachedir` until QEMU starts. The design is in
+``launcher/README.md`` ("The fast path").
 """
 
 from __future__ import annotations
@@ -18,7 +18,11 @@ from smolfs.cachedir import cache_root
 from smolfs.spawn import spawn
 
 from .proc import image_locked, image_users, kvm_state, port_error, which
-from .spawned import Spawned
+
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: importing typing costs milliseconds
+if TYPE_CHECKING:
+    from .keeper import Keeper
+    from .spawned import Spawned
 
 #: Bump when the plan format or what the argv depends on changes.
 PLAN_VERSION = 2
@@ -238,31 +242,39 @@ def _start_detached(qemu_argv: list[str], vmdir: str) -> Spawned | None:
         return None
     from .keeper import start_keeper
 
-    spawned = Spawned(0, qemu_argv, 0.0, 0.0, -1, -1, False)
-    spawned.vmdir = vmdir
     try:
         # as launcher.boot starts it: the keeper keeps its files in the state directory
         keeper = start_keeper(qemu_argv, vmdir, os.path.join(vmdir, "qemu.log"))
     except Exception:
+        keeper = None
+    from .spawned import Spawned  # (once QEMU starts: what comes before it is kept short)
+
+    spawned = Spawned(0, qemu_argv, 0.0, 0.0, -1, -1, False)
+    spawned.vmdir = vmdir
+    if keeper is None:
         spawned.remove_dirs()
         return None
     spawned.keeper = keeper
     spawned.exec_time, spawned.started = keeper.exec_time, keeper.started
     spawned.keeper_reports, spawned.first_byte_at = _await_first_byte(
-        keeper.report, os.path.join(vmdir, "serial.log"))
+        keeper, os.path.join(vmdir, "serial.log"))
     return spawned
 
 
-def _await_first_byte(report: int, serial_log: str) -> tuple[bytes, float | None]:
+def _await_first_byte(keeper: Keeper, serial_log: str) -> tuple[bytes, float | None]:
     """``-d``: wait until QEMU's first console byte reaches ``serial_log``, or the keeper
     reports QEMU's end (or its own), at most :data:`FIRST_BYTE_WAIT` seconds: the work
     that follows would otherwise slow QEMU's own start (measured here: the guest ready
-    about 15 ms later, all of it before its first byte). Returns what the keeper reported
-    meanwhile (for :meth:`launcher.vm.Vm.adopt_keeper`) and when the first byte was seen
-    (None: it was not)."""
+    about 15 ms later, all of it before its first byte). Woken by the keeper's news of
+    writes (:attr:`launcher.keeper.Keeper.written`), else every 2 ms. Returns what the
+    keeper reported meanwhile (for :meth:`launcher.vm.Vm.adopt_keeper`) and when the
+    first byte was seen (None: it was not)."""
     import select
 
+    from .keeper import read_news
+
     got = b""
+    told = keeper.written >= 0
     deadline = time.monotonic() + FIRST_BYTE_WAIT
     while True:
         try:
@@ -273,8 +285,12 @@ def _await_first_byte(report: int, serial_log: str) -> tuple[bytes, float | None
         left = deadline - time.monotonic()
         if left <= 0:
             return got, None
-        if select.select([report], [], [], min(left, 0.002))[0]:
-            data = os.read(report, 256)
+        watched = [keeper.report, keeper.written] if told else [keeper.report]
+        woke = select.select(watched, [], [], min(left, 0.05 if told else 0.002))[0]
+        if told and keeper.written in woke:
+            told = read_news(keeper.written)
+        if keeper.report in woke:
+            data = os.read(keeper.report, 256)
             got += data
             if not data or any(w in got for w in (b"exit", b"error", b"signal")):
                 return got, None
@@ -332,6 +348,8 @@ def try_fast(argv: list[str]) -> tuple[tuple[object, ...] | None, Spawned | None
         os.close(err_w)
         if stdin != 0:
             os.close(stdin)
+    from .spawned import Spawned
+
     spawned = Spawned(pid, qemu_argv, exec_time, started, out_r, err_r, interactive,
                       relay if isinstance(relay, dict) else None, nested)
     spawned.rundir = rundir

@@ -1,21 +1,20 @@
 """The keeper of a detached VM: a fork of ``startnb -d`` that starts QEMU and stays its
-parent for life (QEMU has ``PR_SET_PDEATHSIG`` towards it), stops it if the launcher goes
-away before the VM is ready, follows the serial log once detached (a halt or panic ends
-QEMU), reaps it and records its exit status. The lifecycle is in ``launcher/README.md``
-("Keeper").
+parent for life (QEMU ends with it: SIGHUP from the terminal the keeper holds, or
+``PR_SET_PDEATHSIG``), stops it if the launcher goes away before the VM is ready, follows
+the serial log once detached (a halt or panic ends QEMU), reaps it and records its exit
+status. The lifecycle is in ``launcher/README.md`` ("Keeper").
 
-Only ``os``, ``select``, ``time``, :mod:`launcher.proc` and :mod:`smolfs.spawn` are
-imported here: the fast path forks the keeper before anything else of the launcher is
-loaded; whatever else the keeper needs is imported inside it, after the fork.
+Only ``os``, ``time``, :mod:`launcher.proc` and :mod:`smolfs.spawn` are imported here: the
+fast path forks the keeper before anything else of the launcher is loaded; whatever else
+the keeper needs is imported inside it, after the fork.
 """
 
 from __future__ import annotations
 
 import os
-import select
 import time
 
-from smolfs.spawn import MAX_FD, spawn
+from smolfs.spawn import MAX_FD, hold_terminal, spawn, spawn_in_group
 
 from .proc import stop_child
 
@@ -35,22 +34,26 @@ END_GRACE = 2.0
 
 class Keeper(tuple):  # type: ignore[type-arg]  (a NamedTuple would import typing)
     """A keeper just forked by :func:`start_keeper`: (pid, ctl, report, exec_time,
-    started). ``ctl`` is the write end of its control pipe (``d`` lets QEMU run; end of
-    file stops it), ``report`` the read end of its report pipe (``pid N``, ``error E``,
-    ``signal N``, ``exit S``); ``exec_time``/``started``: when QEMU's start began
-    (``time.monotonic()``, ``time.time()``)."""
+    started, written). ``ctl`` is the write end of its control pipe (``d`` lets QEMU run;
+    end of file stops it), ``report`` the read end of its report pipe (``pid N``, ``error
+    E``, ``signal N``, ``exit S``); ``exec_time``/``started``: when QEMU's start began
+    (``time.monotonic()``, ``time.time()``); ``written``: the read end of a pipe that
+    gets a byte when a file of the state directory (the console) is written to, until
+    ``d``, and its end of file at once where the keeper cannot be told of writes (then
+    poll); whoever adopts the keeper reads it or closes it."""
 
     __slots__ = ()
 
     def __new__(cls, pid: int, ctl: int, report: int, exec_time: float,
-                started: float) -> Keeper:
-        return tuple.__new__(cls, (pid, ctl, report, exec_time, started))
+                started: float, written: int = -1) -> Keeper:
+        return tuple.__new__(cls, (pid, ctl, report, exec_time, started, written))
 
     pid = property(lambda self: self[0])
     ctl = property(lambda self: self[1])
     report = property(lambda self: self[2])
     exec_time = property(lambda self: self[3])
     started = property(lambda self: self[4])
+    written = property(lambda self: self[5])
 
 
 class Signalled(BaseException):
@@ -206,34 +209,79 @@ def tend(pid: int, serial_log: str | None, manifest: str | None) -> int | None:
             wait(POLL if end is None else max(0.0, min(POLL, left)))
 
 
+def _watch_writes(serial_log: str | None, written: int) -> int | None:
+    """In the keeper: a descriptor readable when a file of the state directory is written
+    to (:func:`launcher.filewatch.watch`), whose news go to the launcher on ``written``
+    (the launcher reads them there: the descriptor's teardown, 10-20 ms, is the keeper's,
+    not the command's). None, and ``written`` closed (its end of file: poll), when there
+    is none."""
+    from .filewatch import watch
+
+    watched = watch(os.path.dirname(serial_log)) if serial_log and written >= 0 else None
+    if watched is None and written >= 0:
+        os.close(written)
+    return watched
+
+
+def _tell_written(watched: int, written: int) -> None:
+    """Pass on that the state directory was written to; a full pipe already says so."""
+    from .filewatch import drain
+
+    drain(watched)
+    try:  # noqa: SIM105 (contextlib costs milliseconds)
+        os.write(written, b"w")
+    except OSError:  # full (the launcher has not read the last news), or the launcher gone
+        pass
+
+
+def read_news(written: int) -> bool:
+    """In the launcher: read the keeper's news of writes (:attr:`Keeper.written`, found
+    readable); False at their end: none will come, poll instead."""
+    try:
+        return bool(os.read(written, 4096))
+    except BlockingIOError:
+        return True
+
+
 def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
          exit_file: str | None = None, *, serial_log: str | None = None,
-         manifest: str | None = None) -> None:
+         manifest: str | None = None, written: int = -1) -> None:
     """The keeper of a detached QEMU (runs in a forked child; never returns to the caller's
-    code). QEMU is its child for its whole life, with ``PR_SET_PDEATHSIG`` (SIGKILL): the
-    keeper's death, however it dies, takes QEMU with it. QEMU starts in the caller's
-    working directory (relative paths in ``argv``); the keeper then moves to ``/``.
+    code). QEMU is its child for its whole life and ends with it, however it dies: the
+    keeper leads a session whose controlling terminal it holds
+    (:func:`smolfs.spawn.hold_terminal`), and QEMU, spawned into its process group
+    (:func:`smolfs.spawn.spawn_in_group`: no fork of Python), gets SIGHUP when it ends;
+    where no pseudo-terminal can be had, QEMU is forked with ``PR_SET_PDEATHSIG``. QEMU
+    starts in the caller's working directory (relative paths in ``argv``); the keeper
+    then moves to ``/``.
 
-    Reports ``pid N`` on ``report``, then ``exit S`` if QEMU ends before the launcher says
-    ``d`` (detach) on ``ctl``, preceded by ``signal N`` if the keeper got that signal.
-    Whatever goes wrong before ``d`` (the pipe's end of file: the launcher is gone; a
-    failed report write; SIGINT, SIGTERM or SIGHUP; any exception) stops QEMU: SIGTERM,
-    then SIGKILL. After ``d`` the keeper stays QEMU's parent: it follows ``serial_log``
-    and stops QEMU when the guest halts or panics (:func:`tend`, recording ``guest_end``
-    in ``manifest``), reaps it and writes its exit status to ``exit_file``; SIGINT,
-    SIGTERM or SIGHUP stop QEMU the same way.
+    Until ``d`` it writes a byte to ``written`` when a file of ``serial_log``'s directory
+    is written to (:func:`_watch_writes`). Reports ``pid N`` on ``report``, then ``exit
+    S`` if QEMU ends before the launcher says ``d`` (detach) on ``ctl``, preceded by
+    ``signal N`` if the keeper got that signal. Whatever goes wrong before ``d`` (the
+    pipe's end of file: the launcher is gone; a failed report write; SIGINT, SIGTERM or
+    SIGHUP; any exception) stops QEMU: SIGTERM, then SIGKILL. After ``d`` the keeper
+    stays QEMU's parent: it follows ``serial_log`` and stops QEMU when the guest halts or
+    panics (:func:`tend`, recording ``guest_end`` in ``manifest``), reaps it and writes
+    its exit status to ``exit_file``; SIGINT, SIGTERM or SIGHUP stop QEMU the same way.
     """
     import _signal
 
     os.setsid()
-    _isolate((stdin, log, ctl, report))
+    _isolate((stdin, log, ctl, report, written))
+    if written >= 0:
+        os.set_blocking(written, False)
     for sig in KEEPER_SIGNALS:
         _signal.signal(sig, _raise_signalled)
     pid: int | None = None
     code: int | None = None
+    tied = hold_terminal() is not None  # (its two descriptors are held until the end)
     try:
         try:
-            pid = spawn(argv, stdin, log, log, die_with_parent=True, new_session=False)
+            if tied:
+                pid = spawn_in_group(argv, stdin, log, log)
+            else:
+                pid = spawn(argv, stdin, log, log, die_with_parent=True, new_session=False)
         except OSError as err:
             _report(report, f"error {err.errno}\n")
             return
@@ -247,8 +295,14 @@ def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
         except OSError:
             pass
         _name_process(b"startnb-keeper")
+        watched = _watch_writes(serial_log, written)
+        import select
+
         while True:  # until ready: tied to the launcher
-            if select.select([ctl], [], [], 0.02)[0]:
+            woke = select.select([ctl] if watched is None else [ctl, watched], [], [], 0.02)[0]
+            if watched in woke:
+                _tell_written(watched, written)  # type: ignore[arg-type]
+            if ctl in woke:
                 if os.read(ctl, 1) != b"d":
                     return  # the launcher is gone before QEMU was ready: stop it
                 break
@@ -260,6 +314,9 @@ def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
         os.close(ctl)
         os.close(report)
         report = -1
+        if watched is not None:  # (its teardown takes a while: nobody waits for it now)
+            os.close(written)
+            os.close(watched)
         code = tend(pid, serial_log, manifest)  # detached: until QEMU ends or is stopped
     except Signalled as sig:
         _report(report, f"signal {sig.signum}\n")
@@ -286,21 +343,23 @@ def start_keeper(argv: list[str], state_dir: str | None,
     null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
     ctl_r, ctl_w = os.pipe()
     st_r, st_w = os.pipe()
+    wr_r, wr_w = os.pipe()
     files = {name: os.path.join(state_dir, name) if state_dir is not None else None
              for name in ("qemu.exit", "serial.log", "manifest.json")}
-    import _signal  # noqa: F401  (loaded before the fork, as spawn() wants it)
+    import _signal  # noqa: F401  (loaded before the fork: the keeper uses it)
 
     exec_time, started = time.monotonic(), time.time()
     keeper = os.fork()
     if keeper == 0:
         try:
-            os.close(ctl_w)
-            os.close(st_r)
+            for fd in (ctl_w, st_r, wr_r):
+                os.close(fd)
             keep(argv, null, log, ctl_r, st_w, files["qemu.exit"],
-                 serial_log=files["serial.log"], manifest=files["manifest.json"])
+                 serial_log=files["serial.log"], manifest=files["manifest.json"],
+                 written=wr_w)
         finally:
             os._exit(0)
-    for fd in (ctl_r, st_w, log, null):
+    for fd in (ctl_r, st_w, log, null, wr_w):
         os.close(fd)
     if state_dir is not None:
         try:
@@ -312,4 +371,4 @@ def start_keeper(argv: list[str], state_dir: str | None,
                 os.close(fd)
         except OSError:
             pass
-    return Keeper(keeper, ctl_w, st_r, exec_time, started)
+    return Keeper(keeper, ctl_w, st_r, exec_time, started, wr_r)

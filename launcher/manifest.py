@@ -13,14 +13,14 @@ MANIFEST = "manifest.json"
 IMAGE = "image"
 
 
-def write(vmdir: str, data: dict[str, object]) -> None:
+def write(vmdir: str, data: dict[str, object], *, image_file: bool = True) -> None:
     """Write ``data`` as the manifest of the VM in ``vmdir``, and its ``image`` file when
-    it names an image."""
+    it names an image (``image_file=False``: written already, the same)."""
     import json
 
     write_atomic(os.path.join(vmdir, MANIFEST),
                  (json.dumps(data, indent=1, sort_keys=True) + "\n").encode())
     image = data.get("image")
-    if image:
+    if image and image_file:
         mode = b"ro" if data.get("readonly") else b"rw"
         write_atomic(os.path.join(vmdir, IMAGE), mode + b"\n" + os.fsencode(str(image)) + b"\n")

@@ -137,6 +137,8 @@ class Vm:
         self.exec_time, self.started = keeper.exec_time, keeper.started
         self._keeper, self._keeper_ctl, self._keeper_status = (keeper.pid, keeper.ctl,
                                                                keeper.report)
+        if keeper.written >= 0:  # (the news of console writes: not read here)
+            os.close(keeper.written)
         self._take_reports(reports)
         while self._pid is None and self._status is None:
             if not self._read_keeper(None):

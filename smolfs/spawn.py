@@ -1,5 +1,7 @@
 """Starting a long-lived child (QEMU, a detached VM's QEMU): :func:`spawn`, fork + exec
-with chosen descriptors, in a session of its own, killed when this process dies if asked.
+with chosen descriptors, in a session of its own, killed when this process dies if asked;
+:func:`spawn_in_group`, the same for a process that holds a terminal
+(:func:`hold_terminal`): its children die with it without a fork of Python.
 
 The one implementation behind :func:`smolfs.run.spawn` and the launcher. Only ``os``,
 ``errno``, ``sys`` and C modules (``_signal``, ``_ctypes``) are imported: the launcher's
@@ -96,3 +98,57 @@ def spawn(argv: list[str], stdin: int, stdout: int, stderr: int, *,
         code = int(failure)
         raise OSError(code, os.strerror(code), argv[0])
     return pid
+
+
+def hold_terminal() -> tuple[int, int] | None:
+    """In a session leader with no controlling terminal: make a new pseudo-terminal its
+    controlling terminal. When this process ends, however it ends (SIGKILL too), the
+    system sends SIGHUP to the terminal's foreground process group, this process's
+    (POSIX, for the controlling process of a terminal): what :func:`spawn_in_group`
+    starts ends with it. Returns the terminal's two descriptors, to keep open for life
+    (closing them hangs the group up); None where no pseudo-terminal can be had."""
+    try:
+        master, slave = os.openpty()
+    except OSError:
+        return None
+    try:
+        if sys.platform.startswith("linux"):
+            # A session leader acquires the first terminal it opens without O_NOCTTY
+            # (os.openpty opens its side with it).
+            os.close(os.open(os.ttyname(slave), os.O_RDWR | os.O_CLOEXEC))
+        else:
+            import fcntl
+            import termios
+
+            fcntl.ioctl(slave, termios.TIOCSCTTY, 0)
+        if os.tcgetpgrp(slave) == os.getpgrp():  # fails unless it is ours now
+            return master, slave
+    except OSError:
+        pass
+    os.close(master)
+    os.close(slave)
+    return None
+
+
+def spawn_in_group(argv: list[str], stdin: int, stdout: int, stderr: int) -> int:
+    """``posix_spawn`` ``argv`` (``argv[0]`` a path) in this process's session and process
+    group, with the given descriptors as 0, 1, 2 and no other, the default action for
+    every signal Python ignores and none blocked; return the pid. No fork of this process
+    (its memory is not copied): the program runs within a millisecond. Raises ``OSError``
+    when it cannot be started."""
+    import _signal
+
+    actions: list[tuple[int, ...]] = [
+        (os.POSIX_SPAWN_DUP2, fd, target)
+        for target, fd in ((0, stdin), (1, stdout), (2, stderr)) if fd != target]
+    for name in os.listdir("/dev/fd"):  # what is not closed on exec: closed for it
+        fd = int(name)
+        try:
+            if fd > 2 and fd not in (stdin, stdout, stderr) and os.get_inheritable(fd):
+                actions.append((os.POSIX_SPAWN_CLOSE, fd))
+        except OSError:
+            pass  # the directory's own descriptor, closed by now
+    default = [getattr(_signal, name) for name in IGNORED_BY_PYTHON
+               if hasattr(_signal, name)]
+    return os.posix_spawn(argv[0], argv, os.environ, file_actions=actions,
+                          setsigdef=default, setsigmask=())

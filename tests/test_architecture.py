@@ -199,9 +199,10 @@ PROCESS_CALLS = (
 #: Who may make them, and which: ``smolfs.spawn`` starts every long-lived child (QEMU,
 #: a detached VM's QEMU); ``smolfs.run`` runs a program to its end, contained ones under
 #: ``smolfs.guard`` (which forks and execs the program); the keeper of a detached VM is a
-#: fork of the launcher that runs no other program itself (it starts QEMU by spawn()).
+#: fork of the launcher that runs no other program itself (it starts QEMU by spawn() or
+#: spawn_in_group()).
 PROCESS_DOORS = {
-    "smolfs.spawn": {"os.fork", "os.execv"},
+    "smolfs.spawn": {"os.fork", "os.execv", "os.posix_spawn"},
     "smolfs.run": {"subprocess.run", "subprocess.Popen"},
     "smolfs.guard": {"os.fork", "os.execvp"},
     "launcher.keeper": {"os.fork"},

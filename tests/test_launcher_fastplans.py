@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -304,20 +305,30 @@ def _imported(stderr: str) -> set[str]:
             if line.startswith("import time:")}
 
 
+#: ``python -c`` as ``python -m launcher``, where the keeper cannot be told of the console
+#: file's writes (:func:`launcher.filewatch.watch` finds no inotify): the plan polls it.
+WITHOUT_FILE_WATCH = ("import sys, launcher.filewatch as w; w.watch = lambda path: None; "
+                      "from launcher.__main__ import main; sys.exit(main(sys.argv[1:]))")
+
+
 @pytest.mark.qemu
-@pytest.mark.parametrize("as_json", [False, True])
+@pytest.mark.parametrize(("as_json", "watched"), [(False, True), (True, True), (False, False)],
+                         ids=["human", "json", "polled"])
 def test_detached_plan_reports_as_the_ordinary_path_without_it(
-        runner: Runner, test_kernels: TestKernels, disk: Path, as_json: bool) -> None:
+        runner: Runner, test_kernels: TestKernels, disk: Path, as_json: bool,
+        watched: bool) -> None:
     """A repeated ``startnb -d`` reports readiness from its plan (launcher.detached): the
     same lines, JSON and manifest as the run that saved the plan, with its own pid and
     times, and nothing of the ordinary path imported (argparse, the configuration, the
-    boot loop); the VM then runs under its keeper as any other."""
+    boot loop); the VM then runs under its keeper as any other. Woken by the console
+    file's writes, or polling it where they cannot be waited for."""
     args = ["-d", "--name", "web", str(test_kernels.pvh), str(disk), "--ro", "-N",
             *(["--json"] if as_json else [])]
     runs, manifests = [], []
     for importtime in (False, True):
         extra = ["-X", "importtime"] if importtime else []
-        r = subprocess.run([sys.executable, *extra, "-m", "launcher", *args], cwd=runner.work,
+        entry = ["-m", "launcher"] if watched or not importtime else ["-c", WITHOUT_FILE_WATCH]
+        r = subprocess.run([sys.executable, *extra, *entry, *args], cwd=runner.work,
                            env=runner.env, capture_output=True, text=True, timeout=120,
                            check=False)
         assert r.returncode == 0, r.stderr
@@ -474,3 +485,26 @@ def test_detached_service_plan_says_what_an_up_to_date_run_says(
     assert "launcher.detached" in _imported(planned.stderr)
     assert "./root.img: up to date (same inputs, not modified since)" in ordinary.stderr
     assert _shape(planned.stderr) == _shape(ordinary.stderr)
+
+
+def test_file_watch_wakes_on_a_write_only(tmp_path: Path) -> None:
+    """The descriptor launcher.detached waits on: readable once the file is written to,
+    not before, and again only after the next write once drained."""
+    from launcher.filewatch import drain, watch
+
+    log = tmp_path / "serial.log"
+    log.write_bytes(b"")
+    fd = watch(str(log))
+    if fd is None:
+        pytest.skip("no inotify here")
+    try:
+        assert select.select([fd], [], [], 0.05)[0] == []
+        with log.open("ab", buffering=0) as f:
+            f.write(b"NetBSD")
+            assert select.select([fd], [], [], 1.0)[0] == [fd]
+            drain(fd)
+            assert select.select([fd], [], [], 0.05)[0] == []
+            f.write(b" 7.99.4\r\n")
+            assert select.select([fd], [], [], 1.0)[0] == [fd]
+    finally:
+        os.close(fd)

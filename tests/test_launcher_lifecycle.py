@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import marshal
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -114,11 +115,13 @@ def test_keeper_stops_its_child_when_the_launcher_is_gone(marker: str, launcher_
 
 
 def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | None = None,
-                 state: Path | None = None) -> tuple[int, int, int]:
+                 state: Path | None = None, tied: bool = True) -> tuple[int, int, int]:
     """Fork a keeper of ``sleep MARKER`` as the launcher does: (keeper pid, the control
     pipe's write end, the report pipe's read end). ``launcher_gone``: both ends are
     closed before the fork (returned as -1), as when the launcher died at once.
-    ``state``: the directory of its serial log and manifest."""
+    ``state``: the directory of its serial log and manifest. ``tied=False``: as where no
+    pseudo-terminal can be had (the child gets ``PR_SET_PDEATHSIG`` then)."""
+    import launcher.keeper
     from launcher.keeper import keep as _keep
 
     ctl_r, ctl_w = os.pipe()
@@ -134,6 +137,8 @@ def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | Non
             for fd in (ctl_w, st_r):
                 if fd >= 0:
                     os.close(fd)
+            if not tied:
+                launcher.keeper.hold_terminal = lambda: None  # type: ignore[assignment]
             _keep(["/bin/sleep", marker], null, null, ctl_r, st_w,
                   str(exit_file) if exit_file else None,
                   serial_log=str(state / "serial.log") if state else None,
@@ -145,9 +150,16 @@ def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | Non
     return keeper, ctl_w, st_r
 
 
-def _parent(pid: int) -> int:
+def _stat(pid: int) -> list[int]:
+    """From ``/proc/PID/stat``: 0 (for the state), parent, process group, session and
+    controlling terminal."""
     with open(f"/proc/{pid}/stat", "rb") as f:
-        return int(f.read().rsplit(b")", 1)[1].split()[1])
+        fields = f.read().rsplit(b")", 1)[1].split()
+    return [0, *(int(x) for x in fields[1:5])]
+
+
+def _parent(pid: int) -> int:
+    return _stat(pid)[1]
 
 
 def _wait_exited(pid: int, seconds: float = 5.0) -> int:
@@ -189,7 +201,14 @@ def test_keeper_stays_the_parent_once_detached_and_records_the_exit(marker: str,
         os.write(ctl_w, b"d")
         assert _read_to_eof(st_r) == b""  # the keeper closed its report pipe
         assert _pids_with_arg(marker) == [pid] and _parent(pid) == keeper
-        assert sorted(int(fd) for fd in os.listdir(f"/proc/{keeper}/fd")) == [0, 1, 2]
+        held = {int(fd): os.readlink(f"/proc/{keeper}/fd/{fd}")
+                for fd in os.listdir(f"/proc/{keeper}/fd")}
+        assert sorted(held) == [0, 1, 2, 3, 4] and all(  # and its terminal's two sides
+            held[fd] == "/dev/ptmx" or held[fd].startswith("/dev/pts/") for fd in (3, 4)
+        ), held
+        # the child: in the keeper's process group and session, whose terminal it is
+        assert _stat(pid)[2:5] == _stat(keeper)[2:5] and _stat(keeper)[2] == keeper
+        assert _stat(keeper)[4] != 0
         with open(f"/proc/{keeper}/comm") as f:
             assert f.read() == "startnb-keeper\n"  # what ps -e and top show
         os.kill(pid, signal.SIGTERM)
@@ -200,17 +219,20 @@ def test_keeper_stays_the_parent_once_detached_and_records_the_exit(marker: str,
     assert exit_file.read_text() == f"{-signal.SIGTERM}\n"
 
 
+@pytest.mark.parametrize("tied", [True, False], ids=["terminal", "pdeathsig"])
 @pytest.mark.parametrize("detached", [False, True], ids=["before-ready", "after-ready"])
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT,
                                  signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signalled_keeper_takes_its_child_with_it(marker: str, tmp_path: Path,
-                                                    detached: bool, sig: signal.Signals
-                                                    ) -> None:
-    """However the keeper ends, its child does not outlive it: SIGKILL through the
-    child's ``PR_SET_PDEATHSIG``; SIGINT, SIGTERM, SIGHUP by stopping the child first
-    (before ready also saying so on the report pipe: ``signal N``, then ``exit S``)."""
+                                                    detached: bool, sig: signal.Signals,
+                                                    tied: bool) -> None:
+    """However the keeper ends, its child does not outlive it: SIGKILL through the SIGHUP
+    the system sends the process group of a terminal's controlling process when it ends
+    (or, where the keeper could not have a terminal, the child's ``PR_SET_PDEATHSIG``);
+    SIGINT, SIGTERM, SIGHUP by stopping the child first (before ready also saying so on
+    the report pipe: ``signal N``, then ``exit S``)."""
     exit_file = tmp_path / "qemu.exit"
-    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=exit_file)
+    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=exit_file, tied=tied)
     try:
         assert os.read(st_r, 64).startswith(b"pid ")
         if detached:
@@ -570,7 +592,7 @@ def test_detached_fast_path_waits_for_the_first_byte_or_the_end(tmp_path: Path,
     monkeypatch.setattr(fastpath, "FIRST_BYTE_WAIT", 10.0)
     keeper = start_keeper(["/bin/sh", "-c", script], str(tmp_path))
     t = time.monotonic()
-    reports, _ = fastpath._await_first_byte(keeper.report, str(tmp_path / "serial.log"))
+    reports, _ = fastpath._await_first_byte(keeper, str(tmp_path / "serial.log"))
     assert time.monotonic() - t < 5.0
     vm = Vm(["/bin/sh"], detach=True)
     vm.adopt_keeper(keeper, reports)
@@ -624,3 +646,39 @@ def test_a_missing_qemu_names_the_package_that_provides_it(tmp_path: Path, binar
         vm.start()
     assert err.value.message == f"{tmp_path / binary} not found"
     assert err.value.hint == f"install it: apt-get install {package}"
+
+
+@pytest.mark.parametrize("watched", [True, False], ids=["news", "no-news"])
+def test_keeper_tells_the_launcher_of_console_writes(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch,
+                                                     watched: bool) -> None:
+    """Until ready the keeper tells the launcher when a file of the state directory is
+    written to (a byte on ``written``: the launcher wakes instead of polling, and the
+    watch's slow teardown is the keeper's); where it cannot watch, ``written`` ends at
+    once and the launcher polls."""
+    from launcher import filewatch
+    from launcher.keeper import read_news, start_keeper
+    from launcher.vm import Vm
+
+    if not watched:
+        monkeypatch.setattr(filewatch, "watch", lambda path: None)  # (the fork inherits it)
+    monkeypatch.chdir(tmp_path)
+    keeper = start_keeper(["/bin/sh", "-c", "sleep 0.3; printf x >> serial.log; sleep 30"],
+                          str(tmp_path))
+    first = os.read(keeper.report, 64)
+    try:
+        assert first.startswith(b"pid ")
+        if watched:
+            assert select.select([keeper.written], [], [], 0.2)[0] == []  # nothing yet
+            assert select.select([keeper.written], [], [], 5.0)[0] == [keeper.written]
+            assert read_news(keeper.written) is True
+            assert (tmp_path / "serial.log").read_bytes() == b"x"
+        else:
+            assert select.select([keeper.written], [], [], 5.0)[0] == [keeper.written]
+            assert read_news(keeper.written) is False  # at once: no news will come
+            assert not (tmp_path / "serial.log").exists()
+    finally:
+        vm = Vm(["/bin/sh"], detach=True)
+        vm.adopt_keeper(keeper, first)
+        vm.kill(0.5)
+        vm.close()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from helpers.pipes import read_all
 
-from smolfs.spawn import spawn
+from smolfs.spawn import hold_terminal, spawn, spawn_in_group
 
 
 def test_spawn_reports_a_missing_binary(tmp_path: Path) -> None:
@@ -102,3 +102,86 @@ def test_spawned_child_dies_with_its_parent(die_with_parent: bool) -> None:
         os.kill(child, signal.SIGKILL)
     assert died is die_with_parent, ("the spawned child outlived its SIGKILLed parent"
                                      if die_with_parent else "the child died with its parent")
+
+
+# -- spawn_in_group, for a process that holds a terminal (the keeper of a detached VM) ---
+
+
+def _ended(pid: int, seconds: float) -> bool:
+    """True once ``pid`` (not our child) is gone or a zombie, within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
+                    return True
+        except OSError:
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def test_spawn_in_group_gives_the_program_0_1_2_default_signals_and_our_group() -> None:
+    """No other descriptor of ours (even an inheritable one a caller passed down), SIGPIPE
+    and SIGXFSZ back to their default, none blocked, and our session and process group."""
+    keep_r, keep_w = os.pipe()
+    os.set_inheritable(keep_w, True)
+    out_r, out_w = os.pipe()
+    try:
+        pid = spawn_in_group(["/bin/sh", "-c", "ls /proc/$$/fd; grep -E 'Sig(Ign|Blk)' "
+                              "/proc/$$/status; ps -o sid=,pgid= -p $$"], 0, out_w, 2)
+    finally:
+        os.close(out_w)
+    text = read_all(out_r).decode()
+    os.waitpid(pid, 0)
+    os.close(keep_w)
+    os.close(keep_r)
+    head, _, rest = text.partition("SigBlk:")
+    assert sorted(int(w) for w in head.split()) == [0, 1, 2], text
+    blocked, ignored_line, ids = rest.split("\n", 2)
+    assert int(blocked, 16) == 0, text
+    ignored = int(ignored_line.split()[1], 16)
+    for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (sig - 1)), f"{sig!r} still ignored: {ignored:#x}"
+    assert tuple(map(int, ids.split())) == (os.getsid(0), os.getpgid(0))
+
+
+def test_spawn_in_group_reports_a_missing_program(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError):
+        spawn_in_group([str(tmp_path / "no-such-qemu")], 0, 1, 2)
+
+
+@pytest.mark.parametrize("holds", [True, False], ids=["terminal", "none"])
+def test_a_terminal_holder_takes_its_group_with_it(holds: bool) -> None:
+    """A session leader holding a terminal (hold_terminal) is SIGKILLed: what it started
+    in its group (spawn_in_group) gets SIGHUP and ends. Without the terminal the same
+    child outlives it: the terminal is what ends it."""
+    code = ("import os, time\n"
+            "from smolfs.spawn import hold_terminal, spawn_in_group\n"
+            "os.setsid()\n"
+            f"held = hold_terminal() if {holds} else 'none'\n"
+            "pid = spawn_in_group(['/bin/sleep', '60'], 0, 1, 2)\n"
+            "print(pid, held is not None, flush=True)\n"
+            "time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True)
+    assert holder.stdout is not None
+    pid, held = holder.stdout.readline().split()
+    child = int(pid)
+    assert held == "True", "no pseudo-terminal here"
+    holder.send_signal(signal.SIGKILL)
+    holder.wait(10)
+    ended = _ended(child, 5 if holds else 0.5)
+    if not ended:
+        os.kill(child, signal.SIGKILL)
+    assert ended is holds, ("the child outlived the terminal's holder" if holds
+                            else "the child died without a terminal to end it")
+
+
+def test_hold_terminal_needs_a_session_of_its_own() -> None:
+    """A process that leads no session cannot take a terminal (the launcher never gets
+    one by accident): None, nothing left open."""
+    before = sorted(os.listdir("/proc/self/fd"))
+    assert os.getsid(0) != os.getpid()
+    assert hold_terminal() is None
+    assert sorted(os.listdir("/proc/self/fd")) == before
