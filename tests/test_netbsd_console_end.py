@@ -304,6 +304,19 @@ def test_error_line_spares_clean_genuine_consoles() -> None:
     assert error_lines("no root here\n") == ["(the root was never mounted)"]
 
 
+def test_error_line_spares_the_random_generators_chance_failure() -> None:
+    """NetBSD 7's kernel fails its own statistical test of the random generator's output
+    by chance now and then ("cprng kernel: failed statistical RNG test"): no error of
+    the boot; a line that only looks like it still is one."""
+    from helpers.genuine import error_lines
+
+    chance = "cprng kernel: failed statistical RNG test"
+    console = f"root file system type: ffs\n{chance}\r\nrescue: ready\n"
+    assert error_lines(console) == []
+    other = "cprng kernel: failed statistical RNG test; mount_ffs: /: Device busy"
+    assert error_lines(f"root file system type: ffs\n{other}\n") == [other]
+
+
 def _alive(pid: int) -> bool:
     """``pid`` runs (not a zombie: a keeper's parent, startnb, has exited)."""
     try:

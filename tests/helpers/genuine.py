@@ -31,13 +31,21 @@ ERROR_LINE = re.compile(
     r"|not clean|UNEXPECTED INCONSISTENCY|RUN fsck|REBOOT NOW|not reloaded")
 
 
+#: A line that matches :data:`ERROR_LINE` and says nothing about the boot: NetBSD 7's
+#: kernel runs a statistical test (FIPS 140-2 style) on its random generator's output
+#: now and then, and a sound generator fails it by chance (``sys/kern/subr_cprng.c``:
+#: the generator is then reseeded).
+CHANCE_LINE = re.compile(r"^cprng \S+: failed statistical RNG test$")
+
+
 def error_lines(console: str) -> list[str]:
     """The error lines among what the console says after the root is mounted (the kernel
     lines before it name drivers "not configured", which is no error)."""
     after = console.split("root file system type: ", 1)
     if len(after) < 2:
         return ["(the root was never mounted)"]
-    return [line for line in after[1].splitlines() if ERROR_LINE.search(line)]
+    return [line for line in after[1].splitlines()
+            if ERROR_LINE.search(line) and not CHANCE_LINE.search(line.strip())]
 
 
 def netbsd_root() -> Path:
