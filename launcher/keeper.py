@@ -223,15 +223,19 @@ def _watch_writes(serial_log: str | None, written: int) -> int | None:
     return watched
 
 
-def _tell_written(watched: int, written: int) -> None:
-    """Pass on that the state directory was written to; a full pipe already says so."""
+def _tell_written(watched: int, written: int) -> bool:
+    """Pass on that the state directory was written to (a full pipe already says so);
+    False once nobody listens (the ordinary path closes its end: it does not wait so)."""
     from .filewatch import drain
 
     drain(watched)
-    try:  # noqa: SIM105 (contextlib costs milliseconds)
+    try:
         os.write(written, b"w")
-    except OSError:  # full (the launcher has not read the last news), or the launcher gone
+    except BlockingIOError:  # the launcher has not read the last news yet
         pass
+    except OSError:
+        return False
+    return True
 
 
 def read_news(written: int) -> bool:
@@ -296,12 +300,16 @@ def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
             pass
         _name_process(b"startnb-keeper")
         watched = _watch_writes(serial_log, written)
+        if watched is None:
+            written = -1  # (closed: the launcher polls)
         import select
 
         while True:  # until ready: tied to the launcher
             woke = select.select([ctl] if watched is None else [ctl, watched], [], [], 0.02)[0]
-            if watched in woke:
-                _tell_written(watched, written)  # type: ignore[arg-type]
+            if watched in woke and not _tell_written(watched, written):
+                os.close(watched)  # (its teardown takes a while: nobody waits for it now)
+                os.close(written)
+                watched, written = None, -1
             if ctl in woke:
                 if os.read(ctl, 1) != b"d":
                     return  # the launcher is gone before QEMU was ready: stop it
@@ -317,6 +325,7 @@ def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
         if watched is not None:  # (its teardown takes a while: nobody waits for it now)
             os.close(written)
             os.close(watched)
+            written = -1
         code = tend(pid, serial_log, manifest)  # detached: until QEMU ends or is stopped
     except Signalled as sig:
         _report(report, f"signal {sig.signum}\n")

@@ -682,3 +682,38 @@ def test_keeper_tells_the_launcher_of_console_writes(tmp_path: Path,
         vm.adopt_keeper(keeper, first)
         vm.kill(0.5)
         vm.close()
+
+
+def test_keeper_stops_watching_when_nobody_listens(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ordinary path adopts a keeper without reading its news of writes (it closes
+    that pipe): at the next write the keeper drops its watch instead of waking on every
+    console write of the boot."""
+    from launcher.keeper import start_keeper
+    from launcher.vm import Vm
+
+    monkeypatch.chdir(tmp_path)
+    keeper = start_keeper(["/bin/sh", "-c", "sleep 0.3; while :; do printf x >> serial.log; "
+                           "sleep 0.05; done"], str(tmp_path))
+
+    def watching() -> bool:
+        links = [os.readlink(f"/proc/{keeper.pid}/fd/{fd}")
+                 for fd in os.listdir(f"/proc/{keeper.pid}/fd")]
+        return any("inotify" in link for link in links)
+
+    vm = Vm(["/bin/sh"], detach=True)
+    vm.adopt_keeper(keeper)  # closes the news pipe: nobody listens
+    try:
+        deadline = time.monotonic() + 2.0
+        while not watching() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not watching():
+            pytest.skip("no inotify here: nothing to drop")
+        deadline = time.monotonic() + 5.0
+        while watching() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not watching(), "the keeper still watches with nobody listening"
+        assert (tmp_path / "serial.log").exists()  # (dropped at a write, not before)
+    finally:
+        vm.kill(0.5)
+        vm.close()
