@@ -1,14 +1,16 @@
 """Being woken when a file is written to: :func:`watch`, a descriptor that becomes
-readable when someone writes to a file (Linux inotify, called through ``_ctypes``:
-the ``ctypes`` package costs milliseconds), so that whoever waits for a console line
-in a file wakes when it is written instead of polling. Kept to ``os``, ``sys`` and
-``_ctypes``: :mod:`launcher.detached` uses it while a guest boots.
+readable when someone writes to a file (Linux inotify, through
+:func:`smolfs.spawn.libc`), so that whoever waits for a console line in a file wakes
+when it is written instead of polling. Kept to ``os``, ``sys`` and
+:mod:`smolfs.spawn`: the keeper of a detached VM uses it while a guest boots.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+
+from smolfs.spawn import libc
 
 #: inotify's event for a write to the watched file.
 IN_MODIFY = 0x2
@@ -21,16 +23,11 @@ def watch(path: str) -> int | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        import _ctypes
-
-        libc = _ctypes.dlopen(None, 2)
         # IN_NONBLOCK and IN_CLOEXEC are O_NONBLOCK and O_CLOEXEC, by definition.
-        fd = _ctypes.call_function(_ctypes.dlsym(libc, "inotify_init1"),
-                                   (os.O_NONBLOCK | os.O_CLOEXEC,))
+        fd = libc("inotify_init1", os.O_NONBLOCK | os.O_CLOEXEC)
         if fd < 0:
             return None
-        added = _ctypes.call_function(_ctypes.dlsym(libc, "inotify_add_watch"),
-                                      (fd, os.fsencode(path), IN_MODIFY))
+        added = libc("inotify_add_watch", fd, os.fsencode(path), IN_MODIFY)
     except (ImportError, AttributeError, OSError):
         return None
     if added < 0:

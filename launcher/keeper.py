@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 
-from smolfs.spawn import MAX_FD, hold_terminal, spawn, spawn_in_group
+from smolfs.spawn import MAX_FD, hold_terminal, libc, spawn, spawn_in_group
 
 from .proc import stop_child
 
@@ -102,11 +102,8 @@ def _name_process(name: bytes) -> None:
 
     if not sys.platform.startswith("linux"):
         return
-    try:
-        import _ctypes
-
-        prctl = _ctypes.dlsym(_ctypes.dlopen(None, 2), "prctl")
-        _ctypes.call_function(prctl, (15, name[:15], 0, 0, 0))  # PR_SET_NAME
+    try:  # noqa: SIM105 (contextlib costs milliseconds)
+        libc("prctl", 15, name[:15], 0, 0, 0)  # PR_SET_NAME
     except Exception:
         pass
 

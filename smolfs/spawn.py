@@ -20,15 +20,19 @@ MAX_FD = 0x7FFFFFFF
 IGNORED_BY_PYTHON = ("SIGPIPE", "SIGXFSZ")
 
 
-def _set_pdeathsig() -> None:
-    """In the child: SIGKILL it when its parent dies (Linux ``PR_SET_PDEATHSIG``).
-
-    Called through ``_ctypes`` directly: the ``ctypes`` package costs milliseconds.
-    """
+def libc(function: str, *args: int | bytes) -> int:
+    """Call the C library's ``function`` (one Python's ``os`` lacks: ``prctl``, inotify)
+    with int and bytes (``char *``) arguments; its int result. Through ``_ctypes``
+    directly: the ``ctypes`` package costs milliseconds. Raises ``AttributeError`` where
+    there is no such function."""
     import _ctypes
 
-    prctl = _ctypes.dlsym(_ctypes.dlopen(None, 2), "prctl")
-    _ctypes.call_function(prctl, (1, 9, 0, 0, 0))  # PR_SET_PDEATHSIG, SIGKILL
+    return int(_ctypes.call_function(_ctypes.dlsym(_ctypes.dlopen(None, 2), function), args))
+
+
+def _set_pdeathsig() -> None:
+    """In the child: SIGKILL it when its parent dies (Linux ``PR_SET_PDEATHSIG``)."""
+    libc("prctl", 1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
 
 
 def _default_signals() -> None:
