@@ -150,16 +150,15 @@ def _fork_keeper(marker: str, launcher_gone: bool = False, exit_file: Path | Non
     return keeper, ctl_w, st_r
 
 
-def _stat(pid: int) -> list[int]:
-    """From ``/proc/PID/stat``: 0 (for the state), parent, process group, session and
-    controlling terminal."""
+def _stat(pid: int) -> tuple[int, ...]:
+    """From ``/proc/PID/stat``: parent, process group, session, controlling terminal."""
     with open(f"/proc/{pid}/stat", "rb") as f:
         fields = f.read().rsplit(b")", 1)[1].split()
-    return [0, *(int(x) for x in fields[1:5])]
+    return tuple(int(x) for x in fields[1:5])
 
 
 def _parent(pid: int) -> int:
-    return _stat(pid)[1]
+    return _stat(pid)[0]
 
 
 def _wait_exited(pid: int, seconds: float = 5.0) -> int:
@@ -207,8 +206,8 @@ def test_keeper_stays_the_parent_once_detached_and_records_the_exit(marker: str,
             held[fd] == "/dev/ptmx" or held[fd].startswith("/dev/pts/") for fd in (3, 4)
         ), held
         # the child: in the keeper's process group and session, whose terminal it is
-        assert _stat(pid)[2:5] == _stat(keeper)[2:5] and _stat(keeper)[2] == keeper
-        assert _stat(keeper)[4] != 0
+        assert _stat(pid)[1:] == _stat(keeper)[1:] and _stat(keeper)[1] == keeper
+        assert _stat(keeper)[3] != 0
         with open(f"/proc/{keeper}/comm") as f:
             assert f.read() == "startnb-keeper\n"  # what ps -e and top show
         os.kill(pid, signal.SIGTERM)

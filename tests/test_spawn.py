@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,25 +29,41 @@ def test_spawn_reports_a_failure_in_the_child(tmp_path: Path) -> None:
         spawn([str(target)], 0, 1, 2, die_with_parent=False)
 
 
-def test_spawned_child_inherits_no_stray_fds_and_default_sigpipe() -> None:
-    """Only 0, 1, 2 reach the program (an inherited pipe end would keep a caller waiting
-    for end of file as long as a detached VM runs), and SIGPIPE/SIGXFSZ are no longer
-    ignored as they are in Python."""
+#: A program that reports what it got: its descriptors, its blocked and ignored signals,
+#: its session and process group.
+PROBE = ["/bin/sh", "-c", "ls /proc/$$/fd; grep -E 'Sig(Blk|Ign)' /proc/$$/status; "
+         "ps -o sid=,pgid= -p $$"]
+
+
+def _what_it_gets(start: Callable[[list[str], int], int]
+                  ) -> tuple[list[int], int, int, tuple[int, ...], str]:
+    """Start :data:`PROBE` with ``start(argv, stdout)`` while this process holds an
+    inheritable descriptor (one a caller of startnb passed down): (its descriptors, its
+    ignored signals, its blocked signals, (session, process group), its whole report)."""
     keep_r, keep_w = os.pipe()
-    os.set_inheritable(keep_w, True)  # a descriptor the caller of startnb passed down
+    os.set_inheritable(keep_w, True)
     out_r, out_w = os.pipe()
     try:
-        pid = spawn(["/bin/sh", "-c", "ls /proc/$$/fd; grep SigIgn /proc/$$/status"],
-                    0, out_w, 2, die_with_parent=True)
+        pid = start(PROBE, out_w)
     finally:
         os.close(out_w)
     text = read_all(out_r).decode()
     os.waitpid(pid, 0)
     os.close(keep_w)
     os.close(keep_r)
-    fds = sorted(int(w) for w in text.split("SigIgn:")[0].split())
+    head, _, rest = text.partition("SigBlk:")
+    blocked, ignored, ids = rest.split("\n", 2)
+    return (sorted(int(w) for w in head.split()), int(ignored.split()[1], 16),
+            int(blocked, 16), tuple(map(int, ids.split())), text)
+
+
+def test_spawned_child_inherits_no_stray_fds_and_default_sigpipe() -> None:
+    """Only 0, 1, 2 reach the program (an inherited pipe end would keep a caller waiting
+    for end of file as long as a detached VM runs), and SIGPIPE/SIGXFSZ are no longer
+    ignored as they are in Python."""
+    fds, ignored, _, _, text = _what_it_gets(
+        lambda argv, out: spawn(argv, 0, out, 2, die_with_parent=True))
     assert fds == [0, 1, 2], text
-    ignored = int(text.split("SigIgn:")[1].split()[0], 16)
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         assert not ignored & (1 << (sig - 1)), f"{sig!r} still ignored: {ignored:#x}"
 
@@ -69,42 +86,19 @@ def test_spawned_child_leads_a_session_of_its_own_when_asked(new_session: bool) 
         assert (sid, pgid) == (os.getsid(0), os.getpgid(0))
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
-@pytest.mark.parametrize("die_with_parent", [True, False])
-def test_spawned_child_dies_with_its_parent(die_with_parent: bool) -> None:
-    """A parent that is SIGKILLed (no clean-up at all) still takes the child down, when
-    asked; otherwise the child lives on."""
-    code = ("import os, sys, time\n"
-            "from smolfs.spawn import spawn\n"
-            f"pid = spawn(['/bin/sleep', '60'], 0, 1, 2, die_with_parent={die_with_parent})\n"
-            "print(pid, flush=True)\n"
-            "time.sleep(60)\n")
+def _orphan(code: str) -> tuple[int, str]:
+    """Run ``code`` in a Python that starts a child and prints its pid first on a line,
+    then SIGKILL that Python (no clean-up at all): (the child's pid, the rest of the
+    line)."""
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True)
     assert parent.stdout is not None
-    child = int(parent.stdout.readline())
+    pid, _, rest = parent.stdout.readline().partition(" ")
+    child = int(pid)
     os.kill(child, 0)
     parent.send_signal(signal.SIGKILL)
     parent.wait(10)
-    deadline = time.monotonic() + (5 if die_with_parent else 0.5)
-    died = False
-    while time.monotonic() < deadline:
-        try:
-            with open(f"/proc/{child}/stat", "rb") as f:
-                if f.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                    died = True
-                    break
-        except OSError:
-            died = True
-            break
-        time.sleep(0.02)
-    if not died:
-        os.kill(child, signal.SIGKILL)
-    assert died is die_with_parent, ("the spawned child outlived its SIGKILLed parent"
-                                     if die_with_parent else "the child died with its parent")
-
-
-# -- spawn_in_group, for a process that holds a terminal (the keeper of a detached VM) ---
+    return child, rest.strip()
 
 
 def _ended(pid: int, seconds: float) -> bool:
@@ -121,29 +115,37 @@ def _ended(pid: int, seconds: float) -> bool:
     return False
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux")
+@pytest.mark.parametrize("die_with_parent", [True, False])
+def test_spawned_child_dies_with_its_parent(die_with_parent: bool) -> None:
+    """A parent that is SIGKILLed (no clean-up at all) still takes the child down, when
+    asked; otherwise the child lives on."""
+    code = ("import os, sys, time\n"
+            "from smolfs.spawn import spawn\n"
+            f"pid = spawn(['/bin/sleep', '60'], 0, 1, 2, die_with_parent={die_with_parent})\n"
+            "print(pid, flush=True)\n"
+            "time.sleep(60)\n")
+    child, _ = _orphan(code)
+    died = _ended(child, 5 if die_with_parent else 0.5)
+    if not died:
+        os.kill(child, signal.SIGKILL)
+    assert died is die_with_parent, ("the spawned child outlived its SIGKILLed parent"
+                                     if die_with_parent else "the child died with its parent")
+
+
+# -- spawn_in_group, for a process that holds a terminal (the keeper of a detached VM) ---
+
+
 def test_spawn_in_group_gives_the_program_0_1_2_default_signals_and_our_group() -> None:
     """No other descriptor of ours (even an inheritable one a caller passed down), SIGPIPE
     and SIGXFSZ back to their default, none blocked, and our session and process group."""
-    keep_r, keep_w = os.pipe()
-    os.set_inheritable(keep_w, True)
-    out_r, out_w = os.pipe()
-    try:
-        pid = spawn_in_group(["/bin/sh", "-c", "ls /proc/$$/fd; grep -E 'Sig(Ign|Blk)' "
-                              "/proc/$$/status; ps -o sid=,pgid= -p $$"], 0, out_w, 2)
-    finally:
-        os.close(out_w)
-    text = read_all(out_r).decode()
-    os.waitpid(pid, 0)
-    os.close(keep_w)
-    os.close(keep_r)
-    head, _, rest = text.partition("SigBlk:")
-    assert sorted(int(w) for w in head.split()) == [0, 1, 2], text
-    blocked, ignored_line, ids = rest.split("\n", 2)
-    assert int(blocked, 16) == 0, text
-    ignored = int(ignored_line.split()[1], 16)
+    fds, ignored, blocked, ids, text = _what_it_gets(
+        lambda argv, out: spawn_in_group(argv, 0, out, 2))
+    assert fds == [0, 1, 2], text
+    assert blocked == 0, text
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         assert not ignored & (1 << (sig - 1)), f"{sig!r} still ignored: {ignored:#x}"
-    assert tuple(map(int, ids.split())) == (os.getsid(0), os.getpgid(0))
+    assert ids == (os.getsid(0), os.getpgid(0))
 
 
 def test_spawn_in_group_reports_a_missing_program(tmp_path: Path) -> None:
@@ -163,14 +165,8 @@ def test_a_terminal_holder_takes_its_group_with_it(holds: bool) -> None:
             "pid = spawn_in_group(['/bin/sleep', '60'], 0, 1, 2)\n"
             "print(pid, held is not None, flush=True)\n"
             "time.sleep(60)\n")
-    holder = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True)
-    assert holder.stdout is not None
-    pid, held = holder.stdout.readline().split()
-    child = int(pid)
+    child, held = _orphan(code)
     assert held == "True", "no pseudo-terminal here"
-    holder.send_signal(signal.SIGKILL)
-    holder.wait(10)
     ended = _ended(child, 5 if holds else 0.5)
     if not ended:
         os.kill(child, signal.SIGKILL)
