@@ -11,8 +11,13 @@ computed from scratch). Each is timed from spawn until ``SERVICE READY`` is read
 stdout by the same minimal reader. Same kernel, same image, same flags. ``startnb`` is the
 console script users run (beside the interpreter), else ``python -m launcher``.
 Prints min and median of each, the ratio of the medians to bare QEMU (target at most 1.05)
-and startnb's own start-up before QEMU's exec as startnb reports it (target under 60 ms);
-Python's own start (``python -c pass``) is printed as the floor under all of it.
+with its 95% interval (the rounds resampled: how far the ratio could move on another run of
+the same machine), and startnb's own start-up before QEMU's exec as startnb reports it
+(target under 60 ms); Python's own start (``python -c pass``) is printed as the floor
+under all of it. The repeated command and the bare QEMU take turns going first; the cold
+command comes last in its round, its writes flushed (``sync``) before the next. The first
+lines say which Python runs startnb and how steady the machine's CPU was (a fixed loop's
+spread): on a shared host a ratio moves with it.
 
 Then the main job, ``startnb SERVICE --strip -d`` (the service built from a local mirror
 publishing synthetic sets and the smoltest kernel as ``netbsd-SMOLTEST.gz``): repeated
@@ -51,6 +56,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shlex
 import shutil
@@ -62,10 +68,12 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 REPO = Path(__file__).resolve().parent.parent
 READY = b"SERVICE READY"
 MMIO_MARKERS = b"\0virtio_mmio.device=\0mmio_cmdline\0"
+T = TypeVar("T")
 
 
 def time_to_ready(argv: list[str], env: dict[str, str], timeout: float = 60.0,
@@ -124,6 +132,48 @@ def startup_of(stderr: str) -> float | None:
     return float(m.group(1)) / 1e3 if m else None
 
 
+def ratio_text(num: list[float], den: list[float], target: bool = False) -> str:
+    """``median(num) / median(den)`` and its 95% interval, by resampling the rounds (a
+    value of each list measured in the same round: same state of the machine) with
+    replacement: how far the ratio could move on another run here. ``target``: name the
+    1.05 target."""
+    rng = random.Random(0)
+    n, draws = len(num), 2000
+    ratios = []
+    for _ in range(draws):
+        idx = [rng.randrange(n) for _ in range(n)]
+        ratios.append(statistics.median(num[i] for i in idx)
+                      / statistics.median(den[i] for i in idx))
+    ratios.sort()
+    lo, hi = ratios[int(0.025 * draws)], ratios[int(0.975 * draws) - 1]
+    ratio = statistics.median(num) / statistics.median(den)
+    return (f"   ratio {ratio:.3f} (95%: {lo:.3f}-{hi:.3f})"
+            + (" (target <= 1.05)" if target else ""))
+
+
+def steadiness(times: int = 12) -> str:
+    """How steady this machine's CPU is now: a fixed loop of about 30 ms timed ``times``
+    times; the spread of its times (a shared or throttled host moves every figure here by
+    as much)."""
+    loop = []
+    for _ in range(times):
+        t = time.perf_counter()
+        x = 0
+        for i in range(300_000):
+            x += i
+        loop.append(time.perf_counter() - t)
+    med = statistics.median(loop)
+    return (f"machine: a fixed CPU loop took {min(loop) / med:.2f}-{max(loop) / med:.2f}x its "
+            f"median over {times} runs")
+
+
+def in_turn(round_no: int, items: list[T]) -> list[T]:
+    """``items`` rotated by the round number: each goes first in some rounds, so none
+    always runs right after another (a cold build's writes, say)."""
+    k = round_no % len(items)
+    return items[k:] + items[:k]
+
+
 def row(label: str, values: list[float], extra: str = "") -> None:
     print(f"  {label:30} {min(values) * 1e3:8.1f} {statistics.median(values) * 1e3:10.1f}"
           f"{extra}")
@@ -139,22 +189,25 @@ def bench(name: str, startnb: list[str], runs: int, env: dict[str, str], cold: P
     time_to_ready(bare, env)
     warm, plain, cold_t, up_warm, up_cold = [], [], [], [], []
     until = b"launcher start-up"
-    for _ in range(runs):
-        t, err = time_to_ready(startnb, env, stderr_until=until)
-        warm.append(t)
-        up_warm.extend(x for x in [startup_of(err)] if x is not None)
-        plain.append(time_to_ready(bare, env)[0])
+    for i in range(runs):
+        for which in in_turn(i, ["warm", "bare"]):
+            if which == "warm":
+                t, err = time_to_ready(startnb, env, stderr_until=until)
+                warm.append(t)
+                up_warm.extend(x for x in [startup_of(err)] if x is not None)
+            else:
+                plain.append(time_to_ready(bare, env)[0])
         shutil.rmtree(cold, ignore_errors=True)
         t, err = time_to_ready(startnb, env_cold, stderr_until=until)
         cold_t.append(t)
         up_cold.extend(x for x in [startup_of(err)] if x is not None)
+        os.sync()  # the cold run's writes land now, not during the next round
     t_py = interpreter_floor(runs)
     med_b = statistics.median(plain)
     print(f"\n{name}: {runs} runs to '{READY.decode()}'")
     print(f"  {'':30} {'min ms':>8} {'median ms':>10}")
-    row("startnb, warm cache", warm,
-        f"   ratio {statistics.median(warm) / med_b:.3f} (target <= 1.05)")
-    row("startnb, cold cache", cold_t, f"   ratio {statistics.median(cold_t) / med_b:.3f}")
+    row("startnb, warm cache", warm, ratio_text(warm, plain, target=True))
+    row("startnb, cold cache", cold_t, ratio_text(cold_t, plain))
     row("bare QEMU argv (peer)", plain)
     row("python -c pass (floor)", t_py)
     if up_warm:
@@ -255,35 +308,37 @@ def detached_rounds(runs: int, command: list[str], args: list[str], env: dict[st
     bare_time(bare)
     rows: dict[str, list[float]] = {k: [] for k in ("warm", "returned", "bare", "cold",
                                                    "up_warm", "up_cold")}
-    for _ in range(runs):
-        t, t_ret, up, fast = run_detached([*detached, "--name", "warm"], env, warm_dir,
-                                          "warm", parts)
-        if not fast:
-            raise SystemExit("the repeated command did not start from its plan")
-        rows["warm"].append(t)
-        rows["returned"].append(t_ret)
-        rows["up_warm"].append(up)
-        rows["bare"].append(bare_time(bare))
+    for i in range(runs):
+        for which in in_turn(i, ["warm", "bare"]):
+            if which == "bare":
+                rows["bare"].append(bare_time(bare))
+                continue
+            t, t_ret, up, fast = run_detached([*detached, "--name", "warm"], env, warm_dir,
+                                              "warm", parts)
+            if not fast:
+                raise SystemExit("the repeated command did not start from its plan")
+            rows["warm"].append(t)
+            rows["returned"].append(t_ret)
+            rows["up_warm"].append(up)
         shutil.rmtree(cold_dir, ignore_errors=True)
         shutil.rmtree(env_cold["MKSMOLNB_CACHE"], ignore_errors=True)
         cold_dir.mkdir()
         t, _, up, _ = run_detached([*detached, "--name", "cold"], env_cold, cold_dir, "cold")
         rows["cold"].append(t)
         rows["up_cold"].append(up)
+        os.sync()  # the cold run's writes land now, not during the next round
     return rows
 
 
 def detached_rows(title: str, rows: dict[str, list[float]], cold_work: str) -> None:
     """Print :func:`detached_rounds`' rows under ``title``, with ratios to bare QEMU."""
-    med_b = statistics.median(rows["bare"])
+    bare = rows["bare"]
     print(f"\n{title}")
     print(f"  {'':30} {'min ms':>8} {'median ms':>10}")
     row("repeated (plan), ready report", rows["warm"],
-        f"   ratio {statistics.median(rows['warm']) / med_b:.3f} (target <= 1.05)")
-    row("repeated (plan), returned", rows["returned"],
-        f"   ratio {statistics.median(rows['returned']) / med_b:.3f}")
-    row("first command (cold)", rows["cold"],
-        f"   ratio {statistics.median(rows['cold']) / med_b:.3f}")
+        ratio_text(rows["warm"], bare, target=True))
+    row("repeated (plan), returned", rows["returned"], ratio_text(rows["returned"], bare))
+    row("first command (cold)", rows["cold"], ratio_text(rows["cold"], bare))
     row("bare QEMU argv (peer)", rows["bare"])
     row("start-up to exec, repeated", rows["up_warm"], "   (target < 10 ms)")
     row("start-up to exec, cold", rows["up_cold"], f"   ({cold_work})")
@@ -396,6 +451,7 @@ def main() -> int:
             f.truncate(1 << 20)
         command, shown = launcher_command()
         print(f"startnb: {shown}, on {interpreter()}")
+        print(steadiness())
         base = [*command, "--console", "stdio", "--machine", args.machine]
         cold = work / "cache-cold"
         if args.only_service:
@@ -480,9 +536,9 @@ def genuine_rows(runs: int, command: list[str], work: Path, env: dict[str, str])
     for argv in cases.values():  # warm the page cache, and startnb's plan
         genuine_time_to_ready(argv, env)
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(runs):
-        for name, argv in cases.items():
-            times[name].append(genuine_time_to_ready(argv, env))
+    for i in range(runs):
+        for name in in_turn(i, list(cases)):
+            times[name].append(genuine_time_to_ready(cases[name], env))
     print(f"\ngenuine NetBSD {d}: the rescue service to '{GENUINE_READY.decode()}', "
           f"{runs} runs, TCG")
     print(f"  {'':30} {'min ms':>8} {'median ms':>10}")

@@ -3,8 +3,6 @@ the exec to each stage :mod:`launcher.stagescan` finds on the console (re-export
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 from .stagescan import BANNER, KERNEL_LINE, ROOT, StageDetector
 
 __all__ = ["BANNER", "KERNEL_LINE", "LABELS", "ROOT", "STAGES", "StageDetector",
@@ -21,12 +19,22 @@ LABELS = {
 }
 
 
-class TimingReport(NamedTuple):
-    """Seconds: ``total`` from the command start to ready; stages from QEMU's exec."""
+class TimingReport:
+    """Seconds: ``total`` from the command start to ready; stages from QEMU's exec. (A
+    plain class: ``typing.NamedTuple`` would cost a detached run from its plan 5 ms of
+    imports while the guest boots.)"""
 
-    total: float | None
-    startup: float  # command start → QEMU exec (the launcher's own overhead)
-    stages: dict[str, float | None]  # stage → seconds since QEMU exec, None if not seen
+    __slots__ = ("stages", "startup", "total")
+
+    def __init__(self, total: float | None, startup: float,
+                 stages: dict[str, float | None]) -> None:
+        self.total = total
+        self.startup = startup  # command start → QEMU exec (the launcher's own overhead)
+        self.stages = stages  # stage → seconds since QEMU exec, None if not seen
+
+    def __repr__(self) -> str:
+        return (f"TimingReport(total={self.total!r}, startup={self.startup!r}, "
+                f"stages={self.stages!r})")
 
     def to_json(self) -> dict[str, object]:
         return {"total": _r(self.total), "startup": _r(self.startup),
