@@ -162,9 +162,8 @@ def _boot(argv: Sequence[str], plan_key: tuple[object, ...] | None = None,
             service = first
         else:
             kernel = first
-    elif positionals and _looks_like_service(positionals[0], args.services_dir) \
-            and image is None:
-        service = positionals.pop(0)
+    elif positionals and _looks_like_service(positionals[0], args.services_dir):
+        service = positionals.pop(0)  # (-k: the kernel to boot it with; -i: its image)
     if positionals:
         if image is not None:
             raise UsageError("the image is given twice (positional and -i)")

@@ -208,6 +208,19 @@ def test_service_with_a_kernel_file_fetches_no_kernel(tmp_path: Path, mirror: Fa
 
 
 @pytest.mark.qemu
+@pytest.mark.slow
+def test_service_with_kernel_and_image_options(tmp_path: Path, mirror: FakeMirror,
+                                               services: Path) -> None:
+    """``startnb SERVICE -k NAME -i IMAGE``: the service built into IMAGE (not a second
+    image beside the positional one)."""
+    _, result, _ = boot_service(tmp_path, mirror, services, "-i", "web.img")
+    argv = result["argv"]
+    assert isinstance(argv, list)
+    assert argv[argv.index("-drive") + 1].endswith("file=web.img,readonly=on")
+    assert (tmp_path / "web.img").is_file() and not (tmp_path / "rescue-amd64.img").exists()
+
+
+@pytest.mark.qemu
 def test_unknown_name_is_a_missing_kernel(tmp_path: Path, mirror: FakeMirror) -> None:
     r = startnb(tmp_path, mirror, "rescuee")
     assert r.returncode == 1 and "kernel not found: rescuee" in r.stderr
