@@ -24,8 +24,11 @@ if TYPE_CHECKING:
 
 #: SIGINT, SIGTERM, SIGHUP (the numbers are the same on every POSIX system).
 KEEPER_SIGNALS = (2, 15, 1)
-#: How often the keeper of a detached VM reads new bytes of its serial log.
+#: How often the keeper of a detached VM reads new bytes of its serial log: at most (a
+#: console that writes on is read this far apart), and where it cannot be told of writes.
 POLL = 0.1
+#: Told of writes and of QEMU's end, the keeper still looks this often (seconds).
+IDLE = 10.0
 #: A panicking guest may print its trap and debugger lines this long before QEMU stops.
 PANIC_GRACE = 1.0
 #: How long QEMU may take to end on SIGTERM after the guest's end, before SIGKILL.
@@ -139,6 +142,45 @@ def _child_waiter() -> Callable[[float], object]:
     return lambda seconds: timed(chld, seconds)
 
 
+def _tend_waiter(pid: int, directory: str) -> Callable[[float | None], object] | None:
+    """A wait for a detached VM's keeper that ends when QEMU ``pid`` ends (its pidfd), when
+    a file of ``directory`` (the console) is written to (:func:`launcher.filewatch.watch`)
+    or after the given seconds (None: :data:`IDLE`); a write is waited for no sooner than
+    :data:`POLL` seconds after the last one woke it, so that an idle VM's keeper sleeps
+    and a chatty console's wakes it 10 times a second. None without pidfd or inotify
+    (not Linux, Linux < 5.3): then :func:`_child_waiter`. Its descriptors end with the
+    keeper."""
+    pidfd_open = getattr(os, "pidfd_open", None)
+    if pidfd_open is None:
+        return None
+    from .filewatch import drain, watch
+
+    try:
+        pidfd = pidfd_open(pid)
+    except OSError:
+        return None
+    watched = watch(directory)
+    if watched is None:
+        os.close(pidfd)
+        return None
+    import select
+
+    last = [0.0]  # when a write last woke it
+
+    def wait(seconds: float | None) -> None:
+        now = time.monotonic()
+        limit = now + (IDLE if seconds is None else seconds)
+        calm = min(last[0] + POLL, limit)  # until then, QEMU's end only
+        if now < calm and select.select([pidfd], [], [], calm - now)[0]:
+            return
+        woke = select.select([pidfd, watched], [], [], max(0.0, limit - time.monotonic()))[0]
+        if watched in woke:
+            drain(watched)
+            last[0] = time.monotonic()
+
+    return wait
+
+
 def _record_end(manifest: str | None, end: tuple[str, str]) -> None:
     """Add ``guest_end`` (``{"kind": ..., "line": ...}``) to the VM's manifest (temp file
     + rename); the state directory may be gone already (``startnb stop``)."""
@@ -163,8 +205,9 @@ def _record_end(manifest: str | None, end: tuple[str, str]) -> None:
 
 def tend(pid: int, serial_log: str | None, manifest: str | None) -> int | None:
     """The keeper's work once the VM is ready: reap QEMU ``pid``; meanwhile, with a
-    ``serial_log``, read its new bytes every :data:`POLL` seconds (and at once when QEMU
-    ends) and, on a line saying the guest ended (:func:`launcher.stagescan.scan_end`:
+    ``serial_log``, read its new bytes when it is written to, at most every :data:`POLL`
+    seconds (and at once when QEMU ends; see :func:`_tend_waiter`) and, on a line
+    saying the guest ended (:func:`launcher.stagescan.scan_end`:
     halted, or a panic, given :data:`PANIC_GRACE` seconds to print its trap and reach
     the debugger's prompt), record ``guest_end`` in ``manifest`` and stop QEMU (SIGTERM,
     then SIGKILL). QEMU's exit status (None if it cannot be known)."""
@@ -174,7 +217,10 @@ def tend(pid: int, serial_log: str | None, manifest: str | None) -> int | None:
 
     from .stagescan import DEBUGGER_PROMPT, scan_end
 
-    wait = _child_waiter()
+    wait = _tend_waiter(pid, os.path.dirname(serial_log) or ".")
+    if wait is None:
+        sleep = _child_waiter()
+        wait = lambda seconds: sleep(POLL if seconds is None else seconds)  # noqa: E731
     log = -1
     partial = tail = b""
     end: tuple[str, str] | None = None
@@ -203,7 +249,7 @@ def tend(pid: int, serial_log: str | None, manifest: str | None) -> int | None:
             _record_end(manifest, end)  # first: once QEMU is gone, 'ps' forgets the VM
             return stop_child(pid, END_GRACE)
         if len(data) < 65536:
-            wait(POLL if end is None else max(0.0, min(POLL, left)))
+            wait(None if end is None else max(0.0, min(POLL, left)))
 
 
 def _watch_writes(serial_log: str | None, written: int) -> int | None:

@@ -322,6 +322,43 @@ def test_keeper_without_an_end_leaves_the_manifest_alone(marker: str, tmp_path: 
     assert (tmp_path / "qemu.exit").read_text() == f"{-signal.SIGKILL}\n"
 
 
+def _wakes(pid: int) -> int:
+    """How many times ``pid`` has been put to sleep and woken (its context switches)."""
+    with open(f"/proc/{pid}/status") as f:
+        return sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="no pidfd (Linux >= 5.3): "
+                    "the keeper reads the console every POLL seconds there")
+def test_an_idle_keeper_sleeps_until_its_console_or_child_says_something(
+        marker: str, tmp_path: Path) -> None:
+    """Once detached, a keeper whose guest prints nothing is not woken (no polling of the
+    serial log: 20 idle VMs cost no CPU), and still sees a halt written after its sleep."""
+    from launcher.keeper import POLL
+
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text("{}")
+    (tmp_path / "serial.log").write_bytes(BOOT_LINES)
+    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=tmp_path / "qemu.exit",
+                                       state=tmp_path)
+    try:
+        assert os.read(st_r, 64).startswith(b"pid ")
+        os.write(ctl_w, b"d")
+        assert _read_to_eof(st_r) == b""
+        time.sleep(0.3)  # settled: the log read, the watch made
+        before = _wakes(keeper)
+        time.sleep(10 * POLL)
+        assert _wakes(keeper) - before <= 2, "an idle keeper keeps waking up"
+        with open(tmp_path / "serial.log", "ab") as log:
+            log.write(b"The operating system has halted.\r\n")
+        assert _wait_exited(keeper, 10) == 0
+    finally:
+        os.close(ctl_w)
+        os.close(st_r)
+    assert json.loads(manifest.read_text())["guest_end"]["kind"] == "halted"
+    assert not _gone(marker)
+
+
 def test_scan_end_carries_lines_across_chunks() -> None:
     from launcher.stagescan import MAX_PARTIAL, scan_end
 
