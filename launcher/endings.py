@@ -11,8 +11,8 @@ import time
 from smolfs.errors import GuestEnded, LaunchError, ReadyTimeout
 
 from .config import LaunchConfig, Ready
-from .keeper import PANIC_GRACE
 from .relay import ConsoleOut
+from .tending import PANIC_GRACE
 from .vm import Vm
 
 TYPE_CHECKING = False

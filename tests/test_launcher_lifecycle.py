@@ -334,7 +334,7 @@ def test_an_idle_keeper_sleeps_until_its_console_or_child_says_something(
         marker: str, tmp_path: Path) -> None:
     """Once detached, a keeper whose guest prints nothing is not woken (no polling of the
     serial log: 20 idle VMs cost no CPU), and still sees a halt written after its sleep."""
-    from launcher.keeper import POLL
+    from launcher.tending import POLL
 
     manifest = tmp_path / "manifest.json"
     manifest.write_text("{}")
