@@ -64,9 +64,8 @@ def finish(spawned: Spawned, command_start: float,
     plan, keeper, vmdir = spawned.detached, spawned.keeper, spawned.vmdir
     assert plan is not None and keeper is not None and vmdir is not None
     import re
-    import select
 
-    from .keeper import read_news
+    from .keeper import hear
     from .relay import ConsoleSeen
     from .timing import report as timing_report
 
@@ -134,11 +133,9 @@ def finish(spawned: Spawned, command_start: float,
                 return False  # the ordinary path reports the timeout
             if len(data) == 65536:
                 continue
-            watched = [keeper.report] + ([wake_r] if prober is not None else []) + (
-                [keeper.written] if told else [])
-            woke = select.select(watched, [], [], WAIT if told else POLL)[0]
-            if told and keeper.written in woke:  # news of a write (or none to come: poll)
-                told = read_news(keeper.written)
+            # woken by news of a write (or told none will come: poll), the probe, the keeper
+            woke, told = hear(keeper, told, WAIT if told else POLL,
+                              (wake_r,) if prober is not None else ())
             if keeper.report in woke:
                 got = os.read(keeper.report, 256)
                 spawned.keeper_reports += got

@@ -269,9 +269,7 @@ def _await_first_byte(keeper: Keeper, serial_log: str) -> tuple[bytes, float | N
     writes (:attr:`launcher.keeper.Keeper.written`), else every 2 ms. Returns what the
     keeper reported meanwhile (for :meth:`launcher.vm.Vm.adopt_keeper`) and when the
     first byte was seen (None: it was not)."""
-    import select
-
-    from .keeper import read_news
+    from .keeper import hear
 
     got = b""
     told = keeper.written >= 0
@@ -285,10 +283,7 @@ def _await_first_byte(keeper: Keeper, serial_log: str) -> tuple[bytes, float | N
         left = deadline - time.monotonic()
         if left <= 0:
             return got, None
-        watched = [keeper.report, keeper.written] if told else [keeper.report]
-        woke = select.select(watched, [], [], min(left, 0.05 if told else 0.002))[0]
-        if told and keeper.written in woke:
-            told = read_news(keeper.written)
+        woke, told = hear(keeper, told, min(left, 0.05 if told else 0.002))
         if keeper.report in woke:
             data = os.read(keeper.report, 256)
             got += data

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 
 #: SIGINT, SIGTERM, SIGHUP (the numbers are the same on every POSIX system).
 KEEPER_SIGNALS = (2, 15, 1)
+
+
 class Keeper(tuple):  # type: ignore[type-arg]  (a NamedTuple would import typing)
     """A keeper just forked by :func:`start_keeper`: (pid, ctl, report, exec_time,
     started, written). ``ctl`` is the write end of its control pipe (``d`` lets QEMU run;
@@ -153,6 +155,21 @@ def read_news(written: int) -> bool:
         return bool(os.read(written, 4096))
     except BlockingIOError:
         return True
+
+
+def hear(keeper: Keeper, told: bool, timeout: float, also: tuple[int, ...] = ()
+         ) -> tuple[list[int], bool]:
+    """In the launcher: wait up to ``timeout`` seconds for ``keeper``'s report, for the
+    descriptors ``also`` and, while ``told``, for its news of console writes (read here:
+    :func:`read_news`). (The descriptors found readable, ``told`` now: False once the news
+    ended, poll then.)"""
+    import select
+
+    watched = [keeper.report, *also] + ([keeper.written] if told else [])
+    woke = select.select(watched, [], [], timeout)[0]
+    if told and keeper.written in woke:
+        told = read_news(keeper.written)
+    return woke, told
 
 
 def keep(argv: list[str], stdin: int, log: int, ctl: int, report: int,
