@@ -188,6 +188,22 @@ def _read_to_eof(fd: int) -> bytes:
     return out
 
 
+def _detached_keeper(marker: str, state: Path, manifest: str, log: bytes | None = None
+                     ) -> tuple[int, int, int, int]:
+    """A keeper of ``sleep MARKER`` (:func:`_fork_keeper`) told ``d``, as once the VM is
+    ready, its files in ``state``: ``manifest`` written there first, and ``log`` as its
+    serial log when given. (Keeper pid, the control pipe's write end, the report pipe's
+    read end, the child's pid.)"""
+    (state / "manifest.json").write_text(manifest)
+    if log is not None:
+        (state / "serial.log").write_bytes(log)
+    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=state / "qemu.exit", state=state)
+    pid = int(os.read(st_r, 64).split()[1])
+    os.write(ctl_w, b"d")
+    assert _read_to_eof(st_r) == b""
+    return keeper, ctl_w, st_r, pid
+
+
 def test_keeper_stays_the_parent_once_detached_and_records_the_exit(marker: str,
                                                                     tmp_path: Path) -> None:
     """After ``d`` the keeper lets its child run, stays its parent (so the child's
@@ -276,12 +292,9 @@ def test_keeper_stops_its_child_when_the_guest_ends(marker: str, tmp_path: Path,
     recorded, and the keeper gone."""
     exit_file = tmp_path / "qemu.exit"
     manifest = tmp_path / "manifest.json"
-    manifest.write_text(json.dumps({"name": "vm", "ready": True}))
-    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=exit_file, state=tmp_path)
+    keeper, ctl_w, st_r, pid = _detached_keeper(
+        marker, tmp_path, json.dumps({"name": "vm", "ready": True}))
     try:
-        pid = int(os.read(st_r, 64).split()[1])
-        os.write(ctl_w, b"d")
-        assert _read_to_eof(st_r) == b""
         with open(tmp_path / "serial.log", "wb", buffering=0) as log:
             log.write(BOOT_LINES)
             time.sleep(0.5)  # several of the keeper's reads
@@ -305,14 +318,8 @@ def test_keeper_without_an_end_leaves_the_manifest_alone(marker: str, tmp_path: 
     """A child that ends by itself (QEMU stopped by 'startnb stop') ends the keeper at
     once, with no ``guest_end``."""
     manifest = tmp_path / "manifest.json"
-    manifest.write_text("{}")
-    (tmp_path / "serial.log").write_bytes(BOOT_LINES)
-    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=tmp_path / "qemu.exit",
-                                       state=tmp_path)
+    keeper, ctl_w, st_r, pid = _detached_keeper(marker, tmp_path, "{}", BOOT_LINES)
     try:
-        pid = int(os.read(st_r, 64).split()[1])
-        os.write(ctl_w, b"d")
-        assert _read_to_eof(st_r) == b""
         os.kill(pid, signal.SIGKILL)
         assert _wait_exited(keeper) == 0
     finally:
@@ -337,14 +344,8 @@ def test_an_idle_keeper_sleeps_until_its_console_or_child_says_something(
     from launcher.tending import POLL
 
     manifest = tmp_path / "manifest.json"
-    manifest.write_text("{}")
-    (tmp_path / "serial.log").write_bytes(BOOT_LINES)
-    keeper, ctl_w, st_r = _fork_keeper(marker, exit_file=tmp_path / "qemu.exit",
-                                       state=tmp_path)
+    keeper, ctl_w, st_r, _ = _detached_keeper(marker, tmp_path, "{}", BOOT_LINES)
     try:
-        assert os.read(st_r, 64).startswith(b"pid ")
-        os.write(ctl_w, b"d")
-        assert _read_to_eof(st_r) == b""
         time.sleep(0.3)  # settled: the log read, the watch made
         before = _wakes(keeper)
         time.sleep(10 * POLL)
